@@ -1,0 +1,65 @@
+# One way to run each thing; CI (.ci/run, .github/workflows) calls these same targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])' 2>/dev/null)
+
+# Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
+# Central), PostgreSQL, RabbitMQ, and promtool for alert-rule tests.
+SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the brokers need (apt, needs root or sudo)
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing: $$missing"; \
+	  $$sudo apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "system packages present: $(SYSTEM_PACKAGES)"; fi
+
+.PHONY: setup
+setup: $(STAMP) ## create .venv and install Tide with its dev and infra extras
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tide needs Python 3.11+, found " + sys.version)'
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[infra,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+.PHONY: test
+test: setup ## unit, integration and local chaos suites against real brokers (started here unless TIDE_* are set)
+	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: setup ## only the unit tier (no brokers)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: setup ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: setup ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: brokers
+brokers: setup ## start Kafka, RabbitMQ, PostgreSQL and the registry here and print their TIDE_* variables
+	$(PY) -m tests.harness
+
+.PHONY: clean
+clean: ## remove the virtualenv and caches in the work tree (not ~/.cache/tide)
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Pulumi program that stands up Tide on Kubernetes."""

@@ -1,0 +1,1 @@
+"""Tide: the event runtime and the reference OTT services."""

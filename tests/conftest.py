@@ -1,0 +1,129 @@
+"""Session fixtures: real brokers (from TIDE_* or started here) and per-test factories."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.harness import Brokers, BrokerSession
+from tests.harness.brokers import ENV_REGISTRY
+
+_session: BrokerSession | None = None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every test under tests/<tier>/ carries that tier's marker, so `-m unit` and
+    # friends select exactly a directory's tests without decorating each one.
+    for item in items:
+        parts = item.path.parts
+        for tier in ("unit", "integration", "chaos", "e2e"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+    # No registry can be installed here (README, "Schema registry"): tests that need
+    # one are deselected, and counted as such, unless the environment names one.
+    if not os.environ.get(ENV_REGISTRY):
+        deselected = [item for item in items if item.get_closest_marker("registry")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("registry")]
+
+
+@pytest.fixture(scope="session")
+def brokers() -> Brokers:
+    """Kafka, RabbitMQ and PostgreSQL (and a registry, if given), up for the whole session.
+
+    They are stopped in `pytest_sessionfinish`, which alone knows whether a test
+    failed and so whether their logs are worth keeping.
+    """
+    global _session  # noqa: PLW0603 - shared with the session-finish hook
+    _session = BrokerSession()
+    return _session.open()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _session is None:
+        return
+    failed = session.testsfailed > 0 or exitstatus not in (0, 5)
+    _session.close(keep_logs=failed)
+    if failed:
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(f"broker logs kept in {_session.root}")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or earlier run against the same broker) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def create_topic(brokers: Brokers) -> Iterator[Callable[..., str]]:
+    """Factory: create a uniquely named topic, wait until it exists, delete it afterwards."""
+    admin = AdminClient({"bootstrap.servers": brokers.kafka_bootstrap})
+    created: list[str] = []
+
+    def create(
+        prefix: str = "test", *, partitions: int = 1, config: dict[str, str] | None = None
+    ) -> str:
+        name = unique(prefix)
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+            operation_timeout=30,
+        )
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=30).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def producer(brokers: Brokers) -> Iterator[Callable[..., Producer]]:
+    """Factory: an idempotent, acks=all producer; flushed and checked at teardown."""
+    made: list[Producer] = []
+
+    def make(**overrides: object) -> Producer:
+        config: dict[str, object] = {
+            "bootstrap.servers": brokers.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            **overrides,
+        }
+        instance = Producer(config)
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        assert instance.flush(30) == 0, "producer still had undelivered messages at teardown"
+
+
+@pytest.fixture
+def consumer(brokers: Brokers) -> Iterator[Callable[..., Consumer]]:
+    """Factory: a consumer in the given group, reading from the earliest offset; closed after."""
+    made: list[Consumer] = []
+
+    def make(group: str, **overrides: object) -> Consumer:
+        config: dict[str, object] = {
+            "bootstrap.servers": brokers.kafka_bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+            **overrides,
+        }
+        instance = Consumer(config)
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        instance.close()

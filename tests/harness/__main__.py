@@ -1,0 +1,38 @@
+"""`make brokers`: start the brokers here and print the TIDE_* variables that reach them.
+
+Useful for `tide run --all`, benchmarks and poking at things by hand. Ctrl-C stops them.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from tests.harness.brokers import BrokerSession
+from tests.harness.errors import HarnessError
+
+
+def main() -> int:
+    session = BrokerSession()
+    try:
+        brokers = session.open()
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for key, value in brokers.as_env().items():
+        print(f"export {key}='{value}'")
+    print(f"# logs and data: {session.root}; Ctrl-C stops the brokers", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

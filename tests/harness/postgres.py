@@ -1,0 +1,151 @@
+"""A private PostgreSQL instance from Debian's packages: own data directory, port and socket."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+from pathlib import Path
+
+import psycopg
+
+from tests.harness.errors import HarnessError
+from tests.harness.process import (
+    ManagedProcess,
+    ensure_free,
+    free_port,
+    owned_dir,
+    owned_file,
+    require,
+    run_as,
+)
+from tests.harness.waiting import wait_until
+
+# Debian keeps the server binaries out of PATH, one directory per major version.
+SEARCH = sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
+
+
+class PostgresServer:
+    """PostgreSQL on 127.0.0.1 with a `tide` superuser and database, password-authenticated."""
+
+    name = "PostgreSQL"
+
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.password = secrets.token_hex(12)
+        self.data = workdir / "data"
+        self.log = workdir / "postgres.log"
+        self.user = run_as("postgres")
+        self._process: ManagedProcess | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://tide:{self.password}@127.0.0.1:{self.port}/tide"
+
+    def _initdb(self) -> None:
+        initdb = require("initdb", search=SEARCH)
+        owned_dir(self.workdir, self.user)
+        pwfile = owned_file(self.workdir / "pwfile", self.password + "\n", self.user)
+        step = ManagedProcess(
+            "initdb",
+            [
+                initdb,
+                "-D",
+                str(self.data),
+                "-U",
+                "tide",
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                # A test cluster dies with the session; syncing it to disk only costs time.
+                "--no-sync",
+            ],
+            log=self.workdir / "initdb.log",
+            user=self.user,
+        )
+        step.start()
+        wait_until(lambda: step.exit_reason() is not None, timeout=120, what="initdb")
+        if step.exit_reason() != "initdb exited with code 0":
+            raise HarnessError(self.name, reason="initdb failed", log=step.log)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Create the cluster on first start, run the server, create database `tide`."""
+        ensure_free(self.port, self.name)
+        postgres = require("postgres", search=SEARCH)
+        if not self.data.exists():
+            self._initdb()
+        sockets = self.workdir / "sockets"
+        owned_dir(sockets, self.user)
+        self._process = ManagedProcess(
+            "postgres",
+            [
+                postgres,
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(sockets),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+            ],
+            log=self.log,
+            user=self.user,
+        )
+        self._process.start()
+        try:
+            wait_until(
+                self._accepts_connections,
+                timeout=timeout,
+                what=f"PostgreSQL accepting connections on 127.0.0.1:{self.port}",
+                interval=0.2,
+                alive=self._process.exit_reason,
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            self._process.kill()
+            raise HarnessError(
+                self.name,
+                reason=str(exc),
+                fix="apt-get install -y postgresql; or set TIDE_POSTGRES_DSN to a running server",
+                log=self.log,
+            ) from exc
+        self._create_database()
+
+    def _admin_dsn(self) -> str:
+        return f"postgresql://tide:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def _accepts_connections(self) -> bool:
+        try:
+            with psycopg.connect(self._admin_dsn(), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def _create_database(self) -> None:
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'tide'").fetchone()
+            if exists is None:
+                conn.execute("CREATE DATABASE tide")
+
+    def stop(self) -> None:
+        # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to
+        # leave; SIGINT is "fast": it disconnects them and shuts down cleanly.
+        if self._process is not None and self._process.exit_reason() is None:
+            self._process.signal(signal.SIGINT)
+            try:
+                wait_until(
+                    lambda: self._process is not None and self._process.exit_reason() is not None,
+                    timeout=30,
+                    what="PostgreSQL fast shutdown",
+                )
+            except TimeoutError:
+                self._process.kill()
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()

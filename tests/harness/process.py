@@ -1,0 +1,172 @@
+"""Child processes with a log file, free ports, and the users Debian servers run as."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tests.harness.errors import HarnessError
+
+# Debian package that provides each executable the harness runs.
+PACKAGE_OF = {
+    "java": "openjdk-17-jre-headless",
+    "mvn": "maven",
+    "initdb": "postgresql",
+    "pg_ctl": "postgresql",
+    "rabbitmq-server": "rabbitmq-server",
+    "rabbitmqctl": "rabbitmq-server",
+    "promtool": "prometheus",
+}
+
+
+def require(executable: str, *, search: Sequence[str] = ()) -> str:
+    """The absolute path of an executable, or a HarnessError naming the package to install."""
+    found = shutil.which(executable)
+    for directory in search:
+        if found:
+            break
+        candidate = Path(directory) / executable
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            found = str(candidate)
+    if found is None:
+        package = PACKAGE_OF.get(executable, executable)
+        raise HarnessError(
+            executable,
+            reason="not installed",
+            fix=f"sudo apt-get install -y {package}   (or run: bash .ci/run, which installs it)",
+        )
+    return found
+
+
+def run_as(system_user: str) -> str | None:
+    """The user to run a Debian-packaged server as: its own system user when we are root.
+
+    PostgreSQL refuses to run as root and RabbitMQ's Erlang VM cannot write
+    root-owned directories, so as root we run them as the users their packages made.
+    """
+    return system_user if os.geteuid() == 0 else None
+
+
+def owned_dir(path: Path, user: str | None) -> Path:
+    """Create `path` (and parents) and hand it to `user`, so a server run as `user` can write it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def owned_file(path: Path, text: str, user: str | None) -> Path:
+    """Write `text` to `path` and hand the file to `user`."""
+    path.write_text(text)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def ensure_free(port: int, what: str) -> None:
+    """Refuse to start a broker on a port that another process already holds."""
+    if port_is_open(port):
+        raise HarnessError(
+            what,
+            reason=f"port {port} on 127.0.0.1 is already in use",
+            fix=f"stop whatever listens there (ss -ltnp 'sport = :{port}') or unset the port",
+        )
+
+
+class ManagedProcess:
+    """One broker process: started with its output in a log file, stopped for sure."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.user = user
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                user=self.user,
+                # Own process group: a stop reaches the JVM or Erlang children too.
+                start_new_session=True,
+            )
+
+    def exit_reason(self) -> str | None:
+        """None while running; otherwise how the process ended."""
+        if self._proc is None:
+            return f"{self.name} was never started"
+        code = self._proc.poll()
+        if code is None:
+            return None
+        return f"{self.name} exited with code {code}"
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send a signal to the whole process group (chaos tests use SIGSTOP/SIGCONT/SIGKILL)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; always reaps the process."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        self.signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        # Children that left the group (epmd, for one) are the broker's business.
+
+    def kill(self) -> None:
+        """SIGKILL the group and reap it: the crash, not the shutdown."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.signal(signal.SIGKILL)
+        proc.wait(timeout=10)

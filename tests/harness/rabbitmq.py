@@ -1,0 +1,165 @@
+"""A private RabbitMQ node from Debian's packages: own node name, ports, epmd and data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+import aio_pika
+
+from tests.harness.errors import HarnessError
+from tests.harness.process import (
+    ManagedProcess,
+    ensure_free,
+    free_port,
+    owned_dir,
+    owned_file,
+    port_is_open,
+    require,
+    run_as,
+)
+from tests.harness.waiting import wait_until
+
+# Debian's /usr/sbin wrapper switches to the system `rabbitmq` user and its data;
+# the real scripts underneath honour the RABBITMQ_* variables set below.
+SEARCH = ["/usr/lib/rabbitmq/bin"]
+
+
+class RabbitMQServer:
+    """RabbitMQ on 127.0.0.1 with a `tide` user; it never touches the system node."""
+
+    name = "RabbitMQ"
+
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.dist_port = free_port()
+        # Our own epmd: the system one (port 4369) may belong to someone else.
+        self.epmd_port = free_port()
+        self.password = secrets.token_hex(12)
+        self.nodename = f"tide{self.port}@localhost"
+        self.log = workdir / "log" / f"{self.nodename}.log"
+        self.user = run_as("rabbitmq")
+        self._process: ManagedProcess | None = None
+        self._epmd: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://tide:{self.password}@127.0.0.1:{self.port}/"
+
+    def env(self) -> dict[str, str]:
+        """The environment for the server and for rabbitmqctl against this node."""
+        return {
+            **os.environ,
+            "HOME": str(self.workdir),  # the Erlang cookie lives here
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(self.workdir / "mnesia" / "feature_flags"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.workdir / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.workdir / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.workdir / "rabbitmq.pid"),
+        }
+
+    def _write_config(self) -> None:
+        for directory in (self.workdir, self.workdir / "mnesia", self.workdir / "log"):
+            owned_dir(directory, self.user)
+        owned_file(
+            self.workdir / "rabbitmq.conf",
+            "\n".join(
+                [
+                    "default_user = tide",
+                    f"default_pass = {self.password}",
+                    "default_user_tags.administrator = true",
+                    "log.console = false",
+                    "log.file.level = info",
+                    # A laptop's disk may be fuller than production's: do not block publishers.
+                    "disk_free_limit.absolute = 50MB",
+                    "",
+                ]
+            ),
+            self.user,
+        )
+        owned_file(self.workdir / "advanced.config", "[].\n", self.user)
+        owned_file(self.workdir / "rabbitmq-env.conf", "", self.user)
+        owned_file(self.workdir / "enabled_plugins", "[].\n", self.user)
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the node and wait until an AMQP connection opens."""
+        ensure_free(self.port, self.name)
+        server = require("rabbitmq-server", search=SEARCH)
+        self._write_config()
+        if self._epmd is None:
+            # Run epmd in the foreground ourselves: Erlang would otherwise daemonize
+            # one that outlives the session.
+            self._epmd = ManagedProcess(
+                "epmd",
+                [require("epmd", search=["/usr/lib/erlang/bin"]), "-port", str(self.epmd_port)],
+                log=self.workdir / "epmd.log",
+                user=self.user,
+            )
+            self._epmd.start()
+            wait_until(
+                lambda: port_is_open(self.epmd_port),
+                timeout=15,
+                what=f"epmd listening on port {self.epmd_port}",
+                alive=self._epmd.exit_reason,
+            )
+        self._process = ManagedProcess(
+            "rabbitmq-server",
+            [server],
+            log=self.workdir / "stdout.log",
+            env=self.env(),
+            user=self.user,
+        )
+        self._process.start()
+        try:
+            wait_until(
+                self._accepts_amqp,
+                timeout=timeout,
+                what=f"RabbitMQ accepting AMQP on 127.0.0.1:{self.port}",
+                interval=0.5,
+                alive=self._process.exit_reason,
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            self._process.kill()
+            log = self.log if self.log.exists() else self._process.log
+            raise HarnessError(
+                self.name,
+                reason=str(exc),
+                fix="apt-get install -y rabbitmq-server; or set TIDE_RABBITMQ_URL to a running one",
+                log=log,
+            ) from exc
+
+    def _accepts_amqp(self) -> bool:
+        async def probe() -> bool:
+            try:
+                connection = await aio_pika.connect(self.url, timeout=2)
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
+                return False
+            await connection.close()
+            return True
+
+        return asyncio.run(probe())
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop(timeout=60)
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+
+    def close(self) -> None:
+        """Stop the node, then the epmd that served it."""
+        self.stop()
+        if self._epmd is not None:
+            self._epmd.stop(timeout=10)
