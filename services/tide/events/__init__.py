@@ -1,0 +1,1 @@
+"""Events: the CloudEvents envelope and the JSON Schema of each event type."""

@@ -1,0 +1,142 @@
+"""The catalog loads only when its rules hold, and every error names the entry and the rule."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from tide.catalog import CATALOG
+from tide.events.schemas import schema
+from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy, Topic
+
+
+def _with(**changes: object) -> dict[str, object]:
+    data = CATALOG.model_dump()
+    data.update(changes)
+    return data
+
+
+def test_reference_catalog_loads_and_derives_retry_and_dlq_topics() -> None:
+    group = CATALOG.group("recommendation")
+    assert group.retry_topics == (
+        "recommendation.retry.1s",
+        "recommendation.retry.10s",
+        "recommendation.retry.60s",
+    )
+    assert group.dlq_topic == "recommendation.dlq"
+    assert group.retry.max_attempts == 4
+    assert "recommendation.dlq" in CATALOG.all_topic_names()
+
+
+def test_every_group_scales_within_its_topics_partitions() -> None:
+    for group in CATALOG.consumer_groups:
+        partitions = min(CATALOG.topic(t).partitions for t in group.topics)
+        assert group.autoscaling.max_replicas <= partitions, group.name
+
+
+def test_every_event_type_has_a_valid_json_schema_file() -> None:
+    for event in CATALOG.events:
+        jsonschema.Draft7Validator.check_schema(schema(event))
+        assert event.key in schema(event)["required"], f"{event.type}: key must be required"
+
+
+def test_max_replicas_beyond_partitions_is_refused_naming_group_and_topic() -> None:
+    groups = [g.model_dump() for g in CATALOG.consumer_groups]
+    groups[0]["autoscaling"]["max_replicas"] = 12
+    with pytest.raises(ValidationError) as caught:
+        Catalog.model_validate(_with(consumer_groups=groups))
+    message = str(caught.value)
+    assert "consumer group 'recommendation': max_replicas 12 exceeds the 3 partitions" in message
+    assert "topic 'content-events'" in message
+
+
+def test_unknown_topic_and_service_are_each_named() -> None:
+    groups = [g.model_dump() for g in CATALOG.consumer_groups]
+    groups[1]["topics"] = ("video-evnts",)
+    groups[1]["service"] = "personalisation"
+    with pytest.raises(ValidationError) as caught:
+        Catalog.model_validate(_with(consumer_groups=groups))
+    message = str(caught.value)
+    assert "consumer group 'personalization': topic 'video-evnts' is not in the catalog" in message
+    assert (
+        "consumer group 'personalization': service 'personalisation' is not in the catalog"
+        in message
+    )
+
+
+def test_duplicate_topic_is_refused() -> None:
+    topics = [t.model_dump() for t in CATALOG.topics]
+    topics.append(topics[0])
+    with pytest.raises(ValidationError, match="topic 'user-events' is declared more than once"):
+        Catalog.model_validate(_with(topics=topics))
+
+
+def test_consumer_service_without_a_group_is_refused() -> None:
+    groups = [g.model_dump() for g in CATALOG.consumer_groups if g.name != "badges"]
+    with pytest.raises(
+        ValidationError, match="service 'badges': role consumer but no consumer group"
+    ):
+        Catalog.model_validate(_with(consumer_groups=groups))
+
+
+def test_retry_delays_must_increase() -> None:
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        RetryPolicy(delays_s=(10, 1))
+
+
+def test_min_above_max_replicas_is_refused() -> None:
+    with pytest.raises(ValidationError, match="min_replicas 4 exceeds max_replicas 2"):
+        Autoscaling(min_replicas=4, max_replicas=2)
+
+
+def test_unknown_field_is_refused_so_typos_fail_loudly() -> None:
+    with pytest.raises(ValidationError, match="max_replica"):
+        Autoscaling.model_validate({"max_replicas": 2, "max_replica": 3})
+
+
+def test_lookup_of_unknown_service_lists_known_ones() -> None:
+    with pytest.raises(LookupError) as caught:
+        CATALOG.service("recomendation")
+    assert "unknown service 'recomendation'" in str(caught.value)
+    assert "recommendation" in str(caught.value).split("known:")[1]
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_names_outside_kubernetes_rules_never_load(name: str) -> None:
+    valid = (
+        len(name) <= 40
+        and name == name.lower()
+        and name[0].isalnum()
+        and name[-1].isalnum()
+        and all(c.isascii() and (c.isalnum() or c == "-") for c in name)
+    )
+    build = lambda: ConsumerGroup(  # noqa: E731 - one expression, used twice
+        name=name,
+        service="x",
+        topics=("t",),
+        handler="m:f",
+        autoscaling=Autoscaling(max_replicas=1),
+    )
+    if valid:
+        assert build().dlq_topic == f"{name}.dlq"
+    else:
+        with pytest.raises(ValidationError):
+            build()
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_topic_names_follow_kafka_and_kubernetes_rules(name: str) -> None:
+    valid = (
+        name == name.lower()
+        and name[0].isalnum()
+        and name[-1].isalnum()
+        and all(c.isascii() and (c.isalnum() or c in "-.") for c in name)
+    )
+    if valid:
+        assert Topic(name=name, partitions=1, retention_ms=60_000).name == name
+    else:
+        with pytest.raises(ValidationError):
+            Topic(name=name, partitions=1, retention_ms=60_000)
