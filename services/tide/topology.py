@@ -24,6 +24,7 @@ _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9_]*)+$")
 _HANDLER = re.compile(r"^[a-zA-Z_][\w.]*:[a-zA-Z_]\w*$")
 
 _T = TypeVar("_T")
+_DAY_MS = 24 * 3_600_000
 
 # Retry and DLQ topics append at most ".retry.3600s" / ".dlq" to a group name.
 _MAX_GROUP_NAME = 40
@@ -285,10 +286,39 @@ class Catalog(_Entry):
     def workers_of(self, service: str) -> tuple[QueueWorker, ...]:
         return tuple(w for w in self.queue_workers if w.service == service)
 
-    def all_topic_names(self) -> tuple[str, ...]:
+    def side_topics(self, group: ConsumerGroup) -> tuple[Topic, ...]:
+        """A group's retry topics and DLQ, sized so every replica can work on them.
+
+        Retry topics keep records a day (far beyond the longest delay); the DLQ
+        keeps them two weeks, time enough to fix a handler and redrive.
+        """
+        partitions = max(self.topic(t).partitions for t in group.topics)
+        retries = tuple(
+            Topic(
+                name=name,
+                partitions=partitions,
+                retention_ms=_DAY_MS,
+                description=f"records of group {group.name!r} waiting {delay}s before a retry",
+            )
+            for name, delay in zip(group.retry_topics, group.retry.delays_s, strict=True)
+        )
+        dlq = Topic(
+            name=group.dlq_topic,
+            partitions=partitions,
+            retention_ms=14 * _DAY_MS,
+            description=f"records group {group.name!r} gave up on; see `tide dlq`",
+        )
+        return (*retries, dlq)
+
+    def uses_rabbitmq(self, service: str) -> bool:
+        return bool(self.service(service).publishes_to_exchanges or self.workers_of(service))
+
+    def all_topics(self) -> tuple[Topic, ...]:
         """Catalog topics, then every group's retry and DLQ topics."""
-        derived = [t for g in self.consumer_groups for t in (*g.retry_topics, g.dlq_topic)]
-        return (*(t.name for t in self.topics), *derived)
+        return (*self.topics, *(t for g in self.consumer_groups for t in self.side_topics(g)))
+
+    def all_topic_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.all_topics())
 
     def topics_read_by(self, service: str) -> tuple[str, ...]:
         """Everything a service's groups consume: their topics and their own retry topics."""

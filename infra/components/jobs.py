@@ -1,0 +1,75 @@
+"""One-shot Jobs that run the Tide image to prepare the platform (migrations, schemas)."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import Image
+
+# Pods with this label may reach the data namespace (see Namespaces' jobs policy).
+JOB_LABELS = {"app.kubernetes.io/part-of": "tide", "tide.dev/component": "job"}
+
+# The Pod Security "restricted" profile, which the apps namespace enforces.
+RESTRICTED_CONTAINER = k8s.core.v1.SecurityContextArgs(
+    run_as_non_root=True,
+    allow_privilege_escalation=False,
+    read_only_root_filesystem=True,
+    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+    seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+)
+
+
+def tide_job(
+    name: str,
+    *,
+    namespace: str,
+    image: Image,
+    command: list[str],
+    env_from_secrets: dict[str, tuple[str, str]],
+    env: dict[str, pulumi.Input[str]] | None = None,
+    opts: pulumi.ResourceOptions,
+) -> k8s.batch.v1.Job:
+    """A Job that Pulumi waits on: the dependents of a migration run only after it succeeded."""
+    variables = [
+        k8s.core.v1.EnvVarArgs(
+            name=var,
+            value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret, key=key)
+            ),
+        )
+        for var, (secret, key) in env_from_secrets.items()
+    ]
+    variables += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in (env or {}).items()]
+    return k8s.batch.v1.Job(
+        name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace, labels=JOB_LABELS),
+        spec=k8s.batch.v1.JobSpecArgs(
+            backoff_limit=6,
+            ttl_seconds_after_finished=3600,
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels=JOB_LABELS),
+                spec=k8s.core.v1.PodSpecArgs(
+                    restart_policy="OnFailure",
+                    security_context=k8s.core.v1.PodSecurityContextArgs(
+                        run_as_non_root=True, run_as_user=10001, run_as_group=10001
+                    ),
+                    containers=[
+                        k8s.core.v1.ContainerArgs(
+                            name="job",
+                            image=f"{image.repository}:{image.tag}",
+                            image_pull_policy=image.pull_policy,
+                            args=command,
+                            env=variables,
+                            security_context=RESTRICTED_CONTAINER,
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={"cpu": "50m", "memory": "64Mi"},
+                                limits={"memory": "256Mi"},
+                            ),
+                        )
+                    ],
+                ),
+            ),
+        ),
+        opts=opts,
+    )

@@ -1,0 +1,114 @@
+"""A SCRAM-SHA-512 `KafkaUser` per service, with ACLs for exactly its topics and groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.components.base import PlatformComponent
+from infra.components.kafka import CLUSTER_NAME
+from tide.topology import Catalog
+
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+def kafka_credentials_secret(service: str) -> str:
+    """The Secret (in the apps namespace) that holds a service's Kafka username and password."""
+    return f"{service}-kafka"
+
+
+def acls(catalog: Catalog, service: str) -> list[dict[str, Any]]:
+    """Read on what its groups consume, write on what it produces and its retry/DLQ topics."""
+    rules: list[dict[str, Any]] = []
+    for topic in catalog.topics_read_by(service):
+        rules.append(_acl("topic", topic, ["Describe", "Read"]))
+    for topic in catalog.topics_written_by(service):
+        rules.append(_acl("topic", topic, ["Describe", "Write"]))
+    for group in catalog.groups_of(service):
+        rules.append(_acl("group", group.name, ["Describe", "Read"]))
+    return rules
+
+
+def uses_kafka(catalog: Catalog, service: str) -> bool:
+    return bool(catalog.topics_read_by(service) or catalog.topics_written_by(service))
+
+
+def _acl(kind: str, name: str, operations: list[str]) -> dict[str, Any]:
+    return {
+        "resource": {"type": kind, "name": name, "patternType": "literal"},
+        "operations": operations,
+        "host": "*",
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaUsersArgs:
+    apps_namespace: str
+    catalog: Catalog
+    tls: bool
+
+
+class KafkaUsers(PlatformComponent):
+    """Passwords are generated here (Pulumi secrets), stored in the services' namespace and
+    handed to the User Operator through `valueFrom`, so no Secret is ever copied."""
+
+    users: dict[str, k8s.apiextensions.CustomResource]
+    secrets: dict[str, k8s.core.v1.Secret]
+
+    def __init__(
+        self, name: str, args: KafkaUsersArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("tide:kafka:KafkaUsers", name, opts)
+        self.users = {}
+        self.secrets = {}
+        for service in args.catalog.services:
+            if not uses_kafka(args.catalog, service.name):
+                continue
+            password = random.RandomPassword(
+                f"{service.name}-kafka-password",
+                length=32,
+                special=False,
+                opts=self.child(),
+            )
+            secret_name = kafka_credentials_secret(service.name)
+            secret = k8s.core.v1.Secret(
+                f"{service.name}-kafka-credentials",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=secret_name, namespace=args.apps_namespace
+                ),
+                string_data={
+                    "username": service.name,
+                    "password": password.result,
+                    "sasl-mechanism": SASL_MECHANISM,
+                    # The same facts in the spelling KEDA's Kafka scaler reads.
+                    "sasl": "scram_sha512",
+                    "tls": "enable" if args.tls else "disable",
+                },
+                opts=self.child(),
+            )
+            self.secrets[service.name] = secret
+            self.users[service.name] = k8s.apiextensions.CustomResource(
+                f"{service.name}-kafka-user",
+                api_version="kafka.strimzi.io/v1beta2",
+                kind="KafkaUser",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=service.name,
+                    namespace=args.apps_namespace,
+                    labels={"strimzi.io/cluster": CLUSTER_NAME},
+                ),
+                spec={
+                    "authentication": {
+                        "type": "scram-sha-512",
+                        "password": {
+                            "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "password"}}
+                        },
+                    },
+                    "authorization": {"type": "simple", "acls": acls(args.catalog, service.name)},
+                },
+                opts=self.child(depends_on=[secret]),
+            )
+        self.register_outputs({"users": list(self.users)})

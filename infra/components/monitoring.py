@@ -1,0 +1,153 @@
+"""kube-prometheus-stack, monitors for every part of the platform, alert rules and dashboards."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.alerts import rule_groups
+from infra.components.base import PlatformComponent
+from infra.config import Exposure
+from infra.dashboards import overview, service_page
+from tide.topology import Catalog
+
+PROMETHEUS_COMMUNITY = "https://prometheus-community.github.io/helm-charts"
+RELEASE = "tide-monitoring"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringArgs:
+    namespace: str
+    data_namespace: str
+    catalog: Catalog
+    version: str
+    exposure: Exposure
+    node_exporter: bool
+
+
+class Monitoring(PlatformComponent):
+    """Prometheus picks up every ServiceMonitor, PodMonitor and PrometheusRule in the cluster."""
+
+    stack: k8s.helm.v4.Chart
+    grafana_password: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("tide:monitoring:Monitoring", name, opts)
+        child = self.child()
+        self.grafana_password = random.RandomPassword(
+            f"{name}-grafana-admin", length=24, special=False, opts=child
+        ).result
+
+        def exposed(node_port: int | None) -> dict[str, object]:
+            service: dict[str, object] = {"type": args.exposure.service_type}
+            if node_port is not None and args.exposure.service_type == "NodePort":
+                service["nodePort"] = node_port
+            return service
+
+        self.stack = k8s.helm.v4.Chart(
+            RELEASE,
+            chart="kube-prometheus-stack",
+            version=args.version,
+            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=PROMETHEUS_COMMUNITY),
+            namespace=args.namespace,
+            values={
+                "fullnameOverride": RELEASE,
+                "nodeExporter": {"enabled": args.node_exporter},
+                "prometheus": {
+                    "service": exposed(args.exposure.prometheus_node_port),
+                    "prometheusSpec": {
+                        # Select monitors and rules from every namespace, not only the chart's.
+                        "serviceMonitorSelectorNilUsesHelmValues": False,
+                        "podMonitorSelectorNilUsesHelmValues": False,
+                        "ruleSelectorNilUsesHelmValues": False,
+                        "retention": "3d",
+                    },
+                },
+                "grafana": {
+                    "adminPassword": self.grafana_password,
+                    "service": exposed(args.exposure.grafana_node_port),
+                    "sidecar": {
+                        "dashboards": {
+                            "enabled": True,
+                            "label": "grafana_dashboard",
+                            "searchNamespace": "ALL",
+                        }
+                    },
+                },
+            },
+            opts=child,
+        )
+        after_crds = self.child(depends_on=[self.stack])
+        _pod_monitor(
+            "kafka",
+            args.data_namespace,
+            {"strimzi.io/kind": "Kafka", "strimzi.io/broker-role": "true"},
+            "tcp-prometheus",
+            after_crds,
+        )
+        _pod_monitor(
+            "kafka-exporter",
+            args.data_namespace,
+            {"strimzi.io/name": "tide-kafka-exporter"},
+            "tcp-prometheus",
+            after_crds,
+        )
+        _pod_monitor(
+            "rabbitmq",
+            args.data_namespace,
+            {"app.kubernetes.io/name": "tide-rabbitmq"},
+            "prometheus",
+            after_crds,
+        )
+        _pod_monitor(
+            "postgres",
+            args.data_namespace,
+            {"cnpg.io/cluster": "tide-postgres"},
+            "metrics",
+            after_crds,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="tide-alerts", namespace=args.namespace),
+            spec={"groups": rule_groups(args.catalog)},
+            opts=after_crds,
+        )
+        dashboards = {"overview": overview(args.catalog)} | {
+            s.name: service_page(args.catalog, s.name) for s in args.catalog.services
+        }
+        for key, dashboard in dashboards.items():
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard-{key}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"tide-dashboard-{key}",
+                    namespace=args.namespace,
+                    labels={"grafana_dashboard": "1"},
+                ),
+                data={f"tide-{key}.json": json.dumps(dashboard, indent=1)},
+                opts=child,
+            )
+        self.register_outputs({})
+
+
+def _pod_monitor(
+    name: str, namespace: str, selector: dict[str, str], port: str, opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        f"podmonitor-{name}",
+        api_version="monitoring.coreos.com/v1",
+        kind="PodMonitor",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=f"tide-{name}", namespace=namespace),
+        spec={
+            "selector": {"matchLabels": selector},
+            "podMetricsEndpoints": [{"port": port, "path": "/metrics", "interval": "15s"}],
+        },
+        opts=opts,
+    )

@@ -1,0 +1,118 @@
+"""PostgreSQL through CloudNativePG: the operator chart, a `Cluster`, credentials, the schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.components.base import PlatformComponent
+from infra.components.jobs import tide_job
+from infra.config import Image, PostgresSettings
+
+CLUSTER_NAME = "tide-postgres"
+OWNER_SECRET = "tide-postgres-owner"  # noqa: S105 - a Secret's name
+APPS_SECRET = "postgres"  # noqa: S105 - a Secret's name
+DATABASE = "tide"
+OWNER = "tide"
+PORT = 5432
+CNPG_REPOSITORY = "https://cloudnative-pg.github.io/charts"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresArgs:
+    namespace: str
+    system_namespace: str
+    apps_namespace: str
+    settings: PostgresSettings
+    chart_version: str
+    image: str
+    tide_image: Image
+
+
+class Postgres(PlatformComponent):
+    """The event store's database; a Job applies Tide's migrations once the cluster is Ready."""
+
+    cluster: k8s.apiextensions.CustomResource
+    host: str
+    password: pulumi.Output[str]
+    migrations: k8s.batch.v1.Job
+
+    def __init__(
+        self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("tide:postgres:Postgres", name, opts)
+        child = self.child()
+        operator = k8s.helm.v4.Chart(
+            f"{name}-operator",
+            chart="cloudnative-pg",
+            version=args.chart_version,
+            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=CNPG_REPOSITORY),
+            namespace=args.system_namespace,
+            opts=child,
+        )
+        self.password = random.RandomPassword(
+            f"{name}-owner-password", length=32, special=False, opts=child
+        ).result
+        owner = k8s.core.v1.Secret(
+            f"{name}-owner",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=OWNER_SECRET, namespace=args.namespace),
+            type="kubernetes.io/basic-auth",
+            string_data={"username": OWNER, "password": self.password},
+            opts=child,
+        )
+        self.host = f"{CLUSTER_NAME}-rw.{args.namespace}.svc"
+        apps_secret = k8s.core.v1.Secret(
+            f"{name}-apps-dsn",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=APPS_SECRET, namespace=args.apps_namespace),
+            string_data={
+                "dsn": pulumi.Output.concat(
+                    f"postgresql://{OWNER}:", self.password, f"@{self.host}:{PORT}/{DATABASE}"
+                )
+            },
+            opts=child,
+        )
+        storage: dict[str, object] = {"size": args.settings.storage.size}
+        if args.settings.storage.storage_class:
+            storage["storageClass"] = args.settings.storage.storage_class
+        self.cluster = k8s.apiextensions.CustomResource(
+            name,
+            api_version="postgresql.cnpg.io/v1",
+            kind="Cluster",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=CLUSTER_NAME,
+                namespace=args.namespace,
+                annotations={"pulumi.com/waitFor": "condition=Ready"},
+            ),
+            spec={
+                "instances": args.settings.instances,
+                "imageName": args.image,
+                "storage": storage,
+                "bootstrap": {
+                    "initdb": {
+                        "database": DATABASE,
+                        "owner": OWNER,
+                        "secret": {"name": OWNER_SECRET},
+                    }
+                },
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                    "limits": {"memory": "1Gi"},
+                },
+            },
+            opts=self.child(
+                depends_on=[operator, owner],
+                custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
+            ),
+        )
+        self.migrations = tide_job(
+            f"{name}-migrate",
+            namespace=args.apps_namespace,
+            image=args.tide_image,
+            command=["tide", "db", "migrate"],
+            env_from_secrets={"TIDE_POSTGRES_DSN": (APPS_SECRET, "dsn")},
+            opts=self.child(depends_on=[self.cluster, apps_secret]),
+        )
+        self.register_outputs({"host": self.host})

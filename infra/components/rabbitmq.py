@@ -1,0 +1,152 @@
+"""RabbitMQ: the cluster operator (pinned release manifest), a `RabbitmqCluster`, the topology."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.components.base import PlatformComponent
+from infra.config import RabbitMQSettings
+from tide.rabbitmq.definitions import definitions
+from tide.topology import Catalog
+
+CLUSTER_NAME = "tide-rabbitmq"
+AMQP_PORT = 5672
+DEFINITIONS_PATH = "/etc/tide/definitions"
+OPERATOR_MANIFEST = (
+    "https://github.com/rabbitmq/cluster-operator/releases/download/v{version}/cluster-operator.yml"
+)
+
+
+def rabbitmq_credentials_secret(service: str) -> str:
+    """The Secret (in the apps namespace) with a service's AMQP URL."""
+    return f"{service}-rabbitmq"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RabbitMQArgs:
+    namespace: str
+    apps_namespace: str
+    catalog: Catalog
+    settings: RabbitMQSettings
+    operator_version: str
+
+
+class RabbitMQ(PlatformComponent):
+    """Quorum queues with delivery limits and dead-letter policies, loaded as definitions at boot;
+    one user per service that uses RabbitMQ, its URL in the services' namespace."""
+
+    cluster: k8s.apiextensions.CustomResource
+    secrets: dict[str, k8s.core.v1.Secret]
+
+    def __init__(
+        self, name: str, args: RabbitMQArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("tide:rabbitmq:RabbitMQ", name, opts)
+        child = self.child()
+        operator = k8s.yaml.v2.ConfigFile(
+            f"{name}-operator",
+            file=OPERATOR_MANIFEST.format(version=args.operator_version),
+            opts=child,
+        )
+        host = f"{CLUSTER_NAME}.{args.namespace}.svc"
+        users = [s.name for s in args.catalog.services if args.catalog.uses_rabbitmq(s.name)]
+        passwords = {
+            user: random.RandomPassword(
+                f"{user}-rabbitmq-password", length=32, special=False, opts=child
+            ).result
+            for user in users
+        }
+        self.secrets = {}
+        for user, password in passwords.items():
+            self.secrets[user] = k8s.core.v1.Secret(
+                f"{user}-rabbitmq-credentials",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=rabbitmq_credentials_secret(user), namespace=args.apps_namespace
+                ),
+                string_data={
+                    "url": pulumi.Output.concat(
+                        "amqp://", user, ":", password, f"@{host}:{AMQP_PORT}/"
+                    ),
+                },
+                opts=child,
+            )
+        document = pulumi.Output.all(**passwords).apply(
+            lambda resolved: json.dumps(definitions(args.catalog, resolved), indent=2)
+        )
+        definitions_secret = k8s.core.v1.Secret(
+            f"{name}-definitions",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="rabbitmq-definitions", namespace=args.namespace
+            ),
+            string_data={"definitions.json": document},
+            opts=child,
+        )
+        settings = args.settings
+        persistence: dict[str, object] = {"storage": settings.storage.size}
+        if settings.storage.storage_class:
+            persistence["storageClassName"] = settings.storage.storage_class
+        self.cluster = k8s.apiextensions.CustomResource(
+            name,
+            api_version="rabbitmq.com/v1beta1",
+            kind="RabbitmqCluster",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=CLUSTER_NAME,
+                namespace=args.namespace,
+                annotations={"pulumi.com/waitFor": "condition=AllReplicasReady"},
+            ),
+            spec={
+                "replicas": settings.replicas,
+                "persistence": persistence,
+                "resources": {
+                    "requests": {"cpu": "200m", "memory": "512Mi"},
+                    "limits": {"memory": "1Gi"},
+                },
+                "rabbitmq": {
+                    "additionalConfig": "\n".join(
+                        [
+                            f"load_definitions = {DEFINITIONS_PATH}/definitions.json",
+                            # Per-queue metrics: the DLQ-depth alerts need them.
+                            "prometheus.return_per_object_metrics = true",
+                        ]
+                    )
+                },
+                "override": {
+                    "statefulSet": {
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "containers": [
+                                        {
+                                            "name": "rabbitmq",
+                                            "volumeMounts": [
+                                                {
+                                                    "name": "definitions",
+                                                    "mountPath": DEFINITIONS_PATH,
+                                                    "readOnly": True,
+                                                }
+                                            ],
+                                        }
+                                    ],
+                                    "volumes": [
+                                        {
+                                            "name": "definitions",
+                                            "secret": {"secretName": "rabbitmq-definitions"},
+                                        }
+                                    ],
+                                }
+                            }
+                        }
+                    }
+                },
+            },
+            opts=self.child(
+                depends_on=[operator, definitions_secret],
+                custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
+            ),
+        )
+        self.register_outputs({"host": host})

@@ -1,0 +1,46 @@
+"""The Strimzi cluster operator, from its Helm chart at the pinned version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.components.base import PlatformComponent
+
+# Strimzi publishes its chart as an OCI artifact; the old HTTP repository is deprecated.
+STRIMZI_CHART = "oci://quay.io/strimzi-helm/strimzi-kafka-operator"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrimziOperatorArgs:
+    namespace: pulumi.Input[str]
+    version: str
+    watch_namespaces: list[str]
+
+
+class StrimziOperator(PlatformComponent):
+    """Installs the CRDs and the cluster operator; watches the data and apps namespaces."""
+
+    chart: k8s.helm.v4.Chart
+
+    def __init__(
+        self, name: str, args: StrimziOperatorArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("tide:kafka:StrimziOperator", name, opts)
+        self.chart = k8s.helm.v4.Chart(
+            name,
+            chart=STRIMZI_CHART,
+            version=args.version,
+            namespace=args.namespace,
+            values={
+                "watchNamespaces": args.watch_namespaces,
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "384Mi"},
+                    "limits": {"memory": "512Mi"},
+                },
+            },
+            opts=self.child(),
+        )
+        self.register_outputs({})

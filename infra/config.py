@@ -1,0 +1,162 @@
+"""Typed stack configuration: read from `tide:*` keys, validated before any resource exists."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal, Self
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "tide"
+
+
+class _Section(BaseModel):
+    # Stack files use Pulumi's camelCase; unknown keys are typos and fail the run.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Storage(_Section):
+    """Where a stateful component keeps its data."""
+
+    type: Literal["ephemeral", "persistent-claim"] = "ephemeral"
+    size: str = Field(default="10Gi", pattern=r"^[1-9][0-9]*(Mi|Gi|Ti)$")
+    storage_class: str | None = None
+
+
+class KafkaSettings(_Section):
+    """The Strimzi `Kafka` cluster."""
+
+    version: str = Field(default="4.1.0", pattern=r"^\d+\.\d+\.\d+$")
+    brokers: int = Field(default=1, ge=1, le=15)
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
+    tls: bool = False
+    storage: Storage = Storage()
+
+    @model_validator(mode="after")
+    def _replication_fits(self) -> Self:
+        if self.replication_factor > self.brokers:
+            raise ValueError(
+                f"replicationFactor {self.replication_factor} needs at least that many brokers "
+                f"(brokers is {self.brokers})"
+            )
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"minInsyncReplicas {self.min_insync_replicas} cannot exceed "
+                f"replicationFactor {self.replication_factor}"
+            )
+        return self
+
+
+class RabbitMQSettings(_Section):
+    replicas: Literal[1, 3, 5] = 1
+    storage: Storage = Storage(size="2Gi")
+
+
+class PostgresSettings(_Section):
+    instances: int = Field(default=1, ge=1, le=5)
+    storage: Storage = Storage(type="persistent-claim", size="2Gi")
+
+
+class Versions(_Section):
+    """Upstream charts and manifests, pinned. Bump deliberately; they are tested together."""
+
+    strimzi: str = "0.48.0"
+    keda: str = "2.17.2"
+    cloudnative_pg: str = "0.26.0"
+    kube_prometheus_stack: str = "77.6.2"
+    rabbitmq_cluster_operator: str = "2.16.0"
+    apicurio_registry: str = "3.0.9"
+    postgres_image: str = "ghcr.io/cloudnative-pg/postgresql:17.5"
+
+
+class Image(_Section):
+    """The one Tide service image; the command line chooses the role."""
+
+    repository: str = "tide"
+    tag: str = "dev"
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class Exposure(_Section):
+    """How people reach the API, Grafana and Prometheus from outside the cluster."""
+
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    api_node_port: int | None = Field(default=None, ge=30000, le=32767)
+    grafana_node_port: int | None = Field(default=None, ge=30000, le=32767)
+    prometheus_node_port: int | None = Field(default=None, ge=30000, le=32767)
+
+
+class StackConfig(_Section):
+    """Everything a stack may set; `kind` and `cloud` differ only in these values."""
+
+    flavor: Literal["kind", "cloud"]
+    namespace_prefix: str = Field(default="tide", pattern=r"^[a-z][a-z0-9-]{0,20}$")
+    kafka: KafkaSettings = KafkaSettings()
+    rabbitmq: RabbitMQSettings = RabbitMQSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    versions: Versions = Versions()
+    image: Image = Image()
+    exposure: Exposure = Exposure()
+    pod_disruption_budgets: bool = False
+    node_exporter: bool = Field(
+        default=True, description="kind nodes are containers: host metrics there mean little"
+    )
+
+    @model_validator(mode="after")
+    def _cloud_is_production_shaped(self) -> Self:
+        if self.flavor == "cloud":
+            problems = []
+            if self.kafka.brokers < 3:
+                problems.append("kafka.brokers must be at least 3 on a cloud stack")
+            if self.kafka.replication_factor < 3:
+                problems.append("kafka.replicationFactor must be at least 3 on a cloud stack")
+            if self.kafka.min_insync_replicas < 2:
+                problems.append("kafka.minInsyncReplicas must be at least 2 on a cloud stack")
+            if not self.pod_disruption_budgets:
+                problems.append("podDisruptionBudgets must be true on a cloud stack")
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
+
+class ConfigError(Exception):
+    """A stack setting is wrong; the message names the key and what is allowed."""
+
+
+# Top-level keys under `tide:` in Pulumi.<stack>.yaml, by field.
+_KEYS = {name: (field.alias or name) for name, field in StackConfig.model_fields.items()}
+
+
+def parse(values: Mapping[str, Any]) -> StackConfig:
+    """Validate raw `tide:*` values (keyed by their camelCase names) into a StackConfig."""
+    try:
+        return StackConfig.model_validate(dict(values))
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            where = f"{NAMESPACE}:{key}" if key else f"{NAMESPACE} (stack config)"
+            lines.append(f"{where}: {error['msg']}")
+        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load() -> StackConfig:
+    """Read the current stack's `tide:*` keys and validate them."""
+    config = pulumi.Config(NAMESPACE)
+    values: dict[str, Any] = {}
+    for alias in _KEYS.values():
+        raw = config.get(alias)
+        if raw is None:
+            continue
+        # Pulumi hands structured values over as JSON text, plain ones as is.
+        try:
+            values[alias] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[alias] = raw
+    return parse(values)

@@ -1,0 +1,40 @@
+"""Every Prometheus metric Tide's services export. Alert rules and dashboards use these names."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PUBLISHED = Counter(
+    "tide_events_published", "Events the broker acknowledged", ["event_type", "topic"]
+)
+PUBLISH_FAILURES = Counter(
+    "tide_publish_failures",
+    "Events that could not be confirmed by the broker",
+    ["event_type", "reason"],
+)
+PROCESSED = Counter("tide_messages_processed", "Records a handler finished", ["group", "topic"])
+FAILED = Counter("tide_messages_failed", "Handler failures, by error class", ["group", "error"])
+RETRIED = Counter("tide_messages_retried", "Records sent to a retry topic", ["group", "delay"])
+DEAD_LETTERED = Counter(
+    "tide_messages_dead_lettered", "Records sent to the DLQ", ["group", "reason"]
+)
+HANDLER_SECONDS = Histogram(
+    "tide_handler_duration_seconds",
+    "Time a handler took per record",
+    ["group"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+CONSUMER_LAG = Gauge(
+    "tide_consumer_lag",
+    "Records behind the partition end, as the consumer sees it",
+    ["group", "topic", "partition"],
+)
+OUTBOX_BACKLOG = Gauge("tide_outbox_backlog", "Outbox rows not yet published")
+EVENT_STORE_ERRORS = Counter(
+    "tide_event_store_errors", "Event store operations that failed", ["operation"]
+)
+
+# Names as Prometheus stores them (counters gain `_total`), for alert expressions.
+PUBLISH_FAILURES_SERIES = "tide_publish_failures_total"
+EVENT_STORE_ERRORS_SERIES = "tide_event_store_errors_total"
+DEAD_LETTERED_SERIES = "tide_messages_dead_lettered_total"

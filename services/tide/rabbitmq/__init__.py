@@ -1,0 +1,1 @@
+"""RabbitMQ: the topology the catalog declares, and the bus the services use."""

@@ -1,0 +1,135 @@
+"""Runs the Pulumi program under `pulumi.runtime.set_mocks` for a stack and records what it declares."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class Declared:
+    """One resource the program declared: its inputs as the engine saw them, and what it waits on."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    depends_on: set[str] = field(default_factory=set)
+    parent: tuple[str, str] | None = None
+    secret_inputs: set[str] = field(default_factory=set)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.inputs
+
+
+@dataclass
+class Program:
+    stack: str
+    resources: list[Declared]
+    outputs: dict[str, Any]
+
+    def of_type(self, suffix: str) -> list[Declared]:
+        return [r for r in self.resources if r.type.endswith(suffix)]
+
+    def named(self, type_suffix: str, name: str) -> Declared:
+        matches = [r for r in self.of_type(type_suffix) if r.name == name]
+        assert len(matches) == 1, f"expected one {type_suffix} named {name}, got {len(matches)}"
+        return matches[0]
+
+    def waits_for(self, resource: Declared) -> set[str]:
+        """Everything a resource waits on, directly or through its parents' explicit waits."""
+        names = set(resource.depends_on)
+        by_key = {(r.type, r.name): r for r in self.resources}
+        parent = resource.parent
+        while parent is not None and parent in by_key:
+            names |= by_key[parent].depends_on
+            parent = by_key[parent].parent
+        return names
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, resources: dict[tuple[str, str], Declared]) -> None:
+        self.resources = resources
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        declared = self.resources.setdefault((args.typ, args.name), Declared(args.typ, args.name))
+        declared.inputs = _plain(dict(args.inputs))
+        declared.secret_inputs = {k for k, v in args.inputs.items() if _is_secret(v)}
+        state = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = f"mock-password-{args.name}"
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+def run(stack: str, config: dict[str, str] | None = None) -> Program:
+    """Run infra/__main__.py for `stack` (or explicit config) and return what it declared."""
+    declared: dict[tuple[str, str], Declared] = {}
+    outputs: dict[str, Any] = {}
+    pulumi.runtime.set_mocks(_Mocks(declared), project="tide", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config if config is not None else stack_config(stack))
+
+    def record(args: pulumi.ResourceTransformationArgs) -> None:
+        entry = declared.setdefault((args.type_, args.name), Declared(args.type_, args.name))
+        entry.depends_on = {_name(d) for d in _as_list(args.opts.depends_on)}
+        parent = args.opts.parent
+        entry.parent = (str(getattr(parent, "_type", "")), _name(parent)) if parent else None
+
+    @pulumi.runtime.test  # type: ignore[misc]
+    def program() -> pulumi.Output[Any]:
+        pulumi.runtime.register_stack_transformation(record)
+        namespace = runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+        del namespace
+        return pulumi.Output.from_input(True)
+
+    program()
+    return Program(stack=stack, resources=list(declared.values()), outputs=outputs)
+
+
+def _as_list(value: object) -> Iterator[object]:
+    if value is None:
+        return iter(())
+    if isinstance(value, list):
+        return iter(value)
+    return iter([value])
+
+
+def _name(resource: object) -> str:
+    return str(getattr(resource, "_name", resource))
+
+
+# The engine's marker for a secret value: {SECRET_SIG: SECRET_VALUE, "value": ...}.
+_SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and _SECRET_SIG in value
+
+
+def _plain(value: Any) -> Any:
+    """Unwrap secrets and turn the engine's floats back into integers (6, not 6.0)."""
+    if _is_secret(value):
+        return _plain(value["value"])
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

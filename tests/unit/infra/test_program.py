@@ -1,0 +1,182 @@
+"""The Pulumi program, run under mocks for both stacks, declares the platform the catalog describes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from infra import outputs
+from infra.config import ConfigError, parse
+from tests.unit.infra.program import Program, run, stack_config
+from tide.catalog import CATALOG
+
+
+def test_every_catalog_topic_has_a_kafka_topic_plus_retry_and_dlq_topics(program: Program) -> None:
+    declared = {
+        t.inputs["metadata"]["name"]: t.inputs["spec"] for t in program.of_type("KafkaTopic")
+    }
+    for topic in CATALOG.topics:
+        assert declared[topic.name]["partitions"] == topic.partitions
+        assert declared[topic.name]["config"]["retention.ms"] == str(topic.retention_ms)
+    for group in CATALOG.consumer_groups:
+        for name in (*group.retry_topics, group.dlq_topic):
+            assert name in declared, f"{group.name}: {name} missing"
+    assert len(declared) == len(CATALOG.topics) + sum(
+        len(g.retry.delays_s) + 1 for g in CATALOG.consumer_groups
+    )
+
+
+def test_topics_wait_for_the_kafka_cluster_which_waits_for_the_operator(program: Program) -> None:
+    for topic in program.of_type("KafkaTopic"):
+        assert "kafka" in program.waits_for(topic)
+    for kind in ("v1beta2:Kafka", "KafkaNodePool"):
+        (resource,) = program.of_type(kind)
+        assert "strimzi" in program.waits_for(resource), kind
+
+
+def test_every_custom_resource_waits_for_its_operator(program: Program) -> None:
+    operator_of = {
+        "KafkaUser": "kafka",
+        "RabbitmqCluster": "rabbitmq-operator",
+        "postgresql.cnpg.io/v1:Cluster": "postgres-operator",
+        "PodMonitor": "tide-monitoring",
+        "PrometheusRule": "tide-monitoring",
+    }
+    for kind, operator in operator_of.items():
+        resources = program.of_type(kind)
+        assert resources, kind
+        for resource in resources:
+            assert operator in program.waits_for(resource), f"{kind} {resource.name}"
+    # ScaledObjects come with each service's chart, which waits for KEDA.
+    for service in CATALOG.services:
+        chart = program.named("helm.sh/v4:Chart", service.name)
+        assert "keda" in program.waits_for(chart)
+
+
+def test_each_kafka_client_has_a_user_with_exactly_its_topics_and_group(program: Program) -> None:
+    users = {u.inputs["metadata"]["name"]: u.inputs["spec"] for u in program.of_type("KafkaUser")}
+    assert set(users) == {
+        "video-service",
+        "subscription",
+        "recommendation",
+        "personalization",
+        "analytics",
+        "badges",
+        "notification-dispatch",
+    }
+    for name, spec in users.items():
+        assert spec["authentication"]["type"] == "scram-sha-512"
+        granted = {
+            (acl["resource"]["type"], acl["resource"]["name"], op)
+            for acl in spec["authorization"]["acls"]
+            for op in acl["operations"]
+        }
+        expected = {("topic", t, "Write") for t in CATALOG.service(name).produces}
+        for group in CATALOG.groups_of(name):
+            expected |= {("group", group.name, "Read")}
+            expected |= {("topic", t, "Read") for t in (*group.topics, *group.retry_topics)}
+            expected |= {("topic", t, "Write") for t in (*group.retry_topics, group.dlq_topic)}
+        without_describe = {g for g in granted if g[2] != "Describe"}
+        assert without_describe == expected, name
+        # Describe goes exactly with the resources granted something else.
+        described = {(k, n) for k, n, op in granted if op == "Describe"}
+        assert described == {(k, n) for k, n, _ in expected}, name
+
+
+def test_kafka_credentials_live_in_the_services_namespace(program: Program) -> None:
+    secrets = {
+        s.inputs["metadata"]["name"]: s.inputs
+        for s in program.of_type("core/v1:Secret")
+        if s.inputs["metadata"]["name"].endswith("-kafka")
+    }
+    for user in program.of_type("KafkaUser"):
+        ref = user.inputs["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]
+        secret = secrets[ref["name"]]
+        assert (
+            secret["metadata"]["namespace"] == user.inputs["metadata"]["namespace"] == "tide-apps"
+        )
+        assert secret["stringData"]["username"] == user.inputs["metadata"]["name"]
+    for secret in program.of_type("core/v1:Secret"):
+        # Generated passwords stay Pulumi secrets all the way into the state.
+        assert "stringData" in secret.secret_inputs, secret.name
+
+
+def test_every_group_has_a_lag_and_a_dlq_alert(program: Program) -> None:
+    (rule,) = program.of_type("PrometheusRule")
+    alerts = Counter(
+        (r["alert"], r["labels"].get("consumergroup"))
+        for group in rule.inputs["spec"]["groups"]
+        for r in group["rules"]
+    )
+    for group in CATALOG.consumer_groups:
+        assert alerts[("TideConsumerGroupLagHigh", group.name)] == 1
+        assert alerts[("TideDeadLettersGrowing", group.name)] == 1
+        assert alerts[("TideConsumerGroupNoMembers", group.name)] == 1
+
+
+def test_cloud_stack_is_replicated_and_protected(cloud: Program) -> None:
+    (pool,) = cloud.of_type("KafkaNodePool")
+    assert pool.inputs["spec"]["replicas"] >= 3
+    (kafka,) = cloud.of_type("v1beta2:Kafka")
+    config = kafka.inputs["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == 3
+    assert config["min.insync.replicas"] == 2
+    assert all(listener["tls"] for listener in kafka.inputs["spec"]["kafka"]["listeners"])
+    for topic in cloud.of_type("KafkaTopic"):
+        assert topic.inputs["spec"]["replicas"] == 3
+        assert topic.inputs["spec"]["config"]["min.insync.replicas"] == "2"
+    for service in CATALOG.services:
+        values = cloud.named("helm.sh/v4:Chart", service.name).inputs["values"]
+        assert values["podDisruptionBudget"]["enabled"] is True
+
+
+def test_kind_stack_is_small_and_reachable_from_the_host(kind: Program) -> None:
+    (pool,) = kind.of_type("KafkaNodePool")
+    assert pool.inputs["spec"]["replicas"] == 1
+    (kafka,) = kind.of_type("v1beta2:Kafka")
+    external = [x for x in kafka.inputs["spec"]["kafka"]["listeners"] if x["type"] == "nodeport"]
+    assert external and external[0]["configuration"]["bootstrap"]["nodePort"] == 30092
+    api = kind.named("helm.sh/v4:Chart", "video-service").inputs["values"]
+    assert api["service"] == {"type": "NodePort", "nodePort": 30080}
+    assert api["image"]["pullPolicy"] == "Never"
+
+
+def test_outputs_name_the_endpoints() -> None:
+    # The output names are constants so `make up` and the docs never retype them.
+    assert {outputs.API_URL, outputs.GRAFANA_URL, outputs.KAFKA_BOOTSTRAP} == {
+        "apiUrl",
+        "grafanaUrl",
+        "kafkaBootstrap",
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"flavor": "kind", "kafka": {"brokers": 0}},
+            "tide:kafka.brokers: Input should be greater",
+        ),
+        ({"flavor": "kind", "kafka": {"brokerz": 3}}, "tide:kafka.brokerz: Extra inputs are not"),
+        ({"flavor": "minikube"}, "tide:flavor: Input should be 'kind' or 'cloud'"),
+        (
+            {"flavor": "kind", "kafka": {"brokers": 1, "replicationFactor": 3}},
+            "replicationFactor 3 needs at least that many brokers",
+        ),
+        ({"flavor": "cloud"}, "kafka.brokers must be at least 3 on a cloud stack"),
+        ({}, "tide:flavor: Field required"),
+    ],
+)
+def test_bad_config_names_the_key_and_what_is_allowed(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(values)
+    assert message in str(caught.value)
+
+
+def test_program_stops_on_bad_config_with_the_message() -> None:
+    config = stack_config("kind") | {"tide:kafka": '{"brokers": -1}'}
+    with pytest.raises(Exception, match=r"tide:kafka\.brokers"):
+        run("kind", config)
