@@ -1,4 +1,4 @@
-"""Runs the Pulumi program under `pulumi.runtime.set_mocks` for a stack and records what it declares."""
+"""Run the Pulumi program under `pulumi.runtime.set_mocks` and record what it declares."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @dataclass
 class Declared:
-    """One resource the program declared: its inputs as the engine saw them, and what it waits on."""
+    """A resource the program declared: its inputs as the engine saw them, what it waits on."""
 
     type: str
     name: str

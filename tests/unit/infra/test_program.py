@@ -1,13 +1,13 @@
-"""The Pulumi program, run under mocks for both stacks, declares the platform the catalog describes."""
+"""Run under mocks for both stacks, the program declares the platform the catalog describes."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
-
 from infra import outputs
 from infra.config import ConfigError, parse
+
 from tests.unit.infra.program import Program, run, stack_config
 from tide.catalog import CATALOG
 
@@ -136,7 +136,8 @@ def test_kind_stack_is_small_and_reachable_from_the_host(kind: Program) -> None:
     assert pool.inputs["spec"]["replicas"] == 1
     (kafka,) = kind.of_type("v1beta2:Kafka")
     external = [x for x in kafka.inputs["spec"]["kafka"]["listeners"] if x["type"] == "nodeport"]
-    assert external and external[0]["configuration"]["bootstrap"]["nodePort"] == 30092
+    assert external, "kind needs a NodePort listener to reach Kafka from the host"
+    assert external[0]["configuration"]["bootstrap"]["nodePort"] == 30092
     api = kind.named("helm.sh/v4:Chart", "video-service").inputs["values"]
     assert api["service"] == {"type": "NodePort", "nodePort": 30080}
     assert api["image"]["pullPolicy"] == "Never"
