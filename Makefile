@@ -8,6 +8,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])' 2>/dev/null)
 
+# Caches that outlive a clone (Maven repository, Go-built tools); see tests/harness/cache.py.
+CACHE := $(or $(TIDE_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tide)
+TOOLS := $(CACHE)/tools
+
+# CLIs built from the Go module proxy at pinned versions, linked into ./bin.
+HELM_VERSION       := v3.22.0
+ACTIONLINT_VERSION := v1.7.12
+
 # Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
 # Central), PostgreSQL, RabbitMQ, and promtool for alert-rule tests.
 SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus
@@ -37,12 +45,22 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+.PHONY: tools
+tools: bin/helm ## build helm with `go install` (pinned) into the cache and link it into ./bin
+
+bin/helm: Makefile
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build helm"; exit 1; }
+	@mkdir -p bin $(TOOLS)/helm-$(HELM_VERSION)
+	@[ -x $(TOOLS)/helm-$(HELM_VERSION)/helm ] || { echo "building helm $(HELM_VERSION) with go install"; \
+	  GOBIN=$(TOOLS)/helm-$(HELM_VERSION) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@ln -sf $(TOOLS)/helm-$(HELM_VERSION)/helm $@
+
 .PHONY: test
-test: setup ## unit, integration and local chaos suites against real brokers (started here unless TIDE_* are set)
+test: setup tools ## unit, integration and local chaos suites against real brokers (started here unless TIDE_* are set)
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: setup ## only the unit tier (no brokers)
+test-unit: setup tools ## only the unit tier (no brokers)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: lint

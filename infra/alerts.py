@@ -44,7 +44,7 @@ def _group_rules(group: ConsumerGroup) -> list[dict[str, Any]]:
     g = group.name
     lag = f'sum(kafka_consumergroup_lag{{consumergroup="{g}"}})'
     members = f'max(kafka_consumergroup_members{{consumergroup="{g}"}})'
-    dlq_end = f'sum(kafka_topic_partition_current_offset{{topic="{group.dlq_topic}"}})'
+    dlq_end = f'kafka_topic_partition_current_offset{{topic="{group.dlq_topic}"}}'
     labels = {"consumergroup": g}
     if group.autoscaling.min_replicas > 0:
         no_members = f"{members} == 0"
@@ -65,7 +65,7 @@ def _group_rules(group: ConsumerGroup) -> list[dict[str, Any]]:
         ),
         _alert(
             "TideDeadLettersGrowing",
-            expr=f"delta({dlq_end}[5m]) > 0",
+            expr=f"sum(delta({dlq_end}[5m])) > 0",
             for_=group.alerting.dlq_growth_for,
             severity="critical",
             summary=f"Consumer group {g} is dead-lettering records into {group.dlq_topic}",

@@ -1,4 +1,8 @@
-"""Names of the stack outputs; tests and `make up` import these, never retype them."""
+"""The stack outputs: their names (tests and `make up` import these) and the URLs they carry."""
+
+from __future__ import annotations
+
+from infra.config import StackConfig
 
 API_URL = "apiUrl"
 GRAFANA_URL = "grafanaUrl"
@@ -7,3 +11,22 @@ PROMETHEUS_URL = "prometheusUrl"
 KAFKA_BOOTSTRAP = "kafkaBootstrap"
 SCHEMA_REGISTRY_URL = "schemaRegistryUrl"
 NAMESPACES = "namespaces"
+
+
+def endpoint_urls(config: StackConfig, namespaces: dict[str, str]) -> dict[str, str]:
+    """Where people reach the API, Grafana and Prometheus."""
+    if config.flavor == "kind":
+        # k8s/kind/cluster.yaml maps the NodePorts to these host ports.
+        return {
+            API_URL: "http://localhost:8080",
+            GRAFANA_URL: "http://localhost:3000",
+            PROMETHEUS_URL: "http://localhost:9090",
+        }
+    monitoring = namespaces["monitoring"]
+    return {
+        API_URL: f"kubectl -n {namespaces['apps']} port-forward svc/video-service 8080",
+        GRAFANA_URL: (f"kubectl -n {monitoring} port-forward svc/tide-monitoring-grafana 3000:80"),
+        PROMETHEUS_URL: (
+            f"kubectl -n {monitoring} port-forward svc/tide-monitoring-prometheus 9090"
+        ),
+    }

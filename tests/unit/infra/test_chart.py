@@ -1,0 +1,172 @@
+"""charts/tide-service renders what each service needs, with the values the program passes it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.unit.infra.chart import CHART, by_kind, helm_run, render
+from tests.unit.infra.program import Program
+from tide.catalog import CATALOG
+from tide.topology import Role
+
+
+def _values(program: Program, service: str) -> dict[str, Any]:
+    values: dict[str, Any] = program.named("helm.sh/v4:Chart", service).inputs["values"]
+    return values
+
+
+@pytest.mark.parametrize("values_file", ["default-values.yaml", "full-values.yaml"])
+def test_chart_lints_with_default_and_full_values(values_file: str) -> None:
+    result = helm_run("lint", "--strict", values=CHART / "ci" / values_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unknown_value_fails_the_install_naming_it() -> None:
+    result = helm_run("template", stdin=json.dumps({"name": "demo", "replica": 3}))
+    assert result.returncode != 0
+    assert "additional properties 'replica' not allowed" in result.stderr
+
+
+def test_missing_name_fails_with_a_clear_message() -> None:
+    result = helm_run("template", stdin=json.dumps({}))
+    assert result.returncode != 0
+    assert "name" in result.stderr
+
+
+def test_every_deployment_is_probed_limited_and_locked_down(program: Program) -> None:
+    for service in CATALOG.services:
+        (deployment,) = by_kind(render(_values(program, service.name)), "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["resources"]["limits"]["memory"]
+        assert container["resources"]["requests"]["cpu"]
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert container["args"] == ["tide", "run", service.name]
+
+
+def test_each_consumer_group_gets_a_scaled_object_within_its_partitions(program: Program) -> None:
+    for group in CATALOG.consumer_groups:
+        documents = render(_values(program, group.service))
+        (scaled,) = by_kind(documents, "ScaledObject")
+        partitions = min(CATALOG.topic(t).partitions for t in group.topics)
+        assert scaled["spec"]["maxReplicaCount"] == group.autoscaling.max_replicas <= partitions
+        assert scaled["spec"]["minReplicaCount"] == group.autoscaling.min_replicas
+        kafka = [t for t in scaled["spec"]["triggers"] if t["type"] == "kafka"]
+        assert {t["metadata"]["topic"] for t in kafka} == set(group.topics)
+        assert {t["metadata"]["consumerGroup"] for t in kafka} == {group.name}
+        assert all(
+            t["metadata"]["lagThreshold"] == str(group.autoscaling.lag_threshold) for t in kafka
+        )
+        (auth,) = by_kind(documents, "TriggerAuthentication")
+        params = {p["parameter"]: (p["name"], p["key"]) for p in auth["spec"]["secretTargetRef"]}
+        assert params["sasl"] == (f"{group.service}-kafka", "sasl")
+        assert params["password"] == (f"{group.service}-kafka", "password")
+        # KEDA owns the replica count of a scaled Deployment.
+        (deployment,) = by_kind(documents, "Deployment")
+        assert "replicas" not in deployment["spec"]
+
+
+def test_queue_workers_scale_on_queue_length(program: Program) -> None:
+    for worker in CATALOG.queue_workers:
+        (scaled,) = by_kind(render(_values(program, worker.service)), "ScaledObject")
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["queueName"] == worker.queue
+
+
+def test_api_services_have_fixed_replicas_and_no_scaled_object(program: Program) -> None:
+    for service in CATALOG.services:
+        if service.role is not Role.API:
+            continue
+        documents = render(_values(program, service.name))
+        assert by_kind(documents, "ScaledObject") == []
+        (deployment,) = by_kind(documents, "Deployment")
+        assert deployment["spec"]["replicas"] == service.replicas
+
+
+def test_network_policy_allows_only_what_the_catalog_declares(program: Program) -> None:
+    for service in CATALOG.services:
+        (policy,) = by_kind(render(_values(program, service.name)), "NetworkPolicy")
+        ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+        expected: set[int] = set()
+        if CATALOG.topics_read_by(service.name) or CATALOG.topics_written_by(service.name):
+            expected |= {9092, 8080}
+        if CATALOG.uses_rabbitmq(service.name):
+            expected.add(5672)
+        if service.uses_postgres:
+            expected.add(5432)
+        assert ports == expected, service.name
+        for rule in policy["spec"]["egress"]:
+            (peer,) = rule["to"]
+            assert peer["namespaceSelector"]["matchLabels"] == {
+                "kubernetes.io/metadata.name": "tide-data"
+            }
+        ingress = policy["spec"]["ingress"]
+        if service.role is Role.API:
+            assert ingress == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+        else:
+            (rule,) = ingress
+            assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+                "kubernetes.io/metadata.name": "tide-monitoring"
+            }
+
+
+@pytest.mark.parametrize(
+    ("switch", "kind"),
+    [
+        ("podDisruptionBudget", "PodDisruptionBudget"),
+        ("serviceMonitor", "ServiceMonitor"),
+        ("networkPolicy", "NetworkPolicy"),
+    ],
+)
+def test_each_switch_renders_its_object_only_when_set(switch: str, kind: str) -> None:
+    on = render({"name": "demo", switch: {"enabled": True}})
+    off = render({"name": "demo", switch: {"enabled": False}})
+    assert len(by_kind(on, kind)) == 1
+    assert by_kind(off, kind) == []
+
+
+def test_autoscaling_switch_renders_scaled_object_and_auth_only_when_set() -> None:
+    on = render(
+        {
+            "name": "demo",
+            "autoscaling": {
+                "enabled": True,
+                "maxReplicas": 2,
+                "triggers": [{"type": "kafka", "metadata": {"topic": "t"}}],
+                "authentication": {"secretName": "s", "parameters": {"sasl": "sasl"}},
+            },
+        }
+    )
+    assert len(by_kind(on, "ScaledObject")) == len(by_kind(on, "TriggerAuthentication")) == 1
+    off = render({"name": "demo"})
+    assert by_kind(off, "ScaledObject") == by_kind(off, "TriggerAuthentication") == []
+
+
+def test_min_above_max_replicas_fails_the_render() -> None:
+    result = helm_run(
+        "template",
+        stdin=json.dumps(
+            {
+                "name": "demo",
+                "autoscaling": {
+                    "enabled": True,
+                    "minReplicas": 3,
+                    "maxReplicas": 1,
+                    "triggers": [{"type": "kafka", "metadata": {}}],
+                    "authentication": {"secretName": "s", "parameters": {}},
+                },
+            }
+        ),
+    )
+    assert result.returncode != 0
+    assert "minReplicas must not exceed autoscaling.maxReplicas" in result.stderr

@@ -1,0 +1,36 @@
+"""k8s/kind/cluster.yaml exposes on localhost exactly the NodePorts the kind stack uses."""
+
+from __future__ import annotations
+
+import yaml
+from infra import outputs
+from infra.components.kafka import EXTERNAL_BOOTSTRAP_NODE_PORT, EXTERNAL_BROKER_NODE_PORT_BASE
+from infra.config import parse
+from infra.outputs import endpoint_urls
+
+from tests.unit.infra.program import ROOT, stack_config
+
+
+def _mappings() -> dict[int, int]:
+    cluster = yaml.safe_load((ROOT / "k8s" / "kind" / "cluster.yaml").read_text())
+    (node,) = cluster["nodes"]
+    assert node["image"].startswith("kindest/node:v1."), "the node image must be pinned"
+    return {m["containerPort"]: m["hostPort"] for m in node["extraPortMappings"]}
+
+
+def test_every_node_port_of_the_kind_stack_is_mapped_to_localhost() -> None:
+    exposure = yaml.safe_load(stack_config("kind")["tide:exposure"])
+    mapped = _mappings()
+    assert mapped[exposure["apiNodePort"]] == 8080
+    assert mapped[exposure["grafanaNodePort"]] == 3000
+    assert mapped[exposure["prometheusNodePort"]] == 9090
+    assert EXTERNAL_BOOTSTRAP_NODE_PORT in mapped
+    assert EXTERNAL_BROKER_NODE_PORT_BASE in mapped
+
+
+def test_output_urls_use_the_mapped_host_ports() -> None:
+    config = parse({"flavor": "kind"})
+    urls = endpoint_urls(config, {"apps": "tide-apps", "monitoring": "tide-monitoring"})
+    host_ports = set(_mappings().values())
+    for key in (outputs.API_URL, outputs.GRAFANA_URL, outputs.PROMETHEUS_URL):
+        assert int(urls[key].rsplit(":", 1)[1]) in host_ports, key
