@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from collections.abc import Iterator
@@ -82,6 +83,9 @@ def run(stack: str, config: dict[str, str] | None = None) -> Program:
     """Run infra/__main__.py for `stack` (or explicit config) and return what it declared."""
     declared: dict[tuple[str, str], Declared] = {}
     outputs: dict[str, Any] = {}
+    # Pulumi's test runner drives the current event loop; async tests elsewhere in
+    # the session may have closed theirs, so give it a fresh one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(_Mocks(declared), project="tide", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config if config is not None else stack_config(stack))
 
