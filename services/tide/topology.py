@@ -261,6 +261,22 @@ class Catalog(_Entry):
     events: tuple[EventType, ...] = ()
     kind: Literal["tide.catalog/v1"] = "tide.catalog/v1"
 
+    def isolated(self, suffix: str) -> Catalog:
+        """The same platform with every topic and group name suffixed: several copies
+        (parallel tests, a demo beside the tests) share one broker without meeting."""
+        topic = {t.name: f"{t.name}-{suffix}" for t in self.topics}
+        data = self.model_dump()
+        for entry in data["topics"]:
+            entry["name"] = topic[entry["name"]]
+        for entry in data["services"]:
+            entry["produces"] = tuple(topic[n] for n in entry["produces"])
+        for entry in data["consumer_groups"]:
+            entry["name"] = f"{entry['name']}-{suffix}"
+            entry["topics"] = tuple(topic[n] for n in entry["topics"])
+        for entry in data["events"]:
+            entry["topic"] = topic[entry["topic"]]
+        return Catalog.model_validate(data)
+
     def topic(self, name: str) -> Topic:
         return _one(self.topics, "topic", name, lambda t: t.name)
 

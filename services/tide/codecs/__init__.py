@@ -1,0 +1,1 @@
+"""Serialization of events for the wire."""

@@ -1,0 +1,156 @@
+"""JSON Schema codec: validate at the producer, frame for the registry, decode and re-validate.
+
+With a schema registry configured, values use confluent-kafka's JSON Schema
+serializers (Confluent wire format: magic byte, schema id, JSON). Without one,
+values are plain JSON validated against the same catalog schemas; consumers
+accept both, so a registry can be introduced without a flag day.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any
+
+import jsonschema
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from tide.events.envelope import CloudEvent, EnvelopeError
+from tide.events.schemas import schema, schema_text
+from tide.topology import Catalog, EventType
+
+_MAGIC = 0
+
+
+class InvalidEventError(ValueError):
+    """An event does not match its schema; the message names the event type and the field."""
+
+    def __init__(self, event_type: str, field: str, problem: str) -> None:
+        super().__init__(f"{event_type}: field '{field}': {problem}")
+        self.event_type = event_type
+        self.field = field
+        self.problem = problem
+
+
+class UnknownEventTypeError(LookupError):
+    """The catalog has no such event type."""
+
+
+class UndecodableRecordError(ValueError):
+    """A record cannot become an event: bad JSON, framing, envelope or schema. Never retried."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@cache
+def _validator(event: EventType) -> jsonschema.protocols.Validator:
+    validator_class = jsonschema.validators.validator_for(schema(event))
+    return validator_class(schema(event), format_checker=validator_class.FORMAT_CHECKER)
+
+
+def validate(event_type: EventType, data: Any) -> None:
+    """Raise InvalidEventError naming the first (most relevant) field that breaks the schema."""
+    error = jsonschema.exceptions.best_match(_validator(event_type).iter_errors(data))
+    if error is None:
+        return
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        field = f"{path}.{missing}" if path else missing
+        raise InvalidEventError(event_type.type, field, "is required")
+    raise InvalidEventError(event_type.type, path or "(root)", error.message)
+
+
+class EventCodec:
+    """Turns CloudEvents into Kafka records of their catalog topic, and back."""
+
+    def __init__(self, catalog: Catalog, registry_url: str = "") -> None:
+        self.catalog = catalog
+        # new_client serves "mock://" URLs with confluent-kafka's in-process mock (unit tests).
+        self._registry = (
+            SchemaRegistryClient.new_client({"url": registry_url}) if registry_url else None
+        )
+        self._serializers: dict[EventType, JSONSerializer] = {}
+        self._deserializer = (
+            JSONDeserializer(None, schema_registry_client=self._registry)
+            if self._registry
+            else None
+        )
+
+    def event_type(self, type_: str) -> EventType:
+        try:
+            return self.catalog.event(type_)
+        except LookupError as exc:
+            raise UnknownEventTypeError(str(exc)) from None
+
+    def encode(self, event: CloudEvent) -> Encoded:
+        """Validate and frame an event; raises InvalidEventError or UnknownEventTypeError."""
+        event_type = self.event_type(event.type)
+        validate(event_type, dict(event.data))
+        key = str(event.data[event_type.key]).encode()
+        stamped = event if event.dataschema else _with_schema(event, event_type)
+        if self._registry is None:
+            value = json.dumps(stamped.data, separators=(",", ":")).encode()
+        else:
+            context = SerializationContext(event_type.topic, MessageField.VALUE)
+            encoded = self._serializer(event_type)(dict(stamped.data), context)
+            assert encoded is not None
+            value = encoded
+        return Encoded(event_type.topic, key, value, stamped.kafka_headers())
+
+    def decode(
+        self, topic: str, value: bytes | None, headers: list[tuple[str, bytes]] | None
+    ) -> CloudEvent:
+        """The event a record carries, validated; raises UndecodableRecordError with the reason."""
+        if not value:
+            raise UndecodableRecordError("empty record value")
+        if value[0] == _MAGIC:
+            if self._deserializer is None:
+                raise UndecodableRecordError(
+                    "record uses the schema registry wire format but no registry is configured"
+                )
+            try:
+                data = self._deserializer(value, SerializationContext(topic, MessageField.VALUE))
+            except Exception as exc:  # any failure makes the record undecodable
+                raise UndecodableRecordError(f"registry deserialization failed: {exc}") from exc
+        else:
+            try:
+                data = json.loads(value)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise UndecodableRecordError(f"value is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise UndecodableRecordError(f"value is JSON {type(data).__name__}, not an object")
+        try:
+            event = CloudEvent.from_kafka(headers, data)
+            validate(self.event_type(event.type), data)
+        except (EnvelopeError, InvalidEventError, UnknownEventTypeError) as exc:
+            raise UndecodableRecordError(str(exc)) from exc
+        return event
+
+    def _serializer(self, event_type: EventType) -> JSONSerializer:
+        serializer = self._serializers.get(event_type)
+        if serializer is None:
+            serializer = JSONSerializer(
+                schema_text(event_type),
+                self._registry,
+                conf={
+                    "auto.register.schemas": True,
+                    # Several event types share a topic: one subject per type.
+                    "subject.name.strategy": lambda _ctx, _name: event_type.subject,
+                },
+            )
+            self._serializers[event_type] = serializer
+        return serializer
+
+
+def _with_schema(event: CloudEvent, event_type: EventType) -> CloudEvent:
+    return replace(event, dataschema=f"tide:{event_type.type}/v{event_type.version}")

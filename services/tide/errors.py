@@ -1,0 +1,9 @@
+"""What a handler raises to tell the runner how a failure should be treated."""
+
+
+class TransientError(Exception):
+    """Worth retrying later (a dependency is down, a timeout): goes to the next retry topic."""
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (the event makes no sense for this handler): straight to the DLQ."""

@@ -1,0 +1,125 @@
+"""The CloudEvents 1.0 envelope, carried in binary mode as Kafka (`ce_*`) and AMQP headers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+SPEC_VERSION = "1.0"
+KAFKA_PREFIX = "ce_"
+# The AMQP binding puts attributes in application properties with this prefix.
+AMQP_PREFIX = "cloudEvents_"
+CONTENT_TYPE = "application/json"
+# Namespace of event ids derived from a cause, so a redelivered cause re-emits the same ids.
+_DERIVED = uuid.UUID("6f1e2c4a-8d0b-4a53-9b8e-2f1d7c3e5a90")
+
+
+class EnvelopeError(ValueError):
+    """Headers do not form a CloudEvent; names the attribute."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudEvent:
+    """One event: CloudEvents context attributes plus its JSON `data`."""
+
+    type: str
+    source: str
+    data: Mapping[str, Any]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    subject: str | None = None
+    dataschema: str | None = None
+    datacontenttype: str = CONTENT_TYPE
+    correlationid: str | None = None
+    causationid: str | None = None
+    specversion: str = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        if self.correlationid is None:
+            # A chain starts here: the first event correlates with itself.
+            object.__setattr__(self, "correlationid", self.id)
+
+    def caused(
+        self, type_: str, source: str, data: Mapping[str, Any], index: int = 0
+    ) -> CloudEvent:
+        """An event this one caused: same correlation, this one as cause, an id derived from both.
+
+        The derived id makes a re-run handler emit the same ids, which consumers dedupe.
+        """
+        derived = uuid.uuid5(_DERIVED, f"{self.id}:{source}:{type_}:{index}")
+        return CloudEvent(
+            type=type_,
+            source=source,
+            data=data,
+            id=str(derived),
+            correlationid=self.correlationid,
+            causationid=self.id,
+        )
+
+    def with_data(self, data: Mapping[str, Any]) -> CloudEvent:
+        return replace(self, data=data)
+
+    def attributes(self) -> dict[str, str]:
+        values = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.time,
+            "datacontenttype": self.datacontenttype,
+            "subject": self.subject,
+            "dataschema": self.dataschema,
+            "correlationid": self.correlationid,
+            "causationid": self.causationid,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        # Binary mode: content-type is the Kafka-native header, not ce_datacontenttype.
+        headers = [
+            (f"{KAFKA_PREFIX}{k}", v.encode())
+            for k, v in self.attributes().items()
+            if k != "datacontenttype"
+        ]
+        headers.append(("content-type", self.datacontenttype.encode()))
+        return headers
+
+    def amqp_headers(self) -> dict[str, str]:
+        return {f"{AMQP_PREFIX}{k}": v for k, v in self.attributes().items()}
+
+    @classmethod
+    def from_attributes(cls, attributes: Mapping[str, str], data: Mapping[str, Any]) -> CloudEvent:
+        for required in ("id", "source", "type", "specversion"):
+            if not attributes.get(required):
+                raise EnvelopeError(f"missing CloudEvents attribute {required!r}")
+        if attributes["specversion"] != SPEC_VERSION:
+            raise EnvelopeError(f"unsupported specversion {attributes['specversion']!r}")
+        known = {f for f in cls.__dataclass_fields__ if f != "data"}
+        return cls(data=data, **{k: v for k, v in attributes.items() if k in known})
+
+    @classmethod
+    def from_kafka(
+        cls, headers: Sequence[tuple[str, bytes | str | None]] | None, data: Mapping[str, Any]
+    ) -> CloudEvent:
+        attributes: dict[str, str] = {}
+        for key, value in headers or ():
+            if value is None:
+                continue
+            text = value.decode() if isinstance(value, bytes) else value
+            if key.startswith(KAFKA_PREFIX):
+                attributes[key.removeprefix(KAFKA_PREFIX)] = text
+            elif key == "content-type":
+                attributes["datacontenttype"] = text
+        return cls.from_attributes(attributes, data)
+
+    @classmethod
+    def from_amqp(cls, headers: Mapping[str, Any], data: Mapping[str, Any]) -> CloudEvent:
+        attributes = {
+            k.removeprefix(AMQP_PREFIX): str(v)
+            for k, v in headers.items()
+            if k.startswith(AMQP_PREFIX)
+        }
+        return cls.from_attributes(attributes, data)

@@ -1,0 +1,1 @@
+"""Kafka: the event publisher and the consumer runners."""

@@ -1,0 +1,201 @@
+"""The synchronous consumer runner (confluent-kafka): at-least-once, non-blocking retries, DLQ.
+
+Offsets are stored only after a record is done (handled, or safely produced to
+its retry topic or DLQ) and committed by librdkafka's auto-commit, on every
+revoke (cooperative-sticky assignment) and on shutdown. A record on a retry
+topic that is not yet due pauses only its own partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from tide import metrics
+from tide.kafka.dead_letters import NOT_BEFORE, Route
+from tide.kafka.processing import Record, RecordProcessor
+from tide.kafka.producer import producer_config
+from tide.topology import ConsumerGroup
+
+log = logging.getLogger(__name__)
+
+# After a platform failure (database or broker down) the record waits this long.
+UNAVAILABLE_BACKOFF_S = 2.0
+_LAG_EVERY_S = 5.0
+
+
+def consumer_config(client: dict[str, Any], group: ConsumerGroup) -> dict[str, Any]:
+    return {
+        **client,
+        "group.id": group.name,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        # We store an offset only once its record is done: at-least-once.
+        "enable.auto.offset.store": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+        # A subscribed topic created after start (a new retry topic) is noticed
+        # within this, not librdkafka's default five minutes.
+        "topic.metadata.refresh.interval.ms": 15_000,
+    }
+
+
+class ConsumerRunner:
+    """Consumes a group's topics and retry topics and feeds a RecordProcessor."""
+
+    def __init__(
+        self,
+        group: ConsumerGroup,
+        processor: RecordProcessor,
+        client: dict[str, Any],
+        *,
+        timeout_s: float = 10.0,
+        batch: int = 100,
+        on_unavailable: Callable[[], None] | None = None,
+    ) -> None:
+        self.group = group
+        self.processor = processor
+        self.batch = batch
+        self.on_unavailable = on_unavailable
+        self._consumer = Consumer(consumer_config(client, group))
+        # Retry and DLQ copies are the original bytes plus headers: a plain producer.
+        self._router = Producer(producer_config(client, timeout_s))
+        self._timeout_s = timeout_s
+        self._retry_topics = set(group.retry_topics)
+        self._paused: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._last_lag = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the record in hand, commit and close (SIGTERM calls this)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        topics = [*self.group.topics, *self.group.retry_topics]
+        self._consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("group %s consuming %s", self.group.name, ", ".join(topics))
+        try:
+            while not self._stop.is_set():
+                self._resume_due()
+                for message in self._consumer.consume(self.batch, timeout=0.5):
+                    if self._stop.is_set():
+                        break
+                    self._handle(message)
+                self._report_lag()
+        finally:
+            self._close()
+
+    def _handle(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            if error.fatal():
+                raise KafkaException(error)
+            log.warning("consumer error: %s", error)
+            return
+        record = Record.of(message)
+        topic, partition, offset = record.topic, record.partition, record.offset
+        if (topic, partition) in self._paused:
+            return  # fetched before the pause; re-read after the seek
+        if topic in self._retry_topics:
+            due_ms = int(record.text_headers().get(NOT_BEFORE, "0"))
+            if due_ms > time.time() * 1000:
+                self._pause(topic, partition, offset, due_ms / 1000)
+                return
+        outcome = self.processor.process(record)
+        if outcome.unavailable is not None:
+            self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
+            if self.on_unavailable is not None:
+                self.on_unavailable()
+            return
+        if outcome.route is not None and not self._produce(record, outcome.route):
+            self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
+            return
+        self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset + 1)])
+
+    def _produce(self, record: Record, route: Route) -> bool:
+        """Copy the record to its retry topic or DLQ and wait for the broker's ack."""
+        result: list[KafkaError | None] = []
+        headers: list[tuple[str, str | bytes | None]] = [
+            (k, v) for k, v in record.headers if k not in route.headers
+        ]
+        headers += [(k, v.encode()) for k, v in route.headers.items()]
+        self._router.produce(
+            route.topic,
+            key=record.key,
+            value=record.value,
+            headers=headers,
+            on_delivery=lambda err, _msg: result.append(err),
+        )
+        self._router.flush(self._timeout_s)
+        if not result or result[0] is not None:
+            log.error(
+                "could not write %s/%d@%d to %s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                route.topic,
+                result[:1],
+            )
+            return False
+        return True
+
+    def _pause(self, topic: str, partition: int, offset: int, until: float) -> None:
+        tp = TopicPartition(topic, partition, offset)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+        self._paused[(topic, partition)] = until
+
+    def _resume_due(self) -> None:
+        now = time.time()
+        due = [key for key, until in self._paused.items() if until <= now]
+        if due:
+            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+            for key in due:
+                del self._paused[key]
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Hand over what is done before the partitions move (no re-processing storm).
+        for tp in partitions:
+            self._paused.pop((tp.topic, tp.partition), None)
+        self._commit()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._paused.pop((tp.topic, tp.partition), None)
+
+    def _commit(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit failed: %s", exc)
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < _LAG_EVERY_S:
+            return
+        self._last_lag = now
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        for tp in self._consumer.position(assignment):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                metrics.CONSUMER_LAG.labels(self.group.name, tp.topic, str(tp.partition)).set(
+                    max(high - tp.offset, 0)
+                )
+
+    def _close(self) -> None:
+        self._commit()
+        self._consumer.close()
+        self._router.flush(self._timeout_s)
+        log.info("group %s closed", self.group.name)

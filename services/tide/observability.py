@@ -1,0 +1,48 @@
+"""Logs as JSON lines carrying the correlation id of the event being handled."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation", default=None
+)
+
+
+@contextmanager
+def correlation(correlation_id: str | None) -> Iterator[None]:
+    """Every log line inside carries this correlation id."""
+    token = _correlation.set(correlation_id)
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if (cid := _correlation.get()) is not None:
+            line["correlation_id"] = cid
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

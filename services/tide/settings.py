@@ -1,0 +1,71 @@
+"""Process settings, from `TIDE_*` environment variables only (12-factor); validated at start."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What a Tide process is told by its environment (the chart renders it from the catalog)."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDE_", extra="ignore", frozen=True)
+
+    service: str = Field(default="", description="catalog service this process runs")
+    kafka_bootstrap: str = ""
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
+    schema_registry_url: str = Field(default="", description="empty: validate locally, plain JSON")
+    rabbitmq_url: SecretStr = SecretStr("")
+    postgres_dsn: SecretStr = SecretStr("")
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _credentials_with_sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_username:
+            raise ValueError(
+                f"TIDE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "TIDE_KAFKA_USERNAME and TIDE_KAFKA_PASSWORD"
+            )
+        return self
+
+    def require(self, *names: str) -> None:
+        """Fail at start, naming the variables, when a process lacks what it needs."""
+        missing = []
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if not value:
+                missing.append(f"TIDE_{name.upper()}")
+        if missing:
+            raise MissingSettingError(
+                f"{self.service or 'tide'} cannot start: set {', '.join(missing)}"
+            )
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every producer and consumer."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+            "client.id": self.service or "tide",
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            config |= {
+                "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": self.kafka_username,
+                "sasl.password": self.kafka_password.get_secret_value(),
+            }
+        return config
+
+
+class MissingSettingError(RuntimeError):
+    """A required TIDE_* variable is not set."""

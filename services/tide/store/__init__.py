@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations, the event store, the outbox, and processed-event records."""

@@ -1,0 +1,76 @@
+"""Tide's database schema, as numbered migrations applied once each, safely in parallel."""
+
+from __future__ import annotations
+
+import psycopg
+
+# Serialises concurrent `tide db migrate` runs (several pods starting at once).
+_LOCK = 7_305_001
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE events (
+            position    bigserial PRIMARY KEY,
+            stream_id   text        NOT NULL,
+            version     integer     NOT NULL CHECK (version > 0),
+            event_id    uuid        NOT NULL UNIQUE,
+            type        text        NOT NULL,
+            data        jsonb       NOT NULL,
+            metadata    jsonb       NOT NULL DEFAULT '{}',
+            recorded_at timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (stream_id, version)
+        );
+        CREATE TABLE snapshots (
+            stream_id text        PRIMARY KEY,
+            version   integer     NOT NULL,
+            state     jsonb       NOT NULL,
+            taken_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE projection_checkpoints (
+            projection text        PRIMARY KEY,
+            position   bigint      NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE outbox (
+            id         bigserial   PRIMARY KEY,
+            event_id   uuid        NOT NULL UNIQUE,
+            type       text        NOT NULL,
+            envelope   jsonb       NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE processed_events (
+            consumer     text        NOT NULL,
+            event_id     text        NOT NULL,
+            processed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (consumer, event_id)
+        );
+        """,
+    ),
+)
+
+
+def migrate(dsn: str) -> list[int]:
+    """Apply the migrations this database lacks; returns the versions applied now."""
+    applied: list[int] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS tide_schema_migrations ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM tide_schema_migrations")}
+            for version, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())  # literal DDL from this module, no parameters
+                    conn.execute(
+                        "INSERT INTO tide_schema_migrations (version) VALUES (%s)", (version,)
+                    )
+                applied.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+    return applied

@@ -1,0 +1,83 @@
+"""The outbox relay: publishes events committed to the outbox, then deletes them.
+
+A row leaves the outbox only after Kafka acknowledged it, so a broker outage
+delays events and loses none. A crash between the ack and the delete
+publishes a row twice; consumers dedupe on the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+
+from tide import metrics
+from tide.kafka.producer import EventPublisher, PublishError
+from tide.store.event_store import envelope_to_event
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(self, dsn: str, publisher: EventPublisher, *, batch: int = 200) -> None:
+        self.dsn = dsn
+        self.publisher = publisher
+        self.batch = batch
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        return self._conn
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many rows left the outbox."""
+        conn = await self._connection()
+        async with conn.transaction():
+            cursor = await conn.execute(
+                "SELECT id, envelope FROM outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self.batch,),
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                return 0
+            # Queue the whole batch, then wait: one round trip's latency, not one per row.
+            pending = [self.publisher.send(envelope_to_event(envelope)) for _id, envelope in rows]
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in pending))
+            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([row[0] for row in rows],))
+        return len(rows)
+
+    async def backlog(self) -> int:
+        conn = await self._connection()
+        cursor = await conn.execute("SELECT count(*) FROM outbox")
+        row = await cursor.fetchone()
+        count = int(row[0]) if row else 0
+        metrics.OUTBOX_BACKLOG.set(count)
+        return count
+
+    async def run(
+        self, stop: asyncio.Event, *, idle_s: float = 0.2, backoff_s: float = 1.0
+    ) -> None:
+        """Relay until `stop` is set; an outage of Kafka or PostgreSQL only pauses it."""
+        while not stop.is_set():
+            try:
+                moved = await self.relay_once()
+                await self.backlog()
+            except (PublishError, psycopg.Error, OSError) as error:
+                log.warning("outbox relay paused: %s", error)
+                metrics.EVENT_STORE_ERRORS.labels("outbox").inc()
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = None
+                moved = 0
+                wait = backoff_s
+            else:
+                wait = 0 if moved else idle_s
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+        if self._conn is not None:
+            await self._conn.close()

@@ -1,0 +1,120 @@
+"""Fixtures for runtime tests: a migrated database and a private copy of the platform's topics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.conftest import unique
+from tests.harness import Brokers
+from tests.harness.waiting import wait_until
+from tide.catalog import CATALOG
+from tide.codecs.json_schema import EventCodec
+from tide.handlers import Handler
+from tide.kafka.consumer import ConsumerRunner
+from tide.kafka.processing import RecordProcessor
+from tide.kafka.producer import EventPublisher
+from tide.store.migrations import migrate
+from tide.topology import Catalog, ConsumerGroup, Topic
+
+
+@pytest.fixture(scope="session")
+def database(brokers: Brokers) -> str:
+    """The harness's PostgreSQL with Tide's schema applied (idempotently)."""
+    migrate(brokers.postgres_dsn)
+    return brokers.postgres_dsn
+
+
+def create_topics(bootstrap: str, topics: list[Topic]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(t.name, t.partitions, 1, config=t.config()) for t in topics], operation_timeout=30
+    )
+    for future in futures.values():
+        future.result(timeout=60)
+    names = {t.name for t in topics}
+    # Created on the controller is not yet known to the broker a client asks.
+    wait_until(
+        lambda: names <= set(admin.list_topics(timeout=10).topics),
+        timeout=30,
+        what=f"topics {sorted(names)} in the broker's metadata",
+    )
+
+
+@pytest.fixture
+def catalog(brokers: Brokers) -> Iterator[Catalog]:
+    """The reference catalog with unique topic and group names, its topics created."""
+    isolated = CATALOG.isolated(unique("t"))
+    create_topics(brokers.kafka_bootstrap, list(isolated.all_topics()))
+    yield isolated
+    admin = AdminClient({"bootstrap.servers": brokers.kafka_bootstrap})
+    for future in admin.delete_topics(
+        list(isolated.all_topic_names()), operation_timeout=30
+    ).values():
+        future.result(timeout=60)
+
+
+@pytest.fixture
+def publisher(brokers: Brokers, catalog: Catalog) -> Iterator[EventPublisher]:
+    instance = EventPublisher(
+        {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=10
+    )
+    yield instance
+    assert instance.close() == 0
+
+
+@dataclass
+class RunningGroup:
+    group: ConsumerGroup
+    runner: ConsumerRunner
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "runner did not stop within 30s"
+
+
+@pytest.fixture
+def run_group(
+    brokers: Brokers, database: str, catalog: Catalog
+) -> Iterator[Callable[[ConsumerGroup, Handler], RunningGroup]]:
+    """Factory: run a group's sync runner in a thread; its side topics are created first."""
+    running: list[RunningGroup] = []
+    connections: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    def start(group: ConsumerGroup, handler: Handler) -> RunningGroup:
+        if group.name not in {g.name for g in catalog.consumer_groups} or group != catalog.group(
+            group.name
+        ):
+            create_topics(brokers.kafka_bootstrap, list(catalog.side_topics(group)))
+        client = {"bootstrap.servers": brokers.kafka_bootstrap}
+        codec = EventCodec(catalog)
+        db = psycopg.connect(database, autocommit=True)
+        connections.append(db)
+        processor = RecordProcessor(
+            group=group,
+            handler=handler,
+            codec=codec,
+            db=db,
+            publisher=EventPublisher(client, codec, timeout_s=10),
+            source=f"/{group.service}",
+        )
+        runner = ConsumerRunner(group, processor, client)
+        thread = threading.Thread(target=runner.run, name=f"group-{group.name}", daemon=True)
+        thread.start()
+        handle = RunningGroup(group, runner, thread)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        handle.stop()
+        handle.runner.processor.publisher.close()
+    for conn in connections:
+        conn.close()

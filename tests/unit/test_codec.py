@@ -1,0 +1,131 @@
+"""Events are validated at the producer with errors that name the field, and round-trip."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tide.catalog import CATALOG
+from tide.codecs.json_schema import (
+    EventCodec,
+    InvalidEventError,
+    UndecodableRecordError,
+    UnknownEventTypeError,
+)
+from tide.events.envelope import CloudEvent
+
+
+def rated(**data: object) -> CloudEvent:
+    payload: dict[str, object] = {"user_id": "u1", "video_id": "v1", "rating": 4}
+    payload.update(data)
+    return CloudEvent(type="video.rated", source="/test", data=payload)
+
+
+@pytest.fixture(params=["plain", "registry"])
+def codec(request: pytest.FixtureRequest) -> EventCodec:
+    # "registry" uses confluent-kafka's in-process mock registry: unit tests only.
+    url = "mock://tide-unit" if request.param == "registry" else ""
+    return EventCodec(CATALOG, url)
+
+
+def test_event_round_trips_with_its_envelope(codec: EventCodec) -> None:
+    event = rated()
+    encoded = codec.encode(event)
+    assert encoded.topic == "video-events"
+    assert encoded.key == b"u1"
+    decoded = codec.decode(encoded.topic, encoded.value, encoded.headers)
+    assert decoded.id == event.id
+    assert decoded.data == event.data
+    assert decoded.correlationid == event.id
+    assert decoded.dataschema == "tide:video.rated/v1"
+
+
+def test_registry_values_use_the_confluent_wire_format() -> None:
+    encoded = EventCodec(CATALOG, "mock://tide-wire").encode(rated())
+    assert encoded.value[0] == 0
+    assert json.loads(encoded.value[5:]) == {"user_id": "u1", "video_id": "v1", "rating": 4}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"rating": 7}, "video.rated: field 'rating': 7 is greater than the maximum of 5"),
+        ({"rating": "five"}, "video.rated: field 'rating': 'five' is not of type 'integer'"),
+        ({"user_id": ""}, "video.rated: field 'user_id'"),
+        ({"extra": 1}, "Additional properties are not allowed ('extra' was unexpected)"),
+    ],
+)
+def test_invalid_event_is_refused_naming_the_field(
+    codec: EventCodec, data: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        codec.encode(rated(**data))
+    assert message in str(caught.value)
+
+
+def test_missing_field_is_named(codec: EventCodec) -> None:
+    event = CloudEvent(type="video.rated", source="/t", data={"user_id": "u", "video_id": "v"})
+    with pytest.raises(
+        InvalidEventError, match=re.escape("video.rated: field 'rating': is required")
+    ):
+        codec.encode(event)
+
+
+def test_unknown_type_is_refused_listing_known_ones(codec: EventCodec) -> None:
+    with pytest.raises(
+        UnknownEventTypeError, match=re.escape("unknown event type 'video.paused'; known: ")
+    ):
+        codec.encode(CloudEvent(type="video.paused", source="/t", data={}))
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"", [], "empty record value"),
+        (b"{not json", [], "value is not JSON"),
+        (b"[1, 2]", [], "value is JSON list, not an object"),
+        (b'{"user_id": "u"}', [], "missing CloudEvents attribute 'id'"),
+        (b"\x00\x00\x00\x00\x01{}", [], "no registry is configured"),
+    ],
+)
+def test_undecodable_records_say_why(
+    value: bytes, headers: list[tuple[str, bytes]], reason: str
+) -> None:
+    with pytest.raises(UndecodableRecordError, match=reason):
+        EventCodec(CATALOG).decode("video-events", value, headers)
+
+
+def test_record_valid_json_but_schema_invalid_is_undecodable() -> None:
+    codec = EventCodec(CATALOG)
+    good = codec.encode(rated())
+    bad = json.dumps({"user_id": "u1", "video_id": "v1", "rating": 9}).encode()
+    with pytest.raises(UndecodableRecordError, match="field 'rating'"):
+        codec.decode(good.topic, bad, good.headers)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash_the_decoder(value: bytes) -> None:
+    with contextlib.suppress(UndecodableRecordError):
+        EventCodec(CATALOG).decode("video-events", value, [])
+
+
+def test_caused_events_have_stable_ids_and_carry_the_chain() -> None:
+    cause = rated()
+    first = cause.caused("recommendation.generated", "/recommendation", {"user_id": "u1"})
+    again = cause.caused("recommendation.generated", "/recommendation", {"user_id": "u1"})
+    assert first.id == again.id != cause.id
+    assert first.causationid == cause.id
+    assert first.correlationid == cause.correlationid == cause.id
+
+
+def test_isolated_catalog_renames_topics_and_groups_consistently() -> None:
+    copy = CATALOG.isolated("t1")
+    assert copy.event("video.rated").topic == "video-events-t1"
+    group = copy.group("recommendation-t1")
+    assert group.topics == ("video-events-t1", "content-events-t1")
+    assert group.dlq_topic == "recommendation-t1.dlq"
