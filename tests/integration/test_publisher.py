@@ -1,0 +1,84 @@
+"""Publishing against a real broker: acknowledged or an error, never a silent drop."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer
+
+from tests.conftest import unique
+from tests.harness import Brokers
+from tests.harness.process import free_port
+from tests.harness.waiting import wait_until
+from tide.catalog import CATALOG
+from tide.codecs.json_schema import EventCodec, InvalidEventError
+from tide.events.envelope import CloudEvent
+from tide.kafka.producer import EventPublisher, PublishError
+from tide.topology import Catalog
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def watch_started(user: str) -> CloudEvent:
+    return CloudEvent(
+        type="video.watch.started",
+        source="/video-service",
+        data={"user_id": user, "video_id": "v9", "session_id": "s1", "device": "tv"},
+    )
+
+
+def test_acknowledged_event_is_on_its_topic_with_key_and_envelope(
+    brokers: Brokers, catalog: Catalog, publisher: EventPublisher
+) -> None:
+    event = watch_started("u-42")
+    delivery = publisher.publish(event)
+    assert delivery.topic == catalog.event("video.watch.started").topic
+    reader = Consumer(
+        {
+            "bootstrap.servers": brokers.kafka_bootstrap,
+            "group.id": unique("r"),
+            "auto.offset.reset": "earliest",
+        }
+    )
+    reader.subscribe([delivery.topic])
+    got = []
+    try:
+        wait_until(
+            lambda: bool((m := reader.poll(0.5)) and m.error() is None and got.append(m) is None),
+            timeout=30,
+            what="the published record",
+            interval=0,
+        )
+    finally:
+        reader.close()
+    (message,) = got
+    assert message.key() == b"u-42"
+    assert (message.partition(), message.offset()) == (delivery.partition, delivery.offset)
+    decoded = EventCodec(catalog).decode(message.topic(), message.value(), message.headers())
+    assert decoded.id == event.id
+    assert decoded.data == event.data
+
+
+def test_schema_invalid_event_is_refused_before_reaching_kafka(
+    catalog: Catalog, publisher: EventPublisher
+) -> None:
+    bad = CloudEvent(
+        type="video.watch.started",
+        source="/video-service",
+        data={"user_id": "u", "video_id": "v", "session_id": "s", "device": "toaster"},
+    )
+    with pytest.raises(InvalidEventError, match=r"field 'device'"):
+        publisher.publish(bad)
+
+
+def test_unreachable_broker_is_an_error_to_the_caller_within_the_timeout() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    publisher = EventPublisher({"bootstrap.servers": dead}, EventCodec(CATALOG), timeout_s=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PublishError, match="video.watch.started"):
+            publisher.publish(watch_started("u"))
+    finally:
+        publisher.close()
+    assert time.monotonic() - started < 10
