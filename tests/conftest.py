@@ -45,6 +45,13 @@ def brokers() -> Brokers:
     return _session.open()
 
 
+@pytest.fixture(scope="session")
+def broker_session(brokers: Brokers) -> BrokerSession:
+    """The harness itself, for tests that must act on the brokers it started (restart, topology)."""
+    assert _session is not None
+    return _session
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _session is None:
         return

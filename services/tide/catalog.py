@@ -205,6 +205,13 @@ CATALOG = Catalog(
             source="/recommendation",
         ),
         EventType(
+            type="notification.requested",
+            exchange="notifications",
+            routing_key="notify.recommendation",
+            key="user_id",
+            source="/notification-dispatch",
+        ),
+        EventType(
             type="payment.captured",
             topic="payment-events",
             key="subscription_id",

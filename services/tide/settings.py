@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tide.catalog import CATALOG
+from tide.topology import Catalog
+
 
 class Settings(BaseSettings):
     """What a Tide process is told by its environment (the chart renders it from the catalog)."""
@@ -14,6 +17,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDE_", extra="ignore", frozen=True)
 
     service: str = Field(default="", description="catalog service this process runs")
+    catalog_suffix: str = Field(
+        default="",
+        pattern=r"^[a-z0-9-]{0,20}$",
+        description="suffix every topic, group, exchange and queue (Catalog.isolated)",
+    )
     kafka_bootstrap: str = ""
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
@@ -36,6 +44,10 @@ class Settings(BaseSettings):
                 "TIDE_KAFKA_USERNAME and TIDE_KAFKA_PASSWORD"
             )
         return self
+
+    def catalog(self) -> Catalog:
+        """The catalog this process runs: the reference one, isolated when a suffix is set."""
+        return CATALOG.isolated(self.catalog_suffix) if self.catalog_suffix else CATALOG
 
     def require(self, *names: str) -> None:
         """Fail at start, naming the variables, when a process lacks what it needs."""

@@ -222,11 +222,13 @@ class QueueWorker(_Entry):
 
 
 class EventType(_Entry):
-    """One event type and version: its topic, its key and its JSON Schema file."""
+    """One event type and version: where it travels (topic or exchange), its key, its schema."""
 
     type: str
     version: int = Field(default=1, ge=1)
-    topic: TopicName
+    topic: TopicName | None = None
+    exchange: K8sName | None = None
+    routing_key: str = ""
     key: str = Field(description="payload field whose value is the Kafka key (the aggregate id)")
     source: str = Field(description="CloudEvents `source` of producers of this type")
 
@@ -236,6 +238,8 @@ class EventType(_Entry):
             raise ValueError(
                 f"event type {self.type!r} must be dotted lower case, e.g. 'video.watch.started'"
             )
+        if (self.topic is None) == (self.exchange is None):
+            raise ValueError(f"event type {self.type!r} needs exactly one of topic or exchange")
         return self
 
     @property
@@ -245,7 +249,7 @@ class EventType(_Entry):
     @property
     def subject(self) -> str:
         """The registry subject (TopicRecordNameStrategy: many types share one topic)."""
-        return f"{self.topic}-{self.type}"
+        return f"{self.topic or self.exchange}-{self.type}"
 
 
 class Catalog(_Entry):
@@ -262,19 +266,29 @@ class Catalog(_Entry):
     kind: Literal["tide.catalog/v1"] = "tide.catalog/v1"
 
     def isolated(self, suffix: str) -> Catalog:
-        """The same platform with every topic and group name suffixed: several copies
-        (parallel tests, a demo beside the tests) share one broker without meeting."""
-        topic = {t.name: f"{t.name}-{suffix}" for t in self.topics}
+        """The same platform with every topic, group, exchange and queue name suffixed:
+        several copies (parallel tests, a demo beside the tests) share brokers unseen."""
+
+        def renamed(name: str) -> str:
+            return f"{name}-{suffix}"
+
         data = self.model_dump()
-        for entry in data["topics"]:
-            entry["name"] = topic[entry["name"]]
+        for entry in data["topics"] + data["exchanges"] + data["queues"]:
+            entry["name"] = renamed(entry["name"])
         for entry in data["services"]:
-            entry["produces"] = tuple(topic[n] for n in entry["produces"])
+            entry["produces"] = tuple(map(renamed, entry["produces"]))
+            entry["publishes_to_exchanges"] = tuple(map(renamed, entry["publishes_to_exchanges"]))
         for entry in data["consumer_groups"]:
-            entry["name"] = f"{entry['name']}-{suffix}"
-            entry["topics"] = tuple(topic[n] for n in entry["topics"])
+            entry["name"] = renamed(entry["name"])
+            entry["topics"] = tuple(map(renamed, entry["topics"]))
+        for entry in data["bindings"]:
+            entry["exchange"], entry["queue"] = renamed(entry["exchange"]), renamed(entry["queue"])
+        for entry in data["queue_workers"]:
+            entry["queue"] = renamed(entry["queue"])
         for entry in data["events"]:
-            entry["topic"] = topic[entry["topic"]]
+            for where in ("topic", "exchange"):
+                if entry[where] is not None:
+                    entry[where] = renamed(entry[where])
         return Catalog.model_validate(data)
 
     def topic(self, name: str) -> Topic:
@@ -460,11 +474,18 @@ def _rabbitmq_problems(catalog: Catalog) -> list[str]:
 
 def _event_problems(catalog: Catalog) -> list[str]:
     topics = {t.name for t in catalog.topics}
-    return [
+    exchanges = {x.name for x in catalog.exchanges}
+    problems = [
         f"event {e.type!r} v{e.version}: topic {e.topic!r} is not in the catalog"
         for e in catalog.events
-        if e.topic not in topics
+        if e.topic is not None and e.topic not in topics
     ]
+    problems += [
+        f"event {e.type!r} v{e.version}: exchange {e.exchange!r} is not in the catalog"
+        for e in catalog.events
+        if e.exchange is not None and e.exchange not in exchanges
+    ]
+    return problems
 
 
 def _duplicates(kind: str, names: list[str]) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import secrets
 from pathlib import Path
 
@@ -149,6 +151,30 @@ class RabbitMQServer:
             return True
 
         return asyncio.run(probe())
+
+    def import_definitions(self, document: dict[str, object]) -> None:
+        """Load a definitions document (the catalog's topology) with rabbitmqctl."""
+        path = owned_file(
+            self.workdir / f"definitions-{abs(hash(json.dumps(document, sort_keys=True)))}.json",
+            json.dumps(document),
+            self.user,
+        )
+        ctl = require("rabbitmqctl", search=SEARCH)
+        # The CLI looks for the cookie in the system user's home; hand it ours.
+        cookie = (self.workdir / ".erlang.cookie").read_text().strip()
+        result = subprocess.run(
+            [ctl, "-n", self.nodename, "--erlang-cookie", cookie, "import_definitions", str(path)],
+            env=self.env(),
+            user=self.user,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise HarnessError(
+                self.name, reason=f"import_definitions failed: {result.stderr or result.stdout}"
+            )
 
     def stop(self) -> None:
         if self._process is not None:

@@ -92,10 +92,17 @@ class EventCodec:
         except LookupError as exc:
             raise UnknownEventTypeError(str(exc)) from None
 
-    def encode(self, event: CloudEvent) -> Encoded:
-        """Validate and frame an event; raises InvalidEventError or UnknownEventTypeError."""
+    def checked(self, event: CloudEvent) -> EventType:
+        """The event's catalog type, once its data matches the schema."""
         event_type = self.event_type(event.type)
         validate(event_type, dict(event.data))
+        return event_type
+
+    def encode(self, event: CloudEvent) -> Encoded:
+        """Validate and frame an event; raises InvalidEventError or UnknownEventTypeError."""
+        event_type = self.checked(event)
+        if event_type.topic is None:
+            raise ValueError(f"{event.type} travels on exchange {event_type.exchange}, not Kafka")
         key = str(event.data[event_type.key]).encode()
         stamped = event if event.dataschema else _with_schema(event, event_type)
         if self._registry is None:
@@ -106,6 +113,26 @@ class EventCodec:
             assert encoded is not None
             value = encoded
         return Encoded(event_type.topic, key, value, stamped.kafka_headers())
+
+    def encode_amqp(self, event: CloudEvent) -> tuple[bytes, dict[str, str]]:
+        """A validated AMQP body (JSON) and its CloudEvents headers."""
+        event_type = self.checked(event)
+        stamped = event if event.dataschema else _with_schema(event, event_type)
+        return json.dumps(stamped.data, separators=(",", ":")).encode(), stamped.amqp_headers()
+
+    def decode_amqp(self, body: bytes, headers: dict[str, Any]) -> CloudEvent:
+        """The event an AMQP message carries, validated; raises UndecodableRecordError."""
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise UndecodableRecordError("body is not a JSON object")
+            event = CloudEvent.from_amqp(headers, data)
+            validate(self.event_type(event.type), data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UndecodableRecordError(f"body is not JSON: {exc}") from exc
+        except (EnvelopeError, InvalidEventError, UnknownEventTypeError) as exc:
+            raise UndecodableRecordError(str(exc)) from exc
+        return event
 
     def decode(
         self, topic: str, value: bytes | None, headers: list[tuple[str, bytes]] | None

@@ -18,10 +18,13 @@ from confluent_kafka import Message
 from tide import metrics
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
 from tide.errors import PermanentError
+from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
-from tide.kafka.producer import EventPublisher, PublishError
+from tide.kafka.producer import PublishError
 from tide.observability import correlation
+from tide.routing import EventSink
+from tide.store.processed import handle_once
 from tide.topology import ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,7 @@ class RecordProcessor:
         handler: Handler,
         codec: EventCodec,
         db: psycopg.Connection[Any],
-        publisher: EventPublisher,
+        publisher: EventSink,
         source: str,
     ) -> None:
         self.group = group
@@ -135,22 +138,8 @@ class RecordProcessor:
             metrics.PROCESSED.labels(self.group.name, record.topic).inc()
         return Outcome(duplicate=duplicate)
 
-    def _handle_once(self, event: Any) -> bool:
-        """Run the handler unless this event was processed before; True if it was."""
-        with self.db.transaction():
-            first = self.db.execute(
-                "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                (self.group.name, event.id),
-            ).fetchone()
-            if first is None:
-                return True
-            caused = list(self.handler(event, self.context) or ())
-            # Published before the commit: a crash in between re-runs the handler,
-            # which re-emits the same (derived) ids, and consumers dedupe those.
-            for follow_up in caused:
-                self.publisher.publish(follow_up)
-        return False
+    def _handle_once(self, event: CloudEvent) -> bool:
+        return handle_once(self.db, self.context, self.handler, event, self.publisher.publish)
 
     def _failed(
         self, record: FailedRecord, error: BaseException, reason: DeadLetterReason | None

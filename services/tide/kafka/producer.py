@@ -118,6 +118,14 @@ class EventPublisher:
                 f"{event.type} {event.id}: not acknowledged within {self.timeout_s:.0f}s"
             ) from exc
 
+    def unready_reason(self) -> str | None:
+        """Why this publisher cannot reach Kafka right now, or None when it can."""
+        try:
+            self._producer.list_topics(timeout=2)
+        except KafkaException as exc:
+            return f"Kafka unreachable: {exc}"
+        return None
+
     def close(self) -> int:
         """Flush what is queued; returns (and logs) how many messages were not delivered."""
         remaining = int(self._producer.flush(self.timeout_s))

@@ -1,0 +1,1 @@
+"""The reference OTT platform: one module per service, handlers as plain functions."""

@@ -1,0 +1,153 @@
+"""The player's HTTP API: accepts watch events and answers 202 once Kafka has them.
+
+No consumer is on the request path. Bad input is a 4xx that names the problem:
+400 malformed JSON, 413 oversized body, 422 unknown type or schema-invalid data.
+A broker that does not confirm in time is a 503; an accepted event is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
+from tide.events.envelope import CloudEvent
+from tide.kafka.producer import EventPublisher, PublishError
+from tide.topology import Catalog
+
+log = logging.getLogger(__name__)
+SOURCE = "/video-service"
+ACCEPTED_TYPES = (
+    "video.watch.started",
+    "video.heartbeat",
+    "video.quality.changed",
+    "video.watch.completed",
+    "video.rated",
+)
+
+
+class EventIn(BaseModel):
+    """A player event: its type and its data (the schema of that type)."""
+
+    type: str = Field(examples=["video.watch.started"], max_length=100)
+    data: dict[str, Any]
+    correlation_id: str | None = Field(default=None, max_length=100)
+
+
+class Accepted(BaseModel):
+    id: str
+    type: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class Problem(BaseModel):
+    error: str
+    detail: str
+
+
+def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: int) -> FastAPI:
+    """The API around one shared publisher (closed with the app)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        undelivered = publisher.close()
+        log.info("%s stopped cleanly (%d undelivered)", "video-service", undelivered)
+
+    app = FastAPI(title="Tide video-service", version="1", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            return _problem(413, "body too large", f"at most {max_body_bytes} bytes")
+        body = await request.body()  # also bounds bodies sent without a length
+        if len(body) > max_body_bytes:
+            return _problem(413, "body too large", f"at most {max_body_bytes} bytes")
+        return await call_next(request)
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=Accepted,
+        responses={
+            400: {"model": Problem},
+            413: {"model": Problem},
+            422: {"model": Problem},
+            503: {"model": Problem},
+        },
+    )
+    async def accept(request: Request) -> Response:
+        try:
+            payload = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _problem(400, "malformed JSON", str(exc))
+        try:
+            incoming = EventIn.model_validate(payload)
+        except ValueError as exc:
+            return _problem(422, "invalid request", str(exc).splitlines()[0] + ": " + _first(exc))
+        if incoming.type not in ACCEPTED_TYPES:
+            return _problem(
+                422,
+                "unknown event type",
+                f"{incoming.type!r}; accepted: {', '.join(ACCEPTED_TYPES)}",
+            )
+        event = CloudEvent(
+            type=incoming.type,
+            source=SOURCE,
+            data=incoming.data,
+            **({"correlationid": incoming.correlation_id} if incoming.correlation_id else {}),
+        )
+        try:
+            delivery = await publisher.publish_async(event)
+        except (InvalidEventError, UnknownEventTypeError) as exc:
+            return _problem(422, "invalid event", str(exc))
+        except PublishError as exc:
+            log.error("event not accepted: %s", exc)
+            return _problem(503, "event not accepted", "Kafka did not confirm it; retry later")
+        accepted = Accepted(
+            id=event.id,
+            type=event.type,
+            topic=delivery.topic,
+            partition=delivery.partition,
+            offset=delivery.offset,
+        )
+        return JSONResponse(accepted.model_dump(), status_code=202)
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        return "ok"
+
+    @app.get("/readyz", response_class=PlainTextResponse, responses={503: {"model": Problem}})
+    async def readyz() -> Response:
+        reason = publisher.unready_reason()
+        if reason is not None:
+            return _problem(503, "not ready", reason)
+        return PlainTextResponse("ready")
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _first(exc: ValueError) -> str:
+    lines = str(exc).splitlines()
+    return " ".join(line.strip() for line in lines[1:3])
+
+
+def _problem(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)

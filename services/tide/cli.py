@@ -1,0 +1,129 @@
+"""The `tide` command: run services, prepare databases and registries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tide.catalog import CATALOG
+from tide.observability import configure_logging
+from tide.settings import MissingSettingError, Settings
+
+app = typer.Typer(help="Tide: run and operate the event platform.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL event store.", no_args_is_help=True)
+registry_app = typer.Typer(help="The schema registry.", no_args_is_help=True)
+rabbitmq_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(registry_app, name="registry")
+app.add_typer(rabbitmq_app, name="rabbitmq")
+err = Console(stderr=True)
+out = Console()
+
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+@app.command()
+def run(
+    service: Annotated[str | None, typer.Argument(help="catalog service to run")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every service, as local processes")] = False,
+) -> None:
+    """Run one service (as its container does), or the whole platform locally with --all."""
+    from tide.launch import NotRunnableError, run_service  # noqa: PLC0415 - heavy imports
+
+    known = [s.name for s in CATALOG.services]
+    if all_:
+        _run_all()
+        return
+    if service is None:
+        err.print("[red]error:[/] name a service or pass --all; known: " + ", ".join(known))
+        raise typer.Exit(EXIT_USAGE)
+    if service not in known:
+        err.print(f"[red]error:[/] unknown service {service!r}; known: " + ", ".join(known))
+        raise typer.Exit(EXIT_USAGE)
+    settings = _settings()
+    try:
+        run_service(service, settings, settings.catalog())
+    except (MissingSettingError, NotRunnableError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _run_all() -> None:
+    """One child process per runnable service, each on its own HTTP port; Ctrl-C stops all."""
+    base = int(os.environ.get("TIDE_HTTP_PORT", "8080"))
+    children: list[subprocess.Popen[bytes]] = []
+    runnable = [s for s in CATALOG.services if s.name != "subscription"]
+    for index, service in enumerate(runnable):
+        env = {**os.environ, "TIDE_SERVICE": service.name, "TIDE_HTTP_PORT": str(base + index)}
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "tide", "run", service.name], env=env)
+        )
+        out.print(f"started {service.name} on :{base + index} (pid {children[-1].pid})")
+    try:
+        for child in children:
+            child.wait()
+    except KeyboardInterrupt:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=60)
+
+
+@db_app.command("migrate")
+def migrate() -> None:
+    """Apply the event store's migrations (idempotent; safe to run from several pods)."""
+    from tide.store.migrations import migrate as apply  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        settings.require("postgres_dsn")
+    except MissingSettingError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    applied = apply(settings.postgres_dsn.get_secret_value())
+    out.print(f"applied migrations: {applied}" if applied else "database is up to date")
+
+
+@registry_app.command("register")
+def register() -> None:
+    """Register every catalog schema, with compatibility BACKWARD on its subject."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient  # noqa: PLC0415
+
+    from tide.events.schemas import schema_text  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        settings.require("schema_registry_url")
+    except MissingSettingError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    client = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+    for event in settings.catalog().events:
+        client.set_compatibility(event.subject, "BACKWARD")
+        schema_id = client.register_schema(event.subject, Schema(schema_text(event), "JSON"))
+        out.print(f"{event.subject}: schema id {schema_id}")
+
+
+@rabbitmq_app.command("definitions")
+def definitions() -> None:
+    """Print the catalog's RabbitMQ topology as definitions (for rabbitmqctl import_definitions)."""
+    from tide.rabbitmq.definitions import definitions as render  # noqa: PLC0415
+
+    out.print_json(json.dumps(render(_settings().catalog())))

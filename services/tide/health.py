@@ -1,0 +1,51 @@
+"""The HTTP face of a non-API process: /healthz, /readyz (with a reason) and /metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+# Returns None when ready, else why not (shown to the kubelet and to people).
+ReadinessCheck = Callable[[], str | None]
+
+
+def health_app(ready: ReadinessCheck) -> FastAPI:
+    app = FastAPI(title="Tide process health", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        return "ok"
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        reason = ready()
+        if reason is not None:
+            return JSONResponse({"error": "not ready", "detail": reason}, status_code=503)
+        return PlainTextResponse("ready")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class HealthServer:
+    """Serves health_app on a thread, so the process's main work keeps the main thread."""
+
+    def __init__(self, ready: ReadinessCheck, port: int) -> None:
+        config = uvicorn.Config(health_app(ready), host="0.0.0.0", port=port, log_level="warning")  # noqa: S104 - probes come from the kubelet
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

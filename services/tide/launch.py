@@ -1,0 +1,135 @@
+"""Starting one catalog service as a process, wired only from TIDE_* settings and the catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import uvicorn
+
+from tide.apps.video_service import create_app
+from tide.codecs.json_schema import EventCodec
+from tide.handlers import load_handler
+from tide.health import HealthServer
+from tide.kafka.consumer import ConsumerRunner
+from tide.kafka.processing import RecordProcessor
+from tide.kafka.producer import EventPublisher
+from tide.rabbitmq.bus import BlockingRabbitPublisher, QueueConsumer
+from tide.routing import EventRouter
+from tide.settings import Settings
+from tide.topology import Catalog, Role
+
+log = logging.getLogger(__name__)
+
+
+class NotRunnableError(RuntimeError):
+    """The catalog names a service this build cannot run as a process."""
+
+
+def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
+    """Run `name` until SIGTERM or SIGINT; returns after a graceful drain."""
+    service = catalog.service(name)
+    if name == "video-service":
+        _run_api(settings, catalog)
+    elif service.role is Role.CONSUMER:
+        _run_consumer_groups(name, settings, catalog)
+    elif service.role is Role.WORKER:
+        asyncio.run(_run_queue_workers(name, settings, catalog))
+    else:
+        raise NotRunnableError(f"service {name!r} has no process runner in this release")
+    if name != "video-service":  # the API logs this itself, before uvicorn re-raises SIGTERM
+        log.info("%s stopped cleanly", name)
+
+
+def _run_api(settings: Settings, catalog: Catalog) -> None:
+    settings.require("kafka_bootstrap")
+    publisher = EventPublisher(
+        settings.kafka_client_config(),
+        EventCodec(catalog, settings.schema_registry_url),
+        timeout_s=settings.publish_timeout_s,
+    )
+    app = create_app(catalog, publisher, max_body_bytes=settings.max_body_bytes)
+    # uvicorn drains in-flight requests on SIGTERM, then the lifespan flushes the producer.
+    uvicorn.run(app, host="0.0.0.0", port=settings.http_port, log_level="warning")  # noqa: S104 - in a container
+
+
+def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog) -> None:
+    settings.require("kafka_bootstrap", "postgres_dsn")
+    client = settings.kafka_client_config()
+    codec = EventCodec(catalog, settings.schema_registry_url)
+    kafka = EventPublisher(client, codec, timeout_s=settings.publish_timeout_s)
+    rabbit = None
+    if catalog.uses_rabbitmq(name):
+        settings.require("rabbitmq_url")
+        rabbit = BlockingRabbitPublisher(settings.rabbitmq_url.get_secret_value(), codec)
+    router = EventRouter(codec, kafka, rabbit)
+    dsn = settings.postgres_dsn.get_secret_value()
+    runners: list[ConsumerRunner] = []
+    for group in catalog.groups_of(name):
+        db: psycopg.Connection[Any] = psycopg.connect(dsn, autocommit=True)
+        processor = RecordProcessor(
+            group=group,
+            handler=load_handler(group.handler),
+            codec=codec,
+            db=db,
+            publisher=router,
+            source=f"/{name}",
+        )
+        runners.append(
+            ConsumerRunner(group, processor, client, timeout_s=settings.publish_timeout_s)
+        )
+    threads = [threading.Thread(target=r.run, name=f"group-{r.group.name}") for r in runners]
+    health = HealthServer(kafka.unready_reason, settings.http_port)
+
+    def stop_all() -> None:
+        for runner in runners:
+            runner.stop()
+
+    _on_stop_signals(stop_all)
+    health.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    health.stop()
+    kafka.close()
+    if rabbit is not None:
+        rabbit.close()
+
+
+async def _run_queue_workers(name: str, settings: Settings, catalog: Catalog) -> None:
+    settings.require("rabbitmq_url", "postgres_dsn")
+    codec = EventCodec(catalog, settings.schema_registry_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    consumers = [
+        QueueConsumer(
+            worker,
+            load_handler(worker.handler),
+            codec,
+            rabbitmq_url=settings.rabbitmq_url.get_secret_value(),
+            postgres_dsn=settings.postgres_dsn.get_secret_value(),
+            source=f"/{name}",
+        )
+        for worker in catalog.workers_of(name)
+    ]
+    health = HealthServer(lambda: None, settings.http_port)
+    health.start()
+    await asyncio.gather(*(c.run(stop) for c in consumers))
+    health.stop()
+
+
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: draining", signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

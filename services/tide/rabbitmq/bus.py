@@ -1,0 +1,170 @@
+"""The RabbitMQ side: publishing with confirms, and competing consumers with dead-lettering.
+
+The topology itself (exchanges, quorum queues, DLX and delivery-limit policies)
+is declared by the catalog's definitions (`tide.rabbitmq.definitions`), never
+here: a queue's arguments cannot change once declared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import aio_pika
+import psycopg
+from aio_pika.abc import AbstractIncomingMessage
+
+from tide.codecs.json_schema import EventCodec, UndecodableRecordError
+from tide.errors import PermanentError
+from tide.events.envelope import CloudEvent
+from tide.handlers import Handler, HandlerContext
+from tide.observability import correlation
+from tide.store.processed import handle_once
+from tide.topology import QueueWorker
+
+log = logging.getLogger(__name__)
+
+
+class RabbitPublishError(RuntimeError):
+    """RabbitMQ did not confirm a message (nacked, unroutable, or unreachable)."""
+
+
+class RabbitPublisher:
+    """Publishes catalog events to their exchange; returns once the broker confirmed."""
+
+    def __init__(self, url: str, codec: EventCodec, *, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.codec = codec
+        self.timeout_s = timeout_s
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.url, timeout=self.timeout_s)
+        # Unroutable mandatory messages raise instead of vanishing.
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+
+    async def publish(self, event: CloudEvent) -> None:
+        if self._channel is None:
+            await self.connect()
+        assert self._channel is not None
+        event_type = self.codec.checked(event)
+        body, headers = self.codec.encode_amqp(event)
+        exchange = await self._channel.get_exchange(str(event_type.exchange), ensure=False)
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers),
+            message_id=event.id,
+            correlation_id=event.correlationid,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await exchange.publish(
+                message, routing_key=event_type.routing_key, mandatory=True, timeout=self.timeout_s
+            )
+        except (
+            aio_pika.exceptions.DeliveryError,
+            aio_pika.exceptions.AMQPError,
+            TimeoutError,
+        ) as exc:
+            raise RabbitPublishError(f"{event.type} {event.id}: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+
+class BlockingRabbitPublisher:
+    """RabbitPublisher for synchronous callers (the Kafka runner): its own loop in a thread."""
+
+    def __init__(self, url: str, codec: EventCodec, *, timeout_s: float = 10.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="amqp", daemon=True)
+        self._thread.start()
+        self._publisher = RabbitPublisher(url, codec, timeout_s=timeout_s)
+        self._timeout_s = timeout_s
+
+    def publish(self, event: CloudEvent) -> None:
+        future: Future[None] = asyncio.run_coroutine_threadsafe(
+            self._publisher.publish(event), self._loop
+        )
+        future.result(timeout=self._timeout_s * 2)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._publisher.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+class QueueConsumer:
+    """Competing consumers of one quorum queue: ack when done, requeue transient failures
+    (the queue's delivery limit then dead-letters), reject poison straight to `<queue>.dlq`."""
+
+    def __init__(
+        self,
+        worker: QueueWorker,
+        handler: Handler,
+        codec: EventCodec,
+        *,
+        rabbitmq_url: str,
+        postgres_dsn: str,
+        source: str,
+    ) -> None:
+        self.worker = worker
+        self.handler = handler
+        self.codec = codec
+        self.rabbitmq_url = rabbitmq_url
+        self.postgres_dsn = postgres_dsn
+        self.source = source
+        self._db: psycopg.Connection[Any] | None = None
+
+    def _handle_once(self, event: CloudEvent) -> bool:
+        if self._db is None or self._db.closed:
+            self._db = psycopg.connect(self.postgres_dsn, autocommit=True)
+        context = HandlerContext(db=self._db, consumer=self.worker.queue, source=self.source)
+
+        def no_follow_ups(caused: CloudEvent) -> None:
+            raise PermanentError(f"queue workers emit nothing; got {caused.type}")
+
+        return handle_once(self._db, context, self.handler, event, no_follow_ups)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = self.codec.decode_amqp(message.body, dict(message.headers))
+        except UndecodableRecordError as error:
+            log.warning("%s: poison message %s: %s", self.worker.queue, message.message_id, error)
+            await message.reject(requeue=False)
+            return
+        with correlation(event.correlationid):
+            try:
+                await asyncio.to_thread(self._handle_once, event)
+            except PermanentError as error:
+                log.warning("%s: permanent failure of %s: %s", self.worker.queue, event.id, error)
+                await message.reject(requeue=False)
+            except Exception as error:  # noqa: BLE001 - requeue; the delivery limit bounds it
+                log.warning("%s: failure of %s: %r", self.worker.queue, event.id, error)
+                if self._db is not None and self._db.broken:
+                    self._db = None
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; reconnects (connect_robust) after a broker restart."""
+        connection = await aio_pika.connect_robust(self.rabbitmq_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=self.worker.prefetch)
+            queue = await channel.get_queue(self.worker.queue, ensure=False)
+            tag = await queue.consume(self._on_message)
+            log.info("worker consuming %s", self.worker.queue)
+            await stop.wait()
+            await queue.cancel(tag)
+        if self._db is not None:
+            self._db.close()
