@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import secrets
+import subprocess
 from pathlib import Path
 
 import aio_pika

@@ -1,4 +1,4 @@
-"""The reference platform as processes (`tide run`): an HTTP watch event becomes one notification."""
+"""The platform as processes (`tide run`): an HTTP watch event becomes one notification job."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 def platform(
     brokers: Brokers, broker_session: BrokerSession, database: str, tmp_path: Path
 ) -> Iterator[tuple[str, Catalog, Callable[[str], subprocess.Popen[bytes]]]]:
-    """A private copy of the platform (suffixed names) whose services run as `tide run` processes."""
+    """A private copy of the platform (suffixed names), its services run by `tide run`."""
     suffix = unique("p")
     catalog = CATALOG.isolated(suffix)
     create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))

@@ -77,7 +77,7 @@ def test_unreachable_broker_is_an_error_to_the_caller_within_the_timeout() -> No
     publisher = EventPublisher({"bootstrap.servers": dead}, EventCodec(CATALOG), timeout_s=2)
     started = time.monotonic()
     try:
-        with pytest.raises(PublishError, match="video.watch.started"):
+        with pytest.raises(PublishError, match=r"video\.watch\.started"):
             publisher.publish(watch_started("u"))
     finally:
         publisher.close()
