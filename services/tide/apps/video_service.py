@@ -81,6 +81,14 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
     @app.post(
         "/v1/events",
         status_code=202,
+        # The body is parsed by hand (to answer 400 for malformed JSON, 422 for the
+        # rest); declare it so clients and schemathesis see its shape.
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+            }
+        },
         response_model=Accepted,
         responses={
             400: {"model": Problem},

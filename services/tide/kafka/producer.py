@@ -68,6 +68,8 @@ class EventPublisher:
 
     def send(self, event: CloudEvent) -> Future[Delivery]:
         """Queue an event; the future completes when the broker acknowledged it (or failed)."""
+        if self._closing.is_set():
+            raise PublishError(f"{event.type} {event.id}: the publisher is closed")
         encoded = self.codec.encode(event)
         done: Future[Delivery] = Future()
 
