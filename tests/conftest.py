@@ -13,6 +13,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tests.harness import Brokers, BrokerSession
 from tests.harness.brokers import ENV_REGISTRY
 
+# The runtime fixtures (database, private catalog topics, running groups) serve
+# both the integration and the chaos suites.
+pytest_plugins = ("tests.runtime_fixtures",)
+
 _session: BrokerSession | None = None
 
 

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.conftest import unique
 from tests.harness import Brokers
 from tests.harness.waiting import wait_until
-from tests.integration.conftest import RunningGroup
+from tests.runtime_fixtures import RunningGroup
 from tide.errors import PermanentError, TransientError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext

@@ -17,7 +17,7 @@ from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
 from tests.harness.process import free_port
 from tests.harness.waiting import wait_until
-from tests.integration.conftest import create_topics
+from tests.runtime_fixtures import create_topics
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent

@@ -1,4 +1,4 @@
-"""Fixtures for runtime tests: a migrated database and a private copy of the platform's topics."""
+"""Fixtures for runtime tests (integration and chaos): a migrated database, private topics."""
 
 from __future__ import annotations
 
