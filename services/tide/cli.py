@@ -19,9 +19,11 @@ app = typer.Typer(help="Tide: run and operate the event platform.", no_args_is_h
 db_app = typer.Typer(help="The PostgreSQL event store.", no_args_is_help=True)
 registry_app = typer.Typer(help="The schema registry.", no_args_is_help=True)
 rabbitmq_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
+app.add_typer(topics_app, name="topics")
 err = Console(stderr=True)
 out = Console()
 
@@ -127,3 +129,32 @@ def definitions() -> None:
     from tide.rabbitmq.definitions import definitions as render  # noqa: PLC0415
 
     out.print_json(json.dumps(render(_settings().catalog())))
+
+
+@topics_app.command("create")
+def create_topics(
+    replication_factor: Annotated[int, typer.Option(min=1, help="replicas per partition")] = 1,
+) -> None:
+    """Create every catalog topic, retry topic and DLQ that does not exist yet (local runs;
+    on Kubernetes the KafkaTopic resources do this)."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        settings.require("kafka_bootstrap")
+    except MissingSettingError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    admin = AdminClient(settings.kafka_client_config())
+    existing = set(admin.list_topics(timeout=15).topics)
+    wanted = [t for t in settings.catalog().all_topics() if t.name not in existing]
+    if not wanted:
+        out.print("all topics exist")
+        return
+    futures = admin.create_topics(
+        [NewTopic(t.name, t.partitions, replication_factor, config=t.config()) for t in wanted]
+    )
+    for name, future in futures.items():
+        future.result(timeout=60)
+        out.print(f"created {name}")

@@ -1,0 +1,63 @@
+"""The `tide` command against real brokers: preparing topics and the database, clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
+
+from tests.conftest import unique
+from tests.harness import Brokers
+from tide.catalog import CATALOG
+from tide.cli import EXIT_CONFIG, EXIT_USAGE, app
+
+runner = CliRunner()
+
+
+def test_topics_create_makes_every_catalog_retry_and_dlq_topic_once(brokers: Brokers) -> None:
+    suffix = unique("cli")
+    env = {"TIDE_KAFKA_BOOTSTRAP": brokers.kafka_bootstrap, "TIDE_CATALOG_SUFFIX": suffix}
+    first = runner.invoke(app, ["topics", "create"], env=env)
+    assert first.exit_code == 0, first.output
+    names = set(CATALOG.isolated(suffix).all_topic_names())
+    existing = set(
+        AdminClient({"bootstrap.servers": brokers.kafka_bootstrap}).list_topics(timeout=10).topics
+    )
+    assert names <= existing
+    again = runner.invoke(app, ["topics", "create"], env=env)
+    assert again.exit_code == 0
+    assert "all topics exist" in again.output
+
+
+def test_db_migrate_is_idempotent(database: str) -> None:
+    result = runner.invoke(app, ["db", "migrate"], env={"TIDE_POSTGRES_DSN": database})
+    assert result.exit_code == 0, result.output
+    assert "database is up to date" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "says"),
+    [
+        (["run", "recomendation"], {}, EXIT_USAGE, "unknown service 'recomendation'; known:"),
+        (["run"], {}, EXIT_USAGE, "name a service or pass --all"),
+        (
+            ["run", "personalization"],
+            {"TIDE_KAFKA_BOOTSTRAP": ""},
+            EXIT_CONFIG,
+            "set TIDE_KAFKA_BOOTSTRAP",
+        ),
+        (["db", "migrate"], {"TIDE_POSTGRES_DSN": ""}, EXIT_CONFIG, "set TIDE_POSTGRES_DSN"),
+        (
+            ["db", "migrate"],
+            {"TIDE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            EXIT_CONFIG,
+            "needs TIDE_KAFKA_USERNAME",
+        ),
+    ],
+)
+def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
+    args: list[str], env: dict[str, str], code: int, says: str
+) -> None:
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == code, result.output
+    assert says in " ".join(result.output.split())
