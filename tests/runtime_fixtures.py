@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from tests.harness.waiting import wait_until
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
+from tide.kafka.async_consumer import AsyncConsumerRunner
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
@@ -71,20 +73,22 @@ def publisher(brokers: Brokers, catalog: Catalog) -> Iterator[EventPublisher]:
 @dataclass
 class RunningGroup:
     group: ConsumerGroup
-    runner: ConsumerRunner
+    publisher: EventPublisher
     thread: threading.Thread
+    request_stop: Callable[[], None]
 
     def stop(self) -> None:
-        self.runner.stop()
+        self.request_stop()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive(), "runner did not stop within 30s"
 
 
-@pytest.fixture
+@pytest.fixture(params=["sync", "async"])
 def run_group(
-    brokers: Brokers, database: str, catalog: Catalog
+    request: pytest.FixtureRequest, brokers: Brokers, database: str, catalog: Catalog
 ) -> Iterator[Callable[[ConsumerGroup, Handler], RunningGroup]]:
-    """Factory: run a group's sync runner in a thread; its side topics are created first."""
+    """Factory: run a group in a thread, on the sync (confluent-kafka) or the async (aiokafka)
+    runner, so each test proves both; the group's side topics are created first."""
     running: list[RunningGroup] = []
     connections: list[psycopg.Connection[tuple[object, ...]]] = []
 
@@ -97,24 +101,43 @@ def run_group(
         codec = EventCodec(catalog)
         db = psycopg.connect(database, autocommit=True)
         connections.append(db)
+        publisher = EventPublisher(client, codec, timeout_s=10)
         processor = RecordProcessor(
             group=group,
             handler=handler,
             codec=codec,
             db=db,
-            publisher=EventPublisher(client, codec, timeout_s=10),
+            publisher=publisher,
             source=f"/{group.service}",
         )
-        runner = ConsumerRunner(group, processor, client)
-        thread = threading.Thread(target=runner.run, name=f"group-{group.name}", daemon=True)
+        if request.param == "sync":
+            runner = ConsumerRunner(group, processor, client)
+            thread = threading.Thread(target=runner.run, name=f"group-{group.name}", daemon=True)
+            request_stop = runner.stop
+        else:
+            async_runner = AsyncConsumerRunner(
+                group, processor, {"bootstrap_servers": brokers.kafka_bootstrap}
+            )
+            loop = asyncio.new_event_loop()
+            stop = asyncio.Event()
+
+            def serve() -> None:
+                loop.run_until_complete(async_runner.run(stop))
+                loop.close()
+
+            thread = threading.Thread(target=serve, name=f"async-{group.name}", daemon=True)
+
+            def request_stop() -> None:
+                loop.call_soon_threadsafe(stop.set)
+
         thread.start()
-        handle = RunningGroup(group, runner, thread)
+        handle = RunningGroup(group, publisher, thread, request_stop)
         running.append(handle)
         return handle
 
     yield start
     for handle in running:
         handle.stop()
-        handle.runner.processor.publisher.close()
+        handle.publisher.close()
     for conn in connections:
         conn.close()
