@@ -68,11 +68,10 @@ def run(
 
 
 def _run_all() -> None:
-    """One child process per runnable service, each on its own HTTP port; Ctrl-C stops all."""
+    """One child process per service, each on its own HTTP port; Ctrl-C stops them all."""
     base = int(os.environ.get("TIDE_HTTP_PORT", "8080"))
     children: list[subprocess.Popen[bytes]] = []
-    runnable = [s for s in CATALOG.services if s.name != "subscription"]
-    for index, service in enumerate(runnable):
+    for index, service in enumerate(CATALOG.services):
         env = {**os.environ, "TIDE_SERVICE": service.name, "TIDE_HTTP_PORT": str(base + index)}
         children.append(
             subprocess.Popen([sys.executable, "-m", "tide", "run", service.name], env=env)

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import uvicorn
 
+from tide.apps.subscription import create_app as create_subscription_app
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import load_handler
@@ -36,13 +37,15 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
     service = catalog.service(name)
     if name == "video-service":
         _run_api(settings, catalog)
+    elif name == "subscription":
+        _run_subscription(settings, catalog)
     elif service.role is Role.CONSUMER:
         _run_consumer_groups(name, settings, catalog)
     elif service.role is Role.WORKER:
         asyncio.run(_run_queue_workers(name, settings, catalog))
     else:
         raise NotRunnableError(f"service {name!r} has no process runner in this release")
-    if name != "video-service":  # the API logs this itself, before uvicorn re-raises SIGTERM
+    if service.role is not Role.API:  # APIs log this themselves, before uvicorn re-raises SIGTERM
         log.info("%s stopped cleanly", name)
 
 
@@ -55,6 +58,17 @@ def _run_api(settings: Settings, catalog: Catalog) -> None:
     )
     app = create_app(catalog, publisher, max_body_bytes=settings.max_body_bytes)
     # uvicorn drains in-flight requests on SIGTERM, then the lifespan flushes the producer.
+    uvicorn.run(app, host="0.0.0.0", port=settings.http_port, log_level="warning")  # noqa: S104 - in a container
+
+
+def _run_subscription(settings: Settings, catalog: Catalog) -> None:
+    settings.require("kafka_bootstrap", "postgres_dsn")
+    publisher = EventPublisher(
+        settings.kafka_client_config(),
+        EventCodec(catalog, settings.schema_registry_url),
+        timeout_s=settings.publish_timeout_s,
+    )
+    app = create_subscription_app(settings.postgres_dsn.get_secret_value(), publisher)
     uvicorn.run(app, host="0.0.0.0", port=settings.http_port, log_level="warning")  # noqa: S104 - in a container
 
 

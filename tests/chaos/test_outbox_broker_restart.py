@@ -80,7 +80,7 @@ async def test_outbox_relay_survives_a_broker_restart_without_loss_or_double_eff
             for n in range(PAYMENTS):
                 event = _payment(subscription, n)
                 await store.append_to_stream(
-                    conn, subscription, [event], expected_version=n, publish=True
+                    conn, subscription, [event], expected_version=n, publish=[event]
                 )
                 appended.append(event.id)
                 await asyncio.sleep(

@@ -96,9 +96,9 @@ async def test_outbox_rows_exist_only_if_the_append_committed(database: str) -> 
     first, late = payment(stream), payment(stream)
     conn = await store.connect()
     async with conn:
-        await store.append_to_stream(conn, stream, [first], expected_version=0, publish=True)
+        await store.append_to_stream(conn, stream, [first], expected_version=0, publish=[first])
         with pytest.raises(ConcurrencyError):
-            await store.append_to_stream(conn, stream, [late], expected_version=0, publish=True)
+            await store.append_to_stream(conn, stream, [late], expected_version=0, publish=[late])
     with psycopg.connect(database) as sync:
         rows = sync.execute(
             "SELECT event_id::text FROM outbox WHERE event_id = ANY(%s::uuid[])",

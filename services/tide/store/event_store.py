@@ -56,7 +56,8 @@ class EventStore:
         self.dsn = dsn
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(self.dsn)
+        # Autocommit: every `transaction()` block is then a real transaction, not a savepoint.
+        return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
 
     async def append_to_stream(
         self,
@@ -65,13 +66,16 @@ class EventStore:
         events: Sequence[CloudEvent],
         *,
         expected_version: int,
-        publish: bool = False,
+        publish: Sequence[CloudEvent] = (),
     ) -> int:
         """Append after `expected_version` (0: a new stream); returns the stream's new version.
 
-        With `publish`, the events also enter the outbox, so they reach Kafka exactly
-        when (and only if) this transaction commits.
+        Events in `publish` (some of `events`) also enter the outbox, so they reach
+        Kafka when, and only if, this transaction commits.
         """
+        ids = {e.id for e in events}
+        if any(e.id not in ids for e in publish):
+            raise ValueError("only events being appended can be published")
         try:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
@@ -102,7 +106,7 @@ class EventStore:
                     if publish:
                         await cur.executemany(
                             "INSERT INTO outbox (event_id, type, envelope) VALUES (%s, %s, %s)",
-                            [(e.id, e.type, Jsonb(_envelope(e))) for e in events],
+                            [(e.id, e.type, Jsonb(_envelope(e))) for e in publish],
                         )
         except ConcurrencyError:
             raise

@@ -91,6 +91,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        -- Read model of the subscription projection (rebuildable from the events table).
+        CREATE TABLE subscription_overview (
+            subscription_id text PRIMARY KEY,
+            user_id         text NOT NULL,
+            plan            text NOT NULL,
+            status          text NOT NULL,
+            payments        integer NOT NULL DEFAULT 0,
+            paid_cents      bigint NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 )
 
 

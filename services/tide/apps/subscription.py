@@ -1,0 +1,256 @@
+"""Subscriptions as an event-sourced aggregate behind HTTP commands.
+
+State is rebuilt from a snapshot plus the events after it; a snapshot is taken
+every SNAPSHOT_EVERY versions. Payments reach `payment-events` only through
+the outbox, in the same transaction as the events that record them. A command
+racing another on the same subscription gets 409 and may simply be retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import psycopg
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from tide.events.envelope import CloudEvent
+from tide.kafka.producer import EventPublisher
+from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
+from tide.store.outbox import OutboxRelay
+from tide.store.projections import Projection, ProjectionRunner
+
+log = logging.getLogger(__name__)
+SOURCE = "/subscription"
+SNAPSHOT_EVERY = 5
+PRICES = {"basic": 599, "standard": 999, "premium": 1599}
+Plan = Literal["basic", "standard", "premium"]
+
+
+class CommandRejectedError(ValueError):
+    """The command makes no sense for the subscription's current state."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """The aggregate's state, folded from its events."""
+
+    id: str
+    version: int = 0
+    status: Literal["none", "active", "cancelled"] = "none"
+    user_id: str = ""
+    plan: str = ""
+    payments: int = 0
+
+    def apply(self, event_type: str, data: Mapping[str, Any], version: int) -> Subscription:
+        if event_type == "subscription.started":
+            return replace(
+                self, status="active", user_id=data["user_id"], plan=data["plan"], version=version
+            )
+        if event_type == "payment.captured":
+            return replace(self, payments=self.payments + 1, version=version)
+        if event_type == "subscription.cancelled":
+            return replace(self, status="cancelled", version=version)
+        return replace(self, version=version)
+
+    # Commands: decide which events happen, or refuse.
+    def start(self, user_id: str, plan: str) -> list[CloudEvent]:
+        if self.status != "none":
+            raise CommandRejectedError(f"subscription {self.id!r} already exists ({self.status})")
+        started = _event(
+            "subscription.started", {"subscription_id": self.id, "user_id": user_id, "plan": plan}
+        )
+        return [started, _payment(self.id, user_id, plan)]
+
+    def renew(self) -> list[CloudEvent]:
+        if self.status != "active":
+            raise CommandRejectedError(f"subscription {self.id!r} is {self.status}, not active")
+        return [_payment(self.id, self.user_id, self.plan)]
+
+    def cancel(self) -> list[CloudEvent]:
+        if self.status != "active":
+            raise CommandRejectedError(f"subscription {self.id!r} is {self.status}, not active")
+        return [_event("subscription.cancelled", {"subscription_id": self.id})]
+
+
+def _event(type_: str, data: dict[str, Any]) -> CloudEvent:
+    return CloudEvent(type=type_, source=SOURCE, data=data, subject=str(data["subscription_id"]))
+
+
+def _payment(subscription_id: str, user_id: str, plan: str) -> CloudEvent:
+    return _event(
+        "payment.captured",
+        {
+            "subscription_id": subscription_id,
+            "user_id": user_id,
+            "plan": plan,
+            "amount_cents": PRICES[plan],
+            "currency": "EUR",
+        },
+    )
+
+
+class SubscriptionRepository:
+    """Loads and saves the aggregate through the event store, with snapshots."""
+
+    def __init__(self, store: EventStore, snapshot_every: int = SNAPSHOT_EVERY) -> None:
+        self.store = store
+        self.snapshot_every = snapshot_every
+
+    async def load(self, conn: psycopg.AsyncConnection[Any], subscription_id: str) -> Subscription:
+        state = Subscription(subscription_id)
+        snapshot = await self.store.load_snapshot(conn, subscription_id)
+        if snapshot is not None:
+            state = Subscription(**snapshot.state)
+        for recorded in await self.store.read_stream(conn, subscription_id, state.version):
+            state = state.apply(recorded.event.type, recorded.event.data, recorded.version)
+        return state
+
+    async def save(
+        self, conn: psycopg.AsyncConnection[Any], state: Subscription, events: list[CloudEvent]
+    ) -> Subscription:
+        payments = [e for e in events if e.type == "payment.captured"]
+        version = await self.store.append_to_stream(
+            conn, state.id, events, expected_version=state.version, publish=payments
+        )
+        new = state
+        for offset, event in enumerate(events, start=1):
+            new = new.apply(event.type, event.data, state.version + offset)
+        if version // self.snapshot_every > state.version // self.snapshot_every:
+            await self.store.save_snapshot(conn, Snapshot(state.id, version, vars(new)))
+        return new
+
+
+async def _apply_overview(conn: psycopg.AsyncConnection[Any], recorded: RecordedEvent) -> None:
+    event, data = recorded.event, recorded.event.data
+    if event.type == "subscription.started":
+        await conn.execute(
+            "INSERT INTO subscription_overview (subscription_id, user_id, plan, status)"
+            " VALUES (%s, %s, %s, 'active') ON CONFLICT (subscription_id) DO NOTHING",
+            (data["subscription_id"], data["user_id"], data["plan"]),
+        )
+    elif event.type == "payment.captured":
+        await conn.execute(
+            "UPDATE subscription_overview SET payments = payments + 1,"
+            " paid_cents = paid_cents + %s WHERE subscription_id = %s",
+            (data["amount_cents"], data["subscription_id"]),
+        )
+    elif event.type == "subscription.cancelled":
+        await conn.execute(
+            "UPDATE subscription_overview SET status = 'cancelled' WHERE subscription_id = %s",
+            (data["subscription_id"],),
+        )
+
+
+async def _reset_overview(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("DELETE FROM subscription_overview")
+
+
+OVERVIEW = Projection("subscription_overview", _apply_overview, _reset_overview)
+
+
+class StartIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    plan: Plan
+
+
+def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> FastAPI:
+    store = EventStore(dsn)
+    repository = SubscriptionRepository(store)
+    projection = ProjectionRunner(store, OVERVIEW)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(_keep_projecting(projection, store, stop))]
+        if relay:
+            tasks.append(asyncio.create_task(OutboxRelay(dsn, publisher).run(stop)))
+        yield
+        stop.set()
+        await asyncio.gather(*tasks)
+        publisher.close()
+        log.info("subscription stopped cleanly")
+
+    app = FastAPI(title="Tide subscription", version="1", lifespan=lifespan)
+
+    async def command(subscription_id: str, decide: Any) -> Response:
+        conn = await store.connect()
+        async with conn:
+            state = await repository.load(conn, subscription_id)
+            try:
+                new = await repository.save(conn, state, decide(state))
+            except CommandRejectedError as exc:
+                return JSONResponse({"error": "rejected", "detail": str(exc)}, status_code=409)
+            except ConcurrencyError as exc:
+                return JSONResponse({"error": "conflict", "detail": str(exc)}, status_code=409)
+        return JSONResponse(vars(new), status_code=200)
+
+    @app.post("/v1/subscriptions/{subscription_id}/start")
+    async def start(subscription_id: str, body: StartIn) -> Response:
+        return await command(subscription_id, lambda s: s.start(body.user_id, body.plan))
+
+    @app.post("/v1/subscriptions/{subscription_id}/renew")
+    async def renew(subscription_id: str) -> Response:
+        return await command(subscription_id, lambda s: s.renew())
+
+    @app.post("/v1/subscriptions/{subscription_id}/cancel")
+    async def cancel(subscription_id: str) -> Response:
+        return await command(subscription_id, lambda s: s.cancel())
+
+    @app.get("/v1/subscriptions/{subscription_id}")
+    async def read(subscription_id: str) -> Response:
+        conn = await store.connect()
+        async with conn:
+            state = await repository.load(conn, subscription_id)
+        if state.status == "none":
+            return JSONResponse({"error": "not found", "detail": subscription_id}, status_code=404)
+        return JSONResponse(vars(state))
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        return "ok"
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            conn = await store.connect()
+            await conn.close()
+        except psycopg.OperationalError as exc:
+            return JSONResponse(
+                {"error": "not ready", "detail": f"PostgreSQL: {exc}"}, status_code=503
+            )
+        reason = publisher.unready_reason()
+        if reason is not None:
+            return JSONResponse({"error": "not ready", "detail": reason}, status_code=503)
+        return PlainTextResponse("ready")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _keep_projecting(
+    projection: ProjectionRunner, store: EventStore, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        try:
+            conn = await store.connect()
+            async with conn:
+                while not stop.is_set():
+                    await projection.catch_up(conn)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
+        except psycopg.OperationalError as exc:
+            log.warning("projection paused: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2)
