@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.conftest import unique
-from tests.harness import Brokers
+from tests.harness import Brokers, BrokerSession, HarnessError
 from tests.harness.waiting import wait_until
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
@@ -21,6 +21,7 @@ from tide.kafka.async_consumer import AsyncConsumerRunner
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
+from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
 
@@ -141,3 +142,17 @@ def run_group(
         handle.publisher.close()
     for conn in connections:
         conn.close()
+
+
+@pytest.fixture
+def rabbit_catalog(brokers: Brokers, broker_session: BrokerSession) -> Catalog:
+    """A private copy of the catalog whose RabbitMQ topology is loaded into the harness's node."""
+    isolated = CATALOG.isolated(unique("q"))
+    if broker_session.rabbitmq is None:
+        raise HarnessError(
+            "RabbitMQ",
+            reason="these tests load the catalog's topology into the harness's own node",
+            fix="unset TIDE_RABBITMQ_URL",
+        )
+    broker_session.rabbitmq.import_definitions(definitions(isolated))
+    return isolated

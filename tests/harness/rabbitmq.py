@@ -184,6 +184,11 @@ class RabbitMQServer:
         if self._process is not None:
             self._process.kill()
 
+    def restart(self, timeout: float = 90.0) -> None:
+        """Stop and start the node on the same port and data (quorum queues survive)."""
+        self.stop()
+        self.start(timeout=timeout)
+
     def close(self) -> None:
         """Stop the node, then the epmd that served it."""
         self.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import psycopg
 from aio_pika.abc import AbstractIncomingMessage
+from psycopg_pool import ConnectionPool
 
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
 from tide.errors import PermanentError
@@ -122,17 +123,22 @@ class QueueConsumer:
         self.rabbitmq_url = rabbitmq_url
         self.postgres_dsn = postgres_dsn
         self.source = source
-        self._db: psycopg.Connection[Any] | None = None
+        # Up to `prefetch` messages are handled at once, each on its own connection.
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            postgres_dsn,
+            min_size=1,
+            max_size=worker.prefetch,
+            kwargs={"autocommit": True},
+            open=False,
+        )
 
     def _handle_once(self, event: CloudEvent) -> bool:
-        if self._db is None or self._db.closed:
-            self._db = psycopg.connect(self.postgres_dsn, autocommit=True)
-        context = HandlerContext(db=self._db, consumer=self.worker.queue, source=self.source)
-
         def no_follow_ups(caused: CloudEvent) -> None:
             raise PermanentError(f"queue workers emit nothing; got {caused.type}")
 
-        return handle_once(self._db, context, self.handler, event, no_follow_ups)
+        with self._pool.connection() as db:
+            context = HandlerContext(db=db, consumer=self.worker.queue, source=self.source)
+            return handle_once(db, context, self.handler, event, no_follow_ups)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -149,14 +155,13 @@ class QueueConsumer:
                 await message.reject(requeue=False)
             except Exception as error:  # noqa: BLE001 - requeue; the delivery limit bounds it
                 log.warning("%s: failure of %s: %r", self.worker.queue, event.id, error)
-                if self._db is not None and self._db.broken:
-                    self._db = None
                 await message.nack(requeue=True)
             else:
                 await message.ack()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; reconnects (connect_robust) after a broker restart."""
+        await asyncio.to_thread(self._pool.open)
         connection = await aio_pika.connect_robust(self.rabbitmq_url)
         async with connection:
             channel = await connection.channel()
@@ -166,5 +171,4 @@ class QueueConsumer:
             log.info("worker consuming %s", self.worker.queue)
             await stop.wait()
             await queue.cancel(tag)
-        if self._db is not None:
-            self._db.close()
+        await asyncio.to_thread(self._pool.close)
