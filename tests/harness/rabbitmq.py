@@ -179,6 +179,12 @@ class RabbitMQServer:
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop(timeout=60)
+            # The Erlang VM may outlive the start script by a moment: wait for the port.
+            wait_until(
+                lambda: not port_is_open(self.port),
+                timeout=30,
+                what=f"RabbitMQ releasing port {self.port}",
+            )
 
     def kill(self) -> None:
         if self._process is not None:

@@ -166,7 +166,9 @@ class QueueConsumer:
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.worker.prefetch)
-            queue = await channel.get_queue(self.worker.queue, ensure=False)
+            # Passive: the queue's arguments belong to the topology (definitions); a
+            # robust channel re-runs this same passive declare when it reconnects.
+            queue = await channel.declare_queue(self.worker.queue, passive=True)
             tag = await queue.consume(self._on_message)
             log.info("worker consuming %s", self.worker.queue)
             await stop.wait()

@@ -1,0 +1,88 @@
+"""Restart RabbitMQ with confirmed jobs queued: the worker reconnects and does each job once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from tests.conftest import unique
+from tests.harness import Brokers, BrokerSession, HarnessError
+from tests.harness.waiting import wait_until_async
+from tide.codecs.json_schema import EventCodec
+from tide.events.envelope import CloudEvent
+from tide.handlers import HandlerContext
+from tide.rabbitmq.bus import QueueConsumer, RabbitPublisher
+from tide.topology import Catalog
+
+pytestmark = pytest.mark.timeout(240)
+JOBS = 40
+
+
+def _job(user: str) -> CloudEvent:
+    return CloudEvent(
+        type="notification.requested",
+        source="/test",
+        data={"user_id": user, "channel": "email", "title": "t", "video_ids": ["v"]},
+    )
+
+
+def _sent(database: str, users: list[str]) -> dict[str, int]:
+    with psycopg.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT user_id, count(*) FROM notifications_sent WHERE user_id = ANY(%s) GROUP BY 1",
+            (users,),
+        ).fetchall()
+    return {user: int(count) for user, count in rows}
+
+
+async def test_confirmed_jobs_survive_a_broker_restart_and_run_exactly_once(
+    brokers: Brokers, broker_session: BrokerSession, database: str, rabbit_catalog: Catalog
+) -> None:
+    node = broker_session.rabbitmq
+    if node is None:
+        raise HarnessError("RabbitMQ", reason="needs the harness's node to restart it")
+    users = [unique("r") for _ in range(JOBS)]
+    (worker,) = rabbit_catalog.queue_workers
+    consumer = QueueConsumer(
+        worker,
+        _deliver,
+        EventCodec(rabbit_catalog),
+        rabbitmq_url=brokers.rabbitmq_url,
+        postgres_dsn=database,
+        source="/test",
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))  # up before, through and after the restart
+    publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))
+    for user in users[: JOBS // 2]:
+        await publisher.publish(_job(user))  # confirmed: on disk in a quorum queue
+    await publisher.close()
+
+    await asyncio.to_thread(node.restart)
+    print("\nchaos: RabbitMQ restarted under a running worker after", JOBS // 2, "confirmed jobs")
+
+    publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))
+    for user in users[JOBS // 2 :]:
+        await publisher.publish(_job(user))
+    await publisher.close()
+
+    async def all_sent() -> bool:
+        return len(await asyncio.to_thread(_sent, database, users)) == JOBS
+
+    await wait_until_async(all_sent, deadline_s=90, what=f"{JOBS} jobs delivered")
+    stop.set()
+    await running
+    counts = _sent(database, users)
+    assert set(counts) == set(users), "no confirmed job was lost in the restart"
+    assert set(counts.values()) == {1}, "no job ran twice"
+    print(f"chaos: verdict ok, {JOBS} jobs delivered once each")
+
+
+def _deliver(event: CloudEvent, ctx: HandlerContext) -> None:
+    ctx.db.execute(
+        "INSERT INTO notifications_sent (event_id, user_id, channel, title)"
+        " VALUES (%s, %s, %s, %s)",
+        (event.id, event.data["user_id"], event.data["channel"], event.data["title"]),
+    )
