@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _session is None:
         return
     failed = session.testsfailed > 0 or exitstatus not in (0, 5)
+    # Destroy leftover Kafka clients while their broker still runs; otherwise
+    # librdkafka reports every failed reconnect after the session is over.
+    gc.collect()
     _session.close(keep_logs=failed)
     if failed:
         terminal = session.config.pluginmanager.get_plugin("terminalreporter")
