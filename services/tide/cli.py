@@ -31,10 +31,12 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 
 
-def _settings() -> Settings:
+def _settings(*required: str) -> Settings:
+    """Settings from TIDE_*; a missing or invalid one ends the command with exit code 3."""
     try:
         settings = Settings()
-    except ValueError as exc:
+        settings.require(*required)
+    except (ValueError, MissingSettingError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
     configure_logging(settings.log_format, settings.log_level)
@@ -92,12 +94,7 @@ def migrate() -> None:
     """Apply the event store's migrations (idempotent; safe to run from several pods)."""
     from tide.store.migrations import migrate as apply  # noqa: PLC0415
 
-    settings = _settings()
-    try:
-        settings.require("postgres_dsn")
-    except MissingSettingError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
+    settings = _settings("postgres_dsn")
     applied = apply(settings.postgres_dsn.get_secret_value())
     out.print(f"applied migrations: {applied}" if applied else "database is up to date")
 
@@ -109,12 +106,7 @@ def register() -> None:
 
     from tide.events.schemas import schema_text  # noqa: PLC0415
 
-    settings = _settings()
-    try:
-        settings.require("schema_registry_url")
-    except MissingSettingError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
+    settings = _settings("schema_registry_url")
     client = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
     for event in settings.catalog().events:
         client.set_compatibility(event.subject, "BACKWARD")
@@ -139,12 +131,7 @@ def create_topics(
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
     from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
 
-    settings = _settings()
-    try:
-        settings.require("kafka_bootstrap")
-    except MissingSettingError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
+    settings = _settings("kafka_bootstrap")
     admin = AdminClient(settings.kafka_client_config())
     existing = set(admin.list_topics(timeout=15).topics)
     wanted = [t for t in settings.catalog().all_topics() if t.name not in existing]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
@@ -14,8 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 ReadinessCheck = Callable[[], str | None]
 
 
-def health_app(ready: ReadinessCheck) -> FastAPI:
-    app = FastAPI(title="Tide process health", docs_url=None, redoc_url=None)
+def add_health_routes(app: FastAPI, ready: ReadinessCheck) -> None:
+    """/healthz, /readyz and /metrics on any Tide HTTP app (APIs and workers alike)."""
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:
@@ -23,7 +24,8 @@ def health_app(ready: ReadinessCheck) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        reason = ready()
+        # Checks talk to brokers: keep them off the event loop.
+        reason = await asyncio.to_thread(ready)
         if reason is not None:
             return JSONResponse({"error": "not ready", "detail": reason}, status_code=503)
         return PlainTextResponse("ready")
@@ -32,6 +34,10 @@ def health_app(ready: ReadinessCheck) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+
+def health_app(ready: ReadinessCheck) -> FastAPI:
+    app = FastAPI(title="Tide process health", docs_url=None, redoc_url=None)
+    add_health_routes(app, ready)
     return app
 
 

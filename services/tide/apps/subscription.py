@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import psycopg
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tide.events.envelope import CloudEvent
+from tide.health import add_health_routes
 from tide.kafka.producer import EventPublisher
 from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
 from tide.store.outbox import OutboxRelay
@@ -214,27 +214,14 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
             return JSONResponse({"error": "not found", "detail": subscription_id}, status_code=404)
         return JSONResponse(vars(state))
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> str:
-        return "ok"
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
+    def unready() -> str | None:
         try:
-            conn = await store.connect()
-            await conn.close()
+            psycopg.connect(dsn, connect_timeout=2).close()
         except psycopg.OperationalError as exc:
-            return JSONResponse(
-                {"error": "not ready", "detail": f"PostgreSQL: {exc}"}, status_code=503
-            )
-        reason = publisher.unready_reason()
-        if reason is not None:
-            return JSONResponse({"error": "not ready", "detail": reason}, status_code=503)
-        return PlainTextResponse("ready")
+            return f"PostgreSQL unreachable: {exc}"
+        return publisher.unready_reason()
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(app, unready)
 
     return app
 

@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.events.envelope import CloudEvent
+from tide.health import add_health_routes
 from tide.kafka.producer import EventPublisher, PublishError
 from tide.topology import Catalog
 
@@ -134,20 +134,7 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
         )
         return JSONResponse(accepted.model_dump(), status_code=202)
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> str:
-        return "ok"
-
-    @app.get("/readyz", response_class=PlainTextResponse, responses={503: {"model": Problem}})
-    async def readyz() -> Response:
-        reason = publisher.unready_reason()
-        if reason is not None:
-            return _problem(503, "not ready", reason)
-        return PlainTextResponse("ready")
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(app, publisher.unready_reason)
 
     return app
 
