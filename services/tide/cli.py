@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Annotated
@@ -73,6 +74,12 @@ def _run_all() -> None:
     """One child process per service, each on its own HTTP port; Ctrl-C stops them all."""
     base = int(os.environ.get("TIDE_HTTP_PORT", "8080"))
     children: list[subprocess.Popen[bytes]] = []
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM to the parent drains every child, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, interrupt)
     for index, service in enumerate(CATALOG.services):
         env = {**os.environ, "TIDE_SERVICE": service.name, "TIDE_HTTP_PORT": str(base + index)}
         children.append(

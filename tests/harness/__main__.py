@@ -11,6 +11,8 @@ import threading
 
 from tests.harness.brokers import BrokerSession
 from tests.harness.errors import HarnessError
+from tide.catalog import CATALOG
+from tide.rabbitmq.definitions import definitions
 
 
 def main() -> int:
@@ -20,6 +22,9 @@ def main() -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if session.rabbitmq is not None:
+        # The catalog's exchanges, quorum queues and dead-letter policies, as on Kubernetes.
+        session.rabbitmq.import_definitions(definitions(CATALOG))
     for key, value in brokers.as_env().items():
         print(f"export {key}='{value}'")
     print(f"# logs and data: {session.root}; Ctrl-C stops the brokers", flush=True)

@@ -142,6 +142,9 @@ class RabbitMQServer:
             ) from exc
 
     def _accepts_amqp(self) -> bool:
+        if not port_is_open(self.port):
+            return False  # not listening yet: no AMQP attempt, no client error logged
+
         async def probe() -> bool:
             try:
                 connection = await aio_pika.connect(self.url, timeout=2)
