@@ -46,7 +46,14 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 .PHONY: tools
-tools: bin/helm ## build helm with `go install` (pinned) into the cache and link it into ./bin
+tools: bin/helm bin/actionlint ## build helm and actionlint with `go install` (pinned) into the cache, link them into ./bin
+
+bin/actionlint: Makefile
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build actionlint"; exit 1; }
+	@mkdir -p bin $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)
+	@[ -x $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)/actionlint ] || { echo "building actionlint $(ACTIONLINT_VERSION) with go install"; \
+	  GOBIN=$(TOOLS)/actionlint-$(ACTIONLINT_VERSION) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); }
+	@ln -sf $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)/actionlint $@
 
 bin/helm: Makefile
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build helm"; exit 1; }
@@ -64,10 +71,11 @@ test-unit: setup tools ## only the unit tier (no brokers)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: setup ## ruff (lint + format check) and mypy --strict
+lint: setup bin/actionlint ## ruff (lint + format check), mypy --strict, actionlint on the workflows
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	bin/actionlint
 
 .PHONY: fmt
 fmt: setup ## apply ruff's fixes and formatting
