@@ -91,7 +91,7 @@ def run_group(
     """Factory: run a group in a thread, on the sync (confluent-kafka) or the async (aiokafka)
     runner, so each test proves both; the group's side topics are created first."""
     running: list[RunningGroup] = []
-    connections: list[psycopg.Connection[tuple[object, ...]]] = []
+    processors: list[RecordProcessor] = []
 
     def start(group: ConsumerGroup, handler: Handler) -> RunningGroup:
         if group.name not in {g.name for g in catalog.consumer_groups} or group != catalog.group(
@@ -100,17 +100,16 @@ def run_group(
             create_topics(brokers.kafka_bootstrap, list(catalog.side_topics(group)))
         client = {"bootstrap.servers": brokers.kafka_bootstrap}
         codec = EventCodec(catalog)
-        db = psycopg.connect(database, autocommit=True)
-        connections.append(db)
         publisher = EventPublisher(client, codec, timeout_s=10)
         processor = RecordProcessor(
             group=group,
             handler=handler,
             codec=codec,
-            db=db,
+            database=database,
             publisher=publisher,
             source=f"/{group.service}",
         )
+        processors.append(processor)
         if request.param == "sync":
             runner = ConsumerRunner(group, processor, client)
             thread = threading.Thread(target=runner.run, name=f"group-{group.name}", daemon=True)
@@ -140,8 +139,8 @@ def run_group(
     for handle in running:
         handle.stop()
         handle.publisher.close()
-    for conn in connections:
-        conn.close()
+    for processor in processors:
+        processor.close()
 
 
 @pytest.fixture
@@ -156,3 +155,13 @@ def rabbit_catalog(brokers: Brokers, broker_session: BrokerSession) -> Catalog:
         )
     broker_session.rabbitmq.import_definitions(definitions(isolated))
     return isolated
+
+
+@pytest.fixture(scope="session")
+def effects_table(database: str) -> str:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS test_effects (consumer text NOT NULL,"
+            " event_id text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+    return "test_effects"

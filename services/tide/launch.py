@@ -7,9 +7,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
 
-import psycopg
 import uvicorn
 
 from tide.apps.subscription import create_app as create_subscription_app
@@ -85,12 +83,11 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog) -> Non
     dsn = settings.postgres_dsn.get_secret_value()
     runners: list[ConsumerRunner] = []
     for group in catalog.groups_of(name):
-        db: psycopg.Connection[Any] = psycopg.connect(dsn, autocommit=True)
         processor = RecordProcessor(
             group=group,
             handler=load_handler(group.handler),
             codec=codec,
-            db=db,
+            database=dsn,
             publisher=router,
             source=f"/{name}",
         )
@@ -111,6 +108,8 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog) -> Non
     for thread in threads:
         thread.join()
     health.stop()
+    for runner in runners:
+        runner.processor.close()
     kafka.close()
     if rabbit is not None:
         rabbit.close()

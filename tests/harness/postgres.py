@@ -149,3 +149,8 @@ class PostgresServer:
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop and start on the same data directory and port."""
+        self.stop()
+        self.start(timeout=timeout)

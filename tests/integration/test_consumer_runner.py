@@ -24,16 +24,6 @@ from tide.topology import Catalog, ConsumerGroup, RetryPolicy
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def effects_table(database: str) -> str:
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS test_effects (consumer text NOT NULL,"
-            " event_id text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
-        )
-    return "test_effects"
-
-
 def effects(database: str, consumer: str) -> Counter[str]:
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT event_id FROM test_effects WHERE consumer = %s", (consumer,))

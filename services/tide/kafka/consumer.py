@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -58,12 +57,10 @@ class ConsumerRunner:
         *,
         timeout_s: float = 10.0,
         batch: int = 100,
-        on_unavailable: Callable[[], None] | None = None,
     ) -> None:
         self.group = group
         self.processor = processor
         self.batch = batch
-        self.on_unavailable = on_unavailable
         self._consumer = Consumer(consumer_config(client, group))
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
@@ -113,8 +110,6 @@ class ConsumerRunner:
         outcome = self.processor.process(record)
         if outcome.unavailable is not None:
             self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
-            if self.on_unavailable is not None:
-                self.on_unavailable()
             return
         if outcome.route is not None and not self._produce(record, outcome.route):
             self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)

@@ -88,16 +88,17 @@ class RecordProcessor:
         group: ConsumerGroup,
         handler: Handler,
         codec: EventCodec,
-        db: psycopg.Connection[Any],
+        database: str,
         publisher: EventSink,
         source: str,
     ) -> None:
         self.group = group
         self.handler = handler
         self.codec = codec
-        self.db = db
+        self.database = database
+        self._db: psycopg.Connection[Any] | None = None
         self.publisher = publisher
-        self.context = HandlerContext(db=db, consumer=group.name, source=source)
+        self.source = source
 
     def process(self, record: Record) -> Outcome:
         failed = FailedRecord(record.topic, record.partition, record.offset, record.text_headers())
@@ -139,7 +140,16 @@ class RecordProcessor:
         return Outcome(duplicate=duplicate)
 
     def _handle_once(self, event: CloudEvent) -> bool:
-        return handle_once(self.db, self.context, self.handler, event, self.publisher.publish)
+        if self._db is None or self._db.broken or self._db.closed:
+            # First use, or PostgreSQL went away: a fresh connection (a failure here is
+            # a platform error, and the record waits in place).
+            self._db = psycopg.connect(self.database, autocommit=True)
+        context = HandlerContext(db=self._db, consumer=self.group.name, source=self.source)
+        return handle_once(self._db, context, self.handler, event, self.publisher.publish)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
 
     def _failed(
         self, record: FailedRecord, error: BaseException, reason: DeadLetterReason | None

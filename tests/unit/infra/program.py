@@ -36,7 +36,6 @@ class Declared:
 class Program:
     stack: str
     resources: list[Declared]
-    outputs: dict[str, Any]
 
     def of_type(self, suffix: str) -> list[Declared]:
         return [r for r in self.resources if r.type.endswith(suffix)]
@@ -82,7 +81,6 @@ class _Mocks(pulumi.runtime.Mocks):
 def run(stack: str, config: dict[str, str] | None = None) -> Program:
     """Run infra/__main__.py for `stack` (or explicit config) and return what it declared."""
     declared: dict[tuple[str, str], Declared] = {}
-    outputs: dict[str, Any] = {}
     # Pulumi's test runner drives the current event loop; async tests elsewhere in
     # the session may have closed theirs, so give it a fresh one.
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -103,7 +101,7 @@ def run(stack: str, config: dict[str, str] | None = None) -> Program:
         return pulumi.Output.from_input(True)
 
     program()
-    return Program(stack=stack, resources=list(declared.values()), outputs=outputs)
+    return Program(stack=stack, resources=list(declared.values()))
 
 
 def _as_list(value: object) -> Iterator[object]:
