@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from tide.kafka import dead_letters as dl
 from tide.kafka.processing import Record
@@ -88,10 +95,23 @@ class DeadLetterQueue:
         committed = consumer.committed(partitions, timeout=self.timeout_s)
         result = []
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)
+            low, high = self._watermarks(consumer, tp)
             start = tp.offset if tp.offset >= 0 else low
             result.append((TopicPartition(tp.topic, tp.partition), max(start, low), high))
         return result
+
+    def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+        # Leadership moves (a new topic, a broker restart) answer with retriable errors.
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # backoff between retries of a broker call, bounded by the deadline
+            else:
+                return int(low), int(high)
 
     def depth(self) -> int:
         consumer = self._consumer()

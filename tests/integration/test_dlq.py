@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import Producer
+from typer.testing import CliRunner
 
 from tests.harness import Brokers
 from tests.harness.waiting import wait_until
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import RunningGroup
+from tide.cli import app
 from tide.dlq import DeadLetterQueue
 from tide.errors import PermanentError
 from tide.events.envelope import CloudEvent
@@ -98,3 +102,62 @@ def test_redriven_records_carry_a_redrive_count_and_keep_their_origin(
     assert again.headers[dl.REDRIVE_COUNT] == "1"
     assert again.headers[dl.ORIGINAL_TOPIC] == catalog.event("video.rated").topic
     assert again.headers[dl.ATTEMPT] == "1"
+
+
+def test_cli_lists_shows_and_redrives_dead_letters(brokers: Brokers, catalog: Catalog) -> None:
+    group = next(g for g in catalog.consumer_groups if g.name.startswith("badges"))
+    suffix = group.name.removeprefix("badges-")
+    env = {"TIDE_KAFKA_BOOTSTRAP": brokers.kafka_bootstrap, "TIDE_CATALOG_SUFFIX": suffix}
+    event = rating("cli-user", 1)
+    dead = Producer({"bootstrap.servers": brokers.kafka_bootstrap})
+    dead.produce(
+        group.dlq_topic,
+        key=b"cli-user",
+        value=b'{"user_id":"cli-user","video_id":"v1","rating":1}',
+        headers=[
+            *event.kafka_headers(),
+            (dl.DEAD_LETTER_REASON, b"permanent"),
+            (dl.ERROR_MESSAGE, b"boom"),
+            (dl.ORIGINAL_TOPIC, catalog.event("video.rated").topic.encode()),  # type: ignore[union-attr]
+        ],
+    )
+    assert dead.flush(10) == 0
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["dlq", "ls", "--group", group.name, "-o", "json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert (row["depth"], row["last_reason"], row["last_error"]) == (1, "permanent", "boom")
+
+    shown = runner.invoke(
+        app,
+        ["dlq", "show", "-g", group.name, "--filter", "type=video.rated", "-o", "json"],
+        env=env,
+    )
+    (letter,) = json.loads(shown.output)
+    assert letter["id"] == event.id
+
+    dry = runner.invoke(
+        app, ["dlq", "redrive", "-g", group.name, "--dry-run", "-o", "json"], env=env
+    )
+    assert json.loads(dry.output)["remaining"] == 1
+    done = runner.invoke(app, ["dlq", "redrive", "-g", group.name, "-o", "json"], env=env)
+    report = json.loads(done.output)
+    assert (report["redriven"], report["remaining"]) == (1, 0)
+    assert report["destinations"] == {group.retry_topics[0]: 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["dlq", "show", "-g", "no-such-group"], "unknown group 'no-such-group'; known:"),
+        (["dlq", "show", "-g", "badges", "--filter", "kind=x"], "--filter must look like type="),
+        (["dlq", "redrive", "-g", "badges", "--to", "elsewhere"], "--to must be retry or original"),
+    ],
+)
+def test_cli_refuses_bad_dlq_arguments_with_exit_code_2(
+    brokers: Brokers, args: list[str], says: str
+) -> None:
+    result = CliRunner().invoke(app, args, env={"TIDE_KAFKA_BOOTSTRAP": brokers.kafka_bootstrap})
+    assert result.exit_code == 2
+    assert says in " ".join(result.output.split())
