@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Annotated, Any
 
 import typer
@@ -297,3 +298,47 @@ def dlq_redrive(
     )
     for topic, count in report.destinations.items():
         out.print(f"  {count} -> {topic}")
+
+
+@app.command()
+def status(
+    group: GroupOption = None,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh every 2 s until Ctrl-C")] = False,
+    output: OutputOption = "table",
+) -> None:
+    """Per consumer group: members, lag (per partition and total), retry backlog, DLQ depth."""
+    from rich.live import Live  # noqa: PLC0415
+
+    from tide.status import group_status  # noqa: PLC0415
+
+    settings = _settings("kafka_bootstrap")
+    groups = [q.group for q in _dead_letter_queues(settings, group)]
+
+    def table() -> Table:
+        view = Table("group", "members", "lag", "retry backlog", "dlq", "last dead letter")
+        for g in groups:
+            s = group_status(settings.kafka_client_config(), g)
+            view.add_row(
+                s.group,
+                str(s.members),
+                str(s.lag),
+                str(s.retry_backlog),
+                str(s.dlq_depth),
+                s.last_dead_letter_reason,
+            )
+        return view
+
+    if output == "json":
+        rows = [group_status(settings.kafka_client_config(), g).as_dict() for g in groups]
+        out.print_json(json.dumps(rows))
+        return
+    if not watch:
+        out.print(table())
+        return
+    stop = threading.Event()
+    with Live(table(), console=out, refresh_per_second=1) as live:
+        try:
+            while not stop.wait(2):
+                live.update(table())
+        except KeyboardInterrupt:
+            pass

@@ -126,7 +126,7 @@ def test_cli_lists_shows_and_redrives_dead_letters(brokers: Brokers, catalog: Ca
 
     listed = runner.invoke(app, ["dlq", "ls", "--group", group.name, "-o", "json"], env=env)
     assert listed.exit_code == 0, listed.output
-    (row,) = json.loads(listed.output)
+    (row,) = json.loads(listed.stdout)
     assert (row["depth"], row["last_reason"], row["last_error"]) == (1, "permanent", "boom")
 
     shown = runner.invoke(
@@ -134,15 +134,15 @@ def test_cli_lists_shows_and_redrives_dead_letters(brokers: Brokers, catalog: Ca
         ["dlq", "show", "-g", group.name, "--filter", "type=video.rated", "-o", "json"],
         env=env,
     )
-    (letter,) = json.loads(shown.output)
+    (letter,) = json.loads(shown.stdout)
     assert letter["id"] == event.id
 
     dry = runner.invoke(
         app, ["dlq", "redrive", "-g", group.name, "--dry-run", "-o", "json"], env=env
     )
-    assert json.loads(dry.output)["remaining"] == 1
+    assert json.loads(dry.stdout)["remaining"] == 1
     done = runner.invoke(app, ["dlq", "redrive", "-g", group.name, "-o", "json"], env=env)
-    report = json.loads(done.output)
+    report = json.loads(done.stdout)
     assert (report["redriven"], report["remaining"]) == (1, 0)
     assert report["destinations"] == {group.retry_topics[0]: 1}
 
