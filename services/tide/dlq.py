@@ -18,7 +18,6 @@ from typing import Any
 from confluent_kafka import (
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -27,6 +26,7 @@ from confluent_kafka import (
 from tide.kafka import dead_letters as dl
 from tide.kafka.processing import Record
 from tide.kafka.producer import producer_config
+from tide.kafka.transient import retrying
 from tide.topology import ConsumerGroup
 
 _POLL_S = 1.0
@@ -87,12 +87,17 @@ class DeadLetterQueue:
 
     def _positions(self, consumer: Consumer) -> list[tuple[TopicPartition, int, int]]:
         """(partition, first unredriven offset, end offset) for every DLQ partition."""
-        metadata = consumer.list_topics(self.group.dlq_topic, timeout=self.timeout_s)
+        metadata = retrying(
+            lambda: consumer.list_topics(self.group.dlq_topic, timeout=self.timeout_s),
+            self.timeout_s,
+        )
         topic = metadata.topics[self.group.dlq_topic]
         if topic.error is not None:
             raise LookupError(f"{self.group.dlq_topic}: {topic.error.str()}")
         partitions = [TopicPartition(self.group.dlq_topic, p) for p in sorted(topic.partitions)]
-        committed = consumer.committed(partitions, timeout=self.timeout_s)
+        committed = retrying(
+            lambda: consumer.committed(partitions, timeout=self.timeout_s), self.timeout_s
+        )
         result = []
         for tp in committed:
             low, high = self._watermarks(consumer, tp)
@@ -101,17 +106,10 @@ class DeadLetterQueue:
         return result
 
     def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-        # Leadership moves (a new topic, a broker restart) answer with retriable errors.
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)  # backoff between retries of a broker call, bounded by the deadline
-            else:
-                return int(low), int(high)
+        low, high = retrying(
+            lambda: consumer.get_watermark_offsets(tp, timeout=self.timeout_s), self.timeout_s
+        )
+        return int(low), int(high)
 
     def depth(self) -> int:
         consumer = self._consumer()

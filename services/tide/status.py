@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tide.dlq import DeadLetterQueue
+from tide.kafka.transient import retrying
 from tide.topology import ConsumerGroup
-
-_T = TypeVar("_T")
-_COORDINATOR_MOVING = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-}
 
 
 @dataclass
@@ -68,21 +54,6 @@ def _backlog(
     return backlog
 
 
-def _retrying(call: Callable[[], _T], timeout: float) -> _T:
-    """Admin calls right after a group or topic appears may meet a loading coordinator."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except KafkaException as exc:
-            error = exc.args[0]
-            # Admin results do not always flag these as retriable; they are.
-            transient = error.retriable() or error.code() in _COORDINATOR_MOVING
-            if not transient or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)  # backoff between retries of a broker call, bounded by the deadline
-
-
 def group_status(
     client: dict[str, Any], group: ConsumerGroup, *, timeout: float = 10.0
 ) -> GroupStatus:
@@ -91,14 +62,14 @@ def group_status(
         {**client, "group.id": f"tide-status.{group.name}", "enable.auto.commit": False}
     )
     try:
-        described = _retrying(
+        described = retrying(
             lambda: admin.describe_consumer_groups([group.name])[group.name].result(
                 timeout=timeout
             ),
             timeout,
         )
-        lag = _retrying(lambda: _backlog(admin, probe, group.name, group.topics, timeout), timeout)
-        retries = _retrying(
+        lag = retrying(lambda: _backlog(admin, probe, group.name, group.topics, timeout), timeout)
+        retries = retrying(
             lambda: _backlog(admin, probe, group.name, group.retry_topics, timeout), timeout
         )
     finally:
