@@ -121,24 +121,19 @@ class EventStore:
     async def read_stream(
         self, conn: psycopg.AsyncConnection[Any], stream_id: str, after_version: int = 0
     ) -> list[RecordedEvent]:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT position, stream_id, version, event_id, type, data, metadata"
-                " FROM events WHERE stream_id = %s AND version > %s ORDER BY version",
-                (stream_id, after_version),
-            )
-            return [_recorded(row) for row in await cur.fetchall()]
+        return await _select(
+            conn,
+            "WHERE stream_id = %s AND version > %s ORDER BY version",
+            (stream_id, after_version),
+        )
 
     async def read_all(
         self, conn: psycopg.AsyncConnection[Any], after_position: int, limit: int = 500
     ) -> list[RecordedEvent]:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT position, stream_id, version, event_id, type, data, metadata"
-                " FROM events WHERE position > %s ORDER BY position LIMIT %s",
-                (after_position, limit),
-            )
-            return [_recorded(row) for row in await cur.fetchall()]
+        """Every stream's events in global order, for projections."""
+        return await _select(
+            conn, "WHERE position > %s ORDER BY position LIMIT %s", (after_position, limit)
+        )
 
     async def save_snapshot(self, conn: psycopg.AsyncConnection[Any], snapshot: Snapshot) -> None:
         await conn.execute(
@@ -156,6 +151,15 @@ class EventStore:
         )
         row = await cursor.fetchone()
         return Snapshot(stream_id, int(row[0]), dict(row[1])) if row else None
+
+
+async def _select(
+    conn: psycopg.AsyncConnection[Any], clause: str, params: tuple[Any, ...]
+) -> list[RecordedEvent]:
+    query = "SELECT position, stream_id, version, event_id, type, data, metadata FROM events "
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute((query + clause).encode(), params)  # clause: literals from this module
+        return [_recorded(row) for row in await cur.fetchall()]
 
 
 def _metadata(event: CloudEvent) -> dict[str, str]:
