@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -342,3 +342,30 @@ def status(
                 live.update(table())
         except KeyboardInterrupt:
             pass
+
+
+@app.command()
+def scale(
+    service: Annotated[str, typer.Argument(help="catalog service")],
+    replicas: Annotated[str, typer.Argument(help="a number, or auto to resume autoscaling")],
+    namespace: Annotated[str, typer.Option(help="the services' namespace")] = "tide-apps",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the patches, send nothing")
+    ] = False,
+) -> None:
+    """Scale a consumer group or worker by hand, and keep KEDA from undoing it (`auto` resumes)."""
+    from tide.scaling import ScaleRefusedError, apply, scale_plan  # noqa: PLC0415
+
+    if replicas != "auto" and not replicas.isdigit():
+        err.print(f"[red]error:[/] replicas must be a number or auto, got {replicas!r}")
+        raise typer.Exit(EXIT_USAGE)
+    target: int | Literal["auto"] = "auto" if replicas == "auto" else int(replicas)
+    try:
+        plan = scale_plan(CATALOG, service, target, namespace)
+    except ScaleRefusedError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    for patch in plan:
+        out.print(f"{patch.kind} {patch.namespace}/{patch.name}: {json.dumps(patch.body)}")
+    if not dry_run:
+        apply(plan)
