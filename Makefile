@@ -82,6 +82,10 @@ fmt: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+.PHONY: bench
+bench: setup ## benchmarks against bare clients, same brokers, one run (BENCH_ARGS="--write" updates bench/results.md)
+	$(PY) -m bench.producer $(BENCH_ARGS)
+
 .PHONY: brokers
 brokers: setup ## start Kafka, RabbitMQ, PostgreSQL and the registry here and print their TIDE_* variables
 	$(PY) -m tests.harness
