@@ -129,3 +129,12 @@ def test_isolated_catalog_renames_topics_and_groups_consistently() -> None:
     group = copy.group("recommendation-t1")
     assert group.topics == ("video-events-t1", "content-events-t1")
     assert group.dlq_topic == "recommendation-t1.dlq"
+
+
+def test_validation_never_changes_the_event(codec: EventCodec) -> None:
+    # The schema has a default for position_s; a validator must not fill it in.
+    data = {"user_id": "u", "video_id": "v", "session_id": "s", "device": "tv"}
+    event = CloudEvent(type="video.watch.started", source="/t", data=data)
+    encoded = codec.encode(event)
+    assert codec.decode(encoded.topic, encoded.value, encoded.headers).data == data
+    assert "position_s" not in data

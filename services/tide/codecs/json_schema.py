@@ -57,7 +57,8 @@ class Encoded:
 def _fast_check(event: EventType) -> Callable[[Any], Any]:
     # Compiled to Python once per event type: the hot path for valid events
     # (jsonschema's generic walk cost ~90% of encoding; see bench/).
-    return fastjsonschema.compile(schema(event))
+    # use_default=False: validation must never change an event (no defaults filled in).
+    return fastjsonschema.compile(schema(event), use_default=False)
 
 
 @cache

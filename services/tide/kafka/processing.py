@@ -143,13 +143,7 @@ class RecordProcessor:
         if self._db is None or self._db.broken or self._db.closed:
             # First use, or PostgreSQL went away: a fresh connection (a failure here is
             # a platform error, and the record waits in place).
-            self._db = psycopg.connect(
-                self.database,
-                autocommit=True,
-                # A consumer frozen mid-transaction (SIGSTOP, a long pause, a partition)
-                # must not hold its rows' locks against the member that took over.
-                options="-c idle_in_transaction_session_timeout=15000",
-            )
+            self._db = psycopg.connect(self.database, autocommit=True)
         context = HandlerContext(db=self._db, consumer=self.group.name, source=self.source)
         return handle_once(self._db, context, self.handler, event, self.publisher.publish)
 
