@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,9 +58,6 @@ class CloudEvent:
             correlationid=self.correlationid,
             causationid=self.id,
         )
-
-    def with_data(self, data: Mapping[str, Any]) -> CloudEvent:
-        return replace(self, data=data)
 
     def attributes(self) -> dict[str, str]:
         values = {
