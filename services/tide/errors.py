@@ -7,3 +7,11 @@ class TransientError(Exception):
 
 class PermanentError(Exception):
     """Retrying cannot help (the event makes no sense for this handler): straight to the DLQ."""
+
+
+class PlatformUnavailableError(RuntimeError):
+    """A broker the platform itself needs did not answer (not the record's fault).
+
+    The runners keep such a record where it is and try it again after a pause,
+    instead of moving it along the retry topics toward the DLQ.
+    """

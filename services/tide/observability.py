@@ -46,3 +46,5 @@ def configure_logging(fmt: str, level: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # One line per HTTP request (readiness probes, chaos load) would drown our own logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

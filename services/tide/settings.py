@@ -33,8 +33,13 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
-    publish_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Below the handler sessions' idle-in-transaction limit (60 s, tide.kafka.processing):
+    # a handler waits for this ack inside its transaction.
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=50)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    chaos_control_url: str = Field(
+        default="", description="where `tide chaos` stops and starts brokers (make brokers)"
+    )
 
     @model_validator(mode="after")
     def _credentials_with_sasl(self) -> Settings:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from tide.kafka.consumer import UNAVAILABLE_BACKOFF_S
 from tide.kafka.dead_letters import NOT_BEFORE, Route
@@ -126,8 +126,13 @@ class AsyncConsumerRunner:
 
     def _pause(self, tp: TopicPartition, offset: int, until: float) -> None:
         assert self._consumer is not None
-        self._consumer.pause(tp)
-        self._consumer.seek(tp, offset)
+        try:
+            self._consumer.pause(tp)
+            self._consumer.seek(tp, offset)
+        except IllegalStateError as exc:
+            # Revoked while this record was in hand; its new owner reads it again.
+            log.warning("%s left to its new owner: %s", tp, exc)
+            return
         self.paused[tp] = until
 
     def _resume_due(self) -> None:

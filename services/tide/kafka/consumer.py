@@ -76,7 +76,9 @@ class ConsumerRunner:
 
     def run(self) -> None:
         topics = [*self.group.topics, *self.group.retry_topics]
-        self._consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         log.info("group %s consuming %s", self.group.name, ", ".join(topics))
         try:
             while not self._stop.is_set():
@@ -114,7 +116,12 @@ class ConsumerRunner:
         if outcome.route is not None and not self._produce(record, outcome.route):
             self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
             return
-        self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset + 1)])
+        try:
+            self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset + 1)])
+        except KafkaException as exc:
+            # The partition moved to another member while this record was in hand (a
+            # process frozen past the session timeout); the new owner dedupes it.
+            log.warning("%s/%d@%d done, but no longer ours: %s", topic, partition, offset, exc)
 
     def _produce(self, record: Record, route: Route) -> bool:
         """Copy the record to its retry topic or DLQ and wait for the broker's ack."""
@@ -145,8 +152,12 @@ class ConsumerRunner:
 
     def _pause(self, topic: str, partition: int, offset: int, until: float) -> None:
         tp = TopicPartition(topic, partition, offset)
-        self._consumer.pause([tp])
-        self._consumer.seek(tp)
+        try:
+            self._consumer.pause([tp])
+            self._consumer.seek(tp)
+        except KafkaException as exc:
+            log.warning("%s/%d left to its new owner: %s", topic, partition, exc)
+            return
         self._paused[(topic, partition)] = until
 
     def _resume_due(self) -> None:
@@ -157,15 +168,28 @@ class ConsumerRunner:
             for key in due:
                 del self._paused[key]
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # librdkafka keeps a partition's pause flag across a rebalance; a partition that
+        # comes back to us must not stay paused by a decision we no longer track.
+        self._forget_pauses(consumer, partitions)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Hand over what is done before the partitions move (no re-processing storm).
-        for tp in partitions:
-            self._paused.pop((tp.topic, tp.partition), None)
+        self._forget_pauses(consumer, partitions)
         self._commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._paused.pop((tp.topic, tp.partition), None)
+        self._forget_pauses(consumer, partitions)
+
+    def _forget_pauses(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        paused = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]
+        for tp in paused:
+            del self._paused[(tp.topic, tp.partition)]
+        if partitions:
+            try:
+                consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+            except KafkaException as exc:
+                log.warning("could not resume %d partition(s): %s", len(partitions), exc)
 
     def _commit(self) -> None:
         try:

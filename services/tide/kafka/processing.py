@@ -17,11 +17,10 @@ from confluent_kafka import Message
 
 from tide import metrics
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
-from tide.errors import PermanentError
+from tide.errors import PermanentError, PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
-from tide.kafka.producer import PublishError
 from tide.observability import correlation
 from tide.routing import EventSink
 from tide.store.processed import handle_once
@@ -74,9 +73,21 @@ class Outcome:
     unavailable: BaseException | None = None
 
 
-# Failures of the platform, not of the record: PostgreSQL or Kafka unreachable.
-# Sending the record through the retry topics would only move it toward the DLQ.
-PLATFORM_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PublishError)
+# Failures of the platform, not of the record: PostgreSQL, Kafka or RabbitMQ unreachable,
+# or a row held by a member that lost the partition (lock_timeout). Sending the record
+# through the retry topics would only move it toward the DLQ.
+PLATFORM_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    PlatformUnavailableError,
+)
+
+
+# A member frozen mid-transaction (SIGSTOP, a long GC, a stalled node) holds the row
+# locks of the record it had in hand, and that record's partition moves to another
+# member. The new owner gives up waiting after lock_timeout (a platform error: it
+# pauses and tries again); a transaction left idle longer than the publish timeout
+# allows is ended by the server, which frees the locks of a member frozen for good.
+SESSION_OPTIONS = "-c lock_timeout=5s -c idle_in_transaction_session_timeout=60s"
 
 
 class RecordProcessor:
@@ -143,7 +154,7 @@ class RecordProcessor:
         if self._db is None or self._db.broken or self._db.closed:
             # First use, or PostgreSQL went away: a fresh connection (a failure here is
             # a platform error, and the record waits in place).
-            self._db = psycopg.connect(self.database, autocommit=True)
+            self._db = psycopg.connect(self.database, autocommit=True, options=SESSION_OPTIONS)
         context = HandlerContext(db=self._db, consumer=self.group.name, source=self.source)
         return handle_once(self._db, context, self.handler, event, self.publisher.publish)
 

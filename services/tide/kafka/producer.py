@@ -18,12 +18,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from tide import metrics
 from tide.codecs.json_schema import EventCodec
+from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
 
 
-class PublishError(RuntimeError):
+class PublishError(PlatformUnavailableError):
     """The broker did not confirm an event in time; it may not have been written."""
 
 

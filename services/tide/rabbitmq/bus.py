@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from psycopg_pool import ConnectionPool
 
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
-from tide.errors import PermanentError
+from tide.errors import PermanentError, PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.observability import correlation
@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 
 
 class RabbitPublishError(RuntimeError):
-    """RabbitMQ did not confirm a message (nacked, unroutable, or unreachable)."""
+    """RabbitMQ refused a message: nacked, or unroutable (a topology problem)."""
+
+
+class RabbitUnavailableError(PlatformUnavailableError):
+    """RabbitMQ could not be reached or did not confirm in time; the message may be lost."""
 
 
 class RabbitPublisher:
@@ -52,11 +56,13 @@ class RabbitPublisher:
 
     async def publish(self, event: CloudEvent) -> None:
         if self._channel is None:
-            await self.connect()
+            try:
+                await self.connect()
+            except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+                raise RabbitUnavailableError(f"RabbitMQ unreachable: {exc!r}") from exc
         assert self._channel is not None
         event_type = self.codec.checked(event)
         body, headers = self.codec.encode_amqp(event)
-        exchange = await self._channel.get_exchange(str(event_type.exchange), ensure=False)
         message = aio_pika.Message(
             body,
             headers=dict(headers),
@@ -66,15 +72,20 @@ class RabbitPublisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
+            exchange = await self._channel.get_exchange(str(event_type.exchange), ensure=False)
             await exchange.publish(
                 message, routing_key=event_type.routing_key, mandatory=True, timeout=self.timeout_s
             )
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise RabbitPublishError(f"{event.type} {event.id}: {exc!r}") from exc
         except (
-            aio_pika.exceptions.DeliveryError,
             aio_pika.exceptions.AMQPError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            OSError,
             TimeoutError,
         ) as exc:
-            raise RabbitPublishError(f"{event.type} {event.id}: {exc!r}") from exc
+            # A robust connection reconnects by itself; until then the broker is away.
+            raise RabbitUnavailableError(f"{event.type} {event.id}: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -95,7 +106,11 @@ class BlockingRabbitPublisher:
         future: Future[None] = asyncio.run_coroutine_threadsafe(
             self._publisher.publish(event), self._loop
         )
-        future.result(timeout=self._timeout_s * 2)
+        try:
+            future.result(timeout=self._timeout_s * 2)
+        except TimeoutError as exc:
+            future.cancel()
+            raise RabbitUnavailableError(f"{event.type} {event.id}: no confirm in time") from exc
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._publisher.close(), self._loop).result(10)
