@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.waiting import wait_until
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
@@ -21,6 +20,7 @@ from tide.kafka.async_consumer import AsyncConsumerRunner
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
+from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
@@ -34,19 +34,7 @@ def database(brokers: Brokers) -> str:
 
 
 def create_topics(bootstrap: str, topics: list[Topic]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(t.name, t.partitions, 1, config=t.config()) for t in topics], operation_timeout=30
-    )
-    for future in futures.values():
-        future.result(timeout=60)
-    names = {t.name for t in topics}
-    # Created on the controller is not yet known to the broker a client asks.
-    wait_until(
-        lambda: names <= set(admin.list_topics(timeout=10).topics),
-        timeout=30,
-        what=f"topics {sorted(names)} in the broker's metadata",
-    )
+    ensure_topics({"bootstrap.servers": bootstrap}, topics)
 
 
 @pytest.fixture

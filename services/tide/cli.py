@@ -137,22 +137,18 @@ def create_topics(
 ) -> None:
     """Create every catalog topic, retry topic and DLQ that does not exist yet (local runs;
     on Kubernetes the KafkaTopic resources do this)."""
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
+    from tide.kafka.topics import ensure_topics  # noqa: PLC0415
 
     settings = _settings("kafka_bootstrap")
-    admin = AdminClient(settings.kafka_client_config())
-    existing = set(admin.list_topics(timeout=15).topics)
-    wanted = [t for t in settings.catalog().all_topics() if t.name not in existing]
-    if not wanted:
-        out.print("all topics exist")
-        return
-    futures = admin.create_topics(
-        [NewTopic(t.name, t.partitions, replication_factor, config=t.config()) for t in wanted]
+    created = ensure_topics(
+        settings.kafka_client_config(),
+        settings.catalog().all_topics(),
+        replication_factor=replication_factor,
     )
-    for name, future in futures.items():
-        future.result(timeout=60)
+    for name in created:
         out.print(f"created {name}")
+    if not created:
+        out.print("all topics exist")
 
 
 dlq_app = typer.Typer(
@@ -300,37 +296,84 @@ def dlq_redrive(
         out.print(f"  {count} -> {topic}")
 
 
+def _kubeconfig_present() -> bool:
+    from pathlib import Path  # noqa: PLC0415
+
+    return bool(os.environ.get("KUBECONFIG")) or (Path.home() / ".kube" / "config").exists()
+
+
 @app.command()
 def status(
     group: GroupOption = None,
     watch: Annotated[bool, typer.Option("--watch", help="refresh every 2 s until Ctrl-C")] = False,
     output: OutputOption = "table",
+    namespace: Annotated[
+        str, typer.Option(help="the services' namespace, for the replicas column")
+    ] = "tide-apps",
+    cluster: Annotated[
+        bool | None,
+        typer.Option(
+            "--cluster/--no-cluster",
+            help="add replicas from Kubernetes and KEDA (default: when a kubeconfig exists)",
+        ),
+    ] = None,
 ) -> None:
-    """Per consumer group: members, lag (per partition and total), retry backlog, DLQ depth."""
+    """Per consumer group: members, lag (per partition and total), retry backlog, DLQ depth,
+    and with a cluster the service's replicas: ready/desired/KEDA max."""
     from rich.live import Live  # noqa: PLC0415
 
+    from tide.scaling import Replicas, cluster_replicas  # noqa: PLC0415
     from tide.status import group_status  # noqa: PLC0415
 
     settings = _settings("kafka_bootstrap")
     groups = [q.group for q in _dead_letter_queues(settings, group)]
+    with_cluster = _kubeconfig_present() if cluster is None else cluster
+
+    def replicas() -> dict[str, Replicas | None]:
+        if not with_cluster:
+            return {}
+        try:
+            return cluster_replicas(sorted({g.service for g in groups}), namespace)
+        except Exception as exc:  # noqa: BLE001 - the Kafka view still stands on its own
+            err.print(f"[yellow]warning:[/] no replicas from the cluster: {exc}")
+            return {}
+
+    def rows() -> list[dict[str, Any]]:
+        scaled = replicas()
+        found = []
+        for g in groups:
+            row = group_status(settings.kafka_client_config(), g).as_dict()
+            if with_cluster:
+                seen = scaled.get(g.service)
+                row["replicas"] = None if seen is None else vars(seen)
+                row["replicas_text"] = "-" if seen is None else str(seen)
+            found.append(row)
+        return found
 
     def table() -> Table:
-        view = Table("group", "members", "lag", "retry backlog", "dlq", "last dead letter")
-        for g in groups:
-            s = group_status(settings.kafka_client_config(), g)
-            view.add_row(
-                s.group,
-                str(s.members),
-                str(s.lag),
-                str(s.retry_backlog),
-                str(s.dlq_depth),
-                s.last_dead_letter_reason,
-            )
+        columns = ["group", "members", "lag", "retry backlog", "dlq", "last dead letter"]
+        if with_cluster:
+            columns.insert(2, "replicas (ready/want/max)")
+        view = Table(*columns)
+        for row in rows():
+            cells = [
+                row["group"],
+                str(row["members"]),
+                str(row["lag"]),
+                str(row["retry_backlog"]),
+                str(row["dlq_depth"]),
+                row["last_dead_letter_reason"],
+            ]
+            if with_cluster:
+                cells.insert(2, row["replicas_text"])
+            view.add_row(*cells)
         return view
 
     if output == "json":
-        rows = [group_status(settings.kafka_client_config(), g).as_dict() for g in groups]
-        out.print_json(json.dumps(rows))
+        found = rows()
+        for row in found:
+            row.pop("replicas_text", None)
+        out.print_json(json.dumps(found))
         return
     if not watch:
         out.print(table())
@@ -369,3 +412,77 @@ def scale(
         out.print(f"{patch.kind} {patch.namespace}/{patch.name}: {json.dumps(patch.body)}")
     if not dry_run:
         apply(plan)
+
+
+EXIT_VIOLATED = 1
+BROKER_EXPERIMENTS = {"stop-rabbitmq", "restart-kafka"}
+
+
+@app.command()
+def chaos(
+    experiment: Annotated[str, typer.Argument(help="which experiment (see the list in --help)")],
+    output: OutputOption = "table",
+    rate: Annotated[float, typer.Option(min=1, help="API requests per second under load")] = 25,
+    p99_bound_ms: Annotated[float, typer.Option(help="the steady state's p99 bound")] = 500,
+) -> None:
+    """Run one local chaos experiment against the brokers in TIDE_* and print its report.
+
+    Starts the platform as local processes (as `tide run` does), checks the steady state,
+    injects the fault under load and checks that nothing was lost. Experiments: kill-group,
+    freeze-consumer, poison-storm, and (they need `make brokers`, which sets
+    TIDE_CHAOS_CONTROL_URL) stop-rabbitmq, restart-kafka. Exit code 1 when the hypothesis
+    did not hold.
+    """
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from tide.chaos.control import HttpBrokerControl  # noqa: PLC0415
+    from tide.chaos.experiments import EXPERIMENTS, Chaos, start_platform  # noqa: PLC0415
+    from tide.chaos.processes import LocalPlatform  # noqa: PLC0415
+    from tide.kafka.topics import ensure_topics  # noqa: PLC0415
+    from tide.store.migrations import migrate  # noqa: PLC0415
+
+    if experiment not in EXPERIMENTS:
+        err.print(
+            f"[red]error:[/] unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS)
+        )
+        raise typer.Exit(EXIT_USAGE)
+    settings = _settings("kafka_bootstrap", "postgres_dsn", "rabbitmq_url")
+    if experiment in BROKER_EXPERIMENTS and not settings.chaos_control_url:
+        err.print(
+            f"[red]error:[/] {experiment} stops a broker: set TIDE_CHAOS_CONTROL_URL "
+            "(`make brokers` prints it) or run the chaos suite (`make test`)"
+        )
+        raise typer.Exit(EXIT_CONFIG)
+    catalog = settings.catalog()
+    client = settings.kafka_client_config()
+    dsn = settings.postgres_dsn.get_secret_value()
+    workdir = Path(tempfile.mkdtemp(prefix=f"tide-chaos-{experiment}-"))
+    env = {k: v for k, v in os.environ.items() if k.startswith("TIDE_")}
+    platform = LocalPlatform(env, workdir)
+    control = HttpBrokerControl(settings.chaos_control_url) if settings.chaos_control_url else None
+    run = Chaos(platform, catalog, client, dsn, control, rate=rate, p99_bound_ms=p99_bound_ms)
+    with err.status("preparing topics and the database") as progress:
+        ensure_topics(client, catalog.all_topics())
+        migrate(dsn)
+        progress.update(f"starting the platform ({len(catalog.services)} services)")
+        try:
+            start_platform(run)
+            progress.update(f"running {experiment}: hypothesis, fault, observation")
+            report = EXPERIMENTS[experiment](run)
+        except (TimeoutError, RuntimeError) as exc:
+            platform.stop()
+            err.print(f"[red]error:[/] {experiment} could not run: {exc}")
+            err.print(f"service logs: {workdir}")
+            raise typer.Exit(EXIT_VIOLATED) from None
+        progress.update("stopping the platform")
+        problems = platform.stop()
+    for problem in problems:
+        report.expect(False, problem)
+    if output == "json":
+        out.print_json(json.dumps(report.as_dict()))
+    else:
+        out.print(report.render(), highlight=False, soft_wrap=True)
+        err.print(f"service logs: {workdir}")
+    if not report.held:
+        raise typer.Exit(EXIT_VIOLATED)

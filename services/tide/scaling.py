@@ -86,3 +86,65 @@ def apply(plan: list[Patch]) -> None:
             )
         else:
             apps.patch_namespaced_deployment_scale(patch.name, patch.namespace, patch.body)
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """A service's replicas as `tide status` shows them: running, wanted, KEDA's ceiling."""
+
+    current: int
+    desired: int
+    maximum: int | None
+    paused_at: str | None = None  # set while `tide scale` holds a manual count
+
+    def __str__(self) -> str:
+        text = f"{self.current}/{self.desired}/{'-' if self.maximum is None else self.maximum}"
+        return f"{text} (held)" if self.paused_at is not None else text
+
+
+def replicas_of(
+    deployment: dict[str, Any] | None, scaled: dict[str, Any] | None
+) -> Replicas | None:
+    """From a Deployment and its ScaledObject as the API returns them (camelCase JSON)."""
+    if deployment is None:
+        return None
+    status = deployment.get("status") or {}
+    annotations = ((scaled or {}).get("metadata") or {}).get("annotations") or {}
+    spec = (scaled or {}).get("spec") or {}
+    return Replicas(
+        current=int(status.get("readyReplicas") or 0),
+        desired=int((deployment.get("spec") or {}).get("replicas", 0)),
+        maximum=int(spec["maxReplicaCount"]) if "maxReplicaCount" in spec else None,
+        paused_at=annotations.get(PAUSED_REPLICAS),
+    )
+
+
+def cluster_replicas(services: list[str], namespace: str) -> dict[str, Replicas | None]:
+    """Replicas per service from the cluster of the current kubeconfig context."""
+    from kubernetes import client, config  # noqa: PLC0415 - only with a cluster
+
+    config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    apps = client.AppsV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    found: dict[str, Replicas | None] = {}
+    for service in services:
+        try:
+            deployment = api.sanitize_for_serialization(  # type: ignore[no-untyped-call]
+                apps.read_namespaced_deployment(service, namespace)
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            found[service] = None
+            continue
+        try:
+            scaled = custom.get_namespaced_custom_object(
+                "keda.sh", "v1alpha1", namespace, "scaledobjects", service
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            scaled = None
+        found[service] = replicas_of(deployment, scaled if isinstance(scaled, dict) else None)
+    return found

@@ -54,6 +54,21 @@ def _backlog(
     return backlog
 
 
+def backlog(client: dict[str, Any], group: ConsumerGroup, *, timeout: float = 10.0) -> int:
+    """Records `group` still has to do: uncommitted on its topics plus its retry topics."""
+    admin = AdminClient(client)
+    probe = Consumer(
+        {**client, "group.id": f"tide-status.{group.name}", "enable.auto.commit": False}
+    )
+    try:
+        topics = (*group.topics, *group.retry_topics)
+        return sum(
+            retrying(lambda: _backlog(admin, probe, group.name, topics, timeout), timeout).values()
+        )
+    finally:
+        probe.close()
+
+
 def group_status(
     client: dict[str, Any], group: ConsumerGroup, *, timeout: float = 10.0
 ) -> GroupStatus:

@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import unique
 from tests.harness import Brokers
 from tests.harness.kafka import KafkaBroker
-from tests.harness.waiting import wait_until_async
 from tests.runtime_fixtures import RunningGroup
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
@@ -20,6 +19,7 @@ from tide.kafka.producer import EventPublisher
 from tide.store.event_store import EventStore
 from tide.store.outbox import OutboxRelay
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy
+from tide.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(240)
 SUBSCRIPTIONS, PAYMENTS = 10, 30

@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from tests.harness import BrokerSession, HarnessError
-from tests.harness.waiting import wait_until
 from tests.integration.test_consumer_runner import (
     effects,
     fast_retries,
@@ -21,6 +20,7 @@ from tests.runtime_fixtures import RunningGroup
 from tide.handlers import Handler
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -9,12 +9,12 @@ import pytest
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.waiting import wait_until_async
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.handlers import HandlerContext
 from tide.rabbitmq.bus import QueueConsumer, RabbitPublisher
 from tide.topology import Catalog
+from tide.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(240)
 JOBS = 40

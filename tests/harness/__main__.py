@@ -1,6 +1,7 @@
 """`make brokers`: start the brokers here and print the TIDE_* variables that reach them.
 
-Useful for `tide run --all`, benchmarks and poking at things by hand. Ctrl-C stops them.
+Useful for `tide run --all`, `tide chaos`, benchmarks and poking at things by hand.
+TIDE_CHAOS_CONTROL_URL lets `tide chaos` stop and start these brokers. Ctrl-C stops them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 import threading
 
 from tests.harness.brokers import BrokerSession
+from tests.harness.control import HarnessControl, serve
 from tests.harness.errors import HarnessError
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
@@ -25,7 +27,8 @@ def main() -> int:
     if session.rabbitmq is not None:
         # The catalog's exchanges, quorum queues and dead-letter policies, as on Kubernetes.
         session.rabbitmq.import_definitions(definitions(CATALOG))
-    for key, value in brokers.as_env().items():
+    control, control_url = serve(HarnessControl(session))
+    for key, value in {**brokers.as_env(), "TIDE_CHAOS_CONTROL_URL": control_url}.items():
         print(f"export {key}='{value}'")
     print(f"# logs and data: {session.root}; Ctrl-C stops the brokers", flush=True)
     stop = threading.Event()
@@ -35,6 +38,8 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        control.shutdown()
+        control.server_close()
         session.close()
     return 0
 

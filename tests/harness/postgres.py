@@ -18,7 +18,7 @@ from tests.harness.process import (
     require,
     run_as,
 )
-from tests.harness.waiting import wait_until
+from tide.waiting import wait_until
 
 # Debian keeps the server binaries out of PATH, one directory per major version.
 SEARCH = sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)

@@ -22,7 +22,7 @@ from tests.harness.process import (
     require,
     run_as,
 )
-from tests.harness.waiting import wait_until
+from tide.waiting import wait_until
 
 # Debian's /usr/sbin wrapper switches to the system `rabbitmq` user and its data;
 # the real scripts underneath honour the RABBITMQ_* variables set below.

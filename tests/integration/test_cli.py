@@ -47,6 +47,18 @@ def test_db_migrate_is_idempotent(database: str) -> None:
             "set TIDE_KAFKA_BOOTSTRAP",
         ),
         (["db", "migrate"], {"TIDE_POSTGRES_DSN": ""}, EXIT_CONFIG, "set TIDE_POSTGRES_DSN"),
+        (["chaos", "unplug-kafka"], {}, EXIT_USAGE, "unknown experiment 'unplug-kafka'; known:"),
+        (
+            ["chaos", "restart-kafka"],
+            {
+                "TIDE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                "TIDE_POSTGRES_DSN": "postgresql://nowhere",
+                "TIDE_RABBITMQ_URL": "amqp://nowhere",
+                "TIDE_CHAOS_CONTROL_URL": "",
+            },
+            EXIT_CONFIG,
+            "restart-kafka stops a broker: set TIDE_CHAOS_CONTROL_URL",
+        ),
         (
             ["db", "migrate"],
             {"TIDE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},

@@ -11,7 +11,6 @@ from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from tests.harness import Brokers
-from tests.harness.waiting import wait_until
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import RunningGroup
 from tide.cli import app
@@ -22,6 +21,7 @@ from tide.handlers import Handler
 from tide.kafka import dead_letters as dl
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

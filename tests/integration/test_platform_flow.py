@@ -16,7 +16,6 @@ import pytest
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
 from tests.harness.process import free_port
-from tests.harness.waiting import wait_until
 from tests.runtime_fixtures import create_topics
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
@@ -24,6 +23,7 @@ from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher
 from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

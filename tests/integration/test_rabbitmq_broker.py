@@ -8,7 +8,7 @@ from pamqp.commands import Basic
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.harness.waiting import wait_until_async
+from tide.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(60)
 

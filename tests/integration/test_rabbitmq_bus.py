@@ -12,13 +12,13 @@ import pytest
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.harness.waiting import wait_until_async
 from tide.codecs.json_schema import EventCodec
 from tide.errors import TransientError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.rabbitmq.bus import QueueConsumer, RabbitPublisher
 from tide.topology import Catalog
+from tide.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.harness import Brokers
-from tests.harness.waiting import wait_until
 from tests.integration.test_consumer_runner import rating, recording
 from tests.runtime_fixtures import RunningGroup
 from tide.cli import app
@@ -19,6 +18,7 @@ from tide.events.envelope import CloudEvent
 from tide.handlers import Handler
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,3 +64,23 @@ def test_status_matches_what_was_produced_and_consumed(
     assert after["members"] == 1
     assert after["retry_backlog"] == 0
     assert after["last_dead_letter_reason"] == "permanent: one star"
+
+
+def test_status_without_a_reachable_cluster_warns_and_still_reports_kafka(
+    brokers: Brokers, catalog: Catalog, tmp_path: Any
+) -> None:
+    group = next(g for g in catalog.consumer_groups if g.name.startswith("badges"))
+    result = CliRunner().invoke(
+        app,
+        ["status", "--group", group.name, "--cluster"],
+        env={
+            "TIDE_KAFKA_BOOTSTRAP": brokers.kafka_bootstrap,
+            "TIDE_CATALOG_SUFFIX": group.name.removeprefix("badges-"),
+            "KUBECONFIG": str(tmp_path / "missing-kubeconfig"),
+        },
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: no replicas from the cluster" in text
+    assert "replicas (ready/want/max)" in text
+    assert group.name in text

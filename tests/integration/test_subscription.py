@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.harness.waiting import wait_until
 from tide.apps.subscription import OVERVIEW, create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.store.event_store import EventStore
 from tide.store.projections import ProjectionRunner
 from tide.topology import Catalog
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from tide.catalog import CATALOG
 from tide.cli import EXIT_USAGE, app
-from tide.scaling import PAUSED_REPLICAS, Patch, ScaleRefusedError, scale_plan
+from tide.scaling import PAUSED_REPLICAS, Patch, ScaleRefusedError, replicas_of, scale_plan
 
 
 def test_manual_scale_pauses_keda_at_that_count_then_sets_the_deployment() -> None:
@@ -60,3 +60,17 @@ def test_cli_prints_the_patches_on_dry_run_and_exits_2_on_refusal() -> None:
     assert "idle" in refused.output
     bad = runner.invoke(app, ["scale", "personalization", "lots"])
     assert bad.exit_code == EXIT_USAGE
+
+
+def test_status_replicas_come_from_the_deployment_and_keda_ceiling() -> None:
+    deployment = {"spec": {"replicas": 3}, "status": {"readyReplicas": 2}}
+    scaled = {"metadata": {"annotations": {}}, "spec": {"maxReplicaCount": 6}}
+    assert str(replicas_of(deployment, scaled)) == "2/3/6"
+
+
+def test_status_marks_a_count_held_by_tide_scale_and_a_service_without_keda() -> None:
+    deployment = {"spec": {"replicas": 4}, "status": {"readyReplicas": 4}}
+    held = {"metadata": {"annotations": {PAUSED_REPLICAS: "4"}}, "spec": {"maxReplicaCount": 6}}
+    assert str(replicas_of(deployment, held)) == "4/4/6 (held)"
+    assert str(replicas_of({"spec": {"replicas": 1}, "status": {}}, None)) == "0/1/-"
+    assert replicas_of(None, None) is None

@@ -1,4 +1,4 @@
-"""Waiting on a condition with a deadline: the only way tests and the harness synchronise."""
+"""Waiting on a condition with a deadline: how tests, harness and chaos experiments synchronise."""
 
 from __future__ import annotations
 

@@ -1,0 +1,6 @@
+"""Chaos experiments on the platform run as local processes: kill, freeze, starve, poison.
+
+Each experiment states a hypothesis, checks the steady state, injects one fault,
+observes, and returns a `Report`. The local chaos suite (tests/chaos) and
+`tide chaos <experiment>` run the same code.
+"""

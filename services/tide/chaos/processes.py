@@ -1,0 +1,135 @@
+"""The platform as local processes (`tide run <service>`), to be killed, frozen and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from tide.waiting import wait_until
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    service: str
+    port: int
+    log: Path
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def exit_reason(self) -> str | None:
+        if self.popen.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace")[-1500:]
+        return f"{self.service} (pid {self.pid}) exited {self.popen.returncode}:\n{tail}"
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def drained_cleanly(self) -> bool:
+        # uvicorn re-raises SIGTERM after its graceful shutdown, hence -15 for the APIs.
+        return self.popen.returncode in (0, -signal.SIGTERM) and (
+            f"{self.service} stopped cleanly" in self.log.read_text(errors="replace")
+        )
+
+
+class LocalPlatform:
+    """Starts services as child processes with the given TIDE_* environment; stops them all."""
+
+    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+        self.env = dict(env)
+        self.workdir = workdir
+        self.processes: list[ServiceProcess] = []
+        self.retired: list[ServiceProcess] = []
+
+    def start(self, service: str, *, timeout: float = 90) -> ServiceProcess:
+        port = free_port()
+        replica = sum(1 for p in [*self.processes, *self.retired] if p.service == service)
+        log = self.workdir / f"{service}-{replica}.log"
+        env = {**os.environ, **self.env, "TIDE_SERVICE": service, "TIDE_HTTP_PORT": str(port)}
+        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "tide", "run", service],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        process = ServiceProcess(service, port, log, popen)
+        self.processes.append(process)
+        wait_until(
+            process.ready,
+            timeout=timeout,
+            what=f"{service} ready on :{port}",
+            alive=process.exit_reason,
+        )
+        return process
+
+    def of(self, service: str) -> list[ServiceProcess]:
+        return [p for p in self.processes if p.service == service]
+
+    def kill(self, service: str) -> int:
+        """SIGKILL every process of `service`; returns how many died."""
+        victims = self.of(service)
+        for process in victims:
+            process.popen.send_signal(signal.SIGKILL)
+        for process in victims:
+            process.popen.wait(timeout=30)
+            self.processes.remove(process)
+            self.retired.append(process)
+        return len(victims)
+
+    def stop(self) -> list[str]:
+        """SIGTERM everything; returns what did not drain cleanly (an empty list is good)."""
+        for process in self.processes:
+            process.popen.send_signal(signal.SIGCONT)  # a frozen one could not act on SIGTERM
+            process.popen.send_signal(signal.SIGTERM)
+        problems = []
+        for process in self.processes:
+            try:
+                process.popen.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait()
+                problems.append(f"{process.service} (pid {process.pid}) ignored SIGTERM for 60 s")
+                continue
+            if not process.drained_cleanly():
+                problems.append(f"{process.service} did not drain: {process.exit_reason()}")
+        self.retired.extend(self.processes)
+        self.processes = []
+        return problems
+
+    def __enter__(self) -> LocalPlatform:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,52 @@
+"""The local chaos suite: the platform as `tide run` processes on the harness brokers, one
+fault at a time under API load; each experiment's report is printed in the summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chaos.conftest import REPORTS
+from tests.conftest import unique
+from tests.harness import Brokers, BrokerSession, HarnessError
+from tests.harness.control import HarnessControl
+from tide.catalog import CATALOG
+from tide.chaos.experiments import EXPERIMENTS, Chaos, start_platform
+from tide.chaos.processes import LocalPlatform
+from tide.kafka.topics import ensure_topics
+from tide.rabbitmq.definitions import definitions
+
+pytestmark = pytest.mark.timeout(420)
+
+
+@pytest.fixture(scope="module")
+def chaos(
+    brokers: Brokers,
+    broker_session: BrokerSession,
+    database: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Chaos]:
+    suffix = unique("x")
+    catalog = CATALOG.isolated(suffix)
+    client = {"bootstrap.servers": brokers.kafka_bootstrap}
+    ensure_topics(client, catalog.all_topics())
+    if broker_session.rabbitmq is None:
+        raise HarnessError("RabbitMQ", reason="the experiments load the catalog into its node")
+    broker_session.rabbitmq.import_definitions(definitions(catalog))
+    workdir = tmp_path_factory.mktemp("chaos")
+    platform = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, workdir)
+    experiment = Chaos(platform, catalog, client, database, HarnessControl(broker_session))
+    try:
+        start_platform(experiment)
+        yield experiment
+    finally:
+        problems = platform.stop()
+    assert not problems, f"services did not drain on SIGTERM (logs in {workdir}): {problems}"
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_experiment_holds(chaos: Chaos, name: str) -> None:
+    report = EXPERIMENTS[name](chaos)
+    REPORTS.append(report.render())
+    assert report.held, "\n" + report.render()
