@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra import outputs
+from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.readiness import CUSTOM_READY, Pending, condition_pending, workload_pending
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,12 +159,12 @@ def pending(namespaces: list[str]) -> list[Pending]:
     config.load_kube_config(context=f"kind-{_cluster_name()}")  # type: ignore[no-untyped-call]
     apps = client.AppsV1Api()
     custom = client.CustomObjectsApi()
-    found: list[Pending] = []
+    found: list[Pending | None] = []
     for namespace in namespaces:
         for deployment in apps.list_namespaced_deployment(namespace).items:
-            found.append(workload_pending("Deployment", deployment.to_dict()) or _READY)
+            found.append(workload_pending("Deployment", deployment.to_dict()))
         for sts in apps.list_namespaced_stateful_set(namespace).items:
-            found.append(workload_pending("StatefulSet", sts.to_dict()) or _READY)
+            found.append(workload_pending("StatefulSet", sts.to_dict()))
         for group, version, plural, condition in CUSTOM_READY:
             try:
                 listed = custom.list_namespaced_custom_object(group, version, namespace, plural)
@@ -173,12 +174,8 @@ def pending(namespaces: list[str]) -> list[Pending]:
                     continue
                 raise
             items: list[dict[str, Any]] = listed["items"]  # type: ignore[index]
-            for item in items:
-                found.append(condition_pending(item["kind"], condition, item) or _READY)
-    return [p for p in found if p is not _READY]
-
-
-_READY = Pending("", "", "", "")
+            found += [condition_pending(item["kind"], condition, item) for item in items]
+    return [p for p in found if p is not None]
 
 
 def last_events(item: Pending, limit: int = 5) -> list[str]:
@@ -282,13 +279,15 @@ def env() -> None:
     from kubernetes import client, config  # noqa: PLC0415
 
     config.load_kube_config(context=f"kind-{_cluster_name()}")  # type: ignore[no-untyped-call]
-    secret = client.CoreV1Api().read_namespaced_secret("tide-operator-kafka", "tide-apps")
+    secret = client.CoreV1Api().read_namespaced_secret(
+        kafka_credentials_secret(OPERATOR), "tide-apps"
+    )
     password = base64.b64decode((secret.data or {})["password"]).decode()
     exports = {
         "TIDE_KAFKA_BOOTSTRAP": "localhost:30092",
         "TIDE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "TIDE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "TIDE_KAFKA_USERNAME": "tide-operator",
+        "TIDE_KAFKA_USERNAME": OPERATOR,
         "TIDE_KAFKA_PASSWORD": password,
     }
     for key, value in exports.items():

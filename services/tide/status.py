@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,17 +56,24 @@ def _backlog(
     return backlog
 
 
-def backlog(client: dict[str, Any], group: ConsumerGroup, *, timeout: float = 10.0) -> int:
-    """Records `group` still has to do: uncommitted on its topics plus its retry topics."""
+def backlogs(
+    client: dict[str, Any], groups: Iterable[ConsumerGroup], *, timeout: float = 10.0
+) -> dict[str, int]:
+    """Records each group still has to do: uncommitted on its topics plus its retry topics.
+
+    One admin client and one probe consumer serve every group (callers poll this).
+    """
     admin = AdminClient(client)
-    probe = Consumer(
-        {**client, "group.id": f"tide-status.{group.name}", "enable.auto.commit": False}
-    )
+    probe = Consumer({**client, "group.id": "tide-status.backlogs", "enable.auto.commit": False})
     try:
-        topics = (*group.topics, *group.retry_topics)
-        return sum(
-            retrying(lambda: _backlog(admin, probe, group.name, topics, timeout), timeout).values()
-        )
+        found = {}
+        for group in groups:
+            topics = (*group.topics, *group.retry_topics)
+            pending = retrying(
+                functools.partial(_backlog, admin, probe, group.name, topics, timeout), timeout
+            )
+            found[group.name] = sum(pending.values())
+        return found
     finally:
         probe.close()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from kubernetes import client, config
 
 from tide.catalog import CATALOG
@@ -52,7 +53,7 @@ def cluster() -> Cluster:
         ) from None
     prefix = os.environ.get("TIDE_E2E_NAMESPACE_PREFIX", "tide")
     core = client.CoreV1Api()
-    secret = core.read_namespaced_secret("tide-operator-kafka", f"{prefix}-apps")
+    secret = core.read_namespaced_secret(kafka_credentials_secret(OPERATOR), f"{prefix}-apps")
     password = base64.b64decode((secret.data or {})["password"]).decode()
     return Cluster(
         core=core,
@@ -64,7 +65,7 @@ def cluster() -> Cluster:
             "bootstrap.servers": os.environ.get("TIDE_E2E_KAFKA_BOOTSTRAP", "localhost:30092"),
             "security.protocol": "SASL_PLAINTEXT",
             "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": "tide-operator",
+            "sasl.username": OPERATOR,
             "sasl.password": password,
         },
         stack=os.environ.get("TIDE_E2E_STACK", "kind"),

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,9 +11,9 @@ import pytest
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.process import free_port
 from tests.runtime_fixtures import create_topics
 from tide.catalog import CATALOG
+from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher
@@ -31,7 +27,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture
 def platform(
     brokers: Brokers, broker_session: BrokerSession, database: str, tmp_path: Path
-) -> Iterator[tuple[str, Catalog, Callable[[str], subprocess.Popen[bytes]]]]:
+) -> Iterator[tuple[Catalog, LocalPlatform]]:
     """A private copy of the platform (suffixed names), its services run by `tide run`."""
     suffix = unique("p")
     catalog = CATALOG.isolated(suffix)
@@ -43,65 +39,21 @@ def platform(
             fix="unset TIDE_RABBITMQ_URL",
         )
     broker_session.rabbitmq.import_definitions(definitions(catalog))
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(service: str) -> subprocess.Popen[bytes]:
-        port = free_port()
-        env = {
-            **os.environ,
-            **brokers.as_env(),
-            "TIDE_SERVICE": service,
-            "TIDE_CATALOG_SUFFIX": suffix,
-            "TIDE_HTTP_PORT": str(port),
-        }
-        with (tmp_path / f"{service}.log").open("wb") as log:  # the child keeps its own copy
-            child = subprocess.Popen(
-                [sys.executable, "-m", "tide", "run", service],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        child.port = port  # type: ignore[attr-defined]
-        children.append(child)
-        wait_until(
-            lambda: _ready(port),
-            timeout=60,
-            what=f"{service} ready on :{port}",
-            alive=lambda: None if child.poll() is None else f"{service} exited: {child.returncode}",
-        )
-        return child
-
-    yield suffix, catalog, start
-    for child in children:
-        child.send_signal(signal.SIGTERM)
-    for child in children:
-        child.wait(timeout=60)
-    for child in children:
-        service = child.args[-1]  # type: ignore[index]
-        # uvicorn re-raises SIGTERM after its graceful shutdown, hence -15 for the API.
-        assert child.returncode in (0, -signal.SIGTERM), f"{service} exited {child.returncode}"
-        log = (tmp_path / f"{service}.log").read_text()
-        assert f"{service} stopped cleanly" in log, (
-            f"{service} did not drain on SIGTERM:\n{log[-2000:]}"
-        )
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    processes = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, tmp_path)
+    yield catalog, processes
+    problems = processes.stop()
+    assert not problems, f"services did not drain on SIGTERM: {problems}"
 
 
 def test_http_watch_event_yields_a_recommendation_and_exactly_one_notification_job(
     brokers: Brokers,
     database: str,
-    platform: tuple[str, Catalog, Callable[[str], subprocess.Popen[bytes]]],
+    platform: tuple[Catalog, LocalPlatform],
 ) -> None:
-    _suffix, catalog, start = platform
-    api = start("video-service")
+    catalog, processes = platform
+    api = processes.start("video-service")
     for service in ("recommendation", "notification-dispatch", "notification-worker"):
-        start(service)
+        processes.start(service)
     content = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
     try:
         for video, genres in (
@@ -123,7 +75,7 @@ def test_http_watch_event_yields_a_recommendation_and_exactly_one_notification_j
     wait_until(lambda: _catalogued(database, "v-up"), timeout=60, what="content in the catalogue")
 
     response = httpx.post(
-        f"http://127.0.0.1:{api.port}/v1/events",  # type: ignore[attr-defined]
+        f"{api.url}/v1/events",
         json={
             "type": "video.watch.completed",
             "data": {

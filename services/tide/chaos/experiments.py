@@ -15,7 +15,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tide.chaos.control import BrokerControl
-from tide.chaos.probes import backlogs, effects, members, processed, wait_drained
+from tide.chaos.probes import effects, members, processed, wait_drained
 from tide.chaos.processes import LocalPlatform
 from tide.chaos.report import Report
 from tide.chaos.workload import ApiLoad, LoadResult
@@ -24,6 +24,7 @@ from tide.dlq import DeadLetterQueue
 from tide.events.envelope import CloudEvent
 from tide.kafka.processing import Record
 from tide.kafka.producer import EventPublisher
+from tide.status import backlogs
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
 
@@ -214,6 +215,40 @@ def no_loss(chaos: Chaos, report: Report, users: list[str], *results: LoadResult
         report.expect(done == len(ids), f"{group.name} processed {done}/{len(ids)} events")
 
 
+@dataclass(frozen=True)
+class Window:
+    """The load that ran through a fault, and when the fault began and the load ended."""
+
+    result: LoadResult
+    began: float
+    until: float
+
+    @property
+    def p99_ms(self) -> float:
+        return self.result.p99_ms(self.began, self.until)
+
+
+def _fault_under_load(
+    chaos: Chaos, users: list[str], fault: Callable[[ApiLoad], None], *, after_s: float
+) -> Window:
+    """Two seconds of load, then `fault(load)`, then `after_s` more seconds of load."""
+    load = chaos.load(users)
+    try:
+        chaos.run_for(load, 2)
+        began = time.monotonic()
+        fault(load)
+        chaos.run_for(load, after_s)
+        until = time.monotonic()
+    finally:
+        result = load.stop()
+    return Window(result, began, until)
+
+
+def _api_accepted_all(report: Report, window: Window, p99_key: str, claim: str) -> None:
+    report.observe(**{p99_key: window.p99_ms}, refused=window.result.refusals())
+    report.expect(window.result.refusals() == 0, claim)
+
+
 def kill_group(chaos: Chaos) -> Report:
     victim = "personalization"
     report = Report(
@@ -223,19 +258,16 @@ def kill_group(chaos: Chaos) -> Report:
     )
     users = chaos.users("kill")
     steady = steady_state(chaos, report, users)
-    load = chaos.load(users)
-    try:
-        chaos.run_for(load, 2)
-        fault = time.monotonic()
+
+    def kill(_load: ApiLoad) -> None:
         killed = chaos.platform.kill(victim)
         report.act(f"SIGKILL {killed} {victim} process(es) with {chaos.rate:.0f} req/s on the API")
-        chaos.run_for(load, 5)
-        until = time.monotonic()
-    finally:
-        result = load.stop()
-    report.observe(p99_ms_while_down=result.p99_ms(fault, until), refused=result.refusals())
-    report.expect(result.refusals() == 0, "the API accepted every event while a group was down")
-    report.expect(result.p99_ms(fault, until) < chaos.p99_bound_ms, "API p99 within the bound")
+
+    window = _fault_under_load(chaos, users, kill, after_s=5)
+    _api_accepted_all(
+        report, window, "p99_ms_while_down", "the API accepted every event while a group was down"
+    )
+    report.expect(window.p99_ms < chaos.p99_bound_ms, "API p99 within the bound")
     others = chaos.others(victim)
     report.observe(others_drain_s=wait_drained(chaos.client, others, timeout=chaos.drain_timeout_s))
     stalled = backlogs(chaos.client, [chaos.group(victim)])[chaos.group(victim).name]
@@ -246,7 +278,7 @@ def kill_group(chaos: Chaos) -> Report:
     report.act(f"restarted {victim}")
     wait_drained(chaos.client, [chaos.group(victim)], timeout=chaos.drain_timeout_s)
     report.observe(victim_catch_up_s=time.monotonic() - restarted)
-    no_loss(chaos, report, users, steady, result)
+    no_loss(chaos, report, users, steady, window.result)
     return report
 
 
@@ -261,9 +293,8 @@ def freeze_consumer(chaos: Chaos) -> Report:
     users = chaos.users("freeze")
     steady = steady_state(chaos, report, users)
     frozen = chaos.platform.of(victim)[0]
-    load = chaos.load(users)
-    try:
-        chaos.run_for(load, 2)
+
+    def freeze_and_thaw(load: ApiLoad) -> None:
         frozen.popen.send_signal(signal.SIGSTOP)
         stopped = time.monotonic()
         report.act(f"SIGSTOP {victim} pid {frozen.pid} under load")
@@ -275,11 +306,10 @@ def freeze_consumer(chaos: Chaos) -> Report:
         report.act(f"SIGCONT after {resumed - stopped:.0f} s")
         wait_until(lambda: members(chaos.client, group) == 2, timeout=60, what="the rejoin")
         report.observe(rejoined_after_s=time.monotonic() - resumed)
-        chaos.run_for(load, 2)
-    finally:
-        result = load.stop()
+
+    window = _fault_under_load(chaos, users, freeze_and_thaw, after_s=2)
     report.expect(frozen.exit_reason() is None, "the frozen process survived its freeze")
-    no_loss(chaos, report, users, steady, result)
+    no_loss(chaos, report, users, steady, window.result)
     return report
 
 
@@ -292,18 +322,15 @@ def stop_rabbitmq(chaos: Chaos) -> Report:
     control = _needs_control(chaos)
     users = chaos.users("rabbit")
     steady = steady_state(chaos, report, users)
-    load = chaos.load(users)
-    try:
-        chaos.run_for(load, 2)
-        fault = time.monotonic()
+
+    def stop(_load: ApiLoad) -> None:
         control("rabbitmq", "stop")
         report.act("stopped RabbitMQ under load")
-        chaos.run_for(load, 5)
-        until = time.monotonic()
-    finally:
-        result = load.stop()
-    report.observe(p99_ms_while_down=result.p99_ms(fault, until), refused=result.refusals())
-    report.expect(result.refusals() == 0, "the API accepted every event without RabbitMQ")
+
+    window = _fault_under_load(chaos, users, stop, after_s=5)
+    _api_accepted_all(
+        report, window, "p99_ms_while_down", "the API accepted every event without RabbitMQ"
+    )
     kafka_only = chaos.others("notification-dispatch")
     report.observe(
         kafka_groups_drain_s=wait_drained(chaos.client, kafka_only, timeout=chaos.drain_timeout_s)
@@ -313,7 +340,7 @@ def stop_rabbitmq(chaos: Chaos) -> Report:
     restarted = time.monotonic()
     control("rabbitmq", "start")
     report.act("started RabbitMQ again")
-    no_loss(chaos, report, users, steady, result)
+    no_loss(chaos, report, users, steady, window.result)
     report.observe(jobs_delivered_after_s=time.monotonic() - restarted)
     return report
 
@@ -328,9 +355,8 @@ def restart_kafka(chaos: Chaos) -> Report:
     control = _needs_control(chaos)
     users = chaos.users("kafka")
     steady = steady_state(chaos, report, users)
-    load = chaos.load(users)
-    try:
-        chaos.run_for(load, 2)
+
+    def outage(load: ApiLoad) -> None:
         began = time.monotonic()
         control("kafka", "stop")
         # Down until the API has refused some events: its publish timeout (10 s) has passed,
@@ -339,12 +365,11 @@ def restart_kafka(chaos: Chaos) -> Report:
         control("kafka", "start")
         down = time.monotonic() - began
         report.act(f"stopped the Kafka broker under load, started it again after {down:.0f} s")
-        chaos.run_for(load, 3)
-        until = time.monotonic()
-    finally:
-        result = load.stop()
+
+    window = _fault_under_load(chaos, users, outage, after_s=3)
+    result = window.result
     report.observe(
-        p99_ms_across_outage=result.p99_ms(began, until),
+        p99_ms_across_outage=window.p99_ms,
         refused_by_status=dict(result.refused),
         errors=dict(result.errors),
     )
@@ -366,24 +391,19 @@ def poison_storm(chaos: Chaos, count: int = 600) -> Report:
     steady = steady_state(chaos, report, users)
     queues = {g.name: DeadLetterQueue(chaos.client, g) for g in readers}
     before = {name: dlq.depth() for name, dlq in queues.items()}
-    load = chaos.load(users)
-    try:
-        chaos.run_for(load, 2)
-        began = time.monotonic()
+
+    def storm(_load: ApiLoad) -> None:
         _storm(chaos, topic, count)
         report.act(f"produced {count} poison records (bad JSON, invalid data, unknown type)")
-        chaos.run_for(load, 3)
-        until = time.monotonic()
-    finally:
-        result = load.stop()
-    report.observe(p99_ms_during_storm=result.p99_ms(began, until), refused=result.refusals())
-    report.expect(result.refusals() == 0, "the API accepted every valid event")
+
+    window = _fault_under_load(chaos, users, storm, after_s=3)
+    _api_accepted_all(report, window, "p99_ms_during_storm", "the API accepted every valid event")
     wait_drained(chaos.client, readers, timeout=chaos.drain_timeout_s)
-    report.observe(readers_drained_after_storm_s=time.monotonic() - began)
+    report.observe(readers_drained_after_storm_s=time.monotonic() - window.began)
     added = {name: dlq.depth() - before[name] for name, dlq in queues.items()}
     report.observe(dead_lettered=added)
     report.expect(set(added.values()) == {count}, f"each reader dead-lettered all {count}")
-    no_loss(chaos, report, users, steady, result)
+    no_loss(chaos, report, users, steady, window.result)
     return report
 
 

@@ -11,13 +11,9 @@ import psycopg
 from confluent_kafka.admin import AdminClient
 
 from tide.kafka.transient import retrying
-from tide.status import backlog
+from tide.status import backlogs
 from tide.topology import ConsumerGroup
 from tide.waiting import wait_until
-
-
-def backlogs(client: dict[str, Any], groups: Iterable[ConsumerGroup]) -> dict[str, int]:
-    return {group.name: backlog(client, group) for group in groups}
 
 
 def wait_drained(
