@@ -14,6 +14,7 @@ TOOLS := $(CACHE)/tools
 
 # CLIs built from the Go module proxy at pinned versions, linked into ./bin.
 HELM_VERSION       := v3.22.0
+VEGETA_VERSION     := v12.13.0
 ACTIONLINT_VERSION := v1.7.12
 # What `make up` needs besides Docker. kind v0.31.0 matches the node image in
 # k8s/kind/cluster.yaml (Kubernetes 1.35); kubectl 1.36 is within one minor of it;
@@ -42,13 +43,13 @@ system-deps: ## install the Debian packages the brokers need (apt, needs root or
 	else echo "system packages present: $(SYSTEM_PACKAGES)"; fi
 
 .PHONY: setup
-setup: $(STAMP) ## create .venv and install Tide with its dev and infra extras
+setup: $(STAMP) ## create .venv and install Tide with its dev, infra and bench extras
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tide needs Python 3.11+, found " + sys.version)'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[infra,dev]'
+	$(PY) -m pip install -q -e '.[infra,dev,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -125,8 +126,16 @@ fmt: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 .PHONY: bench
-bench: setup ## benchmarks against bare clients, same brokers, one run (BENCH_ARGS="--write" updates bench/results.md)
-	$(PY) -m bench.producer $(BENCH_ARGS)
+bench: setup bin/vegeta ## benchmarks: ratios against bare clients and peers, one run (BENCH_ARGS="--write" updates bench/results.md)
+	$(PY) -m bench $(BENCH_ARGS)
+
+# The API benchmark's load generator (open loop, fixed rate; see bench/api.py).
+bin/vegeta: Makefile
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build vegeta"; exit 1; }
+	@mkdir -p bin $(TOOLS)/vegeta-$(VEGETA_VERSION)
+	@[ -x $(TOOLS)/vegeta-$(VEGETA_VERSION)/vegeta ] || { echo "building vegeta $(VEGETA_VERSION) with go install"; \
+	  GOBIN=$(TOOLS)/vegeta-$(VEGETA_VERSION) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION); }
+	@ln -sf $(TOOLS)/vegeta-$(VEGETA_VERSION)/vegeta $@
 
 .PHONY: brokers
 brokers: setup ## start Kafka, RabbitMQ, PostgreSQL and the registry here and print their TIDE_* variables

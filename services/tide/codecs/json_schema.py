@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import fastjsonschema
 import jsonschema
+import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -96,6 +97,7 @@ class EventCodec:
             SchemaRegistryClient.new_client({"url": registry_url}) if registry_url else None
         )
         self._serializers: dict[EventType, JSONSerializer] = {}
+        self._latest: dict[str, EventType] = {}  # the catalog is a list; this is every publish
         self._deserializer = (
             JSONDeserializer(None, schema_registry_client=self._registry)
             if self._registry
@@ -103,10 +105,13 @@ class EventCodec:
         )
 
     def event_type(self, type_: str) -> EventType:
-        try:
-            return self.catalog.event(type_)
-        except LookupError as exc:
-            raise UnknownEventTypeError(str(exc)) from None
+        found = self._latest.get(type_)
+        if found is None:
+            try:
+                found = self._latest[type_] = self.catalog.event(type_)
+            except LookupError as exc:
+                raise UnknownEventTypeError(str(exc)) from None
+        return found
 
     def checked(self, event: CloudEvent) -> EventType:
         """The event's catalog type, once its data matches the schema."""
@@ -120,26 +125,27 @@ class EventCodec:
         if event_type.topic is None:
             raise ValueError(f"{event.type} travels on exchange {event_type.exchange}, not Kafka")
         key = str(event.data[event_type.key]).encode()
-        stamped = event if event.dataschema else _with_schema(event, event_type)
         if self._registry is None:
-            value = json.dumps(stamped.data, separators=(",", ":")).encode()
+            value = orjson.dumps(dict(event.data))
         else:
             context = SerializationContext(event_type.topic, MessageField.VALUE)
-            encoded = self._serializer(event_type)(dict(stamped.data), context)
+            encoded = self._serializer(event_type)(dict(event.data), context)
             assert encoded is not None
             value = encoded
-        return Encoded(event_type.topic, key, value, stamped.kafka_headers())
+        headers = event.kafka_headers(dataschema=_schema_uri(event_type))
+        return Encoded(event_type.topic, key, value, headers)
 
     def encode_amqp(self, event: CloudEvent) -> tuple[bytes, dict[str, str]]:
         """A validated AMQP body (JSON) and its CloudEvents headers."""
         event_type = self.checked(event)
-        stamped = event if event.dataschema else _with_schema(event, event_type)
-        return json.dumps(stamped.data, separators=(",", ":")).encode(), stamped.amqp_headers()
+        return orjson.dumps(dict(event.data)), event.amqp_headers(
+            dataschema=_schema_uri(event_type)
+        )
 
     def decode_amqp(self, body: bytes, headers: dict[str, Any]) -> CloudEvent:
         """The event an AMQP message carries, validated; raises UndecodableRecordError."""
         try:
-            data = json.loads(body)
+            data = orjson.loads(body)
             if not isinstance(data, dict):
                 raise UndecodableRecordError("body is not a JSON object")
             event = CloudEvent.from_amqp(headers, data)
@@ -167,7 +173,7 @@ class EventCodec:
                 raise UndecodableRecordError(f"registry deserialization failed: {exc}") from exc
         else:
             try:
-                data = json.loads(value)
+                data = orjson.loads(value)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise UndecodableRecordError(f"value is not JSON: {exc}") from exc
         if not isinstance(data, dict):
@@ -195,5 +201,6 @@ class EventCodec:
         return serializer
 
 
-def _with_schema(event: CloudEvent, event_type: EventType) -> CloudEvent:
-    return replace(event, dataschema=f"tide:{event_type.type}/v{event_type.version}")
+def _schema_uri(event_type: EventType) -> str:
+    """The `dataschema` stamped on events that do not name their schema."""
+    return f"tide:{event_type.type}/v{event_type.version}"

@@ -74,18 +74,33 @@ class CloudEvent:
         }
         return {k: v for k, v in values.items() if v is not None}
 
-    def kafka_headers(self) -> list[tuple[str, bytes]]:
-        # Binary mode: content-type is the Kafka-native header, not ce_datacontenttype.
+    def kafka_headers(self, *, dataschema: str | None = None) -> list[tuple[str, bytes]]:
+        """Binary-mode headers; `dataschema` stands in for an unset one (the codec stamps it
+        without copying the event: this is on every publish)."""
         headers = [
-            (f"{KAFKA_PREFIX}{k}", v.encode())
-            for k, v in self.attributes().items()
-            if k != "datacontenttype"
+            ("ce_specversion", self.specversion.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_time", self.time.encode()),
         ]
+        for name, value in (
+            ("ce_subject", self.subject),
+            ("ce_dataschema", self.dataschema or dataschema),
+            ("ce_correlationid", self.correlationid),
+            ("ce_causationid", self.causationid),
+        ):
+            if value is not None:
+                headers.append((name, value.encode()))
+        # Binary mode: content-type is the Kafka-native header, not ce_datacontenttype.
         headers.append(("content-type", self.datacontenttype.encode()))
         return headers
 
-    def amqp_headers(self) -> dict[str, str]:
-        return {f"{AMQP_PREFIX}{k}": v for k, v in self.attributes().items()}
+    def amqp_headers(self, *, dataschema: str | None = None) -> dict[str, str]:
+        headers = {f"{AMQP_PREFIX}{k}": v for k, v in self.attributes().items()}
+        if self.dataschema is None and dataschema is not None:
+            headers[f"{AMQP_PREFIX}dataschema"] = dataschema
+        return headers
 
     @classmethod
     def from_attributes(cls, attributes: Mapping[str, str], data: Mapping[str, Any]) -> CloudEvent:

@@ -46,8 +46,10 @@ class RabbitPublisher:
         self.timeout_s = timeout_s
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
 
     async def connect(self) -> None:
+        self._exchanges = {}
         self._connection = await aio_pika.connect_robust(self.url, timeout=self.timeout_s)
         # Unroutable mandatory messages raise instead of vanishing.
         self._channel = await self._connection.channel(
@@ -61,8 +63,8 @@ class RabbitPublisher:
             except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
                 raise RabbitUnavailableError(f"RabbitMQ unreachable: {exc!r}") from exc
         assert self._channel is not None
-        event_type = self.codec.checked(event)
-        body, headers = self.codec.encode_amqp(event)
+        body, headers = self.codec.encode_amqp(event)  # validates
+        event_type = self.codec.event_type(event.type)
         message = aio_pika.Message(
             body,
             headers=dict(headers),
@@ -72,7 +74,11 @@ class RabbitPublisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            exchange = await self._channel.get_exchange(str(event_type.exchange), ensure=False)
+            name = str(event_type.exchange)
+            exchange = self._exchanges.get(name)
+            if exchange is None:
+                exchange = await self._channel.get_exchange(name, ensure=False)
+                self._exchanges[name] = exchange
             await exchange.publish(
                 message, routing_key=event_type.routing_key, mandatory=True, timeout=self.timeout_s
             )

@@ -87,27 +87,32 @@ class EventStore:
                 actual = int(row[0]) if row else 0
                 if actual != expected_version:
                     raise ConcurrencyError(stream_id, expected_version, actual)
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO events (stream_id, version, event_id, type, data, metadata)"
-                        " VALUES (%s, %s, %s, %s, %s, %s)",
-                        [
-                            (
-                                stream_id,
-                                expected_version + i + 1,
-                                e.id,
-                                e.type,
-                                Jsonb(dict(e.data)),
-                                Jsonb(_metadata(e)),
-                            )
-                            for i, e in enumerate(events)
-                        ],
+                # One statement per append, however many events: rows in the given order.
+                await conn.execute(
+                    "INSERT INTO events (stream_id, version, event_id, type, data, metadata)"
+                    " SELECT %s, v, i, t, d, m FROM unnest("
+                    "%s::int[], %s::uuid[], %s::text[], %s::jsonb[], %s::jsonb[]"
+                    ") WITH ORDINALITY AS u(v, i, t, d, m, n) ORDER BY n",
+                    (
+                        stream_id,
+                        list(range(expected_version + 1, expected_version + len(events) + 1)),
+                        [e.id for e in events],
+                        [e.type for e in events],
+                        [Jsonb(dict(e.data)) for e in events],
+                        [Jsonb(_metadata(e)) for e in events],
+                    ),
+                )
+                if publish:
+                    await conn.execute(
+                        "INSERT INTO outbox (event_id, type, envelope)"
+                        " SELECT i, t, e FROM unnest(%s::uuid[], %s::text[], %s::jsonb[])"
+                        " WITH ORDINALITY AS u(i, t, e, n) ORDER BY n",
+                        (
+                            [e.id for e in publish],
+                            [e.type for e in publish],
+                            [Jsonb(_envelope(e)) for e in publish],
+                        ),
                     )
-                    if publish:
-                        await cur.executemany(
-                            "INSERT INTO outbox (event_id, type, envelope) VALUES (%s, %s, %s)",
-                            [(e.id, e.type, Jsonb(_envelope(e))) for e in publish],
-                        )
         except ConcurrencyError:
             raise
         except psycopg.errors.UniqueViolation as exc:

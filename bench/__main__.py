@@ -1,0 +1,76 @@
+"""`make bench`: Tide's hot paths against bare clients and peers, measured side by side.
+
+    make bench                                   # quick mode, about five minutes
+    make bench BENCH_ARGS="--full"               # longer runs, more rounds
+    make bench BENCH_ARGS="--write"              # also rewrite bench/results.md and the chart
+    make bench BENCH_ARGS="--only produce,api"   # some of them
+
+Brokers come from the test harness (or the TIDE_* variables `make brokers` prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib import import_module
+from pathlib import Path
+
+from bench import report
+from bench.measure import FULL, QUICK, Row
+from bench.setting import setting
+
+# name -> module with `measure(setting, mode) -> list[Row]`
+BENCHMARKS = {
+    "produce": "bench.produce",
+    "consume": "bench.consume",
+    "api": "bench.api",
+    "event-store": "bench.event_store",
+    "rabbitmq": "bench.rabbitmq",
+}
+
+NOTES = Path(__file__).parent / "notes.md"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="longer runs and 7 rounds")
+    parser.add_argument("--write", action="store_true", help="rewrite bench/results.md and chart")
+    parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(BENCHMARKS)}")
+    args = parser.parse_args(argv)
+    mode = FULL if args.full else QUICK
+    chosen = [name for name in args.only.split(",") if name] or list(BENCHMARKS)
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+
+    rows: list[Row] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tide-bench-") as work, setting(Path(work)) as where:
+        for name in chosen:
+            print(f"bench: {name} ({mode.name})...", file=sys.stderr, flush=True)
+            rows += import_module(BENCHMARKS[name]).measure(where, mode)
+    command = "make bench" + (f' BENCH_ARGS="{_args(args)}"' if _args(args) else "")
+    print(report.table(rows))
+    print(f"bench: {len(rows)} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    if args.write:
+        text = report.document(rows, mode, command, NOTES.read_text())
+        report.RESULTS.write_text(text)
+        report.chart(rows)
+        print(f"bench: wrote {report.RESULTS} and {report.CHART}", file=sys.stderr)
+    return 0
+
+
+def _args(args: argparse.Namespace) -> str:
+    parts = ["--full"] if args.full else []
+    if args.only:
+        parts.append(f"--only {args.only}")
+    if args.write:
+        parts.append("--write")
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

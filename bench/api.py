@@ -1,0 +1,162 @@
+"""API: the video-service (`tide run video-service`) against a bare FastAPI endpoint that
+publishes the same event with a bare producer (bench/bare_api.py), both served by uvicorn
+the same way, loaded by vegeta.
+
+vegeta, not wrk: wrk is closed-loop (a slow answer delays the next request), so it can
+find the peak but cannot hold 50% or 80% of it, and its latencies hide queueing. vegeta
+sends at a fixed rate whatever the answers do, so its p99 is the one a client sees.
+Peak = accepted (202) answers per second with 32 connections sending as fast as they can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.measure import Mode, Row, Spread
+from bench.payloads import watch_completed
+from bench.setting import Setting
+from tide.chaos.processes import LocalPlatform, ServiceProcess, free_port
+from tide.waiting import wait_until
+
+TARGET = 0.7
+P99_BOUND_MS = 20.0
+VEGETA = Path(__file__).parent.parent / "bin" / "vegeta"
+
+
+@dataclass(frozen=True)
+class Attack:
+    rate: float  # accepted answers per second
+    p50_ms: float
+    p99_ms: float
+    success: float  # share of 202s
+
+
+def vegeta() -> str:
+    found = str(VEGETA) if VEGETA.exists() else shutil.which("vegeta")
+    if found is None:
+        raise SystemExit("bench api: vegeta is missing; `make bench` builds it into bin/")
+    return found
+
+
+def attack(url: str, body: Path, *, rate: int, seconds: float) -> Attack:
+    """`rate` requests/s for `seconds` (0: as fast as 32 connections go)."""
+    target = f"POST {url}/v1/events\nContent-Type: application/json\n@{body}\n"
+    pace = ["-rate=0", "-max-workers=32"] if rate == 0 else [f"-rate={rate}/s", "-workers=32"]
+    run = subprocess.run(
+        [vegeta(), "attack", *pace, f"-duration={seconds}s", "-timeout=10s", "-keepalive=true"],
+        input=target.encode(),
+        capture_output=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    report = subprocess.run(
+        [vegeta(), "report", "-type=json"],
+        input=run.stdout,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    figures = json.loads(report.stdout)
+    codes = figures["status_codes"]
+    accepted = codes.get("202", 0)
+    return Attack(
+        rate=accepted / figures["duration"] * 1e9 if figures["duration"] else 0.0,
+        p50_ms=figures["latencies"]["50th"] / 1e6,
+        p99_ms=figures["latencies"]["99th"] / 1e6,
+        success=accepted / max(figures["requests"], 1),
+    )
+
+
+@contextmanager
+def servers(setting: Setting) -> Iterator[dict[str, str]]:
+    """Ours and the bare endpoint, both up and ready; their base URLs."""
+    suffix = setting.catalog.topics[0].name.rsplit("-", 1)[-1]
+    platform = LocalPlatform(
+        {"TIDE_KAFKA_BOOTSTRAP": setting.bootstrap, "TIDE_CATALOG_SUFFIX": suffix},
+        setting.workdir,
+    )
+    topic = str(setting.catalog.event("video.watch.completed").topic)
+    port = free_port()
+    log = setting.workdir / "bare-api.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "bench.bare_api", "--port", str(port)),
+                *("--bootstrap", setting.bootstrap, "--topic", topic),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    bare = ServiceProcess("bare-api", port, log, popen)
+    try:
+        ours = platform.start("video-service")
+        wait_until(bare.ready, timeout=60, what="bare API ready", alive=bare.exit_reason)
+        yield {"tide": ours.url, "bare": bare.url}
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        popen.wait(timeout=30)
+        platform.stop()
+
+
+def measure(setting: Setting, mode: Mode) -> list[Row]:
+    body = setting.workdir / "watch-completed.json"
+    body.write_text(json.dumps(watch_completed(1)))
+    seconds = 3.0 * mode.scale
+    runs: dict[str, dict[str, list[Attack]]] = {
+        name: {"peak": [], "50%": [], "80%": []} for name in ("tide", "bare")
+    }
+    with servers(setting) as urls:
+        for url in urls.values():  # warm-up
+            attack(url, body, rate=0, seconds=seconds)
+        for _ in range(mode.rounds):
+            for name, url in urls.items():
+                peak = attack(url, body, rate=0, seconds=seconds)
+                runs[name]["peak"].append(peak)
+                for share in (0.5, 0.8):
+                    at = attack(url, body, rate=max(1, int(peak.rate * share)), seconds=seconds)
+                    runs[name][f"{share:.0%}"].append(at)
+    ratio = Spread(
+        tuple(
+            o.rate / b.rate for o, b in zip(runs["tide"]["peak"], runs["bare"]["peak"], strict=True)
+        )
+    )
+
+    def p(name: str, load: str, field: str) -> float:
+        return float(statistics.median(getattr(a, field) for a in runs[name][load]))
+
+    p99_half = p("tide", "50%", "p99_ms")
+    latencies = "; ".join(
+        f"at {load} of peak p50/p99 ours {p('tide', load, 'p50_ms'):.1f}/"
+        f"{p('tide', load, 'p99_ms'):.1f} ms, bare {p('bare', load, 'p50_ms'):.1f}/"
+        f"{p('bare', load, 'p99_ms'):.1f} ms"
+        for load in ("50%", "80%")
+    )
+    failed = min(a.success for name in runs for load in runs[name] for a in runs[name][load])
+    return [
+        Row(
+            path="API",
+            case="watch event",
+            ours="video-service: body limit, validation, envelope, publish, 202",
+            baseline="bare FastAPI endpoint + bare producer",
+            ratio=ratio,
+            target=TARGET,
+            ours_rate=p("tide", "peak", "rate"),
+            baseline_rate=p("bare", "peak", "rate"),
+            extra=(
+                f"{latencies}; p99 target < {P99_BOUND_MS:.0f} ms at 50%:"
+                f" {'met' if p99_half < P99_BOUND_MS else '**missed**'};"
+                f" lowest 202 share in any attack {failed:.1%}"
+            ),
+        )
+    ]

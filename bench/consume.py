@@ -1,0 +1,270 @@
+"""Consume: Tide's runners against bare client loops on the same topic, Kafka's Java
+ConsumerPerformance as the ceiling.
+
+Each run is a fresh consumer group reading the same records from the start, and is timed
+from its first record to its last (not the group join). Tide's runners are measured twice:
+as every service runs them (decode, schema check, a no-op handler inside the exactly-once
+transaction that marks the event processed in PostgreSQL, offset store), and with that
+transaction taken out, which splits the runner's own cost from PostgreSQL's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Consumer, Producer
+from tests.harness.maven import runtime_classpath
+
+from bench.measure import Mode, Path, Row, interleaved
+from bench.payloads import RECOMMENDATION, recommendation
+from bench.setting import Setting
+from tide.events.envelope import CloudEvent
+from tide.handlers import HandlerContext
+from tide.kafka.async_consumer import AsyncConsumerRunner
+from tide.kafka.consumer import ConsumerRunner, consumer_config
+from tide.kafka.processing import RecordProcessor
+from tide.kafka.producer import producer_config
+from tide.kafka.topics import ensure_topics
+from tide.topology import ConsumerGroup
+
+TARGET = 0.7
+_runs = itertools.count()
+
+
+class Clock:
+    """Counts handled records; knows the rate from the first to the last and says when done."""
+
+    def __init__(self, target: int, done: Callable[[], None]) -> None:
+        self.target = target
+        self.done = done
+        self.count = 0
+        self.first = self.last = 0.0
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = time.perf_counter()
+        if self.count == self.target:
+            self.last = time.perf_counter()
+            self.done()
+
+    @property
+    def rate(self) -> float:
+        if self.count < self.target:
+            raise RuntimeError(f"only {self.count} of {self.target} records were consumed")
+        return (self.target - 1) / (self.last - self.first)
+
+
+class _WithoutMark(RecordProcessor):
+    """The runner's path with the exactly-once transaction taken out: the handler runs bare.
+    A decomposition for the table only; services never run this."""
+
+    def _handle_once(self, event: CloudEvent) -> bool:
+        context = HandlerContext(db=cast(Any, None), consumer=self.group.name, source=self.source)
+        self.handler(event, context)
+        return False
+
+
+class _NoFollowUps:
+    def publish(self, event: CloudEvent) -> object:
+        raise AssertionError(f"the no-op handler caused {event.type}")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(callback)
+
+
+def fill(setting: Setting, topic: str, records: int) -> None:
+    """`records` Tide-encoded 200 B events (with their headers) on `topic`."""
+    producer = Producer(producer_config({"bootstrap.servers": setting.bootstrap}, 30))
+    for n in range(records):
+        encoded = setting.codec.encode(recommendation(200, n))
+        while True:
+            try:
+                producer.produce(topic, encoded.value, encoded.key, headers=list(encoded.headers))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+
+
+class Consumers:
+    """Builds one timed run of each consumer on the topic, each run a fresh group."""
+
+    def __init__(self, setting: Setting, base: ConsumerGroup, topic: str) -> None:
+        self.setting = setting
+        self.base = base
+        self.topic = topic
+
+    def _group(self) -> ConsumerGroup:
+        group = self.base.model_copy(update={"name": f"{self.base.name}-{next(_runs)}"})
+        ensure_topics(self.setting.client, list(self.setting.catalog.side_topics(group)))
+        return group.model_copy(update={"topics": (self.topic,)})
+
+    def _processor(self, group: ConsumerGroup, clock: Clock, *, mark: bool) -> RecordProcessor:
+        kind = RecordProcessor if mark else _WithoutMark
+        return kind(
+            group=group,
+            handler=lambda _event, _context: clock.tick(),
+            codec=self.setting.codec,
+            database=self.setting.postgres_dsn,
+            publisher=_NoFollowUps(),
+            source="/bench",
+        )
+
+    def sync_runner(self, records: int, *, mark: bool) -> Path:
+        def run() -> float:
+            group = self._group()
+            finished = threading.Event()
+            clock = Clock(records, finished.set)
+            processor = self._processor(group, clock, mark=mark)
+            runner = ConsumerRunner(group, processor, {"bootstrap.servers": self.setting.bootstrap})
+            thread = threading.Thread(target=runner.run, daemon=True)
+            thread.start()
+            finished.wait(timeout=600)
+            runner.stop()
+            thread.join(timeout=60)
+            processor.close()
+            return clock.rate
+
+        return run
+
+    def async_runner(self, records: int, *, mark: bool) -> Path:
+        async def consume() -> float:
+            group = self._group()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            clock = Clock(records, lambda: _call_soon(loop, stop.set))
+            processor = self._processor(group, clock, mark=mark)
+            runner = AsyncConsumerRunner(
+                group, processor, {"bootstrap_servers": self.setting.bootstrap}
+            )
+            await asyncio.wait_for(runner.run(stop), timeout=600)
+            processor.close()
+            return clock.rate
+
+        return lambda: asyncio.run(consume())
+
+    def bare_confluent(self, records: int) -> Path:
+        """poll, count, store the offset (auto-commit), as the runner's client is configured."""
+
+        def run() -> float:
+            client = {"bootstrap.servers": self.setting.bootstrap}
+            consumer = Consumer(consumer_config(client, self._group()))
+            consumer.subscribe([self.topic])
+            clock = Clock(records, lambda: None)
+            while clock.count < records:
+                for message in consumer.consume(100, timeout=0.5):
+                    if message.error() is None:
+                        clock.tick()
+                        consumer.store_offsets(message)
+            consumer.close()
+            return clock.rate
+
+        return run
+
+    def bare_aiokafka(self, records: int) -> Path:
+        """getmany, count, commit every second, as the async runner does."""
+
+        async def consume() -> float:
+            consumer = AIOKafkaConsumer(
+                self.topic,
+                bootstrap_servers=self.setting.bootstrap,
+                group_id=self._group().name,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            clock = Clock(records, lambda: None)
+            last_commit = time.monotonic()
+            try:
+                while clock.count < records:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=100)
+                    for messages in batches.values():
+                        for _message in messages:
+                            clock.tick()
+                    if time.monotonic() - last_commit >= 1.0:
+                        await consumer.commit()
+                        last_commit = time.monotonic()
+                await consumer.commit()
+            finally:
+                await consumer.stop()
+            return clock.rate
+
+        return lambda: asyncio.run(consume())
+
+
+def java_ceiling(bootstrap: str, topic: str, records: int) -> float:
+    """ConsumerPerformance's fetch rate (records/s once the group is joined)."""
+    command = [
+        *("java", "-cp", runtime_classpath("kafka"), "org.apache.kafka.tools.ConsumerPerformance"),
+        *("--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(records)),
+        *("--group", f"bench-java-{next(_runs)}", "--timeout", "60000"),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
+    header, values = (line for line in out.splitlines() if "," in line)
+    columns = dict(zip(re.split(r",\s*", header), re.split(r",\s*", values), strict=True))
+    return float(columns["fetch.nMsg.sec"])
+
+
+def measure(setting: Setting, mode: Mode) -> list[Row]:
+    records = 20_000 * mode.scale
+    marked = 2_000 * mode.scale  # one PostgreSQL commit each: ~100x slower than the rest
+    # A topic of its own: the produce benchmark's bare records (no envelope) would be
+    # undecodable here and turn this into a dead-letter benchmark.
+    source = setting.catalog.topic(str(setting.catalog.event(RECOMMENDATION).topic))
+    topic = f"{source.name}-consume"
+    ensure_topics(setting.client, [source.model_copy(update={"name": topic})])
+    base = next(g for g in setting.catalog.consumer_groups if source.name in g.topics)
+    fill(setting, topic, records)
+    consumers = Consumers(setting, base, topic)
+
+    sync = interleaved(
+        {
+            "tide": consumers.sync_runner(marked, mark=True),
+            "tide-unmarked": consumers.sync_runner(records, mark=False),
+            "bare": consumers.bare_confluent(records),
+        },
+        mode,
+    )
+    ceiling = java_ceiling(setting.bootstrap, topic, records)
+    asynchronous = interleaved(
+        {
+            "tide": consumers.async_runner(marked, mark=True),
+            "tide-unmarked": consumers.async_runner(records, mark=False),
+            "bare": consumers.bare_aiokafka(records),
+        },
+        mode,
+    )
+    java = f"Java ConsumerPerformance {ceiling:,.0f}/s (ceiling)"
+    rows = []
+    for path, rounds, runner, bare, extra in (
+        ("consume", sync, "sync runner", "bare confluent-kafka poll loop", java),
+        ("consume async", asynchronous, "async runner", "bare aiokafka getmany loop", ""),
+    ):
+        for name, what in (
+            ("tide", "decode, schema check, no-op handler, exactly-once mark, offset store"),
+            ("tide-unmarked", "the same without the exactly-once mark (decomposition)"),
+        ):
+            rows.append(
+                Row(
+                    path=path,
+                    case="200 B",
+                    ours=f"{runner}: {what}",
+                    baseline=bare,
+                    ratio=rounds.ratio(name, "bare"),
+                    target=TARGET,
+                    ours_rate=rounds.spread(name).median,
+                    baseline_rate=rounds.spread("bare").median,
+                    extra=extra,
+                )
+            )
+    return rows
