@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer
@@ -26,6 +27,7 @@ from tests.harness.maven import runtime_classpath
 from bench.measure import Mode, Path, Row, interleaved
 from bench.payloads import RECOMMENDATION, recommendation
 from bench.setting import Setting
+from tide.codecs.json_schema import Encoded
 from tide.events.envelope import CloudEvent
 from tide.handlers import HandlerContext
 from tide.kafka.async_consumer import AsyncConsumerRunner
@@ -67,10 +69,13 @@ class _WithoutMark(RecordProcessor):
     """The runner's path with the exactly-once transaction taken out: the handler runs bare.
     A decomposition for the table only; services never run this."""
 
-    def _handle_once(self, event: CloudEvent) -> bool:
+    def _attempt(
+        self, events: Sequence[CloudEvent]
+    ) -> tuple[list[bool], tuple[int, Exception] | None]:
         context = HandlerContext(db=cast(Any, None), consumer=self.group.name, source=self.source)
-        self.handler(event, context)
-        return False
+        for event in events:
+            self.handler(event, context)
+        return [False] * len(events), None
 
 
 class _NoFollowUps:
@@ -82,11 +87,13 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
     loop.call_soon_threadsafe(callback)
 
 
-def fill(setting: Setting, topic: str, records: int) -> None:
-    """`records` Tide-encoded 200 B events (with their headers) on `topic`."""
+def fill(setting: Setting, topic: str, records: int) -> list[Encoded]:
+    """`records` Tide-encoded 200 B events (with their headers) on `topic`; returns them."""
     producer = Producer(producer_config({"bootstrap.servers": setting.bootstrap}, 30))
+    sent = []
     for n in range(records):
         encoded = setting.codec.encode(recommendation(200, n))
+        sent.append(encoded)
         while True:
             try:
                 producer.produce(topic, encoded.value, encoded.key, headers=list(encoded.headers))
@@ -94,6 +101,17 @@ def fill(setting: Setting, topic: str, records: int) -> None:
             except BufferError:
                 producer.poll(0.05)
     assert producer.flush(60) == 0
+    return sent
+
+
+def decode_alone(setting: Setting, records: list[Encoded]) -> float:
+    """The codec's decode (envelope, JSON, schema check) over the records, in memory: the
+    most any runner that trusts nothing it reads could do on this machine."""
+    decode = setting.codec.decode
+    started = time.perf_counter()
+    for record in records:
+        decode(record.topic, record.value, record.headers)
+    return len(records) / (time.perf_counter() - started)
 
 
 class Consumers:
@@ -217,38 +235,39 @@ def java_ceiling(bootstrap: str, topic: str, records: int) -> float:
 
 def measure(setting: Setting, mode: Mode) -> list[Row]:
     records = 20_000 * mode.scale
-    marked = 2_000 * mode.scale  # one PostgreSQL commit each: ~100x slower than the rest
     # A topic of its own: the produce benchmark's bare records (no envelope) would be
     # undecodable here and turn this into a dead-letter benchmark.
     source = setting.catalog.topic(str(setting.catalog.event(RECOMMENDATION).topic))
     topic = f"{source.name}-consume"
     ensure_topics(setting.client, [source.model_copy(update={"name": topic})])
     base = next(g for g in setting.catalog.consumer_groups if source.name in g.topics)
-    fill(setting, topic, records)
+    sent = fill(setting, topic, records)
     consumers = Consumers(setting, base, topic)
 
     sync = interleaved(
         {
-            "tide": consumers.sync_runner(marked, mark=True),
+            "tide": consumers.sync_runner(records, mark=True),
             "tide-unmarked": consumers.sync_runner(records, mark=False),
             "bare": consumers.bare_confluent(records),
         },
         mode,
     )
     ceiling = java_ceiling(setting.bootstrap, topic, records)
+    decoding = statistics.median(decode_alone(setting, sent) for _ in range(mode.rounds))
     asynchronous = interleaved(
         {
-            "tide": consumers.async_runner(marked, mark=True),
+            "tide": consumers.async_runner(records, mark=True),
             "tide-unmarked": consumers.async_runner(records, mark=False),
             "bare": consumers.bare_aiokafka(records),
         },
         mode,
     )
-    java = f"Java ConsumerPerformance {ceiling:,.0f}/s (ceiling)"
+    decoded = f"codec.decode alone, in memory, {decoding:,.0f}/s"
+    java = f"Java ConsumerPerformance {ceiling:,.0f}/s (ceiling); {decoded}"
     rows = []
     for path, rounds, runner, bare, extra in (
         ("consume", sync, "sync runner", "bare confluent-kafka poll loop", java),
-        ("consume async", asynchronous, "async runner", "bare aiokafka getmany loop", ""),
+        ("consume async", asynchronous, "async runner", "bare aiokafka getmany loop", decoded),
     ):
         for name, what in (
             ("tide", "decode, schema check, no-op handler, exactly-once mark, offset store"),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -14,14 +12,20 @@ _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-@contextmanager
-def correlation(correlation_id: str | None) -> Iterator[None]:
-    """Every log line inside carries this correlation id."""
-    token = _correlation.set(correlation_id)
-    try:
-        yield
-    finally:
-        _correlation.reset(token)
+class correlation:  # noqa: N801 - used as a function: `with correlation(id):`
+    """Every log line inside carries this correlation id. A class, not a generator-based
+    context manager: it wraps every record a consumer handles (bench/)."""
+
+    __slots__ = ("_id", "_token")
+
+    def __init__(self, correlation_id: str | None) -> None:
+        self._id = correlation_id
+
+    def __enter__(self) -> None:
+        self._token = _correlation.set(self._id)
+
+    def __exit__(self, *_exc: object) -> None:
+        _correlation.reset(self._token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -114,6 +114,24 @@ def test_arbitrary_bytes_never_crash_the_decoder(value: bytes) -> None:
         EventCodec(CATALOG).decode("video-events", value, [])
 
 
+def test_a_header_that_is_not_utf8_is_undecodable_naming_it() -> None:
+    codec = EventCodec(CATALOG)
+    good = codec.encode(rated())
+    headers = [(k, b"\xff\xfe" if k == "ce_id" else v) for k, v in good.headers]
+    with pytest.raises(UndecodableRecordError, match="header 'ce_id' is not UTF-8"):
+        codec.decode(good.topic, good.value, headers)
+
+
+@given(st.sampled_from(["ce_id", "ce_type", "ce_source", "content-type"]), st.binary(max_size=40))
+def test_arbitrary_header_bytes_never_crash_the_decoder(header: str, value: bytes) -> None:
+    """A consumer must route any record it cannot read to the DLQ, never crash on it."""
+    codec = EventCodec(CATALOG)
+    good = codec.encode(rated())
+    headers = [(k, value if k == header else v) for k, v in good.headers]
+    with contextlib.suppress(UndecodableRecordError):
+        codec.decode(good.topic, good.value, headers)
+
+
 def test_caused_events_have_stable_ids_and_carry_the_chain() -> None:
     cause = rated()
     first = cause.caused("recommendation.generated", "/recommendation", {"user_id": "u1"})

@@ -3,7 +3,7 @@
 It commits processed offsets itself (auto-commit off): every second, on every
 revoke and on shutdown. aiokafka has no cooperative rebalancing, so a rebalance
 stops the whole group briefly; the sync runner is the one to choose for large
-groups. Handlers are synchronous functions and run in a worker thread.
+groups. Handlers are synchronous functions and run in a worker thread, a batch at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from tide.kafka.consumer import UNAVAILABLE_BACKOFF_S
 from tide.kafka.dead_letters import NOT_BEFORE, Route
-from tide.kafka.processing import Record, RecordProcessor
+from tide.kafka.processing import Outcome, Record, RecordProcessor
 from tide.topology import ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ class AsyncConsumerRunner:
             while not stop.is_set():
                 self._resume_due()
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=self.batch)
-                for tp, messages in batches.items():
-                    for message in messages:
-                        if stop.is_set() or tp in self.paused:
-                            break
-                        await self._handle(tp, message)
+                await self._handle(stop, self._ready(batches))
                 if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
                     await self.commit()
                     last_commit = time.monotonic()
@@ -91,23 +87,48 @@ class AsyncConsumerRunner:
             await self._consumer.stop()
             await self._producer.stop()
 
-    async def _handle(self, tp: TopicPartition, message: Any) -> None:
-        assert self._consumer is not None
-        headers = [(k, v) for k, v in (message.headers or ()) if v is not None]
-        record = Record(tp.topic, tp.partition, message.offset, message.key, message.value, headers)
-        if tp.topic in self._retry_topics:
-            due_ms = int(record.text_headers().get(NOT_BEFORE, "0"))
-            if due_ms > time.time() * 1000:
-                self._pause(tp, message.offset, due_ms / 1000)
-                return
-        outcome = await asyncio.to_thread(self.processor.process, record)
+    def _ready(self, batches: dict[TopicPartition, list[Any]]) -> list[Record]:
+        """The records to process now: not those of a paused partition, nor a retry that is
+        not yet due (which pauses its partition)."""
+        ready = []
+        for tp, messages in batches.items():
+            for message in messages:
+                if tp in self.paused:
+                    break
+                headers = [(k, v) for k, v in (message.headers or ()) if v is not None]
+                record = Record(
+                    tp.topic, tp.partition, message.offset, message.key, message.value, headers
+                )
+                if tp.topic in self._retry_topics:
+                    due_ms = int(record.text_headers().get(NOT_BEFORE, "0"))
+                    if due_ms > time.time() * 1000:
+                        self._pause(tp, message.offset, due_ms / 1000)
+                        break
+                ready.append(record)
+        return ready
+
+    async def _handle(self, stop: asyncio.Event, ready: list[Record]) -> None:
+        # Handlers are synchronous: one worker-thread hop per batch, not per record. A
+        # stop finishes the batch in hand (one transaction), not the whole poll.
+        while ready and not stop.is_set():
+            outcomes = await asyncio.to_thread(self.processor.process_batch, ready)
+            for record, outcome in zip(ready, outcomes, strict=False):
+                await self._settle(record, outcome)
+            ready = [
+                r
+                for r in ready[len(outcomes) :]
+                if TopicPartition(r.topic, r.partition) not in self.paused
+            ]
+
+    async def _settle(self, record: Record, outcome: Outcome) -> None:
+        tp = TopicPartition(record.topic, record.partition)
         if outcome.unavailable is not None:
-            self._pause(tp, message.offset, time.time() + UNAVAILABLE_BACKOFF_S)
+            self._pause(tp, record.offset, time.time() + UNAVAILABLE_BACKOFF_S)
             return
         if outcome.route is not None and not await self._produce(record, outcome.route):
-            self._pause(tp, message.offset, time.time() + UNAVAILABLE_BACKOFF_S)
+            self._pause(tp, record.offset, time.time() + UNAVAILABLE_BACKOFF_S)
             return
-        self._done[tp] = message.offset + 1
+        self._done[tp] = record.offset + 1
 
     async def _produce(self, record: Record, route: Route) -> bool:
         assert self._producer is not None

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from tide import metrics
 from tide.kafka.dead_letters import NOT_BEFORE, Route
-from tide.kafka.processing import Record, RecordProcessor
+from tide.kafka.processing import Outcome, Record, RecordProcessor
 from tide.kafka.producer import producer_config
 from tide.topology import ConsumerGroup
 
@@ -71,7 +71,7 @@ class ConsumerRunner:
         self._last_lag = 0.0
 
     def stop(self) -> None:
-        """Ask the loop to finish the record in hand, commit and close (SIGTERM calls this)."""
+        """Ask the loop to finish the batch in hand, commit and close (SIGTERM calls this)."""
         self._stop.set()
 
     def run(self) -> None:
@@ -83,45 +83,65 @@ class ConsumerRunner:
         try:
             while not self._stop.is_set():
                 self._resume_due()
-                for message in self._consumer.consume(self.batch, timeout=0.5):
-                    if self._stop.is_set():
-                        break
-                    self._handle(message)
+                messages = self._consumer.consume(self.batch, timeout=0.5)
+                self._handle([r for m in messages if (r := self._ready(m)) is not None])
                 self._report_lag()
         finally:
             self._close()
 
-    def _handle(self, message: Message) -> None:
+    def _ready(self, message: Message) -> Record | None:
+        """The record to process now; None for an error event, a paused partition's
+        leftovers or a retry that is not yet due (which pauses its partition)."""
         error = message.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
-                return
+                return None
             if error.fatal():
                 raise KafkaException(error)
             log.warning("consumer error: %s", error)
-            return
+            return None
         record = Record.of(message)
-        topic, partition, offset = record.topic, record.partition, record.offset
-        if (topic, partition) in self._paused:
-            return  # fetched before the pause; re-read after the seek
-        if topic in self._retry_topics:
+        if (record.topic, record.partition) in self._paused:
+            return None  # fetched before the pause; re-read after the seek
+        if record.topic in self._retry_topics:
             due_ms = int(record.text_headers().get(NOT_BEFORE, "0"))
             if due_ms > time.time() * 1000:
-                self._pause(topic, partition, offset, due_ms / 1000)
-                return
-        outcome = self.processor.process(record)
+                self._pause(record.topic, record.partition, record.offset, due_ms / 1000)
+                return None
+        return record
+
+    def _handle(self, ready: list[Record]) -> None:
+        # A stop finishes the batch in hand (one transaction), not the whole poll.
+        while ready and not self._stop.is_set():
+            outcomes = self.processor.process_batch(ready)
+            done: dict[tuple[str, int], int] = {}
+            for record, outcome in zip(ready, outcomes, strict=False):
+                if self._settle(record, outcome):
+                    done[record.topic, record.partition] = record.offset + 1
+            self._store(done)
+            ready = [
+                r for r in ready[len(outcomes) :] if (r.topic, r.partition) not in self._paused
+            ]
+
+    def _settle(self, record: Record, outcome: Outcome) -> bool:
+        """Carry out an outcome; True when the record is done and its offset may be stored."""
+        topic, partition, offset = record.topic, record.partition, record.offset
         if outcome.unavailable is not None:
             self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
-            return
+            return False
         if outcome.route is not None and not self._produce(record, outcome.route):
             self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
-            return
-        try:
-            self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset + 1)])
-        except KafkaException as exc:
-            # The partition moved to another member while this record was in hand (a
-            # process frozen past the session timeout); the new owner dedupes it.
-            log.warning("%s/%d@%d done, but no longer ours: %s", topic, partition, offset, exc)
+            return False
+        return True
+
+    def _store(self, done: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in done.items():
+            try:
+                self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset)])
+            except KafkaException as exc:
+                # The partition moved to another member while its records were in hand
+                # (a process frozen past the session timeout); the new owner dedupes them.
+                log.warning("%s/%d@%d done, but no longer ours: %s", topic, partition, offset, exc)
 
     def _produce(self, record: Record, route: Route) -> bool:
         """Copy the record to its retry topic or DLQ and wait for the broker's ack."""

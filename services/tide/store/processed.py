@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
+
+
+def mark_processed(
+    db: psycopg.Connection[Any], consumer: str, event_ids: Sequence[str]
+) -> set[str]:
+    """Mark the ids processed by `consumer` (in the caller's transaction); returns those that
+    were not yet, which are the ones to handle. One statement for a whole batch."""
+    rows = db.execute(
+        "INSERT INTO processed_events (consumer, event_id) SELECT %s, unnest(%s::text[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        (consumer, list(event_ids)),
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def handle_once(
@@ -26,12 +39,7 @@ def handle_once(
     derived ids again, and their consumers dedupe those in turn.
     """
     with db.transaction():
-        first = db.execute(
-            "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING 1",
-            (context.consumer, event.id),
-        ).fetchone()
-        if first is None:
+        if not mark_processed(db, context.consumer, [event.id]):
             return True
         for caused in handler(event, context) or ():
             emit(caused)

@@ -1,0 +1,191 @@
+"""The processor's batches on real PostgreSQL: one transaction per batch, and a failure that
+ends its batch without costing the records around it their exactly-once effects."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+import psycopg
+import pytest
+
+from tests.conftest import unique
+from tide.codecs.json_schema import EventCodec
+from tide.errors import TransientError
+from tide.events.envelope import CloudEvent
+from tide.handlers import Handler, HandlerContext
+from tide.kafka.dead_letters import ATTEMPT, DeadLetterReason
+from tide.kafka.processing import Record, RecordProcessor
+from tide.kafka.producer import EventPublisher
+from tide.topology import Catalog, ConsumerGroup
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def rating(user: str) -> CloudEvent:
+    return CloudEvent(
+        type="video.rated", source="/test", data={"user_id": user, "video_id": "v1", "rating": 4}
+    )
+
+
+def records(codec: EventCodec, *events: CloudEvent) -> list[Record]:
+    """The records a consumer would fetch for these events (one partition, in order)."""
+    found = []
+    for offset, event in enumerate(events):
+        encoded = codec.encode(event)
+        found.append(Record(encoded.topic, 0, offset, encoded.key, encoded.value, encoded.headers))
+    return found
+
+
+class Effects:
+    """A handler that writes one row per event in the handler's transaction, counts its
+    calls, and fails for the users it is told to."""
+
+    def __init__(self, database: str, table: str, failing: frozenset[str] = frozenset()) -> None:
+        self.database = database
+        self.table = table
+        self.failing = failing
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, event: CloudEvent, ctx: HandlerContext) -> Iterable[CloudEvent]:
+        user = str(event.data["user_id"])
+        self.calls[user] += 1
+        if user in self.failing:
+            raise TransientError(f"{user} is failing")
+        ctx.db.execute(f"INSERT INTO {self.table} (user_id) VALUES (%s)", (user,))  # noqa: S608
+        return ()
+
+    def rows(self) -> Counter[str]:
+        with psycopg.connect(self.database) as conn:
+            found = conn.execute(f"SELECT user_id FROM {self.table}")  # noqa: S608
+            return Counter(row[0] for row in found)
+
+
+@pytest.fixture
+def table(database: str) -> Iterator[str]:
+    """A private effects table; its unique key is checked at commit, as a deferred
+    constraint, so a handler can make a whole batch's commit fail."""
+    name = unique("effects").replace("-", "_")
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {name} (user_id text NOT NULL,"
+            " UNIQUE (user_id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    yield name
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE {name}")
+
+
+@pytest.fixture
+def group(catalog: Catalog) -> ConsumerGroup:
+    rated = next(g for g in catalog.consumer_groups if g.name.startswith("badges"))
+    return rated.model_copy(update={"name": unique("g")})
+
+
+def processor(
+    group: ConsumerGroup, handler: Handler, catalog: Catalog, database: str, sink: EventPublisher
+) -> RecordProcessor:
+    return RecordProcessor(
+        group=group,
+        handler=handler,
+        codec=EventCodec(catalog),
+        database=database,
+        publisher=sink,
+        source="/test",
+    )
+
+
+def test_a_batch_is_handled_once_and_a_repeated_event_in_it_is_a_duplicate(
+    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+) -> None:
+    handler = Effects(database, table)
+    a, b = rating("a"), rating("b")
+    batch = records(EventCodec(catalog), a, b, a)
+    runner = processor(group, handler, catalog, database, publisher)
+    try:
+        outcomes = runner.process_batch(batch)
+        again = runner.process_batch(batch[:1])
+    finally:
+        runner.close()
+    assert [(o.done, o.duplicate) for o in outcomes] == [(True, False), (True, False), (True, True)]
+    assert again[0].duplicate, "a redelivered event must not run its handler again"
+    assert handler.rows() == Counter({"a": 1, "b": 1})
+    assert handler.calls == Counter({"a": 1, "b": 1})
+
+
+def test_a_failing_record_ends_its_batch_runs_once_and_the_ones_before_it_commit_once(
+    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+) -> None:
+    handler = Effects(database, table, failing=frozenset({"b"}))
+    batch = records(EventCodec(catalog), rating("a"), rating("b"), rating("c"))
+    runner = processor(group, handler, catalog, database, publisher)
+    try:
+        first = runner.process_batch(batch)
+        rest = runner.process_batch(batch[len(first) :])
+    finally:
+        runner.close()
+    assert first[0].done
+    assert first[1].route is not None
+    assert first[1].route.topic == group.retry_topics[0]
+    assert first[1].route.headers[ATTEMPT] == "1"
+    assert len(first) == 2, "the batch must end at the failed record"
+    assert [o.done for o in rest] == [True]
+    assert handler.rows() == Counter({"a": 1, "c": 1}), "a's rolled-back run left no second row"
+    assert handler.calls["b"] == 1, "a failing handler runs once per delivery"
+
+
+def test_an_undecodable_record_ends_its_batch_and_goes_to_the_dlq(
+    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+) -> None:
+    handler = Effects(database, table)
+    good = records(EventCodec(catalog), rating("a"), rating("b"))
+    poison = Record(good[0].topic, 0, 1, b"k", b"{not json", [])
+    batch = [good[0], poison, good[1]]
+    runner = processor(group, handler, catalog, database, publisher)
+    try:
+        first = runner.process_batch(batch)
+        rest = runner.process_batch(batch[len(first) :])
+    finally:
+        runner.close()
+    assert len(first) == 2
+    assert first[0].done
+    assert first[1].route is not None
+    assert first[1].route.reason is DeadLetterReason.UNDECODABLE
+    assert [o.done for o in rest] == [True]
+    assert handler.rows() == Counter({"a": 1, "b": 1})
+
+
+def test_a_batch_whose_commit_fails_is_taken_one_record_at_a_time(
+    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+) -> None:
+    """Two events whose effects clash only at commit (a deferred unique key): the batch
+    cannot say which record is at fault, so it finds out one record at a time."""
+    handler = Effects(database, table)
+    clash = [rating("same"), rating("same")]  # two events (two ids), one key
+    batch = records(EventCodec(catalog), *clash)
+    runner = processor(group, handler, catalog, database, publisher)
+    try:
+        first = runner.process_batch(batch)
+        second = runner.process_batch(batch[len(first) :])
+    finally:
+        runner.close()
+    assert [o.done for o in first] == [True], "the first record alone commits"
+    assert len(second) == 1
+    assert second[0].route is not None
+    assert second[0].route.headers["tide-error-type"] == "UniqueViolation"
+    assert handler.rows() == Counter({"same": 1})
+
+
+def test_postgres_down_leaves_the_first_record_in_place(
+    catalog: Catalog, publisher: EventPublisher, group: ConsumerGroup, table: str, database: str
+) -> None:
+    closed = psycopg.conninfo.make_conninfo(database, port=1, connect_timeout=2)
+    handler = Effects(database, table)
+    runner = processor(group, handler, catalog, closed, publisher)
+    try:
+        outcomes = runner.process_batch(records(EventCodec(catalog), rating("a"), rating("b")))
+    finally:
+        runner.close()
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0].unavailable, psycopg.OperationalError)
+    assert handler.calls == Counter()
