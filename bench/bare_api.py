@@ -13,12 +13,12 @@ import json
 import threading
 from typing import Any
 
-import uvicorn
 from confluent_kafka import KafkaError, Message, Producer
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from tide.kafka.producer import producer_config
+from tide.launch import serve
 
 
 def create_app(bootstrap: str, topic: str) -> FastAPI:
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     args = parser.parse_args()
     app = create_app(args.bootstrap, args.topic)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    # Served exactly as Tide's services are, so the ratio compares the endpoints only.
+    serve(app, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

@@ -269,14 +269,22 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
         ("consume", sync, "sync runner", "bare confluent-kafka poll loop", java),
         ("consume async", asynchronous, "async runner", "bare aiokafka getmany loop", decoded),
     ):
-        for name, what in (
-            ("tide", "decode, schema check, no-op handler, exactly-once mark, offset store"),
-            ("tide-unmarked", "the same without the exactly-once mark (decomposition)"),
+        for name, case, what in (
+            (
+                "tide",
+                "200 B",
+                "decode, schema check, no-op handler, exactly-once mark, offset store",
+            ),
+            (
+                "tide-unmarked",
+                "200 B, no mark",
+                "the same without the exactly-once mark (decomposition)",
+            ),
         ):
             rows.append(
                 Row(
                     path=path,
-                    case="200 B",
+                    case=case,
                     ours=f"{runner}: {what}",
                     baseline=bare,
                     ratio=rounds.ratio(name, "bare"),
