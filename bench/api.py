@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.measure import Mode, Row, Spread
+from bench.measure import Mode, Row, Spread, alternating
 from bench.payloads import watch_completed
 from bench.setting import Setting
 from tide.chaos.processes import LocalPlatform, ServiceProcess, free_port
@@ -119,8 +119,9 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
     with servers(setting) as urls:
         for url in urls.values():  # warm-up
             attack(url, body, rate=0, seconds=seconds)
-        for _ in range(mode.rounds):
-            for name, url in urls.items():
+        for n in range(mode.rounds):
+            for name in alternating(list(urls), n):
+                url = urls[name]
                 peak = attack(url, body, rate=0, seconds=seconds)
                 runs[name]["peak"].append(peak)
                 for share in (0.5, 0.8):

@@ -86,15 +86,22 @@ class Rounds:
 
 
 def interleaved(paths: Mapping[str, Path], mode: Mode, *, warmups: int = 1) -> Rounds:
-    """Warm each path up, then run them one after another `mode.rounds` times."""
+    """Warm each path up, then run them one after another `mode.rounds` times, in reverse
+    order every other round: whichever runs second inherits the broker's and the
+    collector's state from the first, which measurably favours one side (bench/notes.md)."""
     for _ in range(warmups):
         for run in paths.values():
             run()
     result = Rounds({name: [] for name in paths})
-    for _ in range(mode.rounds):
-        for name, run in paths.items():
-            result.rates[name].append(run())
+    for n in range(mode.rounds):
+        for name in alternating(list(paths), n):
+            result.rates[name].append(paths[name]())
     return result
+
+
+def alternating(items: list[str], round_: int) -> list[str]:
+    """`items` in order on even rounds, reversed on odd ones."""
+    return items if round_ % 2 == 0 else items[::-1]
 
 
 def timed(count: int, run: Callable[[], None]) -> Path:

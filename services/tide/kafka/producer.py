@@ -38,10 +38,6 @@ class Delivery:
     offset: int
 
 
-# Receives an event's outcome from its delivery report, on the callback thread.
-Settle = Callable[[Delivery | PublishError], None]
-
-
 def producer_config(client: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     return {
         **client,
@@ -80,19 +76,17 @@ class EventPublisher:
     def send(self, event: CloudEvent) -> Future[Delivery]:
         """Queue an event; the future completes when the broker acknowledged it (or failed)."""
         done: Future[Delivery] = Future()
-
-        def settle(result: Delivery | PublishError) -> None:
-            if isinstance(result, PublishError):
-                done.set_exception(result)
-            else:
-                done.set_result(result)
-
-        self._produce(event, settle)
+        self._produce(event, done.set_result, done.set_exception)
         return done
 
-    def _produce(self, event: CloudEvent, settle: Settle) -> None:
-        """Encode and queue an event; `settle` gets its Delivery or PublishError from the
-        delivery report (on the callback thread). Raises PublishError if it cannot be queued."""
+    def _produce(
+        self,
+        event: CloudEvent,
+        resolve: Callable[[Delivery], object],
+        reject: Callable[[PublishError], object],
+    ) -> None:
+        """Encode and queue an event; its delivery report calls `resolve` or `reject` (on the
+        callback thread). Raises PublishError if it cannot be queued."""
         if self._closing.is_set():
             raise PublishError(f"{event.type} {event.id}: the publisher is closed")
         encoded = self.codec.encode(event)
@@ -100,10 +94,10 @@ class EventPublisher:
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             if error is not None:
                 metrics.PUBLISH_FAILURES.labels(event.type, error.name()).inc()
-                settle(PublishError(f"{event.type} {event.id}: {error.str()}"))
+                reject(PublishError(f"{event.type} {event.id}: {error.str()}"))
             else:
                 self._counter(event.type, encoded.topic).inc()
-                settle(
+                resolve(
                     Delivery(str(message.topic()), message.partition() or 0, message.offset() or 0)
                 )
 
@@ -160,7 +154,7 @@ class EventPublisher:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, result)
 
-        self._produce(event, deliver)
+        self._produce(event, deliver, deliver)
         try:
             async with asyncio.timeout(self.timeout_s + 1):
                 return await done
