@@ -4,7 +4,7 @@ ends its batch without costing the records around it their exactly-once effects.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
 import pytest
@@ -82,31 +82,44 @@ def group(catalog: Catalog) -> ConsumerGroup:
     return rated.model_copy(update={"name": unique("g")})
 
 
+Processors = Callable[..., RecordProcessor]
+
+
+@pytest.fixture
 def processor(
-    group: ConsumerGroup, handler: Handler, catalog: Catalog, database: str, sink: EventPublisher
-) -> RecordProcessor:
-    return RecordProcessor(
-        group=group,
-        handler=handler,
-        codec=EventCodec(catalog),
-        database=database,
-        publisher=sink,
-        source="/test",
-    )
+    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup
+) -> Iterator[Processors]:
+    """Factory: a processor for `group` running `handler` (on `dsn`, else the harness's
+    database); each is closed after the test."""
+    made: list[RecordProcessor] = []
+
+    def make(handler: Handler, dsn: str = database) -> RecordProcessor:
+        made.append(
+            RecordProcessor(
+                group=group,
+                handler=handler,
+                codec=EventCodec(catalog),
+                database=dsn,
+                publisher=publisher,
+                source="/test",
+            )
+        )
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
 
 
 def test_a_batch_is_handled_once_and_a_repeated_event_in_it_is_a_duplicate(
-    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+    catalog: Catalog, database: str, processor: Processors, table: str
 ) -> None:
     handler = Effects(database, table)
     a, b = rating("a"), rating("b")
     batch = records(EventCodec(catalog), a, b, a)
-    runner = processor(group, handler, catalog, database, publisher)
-    try:
-        outcomes = runner.process_batch(batch)
-        again = runner.process_batch(batch[:1])
-    finally:
-        runner.close()
+    runner = processor(handler)
+    outcomes = runner.process_batch(batch)
+    again = runner.process_batch(batch[:1])
     assert [(o.done, o.duplicate) for o in outcomes] == [(True, False), (True, False), (True, True)]
     assert again[0].duplicate, "a redelivered event must not run its handler again"
     assert handler.rows() == Counter({"a": 1, "b": 1})
@@ -114,16 +127,13 @@ def test_a_batch_is_handled_once_and_a_repeated_event_in_it_is_a_duplicate(
 
 
 def test_a_failing_record_ends_its_batch_runs_once_and_the_ones_before_it_commit_once(
-    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+    catalog: Catalog, database: str, processor: Processors, group: ConsumerGroup, table: str
 ) -> None:
     handler = Effects(database, table, failing=frozenset({"b"}))
     batch = records(EventCodec(catalog), rating("a"), rating("b"), rating("c"))
-    runner = processor(group, handler, catalog, database, publisher)
-    try:
-        first = runner.process_batch(batch)
-        rest = runner.process_batch(batch[len(first) :])
-    finally:
-        runner.close()
+    runner = processor(handler)
+    first = runner.process_batch(batch)
+    rest = runner.process_batch(batch[len(first) :])
     assert first[0].done
     assert first[1].route is not None
     assert first[1].route.topic == group.retry_topics[0]
@@ -135,18 +145,15 @@ def test_a_failing_record_ends_its_batch_runs_once_and_the_ones_before_it_commit
 
 
 def test_an_undecodable_record_ends_its_batch_and_goes_to_the_dlq(
-    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+    catalog: Catalog, database: str, processor: Processors, table: str
 ) -> None:
     handler = Effects(database, table)
     good = records(EventCodec(catalog), rating("a"), rating("b"))
     poison = Record(good[0].topic, 0, 1, b"k", b"{not json", [])
     batch = [good[0], poison, good[1]]
-    runner = processor(group, handler, catalog, database, publisher)
-    try:
-        first = runner.process_batch(batch)
-        rest = runner.process_batch(batch[len(first) :])
-    finally:
-        runner.close()
+    runner = processor(handler)
+    first = runner.process_batch(batch)
+    rest = runner.process_batch(batch[len(first) :])
     assert len(first) == 2
     assert first[0].done
     assert first[1].route is not None
@@ -156,19 +163,16 @@ def test_an_undecodable_record_ends_its_batch_and_goes_to_the_dlq(
 
 
 def test_a_batch_whose_commit_fails_is_taken_one_record_at_a_time(
-    catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup, table: str
+    catalog: Catalog, database: str, processor: Processors, table: str
 ) -> None:
     """Two events whose effects clash only at commit (a deferred unique key): the batch
     cannot say which record is at fault, so it finds out one record at a time."""
     handler = Effects(database, table)
     clash = [rating("same"), rating("same")]  # two events (two ids), one key
     batch = records(EventCodec(catalog), *clash)
-    runner = processor(group, handler, catalog, database, publisher)
-    try:
-        first = runner.process_batch(batch)
-        second = runner.process_batch(batch[len(first) :])
-    finally:
-        runner.close()
+    runner = processor(handler)
+    first = runner.process_batch(batch)
+    second = runner.process_batch(batch[len(first) :])
     assert [o.done for o in first] == [True], "the first record alone commits"
     assert len(second) == 1
     assert second[0].route is not None
@@ -177,15 +181,12 @@ def test_a_batch_whose_commit_fails_is_taken_one_record_at_a_time(
 
 
 def test_postgres_down_leaves_the_first_record_in_place(
-    catalog: Catalog, publisher: EventPublisher, group: ConsumerGroup, table: str, database: str
+    catalog: Catalog, processor: Processors, table: str, database: str
 ) -> None:
     closed = psycopg.conninfo.make_conninfo(database, port=1, connect_timeout=2)
     handler = Effects(database, table)
-    runner = processor(group, handler, catalog, closed, publisher)
-    try:
-        outcomes = runner.process_batch(records(EventCodec(catalog), rating("a"), rating("b")))
-    finally:
-        runner.close()
+    runner = processor(handler, closed)
+    outcomes = runner.process_batch(records(EventCodec(catalog), rating("a"), rating("b")))
     assert len(outcomes) == 1
     assert isinstance(outcomes[0].unavailable, psycopg.OperationalError)
     assert handler.calls == Counter()

@@ -129,10 +129,6 @@ class RecordProcessor:
         self._seconds = metrics.HANDLER_SECONDS.labels(group.name)
         self._processed: dict[str, Counter] = {}
 
-    def process(self, record: Record) -> Outcome:
-        """One record in a transaction of its own."""
-        return self.process_batch([record])[0]
-
     def process_batch(self, records: Sequence[Record]) -> list[Outcome]:
         """Handle `records` in order, as many as can share one transaction.
 
