@@ -35,6 +35,7 @@ from tide.kafka.consumer import ConsumerRunner, consumer_config
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import producer_config
 from tide.kafka.topics import ensure_topics
+from tide.store.processed import Failure
 from tide.topology import ConsumerGroup
 
 TARGET = 0.7
@@ -69,9 +70,7 @@ class _WithoutMark(RecordProcessor):
     """The runner's path with the exactly-once transaction taken out: the handler runs bare.
     A decomposition for the table only; services never run this."""
 
-    def _attempt(
-        self, events: Sequence[CloudEvent]
-    ) -> tuple[list[bool], tuple[int, Exception] | None]:
+    def _attempt(self, events: Sequence[CloudEvent]) -> tuple[list[bool], Failure | None]:
         context = HandlerContext(db=cast(Any, None), consumer=self.group.name, source=self.source)
         for event in events:
             self.handler(event, context)

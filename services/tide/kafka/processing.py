@@ -25,7 +25,7 @@ from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
 from tide.observability import correlation
 from tide.routing import EventSink
-from tide.store.processed import mark_processed
+from tide.store.processed import Failure, emit_caused, handle_batch_once
 from tide.topology import ConsumerGroup
 
 log = logging.getLogger(__name__)
@@ -184,36 +184,17 @@ class RecordProcessor:
             return done
         return [*done, self._failure(records[index], events[index], failed)]
 
-    def _attempt(
-        self, events: Sequence[CloudEvent]
-    ) -> tuple[list[bool], tuple[int, Exception] | None]:
-        """One transaction: the marks, then the handler of each event not yet processed.
-        Returns which events were duplicates, and the first handler failure, which rolled
-        the whole transaction back."""
-        duplicates: list[bool] = []
-        failure: tuple[int, Exception] | None = None
+    def _attempt(self, events: Sequence[CloudEvent]) -> tuple[list[bool], Failure | None]:
+        """One transaction for the events (see handle_batch_once)."""
         db = self._connection()
-        with db.transaction():
-            first = mark_processed(db, self.group.name, [event.id for event in events])
-            for index, event in enumerate(events):
-                duplicates.append(event.id not in first)
-                if duplicates[-1]:
-                    continue
-                first.discard(event.id)  # the same id again in this batch is a duplicate
-                try:
-                    self._run(db, event)
-                except Exception as error:  # noqa: BLE001 - classified in _failure
-                    failure = (index, error)
-                    raise psycopg.Rollback from None
-        return duplicates, failure
+        return handle_batch_once(db, self.group.name, events, lambda event: self._run(db, event))
 
     def _run(self, db: psycopg.Connection[Any], event: CloudEvent) -> None:
         context = HandlerContext(db=db, consumer=self.group.name, source=self.source)
         started = time.perf_counter()
         with correlation(event.correlationid):
             try:
-                for caused in self.handler(event, context) or ():
-                    self.publisher.publish(caused)
+                emit_caused(self.handler, event, context, self.publisher.publish)
             finally:
                 self._seconds.observe(time.perf_counter() - started)
 

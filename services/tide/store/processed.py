@@ -10,6 +10,9 @@ import psycopg
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 
+# The first handler failure of a batch: the event's index and what it raised.
+Failure = tuple[int, Exception]
+
 
 def mark_processed(
     db: psycopg.Connection[Any], consumer: str, event_ids: Sequence[str]
@@ -24,6 +27,49 @@ def mark_processed(
     return {row[0] for row in rows}
 
 
+def handle_batch_once(
+    db: psycopg.Connection[Any],
+    consumer: str,
+    events: Sequence[CloudEvent],
+    run: Callable[[CloudEvent], None],
+) -> tuple[list[bool], Failure | None]:
+    """One transaction: mark the events processed by `consumer`, then `run` each that was
+    not yet (its handler, and the emitting of what it caused).
+
+    Returns which events were duplicates (nothing ran for them), and the first failure of
+    `run`, which rolled the whole transaction back. Errors of the marks or the commit
+    propagate. What a handler caused is emitted before the commit, so a crash in between
+    re-runs the handler, which emits the same derived ids again, and their consumers
+    dedupe those in turn.
+    """
+    duplicates: list[bool] = []
+    failure: Failure | None = None
+    with db.transaction():
+        first = mark_processed(db, consumer, [event.id for event in events])
+        for index, event in enumerate(events):
+            duplicates.append(event.id not in first)
+            if duplicates[-1]:
+                continue
+            first.discard(event.id)  # the same id again in this batch is a duplicate
+            try:
+                run(event)
+            except Exception as error:  # noqa: BLE001 - the caller classifies it
+                failure = (index, error)
+                raise psycopg.Rollback from None
+    return duplicates, failure
+
+
+def emit_caused(
+    handler: Handler,
+    event: CloudEvent,
+    context: HandlerContext,
+    emit: Callable[[CloudEvent], object],
+) -> None:
+    """Run `handler` and emit each event it caused."""
+    for caused in handler(event, context) or ():
+        emit(caused)
+
+
 def handle_once(
     db: psycopg.Connection[Any],
     context: HandlerContext,
@@ -31,16 +77,12 @@ def handle_once(
     event: CloudEvent,
     emit: Callable[[CloudEvent], object],
 ) -> bool:
-    """Run `handler` unless `context.consumer` already processed this event id.
-
-    Returns True for a duplicate (nothing ran). The handler's database effects
-    and the processed mark commit together; what it caused is emitted before the
-    commit, so a crash in between re-runs the handler, which emits the same
-    derived ids again, and their consumers dedupe those in turn.
-    """
-    with db.transaction():
-        if not mark_processed(db, context.consumer, [event.id]):
-            return True
-        for caused in handler(event, context) or ():
-            emit(caused)
-    return False
+    """Run `handler` unless `context.consumer` already processed this event id: a batch of
+    one. Returns True for a duplicate (nothing ran); a handler's error propagates, after
+    its effects and the mark were rolled back."""
+    duplicates, failure = handle_batch_once(
+        db, context.consumer, [event], lambda one: emit_caused(handler, one, context, emit)
+    )
+    if failure is not None:
+        raise failure[1]
+    return duplicates[0]
