@@ -24,9 +24,17 @@ KUBECTL_VERSION := 1.36.3
 PULUMI_VERSION  := $(shell $(PY) -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null || echo 3.272.0)
 PLATFORM        := $(shell uname -s | tr A-Z a-z)-$(shell uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
 
+# The deploy tier's control plane (tests/harness/controlplane.py), built from the Go module
+# proxy: kube-apiserver at the oldest Kubernetes Tide supports, and etcd.
+KUBE_VERSION  := $(shell sed -n 's/^KUBE_VERSION = "\(.*\)"/\1/p' tests/harness/controlplane.py)
+ETCD_VERSION  := $(shell sed -n 's/^ETCD_VERSION = "\(.*\)"/\1/p' tests/harness/controlplane.py)
+CONTROL_PLANE := $(TOOLS)/controlplane-$(KUBE_VERSION)
+
 # Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
-# Central), PostgreSQL, RabbitMQ, and promtool for alert-rule tests.
-SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus
+# Central), PostgreSQL, RabbitMQ, promtool for alert-rule tests, and Docker with
+# debootstrap and openssl for the deploy tier (Tide's image on a local base image).
+SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus \
+                   docker.io debootstrap openssl
 
 .PHONY: help
 help: ## list the targets
@@ -54,7 +62,14 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 .PHONY: tools
-tools: bin/helm bin/actionlint ## build helm and actionlint with `go install` (pinned) into the cache, link them into ./bin
+tools: bin/helm bin/actionlint control-plane ## build helm, actionlint, kube-apiserver and etcd from the Go module proxy (pinned) into the cache
+
+.PHONY: control-plane
+control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver and etcd for the deploy tier (once; 5-10 minutes)
+
+$(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }
+	bash tests/harness/tools/build-control-plane.sh $(KUBE_VERSION) $(ETCD_VERSION) $(CONTROL_PLANE)
 
 bin/actionlint: Makefile
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build actionlint"; exit 1; }

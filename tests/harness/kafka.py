@@ -37,7 +37,12 @@ def _cluster_id() -> str:
 
 
 class KafkaBroker:
-    """Apache Kafka on 127.0.0.1 with its own storage; restartable on the same data and port."""
+    """Apache Kafka on 127.0.0.1 with its own storage; restartable on the same data and port.
+
+    A PLAINTEXT listener serves the tests; a SASL_PLAINTEXT (SCRAM-SHA-512) one serves
+    the deploy tier's containers, which run with the cluster's client settings and the
+    SCRAM users that tier creates as Strimzi's User Operator would.
+    """
 
     name = "Kafka"
 
@@ -45,6 +50,7 @@ class KafkaBroker:
         self.workdir = workdir
         self.port = port or free_port()
         self.controller_port = free_port()
+        self.sasl_port = free_port()
         self.log = workdir / "server.log"
         self._process: ManagedProcess | None = None
         self._formatted = False
@@ -53,6 +59,11 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SCRAM-SHA-512 listener; its users are made with the admin API."""
+        return f"127.0.0.1:{self.sasl_port}"
+
     def _write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         properties = {
@@ -60,11 +71,20 @@ class KafkaBroker:
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+                f"PLAINTEXT://127.0.0.1:{self.port},SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            ),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
             # One node: internal topics cannot have more replicas than brokers.
@@ -119,6 +139,7 @@ class KafkaBroker:
         """Start the broker (formatting storage the first time) and wait for metadata."""
         ensure_free(self.port, self.name)
         ensure_free(self.controller_port, f"{self.name} controller")
+        ensure_free(self.sasl_port, f"{self.name} SASL listener")
         config = self._write_config()
         if not self._formatted:
             self._format(config)

@@ -29,10 +29,12 @@ class PostgresServer:
 
     name = "PostgreSQL"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, password: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.password = secrets.token_hex(12)
+        self.password = password or secrets.token_hex(12)
         self.data = workdir / "data"
         self.log = workdir / "postgres.log"
         self.user = run_as("postgres")

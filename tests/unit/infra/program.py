@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import runpy
 from collections.abc import Iterator
@@ -72,6 +73,10 @@ class _Mocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"mock-password-{args.name}"
+        elif args.typ == "tls:index/privateKey:PrivateKey":
+            state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n"
+        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
+            state["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n"
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -83,7 +88,8 @@ def run(stack: str, config: dict[str, str] | None = None) -> Program:
     declared: dict[tuple[str, str], Declared] = {}
     # Pulumi's test runner drives the current event loop; async tests elsewhere in
     # the session may have closed theirs, so give it a fresh one.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     pulumi.runtime.set_mocks(_Mocks(declared), project="tide", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config if config is not None else stack_config(stack))
 
@@ -100,7 +106,18 @@ def run(stack: str, config: dict[str, str] | None = None) -> Program:
         del namespace
         return pulumi.Output.from_input(True)
 
-    program()
+    try:
+        program()
+    finally:
+        # Each run gets its own loop; an unclosed one is a ResourceWarning (an error here).
+        # pulumi.runtime.sync_await also gives each mock worker thread a loop of its own
+        # and never closes it: close those that are done too.
+        loop.close()
+        for leftover in gc.get_objects():
+            if isinstance(leftover, asyncio.AbstractEventLoop) and not (
+                leftover.is_running() or leftover.is_closed()
+            ):
+                leftover.close()
     return Program(stack=stack, resources=list(declared.values()))
 
 

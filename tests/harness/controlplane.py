@@ -1,0 +1,190 @@
+"""A real Kubernetes control plane on loopback: etcd and kube-apiserver, built from Go modules.
+
+No kubelet, scheduler or controller-manager runs: objects are stored, validated
+and admitted (strict field validation, CRD schemas, Pod Security, admission
+webhooks) exactly as a cluster's API server does, but nothing is reconciled.
+`make tools` builds both binaries once (tests/harness/tools/build-control-plane.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.harness.cache import cache_dir
+from tests.harness.errors import HarnessError
+from tests.harness.process import ManagedProcess, free_port
+from tide.waiting import wait_until
+
+# The oldest Kubernetes Tide supports; the binaries are built at exactly these versions.
+KUBE_VERSION = "v1.33.13"
+ETCD_VERSION = "v3.5.21"
+SERVICE_CIDR = "10.96.0.0/16"
+# The identity the tests act as: a member of system:masters, like a cluster admin.
+ADMIN_TOKEN = "tide-harness-admin"
+
+
+def tools_dir() -> Path:
+    return cache_dir() / "tools" / f"controlplane-{KUBE_VERSION}"
+
+
+def _binary(name: str) -> str:
+    path = tools_dir() / name
+    if not os.access(path, os.X_OK):
+        raise HarnessError(
+            name,
+            reason=f"not built at {path}",
+            fix="make tools   (builds kube-apiserver and etcd from the Go module proxy, once)",
+        )
+    return str(path)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(
+        ["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise HarnessError("openssl", reason=f"openssl {' '.join(args)}: {result.stderr.strip()}")
+
+
+def write_certificates(directory: Path, *, common_name: str, hosts: list[str]) -> None:
+    """A CA and a serving certificate for `hosts` (ca.crt, tls.crt, tls.key) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={common_name}-ca", "-keyout", "ca.key", "-out", "ca.crt",
+        cwd=directory,
+    )  # fmt: skip
+    san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
+    (directory / "san.cnf").write_text(f"subjectAltName={san}\n")
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
+        "-keyout", "tls.key", "-out", "tls.csr",
+        cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "tls.crt",
+        cwd=directory,
+    )  # fmt: skip
+
+
+class ControlPlane:
+    """etcd plus kube-apiserver on free loopback ports, with a kubeconfig for a cluster admin."""
+
+    name = "Kubernetes control plane"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
+        self.kubeconfig = workdir / "kubeconfig"
+        self._etcd: ManagedProcess | None = None
+        self._apiserver: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        etcd, apiserver = _binary("etcd"), _binary("kube-apiserver")
+        certs = self.workdir / "certs"
+        write_certificates(certs, common_name="kube-apiserver", hosts=["127.0.0.1", "localhost"])
+        _openssl("genrsa", "-out", "sa.key", "2048", cwd=certs)
+        _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=certs)
+        (certs / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+        self._etcd = ManagedProcess(
+            "etcd",
+            [
+                etcd,
+                "--name=harness",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{self.etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{self.etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{self.etcd_peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{self.etcd_peer_port}",
+                f"--initial-cluster=harness=http://127.0.0.1:{self.etcd_peer_port}",
+                # Throwaway data: durability only costs time on a busy disk.
+                "--unsafe-no-fsync",
+            ],
+            log=self.workdir / "etcd.log",
+        )
+        self._apiserver = ManagedProcess(
+            "kube-apiserver",
+            [
+                apiserver,
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={certs}",
+                f"--tls-cert-file={certs / 'tls.crt'}",
+                f"--tls-private-key-file={certs / 'tls.key'}",
+                f"--client-ca-file={certs / 'ca.crt'}",
+                f"--token-auth-file={certs / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--anonymous-auth=false",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={certs / 'sa.pub'}",
+                f"--service-account-signing-key-file={certs / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # No kubelets: nothing would keep the `kubernetes` Endpoints current.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+            ],
+            log=self.workdir / "kube-apiserver.log",
+        )
+        self._etcd.start()
+        self._apiserver.start()
+        self._write_kubeconfig(certs / "ca.crt")
+        try:
+            wait_until(
+                self.ready,
+                timeout=timeout,
+                what=f"kube-apiserver answering /readyz on {self.url}",
+                interval=0.5,
+                alive=lambda: self._apiserver.exit_reason() or self._etcd.exit_reason(),  # type: ignore[union-attr]
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            log = self._apiserver.log
+            self.stop()
+            raise HarnessError(self.name, reason=str(exc), log=log) from exc
+
+    def ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.workdir / "certs" / "ca.crt"))
+        url, auth = f"{self.url}/readyz", {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        request = urllib.request.Request(url, headers=auth)  # noqa: S310 - https on loopback
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - https on loopback
+                request, timeout=2, context=context
+            ) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _write_kubeconfig(self, ca: Path) -> None:
+        self.kubeconfig.write_text(
+            f"""apiVersion: v1
+kind: Config
+clusters:
+- name: harness
+  cluster: {{server: "{self.url}", certificate-authority: "{ca}"}}
+users:
+- name: admin
+  user: {{token: "{ADMIN_TOKEN}"}}
+contexts:
+- name: harness
+  context: {{cluster: harness, user: admin}}
+current-context: harness
+"""
+        )
+
+    def stop(self) -> None:
+        for process in (self._apiserver, self._etcd):
+            if process is not None:
+                process.stop(timeout=20)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd from the Go module proxy at pinned versions into OUT_DIR.
+#
+# `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` is refused because
+# k8s.io/kubernetes replaces its staging modules with local paths. A throwaway
+# module requires k8s.io/kubernetes and points each staging module at its
+# published v0.x release (same minor and patch), read from kubernetes' own go.mod.
+set -euo pipefail
+kube_version=${1:?kube version, e.g. v1.33.13}
+etcd_version=${2:?etcd version, e.g. v3.5.21}
+out=${3:?output directory}
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local
+
+if [ ! -x "$out/kube-apiserver" ]; then
+  echo "building kube-apiserver $kube_version from the Go module proxy (5-10 minutes on 2 cores)"
+  staging_version="v0.${kube_version#v1.}"
+  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+  mkdir -p "$work/apiserver"
+  {
+    echo "module tide.local/controlplane"
+    echo "go 1.24"
+    echo "require k8s.io/kubernetes $kube_version"
+    sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/.*#replace \1 => \1 '"$staging_version"'#p' "$gomod"
+  } >"$work/apiserver/go.mod"
+  (cd "$work/apiserver" && CGO_ENABLED=0 go build -trimpath \
+     -ldflags "-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kube_version" | cut -d. -f2)" \
+     -o "$out/kube-apiserver.part" k8s.io/kubernetes/cmd/kube-apiserver)
+  mv "$out/kube-apiserver.part" "$out/kube-apiserver"
+fi
+
+if [ ! -x "$out/etcd" ]; then
+  echo "building etcd $etcd_version from the Go module proxy"
+  mkdir -p "$work/etcd"
+  printf 'module tide.local/etcd\ngo 1.24\nrequire go.etcd.io/etcd/server/v3 %s\n' "$etcd_version" >"$work/etcd/go.mod"
+  (cd "$work/etcd" && go get "go.etcd.io/etcd/server/v3@$etcd_version" >/dev/null 2>&1 && \
+   CGO_ENABLED=0 go build -trimpath -o "$out/etcd.part" go.etcd.io/etcd/server/v3)
+  mv "$out/etcd.part" "$out/etcd"
+fi
