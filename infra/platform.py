@@ -70,7 +70,9 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
     )
     users = KafkaUsers(
         "kafka-users",
-        KafkaUsersArgs(apps_namespace=ns.apps, catalog=catalog, tls=config.kafka.tls),
+        KafkaUsersArgs(
+            apps_namespace=ns.apps, catalog=catalog, cluster_ca_cert=kafka.cluster_ca_cert
+        ),
         opts=pulumi.ResourceOptions(depends_on=[kafka]),
     )
     rabbitmq = RabbitMQ(
@@ -106,7 +108,7 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
             postgres_host=postgres.host,
             tide_image=config.image,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[postgres.cluster]),
+        opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database]),
     )
     autoscaling = Autoscaling(
         "keda",

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
+from infra.components.kafka import CA_CERT_KEY
 from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from tide.topology import Catalog
@@ -16,9 +17,12 @@ from tide.topology import Catalog
 KEDA_REPOSITORY = "https://kedacore.github.io/charts"
 
 
-def scaler_values(catalog: Catalog, service: str, kafka_bootstrap: str) -> dict[str, Any]:
+def scaler_values(
+    catalog: Catalog, service: str, kafka_bootstrap: str, *, tls: bool = False
+) -> dict[str, Any]:
     """The chart's `autoscaling` values: one Kafka lag trigger per topic a group reads
-    (KEDA scales to the busiest), or a queue-length trigger for a RabbitMQ worker."""
+    (KEDA scales to the busiest), or a queue-length trigger for a RabbitMQ worker.
+    On a TLS listener KEDA verifies the brokers with the cluster CA from the same Secret."""
     groups = catalog.groups_of(service)
     workers = catalog.workers_of(service)
     if groups:
@@ -47,6 +51,7 @@ def scaler_values(catalog: Catalog, service: str, kafka_bootstrap: str) -> dict[
                 "username": "username",
                 "password": "password",
                 "tls": "tls",
+                **({"ca": CA_CERT_KEY} if tls else {}),
             },
         }
     elif workers:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -30,7 +33,15 @@ def tide_job(
     env: dict[str, pulumi.Input[str]] | None = None,
     opts: pulumi.ResourceOptions,
 ) -> k8s.batch.v1.Job:
-    """A Job that Pulumi waits on: the dependents of a migration run only after it succeeded."""
+    """A Job that Pulumi waits on: the dependents of a migration run only after it succeeded.
+
+    A Job's pod template is immutable, and a finished Job must run again when
+    its image or command changes (a new Tide version migrates its schema). So
+    the Job's name carries a digest of what it runs: an upgrade creates a new
+    Job and Pulumi deletes the old one, an unchanged deploy leaves it be. No
+    `ttlSecondsAfterFinished`: a Job Kubernetes deleted by itself would drift
+    out of Pulumi's state, and the next `pulumi up` would fail to update it.
+    """
     variables = [
         k8s.core.v1.EnvVarArgs(
             name=var,
@@ -41,12 +52,24 @@ def tide_job(
         for var, (secret, key) in env_from_secrets.items()
     ]
     variables += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in (env or {}).items()]
+    runs = json.dumps(
+        {
+            "image": f"{image.repository}:{image.tag}",
+            "command": command,
+            "secrets": sorted(env_from_secrets.items()),
+            # Values known now; an Output (a generated secret) cannot be hashed before it exists.
+            "env": {k: v if isinstance(v, str) else "<output>" for k, v in (env or {}).items()},
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(runs.encode()).hexdigest()[:10]
     return k8s.batch.v1.Job(
         name,
-        metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace, labels=JOB_LABELS),
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            name=f"{name}-{digest}", namespace=namespace, labels=JOB_LABELS
+        ),
         spec=k8s.batch.v1.JobSpecArgs(
             backoff_limit=6,
-            ttl_seconds_after_finished=3600,
             template=k8s.core.v1.PodTemplateSpecArgs(
                 metadata=k8s.meta.v1.ObjectMetaArgs(labels=JOB_LABELS),
                 spec=k8s.core.v1.PodSpecArgs(

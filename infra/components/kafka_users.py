@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra.components.base import PlatformComponent
-from infra.components.kafka import CLUSTER_NAME
+from infra.components.kafka import CA_CERT_KEY, CLUSTER_NAME, WAIT_READY
 from tide.topology import Catalog
 
 SASL_MECHANISM = "SCRAM-SHA-512"
@@ -62,7 +62,8 @@ def _acl(kind: str, name: str, operations: list[str]) -> dict[str, Any]:
 class KafkaUsersArgs:
     apps_namespace: str
     catalog: Catalog
-    tls: bool
+    # The cluster CA (PEM) on a TLS stack: clients and KEDA verify the brokers with it.
+    cluster_ca_cert: pulumi.Output[str] | None
 
 
 class KafkaUsers(PlatformComponent):
@@ -102,7 +103,12 @@ class KafkaUsers(PlatformComponent):
                     "sasl-mechanism": SASL_MECHANISM,
                     # The same facts in the spelling KEDA's Kafka scaler reads.
                     "sasl": "scram_sha512",
-                    "tls": "enable" if args.tls else "disable",
+                    "tls": "enable" if args.cluster_ca_cert is not None else "disable",
+                    **(
+                        {CA_CERT_KEY: args.cluster_ca_cert}
+                        if args.cluster_ca_cert is not None
+                        else {}
+                    ),
                 },
                 opts=self.child(),
             )
@@ -115,6 +121,8 @@ class KafkaUsers(PlatformComponent):
                     name=principal,
                     namespace=args.apps_namespace,
                     labels={"strimzi.io/cluster": CLUSTER_NAME},
+                    # Ready once the User Operator has set the SCRAM credentials and ACLs.
+                    annotations=WAIT_READY,
                 ),
                 spec={
                     "authentication": {

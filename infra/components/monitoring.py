@@ -18,6 +18,24 @@ from tide.topology import Catalog
 PROMETHEUS_COMMUNITY = "https://prometheus-community.github.io/helm-charts"
 RELEASE = "tide-monitoring"
 
+# Pulumi's Helm Chart v4 renders without hooks (pulumi-kubernetes
+# provider/pkg/provider/helm/v4/chart.go sets DisableHooks). In kube-prometheus-stack
+# 77.6.2 only the hook Job in admission-webhooks/job-patch creates the
+# `<fullname>-admission` TLS Secret that the operator Deployment mounts when
+# `tls.enabled` (templates/prometheus-operator/deployment.yaml), and patches the
+# webhooks' caBundle. Without the hooks the operator never starts, so: no operator
+# TLS and no admission webhooks (they only validate PrometheusRule syntax, which
+# promtool checks in Tide's tests). KEDA, CloudNativePG and Strimzi charts have no
+# hooks; their operators make their own certificates.
+OPERATOR_WITHOUT_HOOKS = {
+    "tls": {"enabled": False},
+    "admissionWebhooks": {
+        "enabled": False,
+        "patch": {"enabled": False},
+        "certManager": {"enabled": False},
+    },
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class MonitoringArgs:
@@ -58,6 +76,7 @@ class Monitoring(PlatformComponent):
             namespace=args.namespace,
             values={
                 "fullnameOverride": RELEASE,
+                "prometheusOperator": OPERATOR_WITHOUT_HOOKS,
                 "nodeExporter": {"enabled": args.node_exporter},
                 "prometheus": {
                     "service": exposed(args.exposure.prometheus_node_port),

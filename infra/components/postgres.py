@@ -17,6 +17,11 @@ OWNER_SECRET = "tide-postgres-owner"  # noqa: S105 - a Secret's name
 APPS_SECRET = "postgres"  # noqa: S105 - a Secret's name
 DATABASE = "tide"
 OWNER = "tide"
+# The schema registry keeps its own database and role: Apicurio's SQL storage
+# creates tables (among them `outbox`) that would collide with Tide's.
+REGISTRY_DATABASE = "registry"
+REGISTRY_ROLE = "registry"
+REGISTRY_SECRET = "tide-registry-postgres"  # noqa: S105 - a Secret's name
 PORT = 5432
 CNPG_REPOSITORY = "https://cloudnative-pg.github.io/charts"
 
@@ -36,6 +41,7 @@ class Postgres(PlatformComponent):
     """The event store's database; a Job applies Tide's migrations once the cluster is Ready."""
 
     cluster: k8s.apiextensions.CustomResource
+    registry_database: k8s.apiextensions.CustomResource
     host: str
     password: pulumi.Output[str]
     migrations: k8s.batch.v1.Job
@@ -61,6 +67,21 @@ class Postgres(PlatformComponent):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=OWNER_SECRET, namespace=args.namespace),
             type="kubernetes.io/basic-auth",
             string_data={"username": OWNER, "password": self.password},
+            opts=child,
+        )
+        registry_password = random.RandomPassword(
+            f"{name}-registry-password", length=32, special=False, opts=child
+        ).result
+        registry_secret = k8s.core.v1.Secret(
+            f"{name}-registry",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=REGISTRY_SECRET,
+                namespace=args.namespace,
+                # CloudNativePG reconciles a managed role's password from a labelled secret.
+                labels={"cnpg.io/reload": "true"},
+            ),
+            type="kubernetes.io/basic-auth",
+            string_data={"username": REGISTRY_ROLE, "password": registry_password},
             opts=child,
         )
         self.host = f"{CLUSTER_NAME}-rw.{args.namespace}.svc"
@@ -97,15 +118,43 @@ class Postgres(PlatformComponent):
                         "secret": {"name": OWNER_SECRET},
                     }
                 },
+                "managed": {
+                    "roles": [
+                        {
+                            "name": REGISTRY_ROLE,
+                            "ensure": "present",
+                            "login": True,
+                            "passwordSecret": {"name": REGISTRY_SECRET},
+                        }
+                    ]
+                },
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "256Mi"},
                     "limits": {"memory": "1Gi"},
                 },
             },
             opts=self.child(
-                depends_on=[operator, owner],
+                depends_on=[operator, owner, registry_secret],
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
             ),
+        )
+        self.registry_database = k8s.apiextensions.CustomResource(
+            f"{name}-registry-database",
+            api_version="postgresql.cnpg.io/v1",
+            kind="Database",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=f"{CLUSTER_NAME}-{REGISTRY_DATABASE}",
+                namespace=args.namespace,
+                # The operator sets status.applied once the database exists.
+                annotations={"pulumi.com/waitFor": "jsonpath={.status.applied}=true"},
+            ),
+            spec={
+                "name": REGISTRY_DATABASE,
+                "owner": REGISTRY_ROLE,
+                "cluster": {"name": CLUSTER_NAME},
+                "ensure": "present",
+            },
+            opts=self.child(depends_on=[self.cluster]),
         )
         self.migrations = tide_job(
             f"{name}-migrate",

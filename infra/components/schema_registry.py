@@ -9,7 +9,7 @@ import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
 from infra.components.jobs import RESTRICTED_CONTAINER, tide_job
-from infra.components.postgres import DATABASE, OWNER_SECRET, PORT
+from infra.components.postgres import PORT, REGISTRY_DATABASE, REGISTRY_SECRET
 from infra.config import Image
 
 NAME = "tide-registry"
@@ -44,11 +44,11 @@ class SchemaRegistry(PlatformComponent):
 
         def owner(key: str) -> k8s.core.v1.EnvVarSourceArgs:
             return k8s.core.v1.EnvVarSourceArgs(
-                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=OWNER_SECRET, key=key)
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=REGISTRY_SECRET, key=key)
             )
 
         probe = k8s.core.v1.HTTPGetActionArgs
-        jdbc_url = f"jdbc:postgresql://{args.postgres_host}:{PORT}/{DATABASE}"
+        jdbc_url = f"jdbc:postgresql://{args.postgres_host}:{PORT}/{REGISTRY_DATABASE}"
         self.deployment = k8s.apps.v1.Deployment(
             name,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
@@ -101,6 +101,17 @@ class SchemaRegistry(PlatformComponent):
                                     limits={"memory": "768Mi"},
                                 ),
                                 security_context=RESTRICTED_CONTAINER,
+                                volume_mounts=[
+                                    k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")  # noqa: S108
+                                ],
+                            )
+                        ],
+                        # The root filesystem is read-only; Quarkus and Vert.x create their
+                        # cache and upload directories under java.io.tmpdir (/tmp) at start.
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(
+                                name="tmp",
+                                empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="256Mi"),
                             )
                         ],
                     ),

@@ -11,15 +11,19 @@ import pulumi_kubernetes as k8s
 
 from infra.components.autoscaling import scaler_values
 from infra.components.base import PlatformComponent
-from infra.components.kafka_users import kafka_credentials_secret, uses_kafka
+from infra.components.kafka import CA_CERT_KEY
+from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
 from infra.components.postgres import APPS_SECRET as POSTGRES_SECRET
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from infra.config import StackConfig
+from tide.needs import Dependency, process_needs
 from tide.topology import Catalog, Role
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "tide-service"
 HTTP_PORT = 8080
+# Where a service finds the Kafka cluster CA on a TLS stack (TIDE_KAFKA_CA_LOCATION).
+KAFKA_CA_DIR = "/etc/tide/kafka-ca"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,29 +39,32 @@ class Endpoints:
 def service_values(
     catalog: Catalog, name: str, config: StackConfig, endpoints: Endpoints
 ) -> dict[str, Any]:
-    """The chart values of one service; everything it learns comes from here (12-factor)."""
+    """The chart values of one service; everything it learns comes from here (12-factor).
+
+    Its settings, secrets and egress follow from what its process needs
+    (`tide.needs`), the same needs `tide run` checks before it starts.
+    """
     service = catalog.service(name)
+    needs = process_needs(catalog, name)
     env: dict[str, str] = {"TIDE_SERVICE": service.name, "TIDE_LOG_FORMAT": "json"}
     secret_env: dict[str, dict[str, str]] = {}
-    egress_ports: list[int] = []
-    if uses_kafka(catalog, name):
-        env["TIDE_KAFKA_BOOTSTRAP"] = endpoints.kafka_bootstrap
-        env["TIDE_KAFKA_SECURITY_PROTOCOL"] = "SASL_SSL" if config.kafka.tls else "SASL_PLAINTEXT"
-        env["TIDE_SCHEMA_REGISTRY_URL"] = endpoints.schema_registry_url
-        secret = kafka_credentials_secret(name)
-        secret_env["TIDE_KAFKA_USERNAME"] = {"secret": secret, "key": "username"}
-        secret_env["TIDE_KAFKA_PASSWORD"] = {"secret": secret, "key": "password"}
-        secret_env["TIDE_KAFKA_SASL_MECHANISM"] = {"secret": secret, "key": "sasl-mechanism"}
-        egress_ports += [DATA_PORTS["kafka"], DATA_PORTS["registry"]]
-    if catalog.uses_rabbitmq(name):
-        secret_env["TIDE_RABBITMQ_URL"] = {
-            "secret": rabbitmq_credentials_secret(name),
-            "key": "url",
-        }
-        egress_ports.append(DATA_PORTS["rabbitmq"])
-    if service.uses_postgres:
-        secret_env["TIDE_POSTGRES_DSN"] = {"secret": POSTGRES_SECRET, "key": "dsn"}
-        egress_ports.append(DATA_PORTS["postgres"])
+    for dependency in needs.dependencies:
+        given, secrets = _dependency_env(dependency, name, config, endpoints)
+        env |= given
+        secret_env |= secrets
+    egress_ports = sorted({DATA_PORTS[dependency] for dependency in needs.dependencies})
+    secret_files: list[dict[str, str]] = []
+    if Dependency.KAFKA in needs.dependencies and config.kafka.tls:
+        # The brokers' certificates are signed by the cluster CA the program made
+        # (infra.components.kafka); each credentials Secret carries its certificate.
+        secret_files.append(
+            {
+                "secret": kafka_credentials_secret(name),
+                "key": CA_CERT_KEY,
+                "mountPath": KAFKA_CA_DIR,
+            }
+        )
+        env["TIDE_KAFKA_CA_LOCATION"] = f"{KAFKA_CA_DIR}/{CA_CERT_KEY}"
 
     is_api = service.role is Role.API
     node_port = config.exposure.api_node_port if name == "video-service" else None
@@ -74,6 +81,7 @@ def service_values(
         "http": {"port": HTTP_PORT},
         "env": env,
         "secretEnv": secret_env,
+        "secretFiles": secret_files,
         "service": {
             "type": config.exposure.service_type if is_api else "ClusterIP",
             "nodePort": node_port
@@ -89,15 +97,45 @@ def service_values(
             "ingressFromAnywhere": is_api,
             "metricsNamespace": endpoints.monitoring_namespace,
             "egress": (
-                [{"namespace": endpoints.data_namespace, "ports": sorted(set(egress_ports))}]
+                [{"namespace": endpoints.data_namespace, "ports": egress_ports}]
                 if egress_ports
                 else []
             ),
         },
         "serviceMonitor": {"enabled": True, "interval": "15s"},
-        "autoscaling": scaler_values(catalog, name, endpoints.kafka_bootstrap),
+        "autoscaling": scaler_values(
+            catalog, name, endpoints.kafka_bootstrap, tls=config.kafka.tls
+        ),
     }
     return values
+
+
+def _dependency_env(
+    dependency: Dependency, service: str, config: StackConfig, endpoints: Endpoints
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The variables (plain, and from Secrets in the apps namespace) that reach a dependency."""
+    match dependency:
+        case Dependency.KAFKA:
+            secret = kafka_credentials_secret(service)
+            protocol = "SASL_SSL" if config.kafka.tls else "SASL_PLAINTEXT"
+            return (
+                {
+                    dependency.variable: endpoints.kafka_bootstrap,
+                    "TIDE_KAFKA_SECURITY_PROTOCOL": protocol,
+                },
+                {
+                    "TIDE_KAFKA_USERNAME": {"secret": secret, "key": "username"},
+                    "TIDE_KAFKA_PASSWORD": {"secret": secret, "key": "password"},
+                    "TIDE_KAFKA_SASL_MECHANISM": {"secret": secret, "key": "sasl-mechanism"},
+                },
+            )
+        case Dependency.SCHEMA_REGISTRY:
+            return {dependency.variable: endpoints.schema_registry_url}, {}
+        case Dependency.RABBITMQ:
+            secret = rabbitmq_credentials_secret(service)
+            return {}, {dependency.variable: {"secret": secret, "key": "url"}}
+        case Dependency.POSTGRES:
+            return {}, {dependency.variable: {"secret": POSTGRES_SECRET, "key": "dsn"}}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
-from infra.components.kafka import CLUSTER_NAME
+from infra.components.kafka import CLUSTER_NAME, WAIT_READY
 from tide.topology import Catalog
 
 
@@ -40,7 +40,9 @@ class KafkaTopics(PlatformComponent):
                     name=topic.name,
                     namespace=args.namespace,
                     labels={"strimzi.io/cluster": CLUSTER_NAME},
-                    annotations={"tide.dev/description": topic.description},
+                    # Pulumi awaits a custom resource only when asked: services start
+                    # after the Topic Operator has made the topic, not before.
+                    annotations={"tide.dev/description": topic.description, **WAIT_READY},
                 ),
                 spec={
                     "partitions": topic.partitions,

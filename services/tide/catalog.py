@@ -85,7 +85,6 @@ CATALOG = Catalog(
             role=Role.API,
             description="event-sourced subscriptions; payments leave through the outbox",
             produces=("payment-events",),
-            uses_postgres=True,
         ),
         Service(
             name="recommendation",
@@ -97,19 +96,16 @@ CATALOG = Catalog(
             name="personalization",
             role=Role.CONSUMER,
             description="keeps a viewing profile per user in PostgreSQL",
-            uses_postgres=True,
         ),
         Service(
             name="analytics",
             role=Role.CONSUMER,
             description="concurrent viewers and quality distribution",
-            uses_postgres=True,
         ),
         Service(
             name="badges",
             role=Role.CONSUMER,
             description="awards badges for viewing milestones",
-            uses_postgres=True,
         ),
         Service(
             name="notification-dispatch",
@@ -121,7 +117,6 @@ CATALOG = Catalog(
             name="notification-worker",
             role=Role.WORKER,
             description="delivers notification jobs; competing consumers",
-            uses_postgres=True,
         ),
     ),
     consumer_groups=(

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tide.catalog import CATALOG
+from tide.needs import command_needs
 from tide.observability import configure_logging
 from tide.settings import MissingSettingError, Settings
 
@@ -27,11 +28,15 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
 app.add_typer(topics_app, name="topics")
-err = Console(stderr=True)
+# Errors are single lines a log collector keeps whole: never wrapped at the terminal width.
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
+# A broker, database or registry did not answer. One-shot commands (the Jobs) exit
+# with it at once: Kubernetes restarts a Job's pod with its own backoff.
+EXIT_UNAVAILABLE = 4
 
 
 def _settings(*required: str) -> Settings:
@@ -101,10 +106,21 @@ def _run_all() -> None:
 @db_app.command("migrate")
 def migrate() -> None:
     """Apply the event store's migrations (idempotent; safe to run from several pods)."""
+    import psycopg  # noqa: PLC0415
+
     from tide.store.migrations import migrate as apply  # noqa: PLC0415
 
-    settings = _settings("postgres_dsn")
-    applied = apply(settings.postgres_dsn.get_secret_value())
+    settings = _settings(*command_needs(("db", "migrate")).required_settings)
+    dsn = settings.postgres_dsn.get_secret_value()
+    try:
+        applied = apply(dsn)
+    except psycopg.OperationalError as exc:
+        where = psycopg.conninfo.conninfo_to_dict(dsn)
+        err.print(
+            f"[red]error:[/] cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
+            f" (database {where.get('dbname')}): {str(exc).strip()}"
+        )
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     out.print(f"applied migrations: {applied}" if applied else "database is up to date")
 
 
@@ -112,14 +128,24 @@ def migrate() -> None:
 def register() -> None:
     """Register every catalog schema, with compatibility BACKWARD on its subject."""
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient  # noqa: PLC0415
+    from confluent_kafka.schema_registry.error import SchemaRegistryError  # noqa: PLC0415
 
     from tide.events.schemas import schema_text  # noqa: PLC0415
 
-    settings = _settings("schema_registry_url")
-    client = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+    settings = _settings(*command_needs(("registry", "register")).required_settings)
+    url = settings.schema_registry_url
+    client = SchemaRegistryClient.new_client({"url": url})
     for event in settings.catalog().events:
-        client.set_compatibility(event.subject, "BACKWARD")
-        schema_id = client.register_schema(event.subject, Schema(schema_text(event), "JSON"))
+        try:
+            client.set_compatibility(event.subject, "BACKWARD")
+            schema_id = client.register_schema(event.subject, Schema(schema_text(event), "JSON"))
+        except SchemaRegistryError as exc:
+            err.print(f"[red]error:[/] the schema registry at {url} refused {event.subject}: {exc}")
+            raise typer.Exit(1) from None
+        # The client raises its HTTP library's transport errors (httpx or httpx2, by install).
+        except Exception as exc:  # noqa: BLE001
+            err.print(f"[red]error:[/] cannot reach the schema registry at {url}: {exc}")
+            raise typer.Exit(EXIT_UNAVAILABLE) from None
         out.print(f"{event.subject}: schema id {schema_id}")
 
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from typing import assert_never
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,33 +20,48 @@ from tide.health import HealthServer
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
+from tide.needs import Dependency, Needs, NotRunnableError, Runner, process_needs, runner_of
 from tide.rabbitmq.bus import BlockingRabbitPublisher, QueueConsumer
 from tide.routing import EventRouter
 from tide.settings import Settings
-from tide.topology import Catalog, Role
+from tide.topology import Catalog
+
+# NotRunnableError lives with the needs that raise it; `tide run` catches it from here.
+__all__ = ["NotRunnableError", "check_needs", "run_service", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-class NotRunnableError(RuntimeError):
-    """The catalog names a service this build cannot run as a process."""
-
-
 def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
-    """Run `name` until SIGTERM or SIGINT; returns after a graceful drain."""
-    service = catalog.service(name)
-    if name == "video-service":
-        _run_api(settings, catalog)
-    elif name == "subscription":
-        _run_subscription(settings, catalog)
-    elif service.role is Role.CONSUMER:
-        _run_consumer_groups(name, settings, catalog)
-    elif service.role is Role.WORKER:
-        asyncio.run(_run_queue_workers(name, settings, catalog))
-    else:
-        raise NotRunnableError(f"service {name!r} has no process runner in this release")
-    if service.role is not Role.API:  # APIs log this themselves, before uvicorn re-raises SIGTERM
+    """Run `name` until SIGTERM or SIGINT; returns after a graceful drain.
+
+    Its needs (tide.needs) are checked first: the deployment renders its environment
+    from the same needs, so a process the chart deploys has what this check asks for.
+    """
+    needs = check_needs(name, settings, catalog)
+    runner = runner_of(catalog, name)
+    match runner:
+        case Runner.PLAYER_API:
+            _run_api(settings, catalog)
+        case Runner.SUBSCRIPTION_API:
+            _run_subscription(settings, catalog)
+        case Runner.CONSUMER_GROUPS:
+            _run_consumer_groups(name, settings, catalog, needs)
+        case Runner.QUEUE_WORKERS:
+            asyncio.run(_run_queue_workers(name, settings, catalog))
+        case unreachable:
+            assert_never(unreachable)
+    if runner in (Runner.CONSUMER_GROUPS, Runner.QUEUE_WORKERS):
+        # APIs log this themselves, before uvicorn re-raises SIGTERM.
         log.info("%s stopped cleanly", name)
+
+
+def check_needs(name: str, settings: Settings, catalog: Catalog) -> Needs:
+    """What `name` needs, once `settings` give it; MissingSettingError names each variable missing
+    (exit 3), NotRunnableError when no runner exists for it."""
+    needs = process_needs(catalog, name)
+    settings.require(*needs.required_settings)
+    return needs
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:
@@ -55,7 +71,6 @@ def serve(app: FastAPI, host: str, port: int) -> None:
 
 
 def _run_api(settings: Settings, catalog: Catalog) -> None:
-    settings.require("kafka_bootstrap")
     publisher = EventPublisher(
         settings.kafka_client_config(),
         EventCodec(catalog, settings.schema_registry_url),
@@ -67,7 +82,6 @@ def _run_api(settings: Settings, catalog: Catalog) -> None:
 
 
 def _run_subscription(settings: Settings, catalog: Catalog) -> None:
-    settings.require("kafka_bootstrap", "postgres_dsn")
     publisher = EventPublisher(
         settings.kafka_client_config(),
         EventCodec(catalog, settings.schema_registry_url),
@@ -77,14 +91,12 @@ def _run_subscription(settings: Settings, catalog: Catalog) -> None:
     serve(app, "0.0.0.0", settings.http_port)  # noqa: S104 - in a container
 
 
-def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog) -> None:
-    settings.require("kafka_bootstrap", "postgres_dsn")
+def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs: Needs) -> None:
     client = settings.kafka_client_config()
     codec = EventCodec(catalog, settings.schema_registry_url)
     kafka = EventPublisher(client, codec, timeout_s=settings.publish_timeout_s)
     rabbit = None
-    if catalog.uses_rabbitmq(name):
-        settings.require("rabbitmq_url")
+    if Dependency.RABBITMQ in needs.required:
         rabbit = BlockingRabbitPublisher(settings.rabbitmq_url.get_secret_value(), codec)
     router = EventRouter(codec, kafka, rabbit)
     dsn = settings.postgres_dsn.get_secret_value()
@@ -123,7 +135,6 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog) -> Non
 
 
 async def _run_queue_workers(name: str, settings: Settings, catalog: Catalog) -> None:
-    settings.require("rabbitmq_url", "postgres_dsn")
     codec = EventCodec(catalog, settings.schema_registry_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     kafka_username: str = ""
     kafka_password: SecretStr = SecretStr("")
+    kafka_ca_location: str = Field(
+        default="", description="PEM file of the CA that signs the brokers' TLS certificates"
+    )
     schema_registry_url: str = Field(default="", description="empty: validate locally, plain JSON")
     rabbitmq_url: SecretStr = SecretStr("")
     postgres_dsn: SecretStr = SecretStr("")
@@ -75,6 +78,8 @@ class Settings(BaseSettings):
             "security.protocol": self.kafka_security_protocol,
             "client.id": self.service or "tide",
         }
+        if self.kafka_ca_location:
+            config["ssl.ca.location"] = self.kafka_ca_location
         if self.kafka_security_protocol.startswith("SASL"):
             config |= {
                 "sasl.mechanism": self.kafka_sasl_mechanism,

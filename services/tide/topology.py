@@ -138,7 +138,6 @@ class Service(_Entry):
     http_port: int = Field(default=8080, ge=1024, le=65535)
     produces: tuple[TopicName, ...] = ()
     publishes_to_exchanges: tuple[K8sName, ...] = ()
-    uses_postgres: bool = False
     replicas: int = Field(
         default=1, ge=1, description="fixed replicas for services KEDA does not scale"
     )

@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from infra.components.namespaces import DATA_PORTS
 
 from tests.unit.infra.chart import CHART, by_kind, helm_run, render
 from tests.unit.infra.program import Program
 from tide.catalog import CATALOG
+from tide.needs import process_needs
 from tide.topology import Role
 
 
@@ -93,18 +95,12 @@ def test_api_services_have_fixed_replicas_and_no_scaled_object(program: Program)
         assert deployment["spec"]["replicas"] == service.replicas
 
 
-def test_network_policy_allows_only_what_the_catalog_declares(program: Program) -> None:
+def test_network_policy_allows_only_what_the_process_needs(program: Program) -> None:
     for service in CATALOG.services:
         (policy,) = by_kind(render(_values(program, service.name)), "NetworkPolicy")
         ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
-        expected: set[int] = set()
-        if CATALOG.topics_read_by(service.name) or CATALOG.topics_written_by(service.name):
-            expected |= {9092, 8080}
-        if CATALOG.uses_rabbitmq(service.name):
-            expected.add(5672)
-        if service.uses_postgres:
-            expected.add(5432)
-        assert ports == expected, service.name
+        needs = process_needs(CATALOG, service.name).dependencies
+        assert ports == {DATA_PORTS[dependency] for dependency in needs}, service.name
         for rule in policy["spec"]["egress"]:
             (peer,) = rule["to"]
             assert peer["namespaceSelector"]["matchLabels"] == {

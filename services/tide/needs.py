@@ -1,0 +1,139 @@
+"""What each Tide process connects to, from what `tide.launch` builds for it.
+
+The runner checks its settings against these needs before it starts, and the
+Pulumi program gives the process exactly the settings, secrets and egress these
+needs name: the deployment is derived from the code, never declared beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tide.catalog import CATALOG
+from tide.topology import Catalog, Role
+
+
+class NotRunnableError(RuntimeError):
+    """The catalog names a service this build cannot run as a process."""
+
+
+class Dependency(StrEnum):
+    """A platform service a process connects to; the value names its port in the data namespace."""
+
+    KAFKA = "kafka"
+    POSTGRES = "postgres"
+    RABBITMQ = "rabbitmq"
+    SCHEMA_REGISTRY = "registry"
+
+    @property
+    def setting(self) -> str:
+        """The `tide.settings.Settings` field that says where it is."""
+        return _SETTINGS[self]
+
+    @property
+    def variable(self) -> str:
+        """The environment variable that sets it."""
+        return f"TIDE_{self.setting.upper()}"
+
+
+_SETTINGS = {
+    Dependency.KAFKA: "kafka_bootstrap",
+    Dependency.POSTGRES: "postgres_dsn",
+    Dependency.RABBITMQ: "rabbitmq_url",
+    Dependency.SCHEMA_REGISTRY: "schema_registry_url",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Needs:
+    """What one process cannot start without, and what it uses when it is given."""
+
+    required: frozenset[Dependency] = frozenset()
+    # The registry: without a URL the codec validates locally and writes plain JSON
+    # (tide.codecs.json_schema), which is how tests and local runs work. A deployment
+    # has one, and a process there must reach it to read registry-framed records.
+    optional: frozenset[Dependency] = frozenset()
+
+    @property
+    def dependencies(self) -> tuple[Dependency, ...]:
+        """All a deployment gives the process (settings, secrets, egress), in a fixed order."""
+        return tuple(d for d in Dependency if d in self.required or d in self.optional)
+
+    @property
+    def required_settings(self) -> tuple[str, ...]:
+        """The settings the process exits 3 without (`Settings.require`)."""
+        return tuple(d.setting for d in Dependency if d in self.required)
+
+
+class Runner(StrEnum):
+    """How `tide.launch` runs a service: one runner per kind of process."""
+
+    PLAYER_API = "player-api"  # tide.apps.video_service: accepts events into Kafka
+    SUBSCRIPTION_API = "subscription-api"  # tide.apps.subscription: event store + outbox relay
+    CONSUMER_GROUPS = "consumer-groups"  # a ConsumerRunner per catalog consumer group
+    QUEUE_WORKERS = "queue-workers"  # a QueueConsumer per catalog queue worker
+
+
+# The HTTP services are applications, not catalog wiring: each is one module of tide.apps.
+_API_RUNNERS = {"video-service": Runner.PLAYER_API, "subscription": Runner.SUBSCRIPTION_API}
+
+_KAFKA_CODEC = frozenset({Dependency.SCHEMA_REGISTRY})
+
+
+def runner_of(catalog: Catalog, service_name: str) -> Runner:
+    """The runner `tide.launch` starts for a service; NotRunnableError when there is none."""
+    service = catalog.service(service_name)
+    if service.role is Role.CONSUMER:
+        return Runner.CONSUMER_GROUPS
+    if service.role is Role.WORKER:
+        return Runner.QUEUE_WORKERS
+    runner = _API_RUNNERS.get(service_name)
+    if runner is None:
+        raise NotRunnableError(f"service {service_name!r} has no process runner in this release")
+    return runner
+
+
+def process_needs(catalog: Catalog, service_name: str) -> Needs:
+    """What `tide run <service_name>` connects to, as its runner is built in `tide.launch`."""
+    runner = runner_of(catalog, service_name)
+    kafka, postgres = Dependency.KAFKA, Dependency.POSTGRES
+    match runner:
+        case Runner.PLAYER_API:
+            return Needs(required=frozenset({kafka}), optional=_KAFKA_CODEC)
+        case Runner.SUBSCRIPTION_API:
+            # Commands append to the event store; the outbox relay publishes to Kafka.
+            return Needs(required=frozenset({kafka, postgres}), optional=_KAFKA_CODEC)
+        case Runner.CONSUMER_GROUPS:
+            # Every group records its exactly-once marks in PostgreSQL (tide.store.processed),
+            # whatever its handler does; events bound for an exchange go through RabbitMQ.
+            required = {kafka, postgres}
+            if catalog.service(service_name).publishes_to_exchanges:
+                required.add(Dependency.RABBITMQ)
+            return Needs(required=frozenset(required), optional=_KAFKA_CODEC)
+        case Runner.QUEUE_WORKERS:
+            # AMQP bodies are plain JSON: no registry. Marks are kept in PostgreSQL.
+            return Needs(required=frozenset({Dependency.RABBITMQ, postgres}))
+
+
+# The one-shot commands the platform's Jobs run (infra/components/jobs.py).
+_COMMANDS: dict[tuple[str, ...], Needs] = {
+    ("db", "migrate"): Needs(required=frozenset({Dependency.POSTGRES})),
+    ("registry", "register"): Needs(required=frozenset({Dependency.SCHEMA_REGISTRY})),
+}
+
+
+def command_needs(command: Sequence[str], catalog: Catalog = CATALOG) -> Needs:
+    """What an image command line needs, e.g. `["tide", "db", "migrate"]`; `tide run <service>`
+    is that service's process_needs. LookupError for a command with no known needs."""
+    args = tuple(command)
+    if args[:1] == ("tide",):
+        args = args[1:]
+    if len(args) == 2 and args[0] == "run":
+        return process_needs(catalog, args[1])
+    needs = _COMMANDS.get(args)
+    if needs is None:
+        known = ", ".join(f"tide {' '.join(c)}" for c in (*_COMMANDS, ("run", "<service>")))
+        raise LookupError(f"no needs are known for `tide {' '.join(args)}`; known: {known}")
+    return needs
