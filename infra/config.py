@@ -10,6 +10,8 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from infra.image import SOURCE_TAG, source_digest
+
 NAMESPACE = "tide"
 
 
@@ -79,8 +81,15 @@ class Image(_Section):
     """The one Tide service image; the command line chooses the role."""
 
     repository: str = "tide"
+    # "source": the digest of the build context (infra.image), which `make up` tags.
     tag: str = "dev"
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+    @property
+    def reference(self) -> str:
+        """`repository:tag` as pods pull it, with tag `source` resolved to its digest."""
+        tag = source_digest() if self.tag == SOURCE_TAG else self.tag
+        return f"{self.repository}:{tag}"
 
 
 class Exposure(_Section):

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from infra import outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
+from infra.image import source_digest
 from infra.readiness import CUSTOM_READY, Pending, condition_pending, workload_pending
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,6 @@ BIN = ROOT / "bin"
 CLUSTER_CONFIG = ROOT / "k8s" / "kind" / "cluster.yaml"
 STATE = ROOT / ".pulumi"
 STACK = "kind"
-IMAGE = "tide:dev"  # Pulumi.kind.yaml: image tide:dev, pullPolicy Never
 
 app = typer.Typer(help="Tide on a local kind cluster.", no_args_is_help=True)
 console = Console()
@@ -109,10 +109,12 @@ def ensure_cluster() -> None:
 
 
 def load_image() -> None:
-    console.print(f"building {IMAGE} from services/Dockerfile")
-    _run("docker", "build", "--tag", IMAGE, "--file", "services/Dockerfile", ".")
-    _run(_tool("kind"), "load", "docker-image", IMAGE, "--name", _cluster_name())
-    console.print(f"[green]✓[/] {IMAGE} loaded into kind")
+    # Pulumi.kind.yaml asks for tag `source`: the program resolves it to this same digest.
+    image = f"tide:{source_digest()}"
+    console.print(f"building {image} from services/Dockerfile")
+    _run("docker", "build", "--tag", image, "--file", "services/Dockerfile", ".")
+    _run(_tool("kind"), "load", "docker-image", image, "--name", _cluster_name())
+    console.print(f"[green]✓[/] {image} loaded into kind")
 
 
 def pulumi_env() -> dict[str, str]:

@@ -54,7 +54,7 @@ def tide_job(
     variables += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in (env or {}).items()]
     runs = json.dumps(
         {
-            "image": f"{image.repository}:{image.tag}",
+            "image": image.reference,
             "command": command,
             "secrets": sorted(env_from_secrets.items()),
             # Values known now; an Output (a generated secret) cannot be hashed before it exists.
@@ -80,7 +80,7 @@ def tide_job(
                     containers=[
                         k8s.core.v1.ContainerArgs(
                             name="job",
-                            image=f"{image.repository}:{image.tag}",
+                            image=image.reference,
                             image_pull_policy=image.pull_policy,
                             args=command,
                             env=variables,

@@ -63,10 +63,12 @@ class Monitoring(PlatformComponent):
         ).result
 
         def exposed(node_port: int | None) -> dict[str, object]:
-            service: dict[str, object] = {"type": args.exposure.service_type}
-            if node_port is not None and args.exposure.service_type == "NodePort":
-                service["nodePort"] = node_port
-            return service
+            # Grafana and Prometheus reach the host only on kind (NodePorts kind maps to
+            # localhost). Prometheus has no login: on a cloud stack neither gets a
+            # LoadBalancer; reach them with kubectl port-forward.
+            if node_port is None or args.exposure.service_type != "NodePort":
+                return {"type": "ClusterIP"}
+            return {"type": "NodePort", "nodePort": node_port}
 
         self.stack = k8s.helm.v4.Chart(
             RELEASE,

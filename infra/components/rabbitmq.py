@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from tide.topology import Catalog
 CLUSTER_NAME = "tide-rabbitmq"
 AMQP_PORT = 5672
 DEFINITIONS_PATH = "/etc/tide/definitions"
+TOPOLOGY_ANNOTATION = "tide.dev/topology-digest"
 OPERATOR_MANIFEST = (
     "https://github.com/rabbitmq/cluster-operator/releases/download/v{version}/cluster-operator.yml"
 )
@@ -75,6 +77,11 @@ class RabbitMQ(PlatformComponent):
                 },
                 opts=child,
             )
+        # RabbitMQ loads definitions at boot only. A digest of the topology (without the
+        # passwords) on the pod template rolls the nodes when the catalog changes it, and
+        # each node imports the new definitions as it starts (additive: nothing is deleted).
+        topology = json.dumps(definitions(args.catalog, dict.fromkeys(users, "")), sort_keys=True)
+        topology_digest = hashlib.sha256(topology.encode()).hexdigest()[:12]
         document = pulumi.Output.all(**passwords).apply(
             lambda resolved: json.dumps(definitions(args.catalog, resolved), indent=2)
         )
@@ -119,6 +126,7 @@ class RabbitMQ(PlatformComponent):
                     "statefulSet": {
                         "spec": {
                             "template": {
+                                "metadata": {"annotations": {TOPOLOGY_ANNOTATION: topology_digest}},
                                 "spec": {
                                     "containers": [
                                         {
@@ -138,7 +146,7 @@ class RabbitMQ(PlatformComponent):
                                             "secret": {"secretName": "rabbitmq-definitions"},
                                         }
                                     ],
-                                }
+                                },
                             }
                         }
                     }

@@ -67,13 +67,13 @@ def service_values(
         env["TIDE_KAFKA_CA_LOCATION"] = f"{KAFKA_CA_DIR}/{CA_CERT_KEY}"
 
     is_api = service.role is Role.API
-    node_port = config.exposure.api_node_port if name == "video-service" else None
+    node_port = config.exposure.api_node_port
     values: dict[str, Any] = {
         "name": service.name,
         "role": str(service.role),
         "image": {
             "repository": config.image.repository,
-            "tag": config.image.tag,
+            "tag": config.image.reference.rsplit(":", 1)[1],
             "pullPolicy": config.image.pull_policy,
         },
         "args": list(service.command),
@@ -82,15 +82,17 @@ def service_values(
         "env": env,
         "secretEnv": secret_env,
         "secretFiles": secret_files,
+        # Only what the catalog calls public leaves the cluster; every other API is
+        # reached from inside it (kubectl port-forward for a person).
         "service": {
-            "type": config.exposure.service_type if is_api else "ClusterIP",
+            "type": config.exposure.service_type if service.public else "ClusterIP",
             "nodePort": node_port
-            if is_api and config.exposure.service_type == "NodePort"
+            if service.public and config.exposure.service_type == "NodePort"
             else None,
         },
         "podDisruptionBudget": {
             "enabled": config.pod_disruption_budgets,
-            "minAvailable": 1,
+            "maxUnavailable": 1,
         },
         "networkPolicy": {
             "enabled": True,

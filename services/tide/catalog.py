@@ -79,6 +79,7 @@ CATALOG = Catalog(
             description="HTTP API of the player: accepts watch events once Kafka has them",
             produces=("video-events", "video-heartbeat"),
             replicas=2,
+            public=True,
         ),
         Service(
             name="subscription",

@@ -138,6 +138,9 @@ class Service(_Entry):
     http_port: int = Field(default=8080, ge=1024, le=65535)
     produces: tuple[TopicName, ...] = ()
     publishes_to_exchanges: tuple[K8sName, ...] = ()
+    public: bool = Field(
+        default=False, description="reachable from outside the cluster (the stack's exposure)"
+    )
     replicas: int = Field(
         default=1, ge=1, description="fixed replicas for services KEDA does not scale"
     )

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from unittest.mock import patch
 
 import pytest
 from infra import outputs
 from infra.components.kafka_users import OPERATOR
+from infra.components.monitoring import RELEASE
+from infra.components.rabbitmq import TOPOLOGY_ANNOTATION
 from infra.config import ConfigError, parse
 
+from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Program, run, stack_config
 from tide.catalog import CATALOG
+from tide.topology import Queue
 
 
 def test_every_catalog_topic_has_a_kafka_topic_plus_retry_and_dlq_topics(program: Program) -> None:
@@ -192,3 +197,50 @@ def test_program_stops_on_bad_config_with_the_message() -> None:
     config = stack_config("kind") | {"tide:kafka": '{"brokers": -1}'}
     with pytest.raises(Exception, match=r"tide:kafka\.brokers"):
         run("kind", config)
+
+
+def test_only_the_player_api_leaves_the_cluster(program: Program) -> None:
+    exposed = []
+    for chart in program.of_type("helm.sh/v4:Chart"):
+        values = chart.inputs.get("values", {})
+        if "args" in values:  # a Tide service
+            for service in by_kind(render(values), "Service"):
+                if service["spec"]["type"] != "ClusterIP":
+                    exposed.append(service["metadata"]["name"])
+    assert exposed == ["video-service"]
+    monitoring = program.named("helm.sh/v4:Chart", RELEASE).inputs["values"]
+    for component in (monitoring["prometheus"], monitoring["grafana"]):
+        # Prometheus has no login: never a LoadBalancer; NodePorts only on kind.
+        expected = "NodePort" if program.stack == "kind" else "ClusterIP"
+        assert component["service"]["type"] == expected
+
+
+def test_disruption_budgets_let_a_node_drain_at_the_fewest_replicas(cloud: Program) -> None:
+    for service in CATALOG.services:
+        values = cloud.named("helm.sh/v4:Chart", service.name).inputs["values"]
+        (budget,) = by_kind(render(values), "PodDisruptionBudget")
+        fewest = values["autoscaling"].get("minReplicas", values["replicas"])
+        if values["autoscaling"]["enabled"] is False:
+            fewest = values["replicas"]
+        spec = budget["spec"]
+        allowed = (
+            spec["maxUnavailable"] if "maxUnavailable" in spec else fewest - spec["minAvailable"]
+        )
+        assert allowed >= 1, f"{service.name}: a drain could never evict its pod"
+
+
+def test_a_catalog_change_to_the_rabbitmq_topology_rolls_the_nodes() -> None:
+    # RabbitMQ reads its definitions at boot; a new digest on the pod template restarts the
+    # nodes one by one, and each imports the catalog's new queues as it starts.
+    def digest(program: Program) -> str:
+        (cluster,) = program.of_type(":RabbitmqCluster")
+        template = cluster.inputs["spec"]["override"]["statefulSet"]["spec"]["template"]
+        return str(template["metadata"]["annotations"][TOPOLOGY_ANNOTATION])
+
+    before = digest(run("kind"))
+    assert digest(run("kind")) == before, "an unchanged catalog must not restart RabbitMQ"
+    changed = CATALOG.model_copy(
+        update={"queues": (*CATALOG.queues, Queue(name="extra-queue", delivery_limit=3))}
+    )
+    with patch("tide.catalog.CATALOG", changed):
+        assert digest(run("kind")) != before
