@@ -34,7 +34,7 @@ CONTROL_PLANE := $(TOOLS)/controlplane-$(KUBE_VERSION)
 # Central), PostgreSQL, RabbitMQ, promtool for alert-rule tests, and Docker with
 # debootstrap and openssl for the deploy tier (Tide's image on a local base image).
 SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus \
-                   docker.io debootstrap openssl
+                   debootstrap openssl $(if $(shell command -v dockerd),,docker.io)
 
 .PHONY: help
 help: ## list the targets
@@ -65,7 +65,11 @@ $(STAMP): pyproject.toml
 tools: bin/helm bin/actionlint control-plane ## build helm, actionlint, kube-apiserver and etcd from the Go module proxy (pinned) into the cache
 
 .PHONY: control-plane
-control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver and etcd for the deploy tier (once; 5-10 minutes)
+control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd and the KEDA and CloudNativePG webhooks for the deploy tier (once; 10-20 minutes)
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build the webhooks"; exit 1; }
+	@keda=$$(sed -n 's/^KEDA_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
+	cnpg=$$(sed -n 's/^CNPG_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
+	bash tests/harness/tools/build-webhooks.sh $$keda $$cnpg $(TOOLS)/webhooks-keda-$$keda-cnpg-$$cnpg
 
 $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }
@@ -125,7 +129,7 @@ test: setup tools ## unit, integration and local chaos suites against real broke
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: setup tools ## only the unit tier (no brokers)
+test-unit: setup bin/helm ## only the unit tier (no brokers, no control plane)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: lint

@@ -23,6 +23,7 @@ from tests.deploy.rollout import FIRST_TAG, NEXT_TAG, prefix_of
 from tests.deploy.stack import Rendered
 from tests.harness.brokers import broker_dir
 from tests.harness.docker import DockerDaemon, build_service_image, docker
+from tests.harness.process import ensure_free
 
 # No Confluent-compatible registry installs here (README, "Schema registry"): services run
 # without one and validate against the schemas they ship; the registration Job must fail
@@ -75,6 +76,9 @@ def _run_job(workload: Workload, flags: list[str], image: str, name: str) -> tup
 
 
 def _run_service(workload: Workload, flags: list[str], image: str, name: str) -> str:
+    # Host networking, as the probes knock on loopback: the pod's port must be free here.
+    for port in workload.container.get("ports", []):
+        ensure_free(port["containerPort"], str(workload))
     container = start(workload, image, flags, name)
     began = time.monotonic()
     try:

@@ -9,7 +9,6 @@ built on it through its `PYTHON_IMAGE` build argument. Users keep the default.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -97,6 +96,11 @@ def image_exists(name: str) -> bool:
     return docker("image", "inspect", name, check=False).returncode == 0
 
 
+def _as_root(argv: list[str]) -> list[str]:
+    """debootstrap and chroot need root; elsewhere (a CI runner) sudo without a password."""
+    return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
+
+
 def base_image() -> str:
     """Debian bookworm with Python 3.11, made once by debootstrap and kept by the daemon."""
     if image_exists(BASE_IMAGE):
@@ -105,14 +109,16 @@ def base_image() -> str:
     rootfs = Path(tempfile.mkdtemp(prefix="tide-rootfs-"))
     try:
         result = subprocess.run(
-            [
-                debootstrap,
-                "--variant=minbase",
-                f"--include={BASE_PACKAGES}",
-                "bookworm",
-                str(rootfs),
-                DEBIAN_MIRROR,
-            ],
+            _as_root(
+                [
+                    debootstrap,
+                    "--variant=minbase",
+                    f"--include={BASE_PACKAGES}",
+                    "bookworm",
+                    str(rootfs),
+                    DEBIAN_MIRROR,
+                ]
+            ),
             capture_output=True,
             text=True,
             check=False,
@@ -122,14 +128,19 @@ def base_image() -> str:
             raise HarnessError(
                 "debootstrap", reason=f"bootstrapping bookworm failed: {result.stdout[-2000:]}"
             )
-        for anchor in HOST_CA_DIR.glob("*.crt"):
-            shutil.copy(anchor, rootfs / "usr/local/share/ca-certificates" / anchor.name)
+        anchors = [str(anchor) for anchor in HOST_CA_DIR.glob("*.crt")]
+        if anchors:
+            target = str(rootfs / "usr/local/share/ca-certificates")
+            subprocess.run(_as_root(["cp", *anchors, target]), capture_output=True, check=True)
         subprocess.run(
-            ["chroot", str(rootfs), "update-ca-certificates"], capture_output=True, check=True
+            _as_root(["chroot", str(rootfs), "update-ca-certificates"]),
+            capture_output=True,
+            check=True,
         )
-        for scratch in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            shutil.rmtree(rootfs / scratch, ignore_errors=True)
-        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        scratch = [str(rootfs / p) for p in ("var/cache/apt/archives", "var/lib/apt/lists")]
+        subprocess.run(_as_root(["rm", "-rf", *scratch]), capture_output=True, check=True)
+        tar_argv = _as_root(["tar", "-C", str(rootfs), "-c", "."])
+        with subprocess.Popen(tar_argv, stdout=subprocess.PIPE) as tar:
             imported = subprocess.run(
                 [require("docker"), "import", "-", BASE_IMAGE],
                 stdin=tar.stdout,
@@ -141,7 +152,7 @@ def base_image() -> str:
         if imported.returncode != 0:
             raise HarnessError("docker import", reason=imported.stderr.strip())
     finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
+        subprocess.run(_as_root(["rm", "-rf", str(rootfs)]), capture_output=True, check=False)
     return BASE_IMAGE
 
 
