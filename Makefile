@@ -125,8 +125,8 @@ chaos: setup ## the cluster chaos suite (tests/e2e) against the cluster in KUBEC
 	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test
-test: setup tools ## unit, integration and local chaos suites against real brokers (started here unless TIDE_* are set)
-	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+test: setup tools ## unit, deploy, integration and local chaos suites against real brokers and a real API server
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: setup bin/helm ## only the unit tier (no brokers, no control plane)

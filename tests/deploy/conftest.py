@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from infra.config import Versions
@@ -14,6 +15,7 @@ from tests.deploy.rollout import STACKS, deploy, first_render
 from tests.deploy.stack import Rendered
 from tests.harness.controlplane import ControlPlane
 from tests.harness.crds import crd_documents
+from tests.harness.webhooks import AdmissionWebhooks
 
 
 @pytest.fixture(scope="session")
@@ -27,14 +29,30 @@ def control_plane() -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
-def api(control_plane: ControlPlane) -> ApiServer:
-    """A cluster admin's client, with every CRD the program uses installed and established."""
+def api(control_plane: ControlPlane) -> Iterator[ApiServer]:
+    """A cluster admin's client, with every CRD the program uses installed and established,
+    and KEDA's and CloudNativePG's admission webhooks registered and consulted."""
     server = ApiServer(control_plane.kubeconfig)
     crds = crd_documents(Versions())
     rejected = server.apply_all(crds)
     assert not rejected, "upstream CRDs refused:\n" + "\n".join(map(str, rejected))
     server.wait_established(crd["metadata"]["name"] for crd in crds)
-    return server
+    webhooks = AdmissionWebhooks(
+        control_plane.workdir / "webhooks", kubeconfig=control_plane.kubeconfig
+    )
+    webhooks.start()
+    try:
+        rejected = server.apply_all(webhooks.configurations())
+        assert not rejected, "webhook configurations refused:\n" + "\n".join(map(str, rejected))
+        webhooks.wait_consulted(lambda probe: _refusal(server, probe))
+        yield server
+    finally:
+        webhooks.stop()
+
+
+def _refusal(server: ApiServer, document: dict[str, Any]) -> str | None:
+    rejection = server.apply(document, dry_run=True)
+    return rejection.message if rejection is not None else None
 
 
 @pytest.fixture(scope="session")

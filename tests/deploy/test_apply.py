@@ -38,7 +38,11 @@ def test_an_upgrade_to_a_new_image_and_config_applies_in_place_or_replaces(
         stack,
         prefix=prefix,
         image_tag=NEXT_TAG,
-        postgres={"instances": 3 if stack == "cloud" else 2, "storage": {"size": "4Gi"}},
+        # Storage only grows: CloudNativePG's webhook refuses to shrink a volume.
+        postgres={
+            "instances": 3 if stack == "cloud" else 2,
+            "storage": {"size": "100Gi" if stack == "cloud" else "2Gi"},
+        },
     )
     upgraded = render_stack(stack, config, prefix)
     before = {identity(o) for o in rendered[stack].objects}

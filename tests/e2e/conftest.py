@@ -1,19 +1,36 @@
 """The cluster chaos suite's view of a deployed Tide: the cluster in KUBECONFIG, the API and
-Kafka as the host reaches them (kind's NodePorts), Kafka as the tide-operator user."""
+Kafka as the host reaches them (kind's NodePorts), Kafka as the tide-operator user, and
+PostgreSQL through a port-forward, so the suite can count every event's effects."""
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
+from infra.components.postgres import APPS_SECRET, CLUSTER_NAME, PORT
 from kubernetes import client, config
+from psycopg.conninfo import make_conninfo
 
 from tide.catalog import CATALOG
+from tide.chaos.experiments import catalogue
+from tide.chaos.probes import Ledger
+from tide.chaos.processes import free_port
 from tide.topology import ConsumerGroup
+from tide.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+# How long the groups may take to drain, and notification jobs to be delivered, on a CI
+# runner (KEDA may first have to scale a group up from zero).
+DRAIN_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,11 @@ class Cluster:
     def group(self, service: str) -> ConsumerGroup:
         (group,) = CATALOG.groups_of(service)
         return group
+
+    def secret(self, name: str, key: str) -> str:
+        """One key of a Secret in the apps namespace (where each service's credentials are)."""
+        secret = self.core.read_namespaced_secret(name, self.apps_namespace)
+        return base64.b64decode((secret.data or {})[key]).decode()
 
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
@@ -70,3 +92,83 @@ def cluster() -> Cluster:
         },
         stack=os.environ.get("TIDE_E2E_STACK", "kind"),
     )
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """A `kubectl port-forward` this suite started, and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def exit_reason(self) -> str | None:
+        if self.process.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace")[-1500:]
+        return f"kubectl port-forward exited {self.process.returncode}:\n{tail}"
+
+
+def _kubectl() -> str:
+    """The Makefile's pinned kubectl (`make cluster-tools`), else the one on PATH."""
+    pinned = REPO / "bin" / "kubectl"
+    if pinned.exists():
+        return str(pinned)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("the cluster chaos suite needs kubectl: run `make cluster-tools`")
+    return found
+
+
+def _connects(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The DSN the services use, pointed at a port-forward to the primary (`-rw` Service)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("port-forward") / "kubectl.log"
+    target = f"svc/{CLUSTER_NAME}-rw"
+    dsn = make_conninfo(cluster.secret(APPS_SECRET, "dsn"), host="127.0.0.1", port=str(port))
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [_kubectl(), "port-forward", target, f"{port}:{PORT}", "-n", cluster.data_namespace],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    forward = PortForward(process, port, log)
+    try:
+        wait_until(
+            lambda: _connects(dsn),
+            timeout=60,
+            what=f"PostgreSQL reachable through port-forward {target} on 127.0.0.1:{port}",
+            interval=0.5,
+            alive=forward.exit_reason,
+        )
+        yield dsn
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def ledger(cluster: Cluster, postgres: str) -> Ledger:
+    """Where the no-loss check looks: the catalog's topics and groups, the cluster's database."""
+    return Ledger(CATALOG, cluster.kafka, postgres, drain_timeout_s=DRAIN_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def videos(ledger: Ledger) -> list[str]:
+    """Videos recommendation knows (published to Kafka: the API accepts player events only),
+    so every watch of one makes a recommendation and hence a notification job to count."""
+    return catalogue(ledger, timeout=300)
