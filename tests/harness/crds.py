@@ -229,9 +229,10 @@ def _complete(directory: Path, stamp: str) -> bool:
     return marker.is_file() and marker.read_text() == stamp
 
 
-def _copy_from_go_module(what: str, source: GoModuleCrds, into: Path, log: Path) -> None:
+def go_module_dir(what: str, module: str, version: str, log: Path) -> Path:
+    """A module's extracted source, downloaded once through the Go module proxy."""
     go = _go()
-    command = [go, "mod", "download", "-json", f"{source.module}@{source.version}"]
+    command = [go, "mod", "download", "-json", f"{module}@{version}"]
     env = {
         **os.environ,
         # Kept beside the Maven repository, and writable so clearing the cache just works.
@@ -245,7 +246,11 @@ def _copy_from_go_module(what: str, source: GoModuleCrds, into: Path, log: Path)
     # Run outside any Go module, so no go.mod around the caller takes part.
     with tempfile.TemporaryDirectory() as outside:
         output = _run(what, command, shown=shlex.join(command), log=log, cwd=outside, env=env)
-    module_dir = Path(str(json.loads(output)["Dir"]))
+    return Path(str(json.loads(output)["Dir"]))
+
+
+def _copy_from_go_module(what: str, source: GoModuleCrds, into: Path, log: Path) -> None:
+    module_dir = go_module_dir(what, source.module, source.version, log)
     crd_dir = module_dir / source.directory
     copied = [
         shutil.copyfile(path, into / path.name)

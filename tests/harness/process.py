@@ -22,6 +22,10 @@ PACKAGE_OF = {
     "rabbitmq-server": "rabbitmq-server",
     "rabbitmqctl": "rabbitmq-server",
     "promtool": "prometheus",
+    "go": "golang-go",
+    "dockerd": "docker.io",
+    "debootstrap": "debootstrap",
+    "docker": "docker.io",
 }
 
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import os
 import shutil
 import ssl
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -30,9 +27,9 @@ from infra.config import Versions
 
 from tests.harness.cache import cache_dir
 from tests.harness.controlplane import write_certificates
-from tests.harness.crds import GoModuleCrds, crd_sources
+from tests.harness.crds import GoModuleCrds, crd_sources, go_module_dir
 from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, free_port, require
+from tests.harness.process import ManagedProcess, free_port
 from tide.waiting import wait_until
 
 # The binaries are built at exactly these versions; each must be the one whose CRDs
@@ -194,33 +191,6 @@ def _module_source(server: WebhookServer) -> GoModuleCrds:
     return source
 
 
-def _module_dir(module: str, version: str, log: Path) -> Path:
-    """The extracted module, downloaded once through the Go module proxy (as crds.py does)."""
-    go = require("go", search=["/usr/local/go/bin"])
-    command = [go, "mod", "download", "-json", f"{module}@{version}"]
-    env = {
-        **os.environ,
-        "GOMODCACHE": str(cache_dir() / "go-mod"),
-        "GOFLAGS": "-modcacherw",
-        "GO111MODULE": "on",
-        "GOTOOLCHAIN": "local",
-    }
-    with tempfile.TemporaryDirectory() as outside:
-        try:
-            result = subprocess.run(
-                command, cwd=outside, env=env, capture_output=True, text=True,
-                timeout=DOWNLOAD_TIMEOUT_SECONDS, check=False,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise HarnessError(
-                module, reason=f"`{' '.join(command)}` took over {DOWNLOAD_TIMEOUT_SECONDS} s"
-            ) from None
-    log.write_text(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
-    if result.returncode != 0:
-        raise HarnessError(module, reason=f"cannot download {module}@{version}", log=log)
-    return Path(str(json.loads(result.stdout)["Dir"]))
-
-
 def on_loopback(documents: list[dict[str, Any]], port: int, ca_bundle: str) -> list[dict[str, Any]]:
     """Upstream's webhook configurations, each webhook's Service swapped for a loopback URL."""
     configurations = []
@@ -319,7 +289,9 @@ class AdmissionWebhooks:
         documents: list[dict[str, Any]] = []
         for server, ports, _ in self._running:
             source = _module_source(server)
-            module = _module_dir(source.module, source.version, self.workdir / "go-mod.log")
+            module = go_module_dir(
+                server.name, source.module, source.version, self.workdir / "go-mod.log"
+            )
             upstream: list[dict[str, Any]] = []
             for manifest in server.manifests:
                 with (module / manifest).open() as stream:
