@@ -56,12 +56,22 @@ class Cluster:
         return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
 
     def ready_pods(self, namespace: str, selector: str) -> int:
-        return sum(
-            1
-            for pod in self.pods(namespace, selector)
-            if pod.metadata.deletion_timestamp is None
-            and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return len([pod for pod in self.pods(namespace, selector) if _ready(pod)])
+
+    def delete_pod(
+        self, namespace: str, pod: client.V1Pod, *, grace_period_seconds: int | None = None
+    ) -> None:
+        if pod.metadata is None or pod.metadata.name is None:
+            raise ValueError("a listed pod always has a name")
+        self.core.delete_namespaced_pod(
+            pod.metadata.name, namespace, grace_period_seconds=grace_period_seconds
         )
+
+
+def _ready(pod: client.V1Pod) -> bool:
+    if pod.metadata is None or pod.metadata.deletion_timestamp is not None or pod.status is None:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +130,12 @@ def _kubectl() -> str:
     return found
 
 
-def _connects(dsn: str) -> bool:
+def _connects(dsn: str, errors: list[str]) -> bool:
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
             conn.execute("SELECT 1")
-    except psycopg.OperationalError:
+    except psycopg.OperationalError as exc:
+        errors.append(str(exc).strip())
         return False
     return True
 
@@ -143,14 +154,18 @@ def postgres(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
             stderr=subprocess.STDOUT,
         )
     forward = PortForward(process, port, log)
+    errors: list[str] = []
     try:
-        wait_until(
-            lambda: _connects(dsn),
-            timeout=60,
-            what=f"PostgreSQL reachable through port-forward {target} on 127.0.0.1:{port}",
-            interval=0.5,
-            alive=forward.exit_reason,
-        )
+        try:
+            wait_until(
+                lambda: _connects(dsn, errors),
+                timeout=60,
+                what=f"PostgreSQL reachable through port-forward {target} on 127.0.0.1:{port}",
+                interval=0.5,
+                alive=forward.exit_reason,
+            )
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; last error: {errors[-1:]}") from None
         yield dsn
     finally:
         process.terminate()

@@ -1,6 +1,9 @@
 """Cluster chaos: pods deleted, a group scaled to zero and back, RabbitMQ killed, a Kafka
-broker deleted (cloud stack). Each time the API keeps accepting under load and every
-group's lag drains afterwards. Run with `make chaos` against the cluster in KUBECONFIG."""
+broker deleted (cloud stack). Each time the API keeps accepting under load, every group's
+lag drains, and the effects are counted as the local chaos suite counts them: every
+accepted event is in Kafka, and each has exactly one profile count, badge completion,
+delivered notification, and processed mark in every group that reads it. Run with
+`make chaos` against the cluster in KUBECONFIG."""
 
 from __future__ import annotations
 
@@ -8,12 +11,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
 from tests.e2e.conftest import Cluster
-from tide.catalog import CATALOG
-from tide.chaos.probes import wait_drained
+from tide.chaos.probes import Ledger, Tally, wait_drained
 from tide.chaos.workload import ApiLoad, LoadResult
 from tide.waiting import wait_until
 
@@ -22,9 +25,19 @@ RATE = 20.0
 P99_BOUND_MS = 1000.0  # through kind's NodePort on a CI runner
 
 
-def _under_load(cluster: Cluster, fault: Callable[[], None], seconds: float = 20) -> LoadResult:
+@dataclass(frozen=True)
+class Load:
+    """Whose events the load posted, and what the API answered."""
+
+    users: list[str]
+    result: LoadResult
+
+
+def _under_load(
+    cluster: Cluster, videos: list[str], fault: Callable[[], None], seconds: float = 20
+) -> Load:
     users = [f"e2e-{uuid.uuid4().hex[:6]}-{i}" for i in range(8)]
-    load = ApiLoad(cluster.api_url, users, ["e2e-v1", "e2e-v2"], rate=RATE).start()
+    load = ApiLoad(cluster.api_url, users, videos, rate=RATE).start()
     try:
         wait_until(lambda: load.accepted() >= RATE * 3, timeout=60, what="steady load accepted")
         fault()
@@ -36,34 +49,63 @@ def _under_load(cluster: Cluster, fault: Callable[[], None], seconds: float = 20
         f"\ne2e: accepted {result.accepted_total}, refused {dict(result.refused)},"
         f" errors {dict(result.errors)}, p99 {result.p99_ms():.0f} ms"
     )
-    return result
+    return Load(users, result)
 
 
-def _steady(cluster: Cluster, result: LoadResult, *, refusals_allowed: bool = False) -> None:
+def _steady(ledger: Ledger, load: Load, *, refusals_allowed: bool = False) -> None:
+    """The API took the load, every group drained, and nothing was lost or doubled."""
+    result = load.result
     if not refusals_allowed:
         assert result.refusals() == 0, "the API refused events while the fault was on"
         assert result.p99_ms() < P99_BOUND_MS
-    seconds = wait_drained(cluster.kafka, CATALOG.consumer_groups, timeout=600)
+    seconds = wait_drained(ledger.client, ledger.groups, timeout=ledger.drain_timeout_s)
     print(f"e2e: every group drained {seconds:.0f} s after the load")
+    tally = ledger.tally(load.users, result)
+    print("e2e: " + ", ".join(f"{k} {v}" for k, v in tally.figures.items()))
+    assert not tally.violations, _explained(tally)
 
 
-def test_deleting_a_groups_pods_leaves_the_rest_unaffected(cluster: Cluster) -> None:
+def _explained(tally: Tally) -> str:
+    """Which claims of the no-loss check broke, with the ids and users behind them."""
+    lines = [
+        "the no-loss check failed:",
+        *(f"  - {claim}" for claim in tally.violations),
+        "  " + ", ".join(f"{k} {v}" for k, v in tally.figures.items()),
+    ]
+    missing = sorted(tally.accepted - tally.in_kafka)
+    if missing:
+        lines.append(f"  accepted (202) but not in Kafka: {len(missing)}, e.g. {missing[:5]}")
+    expected = tally.expected
+    lines.extend(
+        f"  {user}: {expected[user]} events in Kafka; {seen.watched} profile counts,"
+        f" {seen.completions} badge completions, {seen.notifications} notifications"
+        for user, seen in tally.effects.items()
+        if {seen.watched, seen.completions, seen.notifications} != {expected[user]}
+    )
+    return "\n".join(lines)
+
+
+def test_deleting_a_groups_pods_leaves_the_rest_unaffected(
+    cluster: Cluster, ledger: Ledger, videos: list[str]
+) -> None:
     selector = "app.kubernetes.io/name=personalization"
 
     def delete_pods() -> None:
         for pod in cluster.pods(cluster.apps_namespace, selector):
-            cluster.core.delete_namespaced_pod(pod.metadata.name, cluster.apps_namespace)
+            cluster.delete_pod(cluster.apps_namespace, pod)
 
-    result = _under_load(cluster, delete_pods)
+    load = _under_load(cluster, videos, delete_pods)
     wait_until(
         lambda: cluster.ready_pods(cluster.apps_namespace, selector) >= 1,
         timeout=300,
         what="personalization pods back",
     )
-    _steady(cluster, result)
+    _steady(ledger, load)
 
 
-def test_scaling_a_group_to_zero_and_back_loses_nothing(cluster: Cluster) -> None:
+def test_scaling_a_group_to_zero_and_back_loses_nothing(
+    cluster: Cluster, ledger: Ledger, videos: list[str]
+) -> None:
     def tide_scale(replicas: str) -> None:
         subprocess.run(
             [
@@ -79,7 +121,7 @@ def test_scaling_a_group_to_zero_and_back_loses_nothing(cluster: Cluster) -> Non
             check=True,
         )
 
-    result = _under_load(cluster, lambda: tide_scale("0"))
+    load = _under_load(cluster, videos, lambda: tide_scale("0"))
     wait_until(
         lambda: (
             cluster.ready_pods(cluster.apps_namespace, "app.kubernetes.io/name=recommendation") == 0
@@ -88,35 +130,37 @@ def test_scaling_a_group_to_zero_and_back_loses_nothing(cluster: Cluster) -> Non
         what="recommendation at zero",
     )
     tide_scale("auto")  # KEDA takes over again and scales on the lag that built up
-    _steady(cluster, result)
+    _steady(ledger, load)
 
 
-def test_killing_the_rabbitmq_pod_delays_jobs_only(cluster: Cluster) -> None:
+def test_killing_the_rabbitmq_pod_delays_jobs_only(
+    cluster: Cluster, ledger: Ledger, videos: list[str]
+) -> None:
     selector = "app.kubernetes.io/name=tide-rabbitmq"
 
     def kill() -> None:
         for pod in cluster.pods(cluster.data_namespace, selector):
-            cluster.core.delete_namespaced_pod(
-                pod.metadata.name, cluster.data_namespace, grace_period_seconds=0
-            )
+            cluster.delete_pod(cluster.data_namespace, pod, grace_period_seconds=0)
 
-    result = _under_load(cluster, kill)
+    load = _under_load(cluster, videos, kill)
     wait_until(
         lambda: cluster.ready_pods(cluster.data_namespace, selector) >= 1,
         timeout=600,
         what="RabbitMQ back",
     )
-    _steady(cluster, result)
+    _steady(ledger, load)
 
 
-def test_deleting_a_kafka_broker_pod_on_the_cloud_stack(cluster: Cluster) -> None:
+def test_deleting_a_kafka_broker_pod_on_the_cloud_stack(
+    cluster: Cluster, ledger: Ledger, videos: list[str]
+) -> None:
     if cluster.stack != "cloud":
         pytest.skip("the kind stack has one broker: deleting it is an outage, not a failover")
     selector = "strimzi.io/cluster=tide,strimzi.io/broker-role=true"
 
     def delete_one() -> None:
         pod = cluster.pods(cluster.data_namespace, selector)[0]
-        cluster.core.delete_namespaced_pod(pod.metadata.name, cluster.data_namespace)
+        cluster.delete_pod(cluster.data_namespace, pod)
 
-    result = _under_load(cluster, delete_one)
-    _steady(cluster, result)
+    load = _under_load(cluster, videos, delete_one)
+    _steady(ledger, load)
