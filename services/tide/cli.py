@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from typing import Annotated, Any, Literal
 
@@ -78,29 +76,18 @@ def run(
 
 
 def _run_all() -> None:
-    """One child process per service, each on its own HTTP port; Ctrl-C stops them all."""
+    """One supervised child per service, each on its own HTTP port (tide.supervisor)."""
+    from tide.supervisor import Supervisor  # noqa: PLC0415
+
+    configure_logging("text", "INFO")
     base = int(os.environ.get("TIDE_HTTP_PORT", "8080"))
-    children: list[subprocess.Popen[bytes]] = []
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
+    supervisor = Supervisor([s.name for s in CATALOG.services], base)
     # SIGTERM to the parent drains every child, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, interrupt)
-    for index, service in enumerate(CATALOG.services):
-        env = {**os.environ, "TIDE_SERVICE": service.name, "TIDE_HTTP_PORT": str(base + index)}
-        children.append(
-            subprocess.Popen([sys.executable, "-m", "tide", "run", service.name], env=env)
-        )
-        out.print(f"started {service.name} on :{base + index} (pid {children[-1].pid})")
-    try:
-        for child in children:
-            child.wait()
-    except KeyboardInterrupt:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=60)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
+    code = supervisor.run()
+    if code:
+        raise typer.Exit(code)
 
 
 @db_app.command("migrate")
