@@ -117,3 +117,23 @@ async def test_commands_fold_into_state_with_snapshots_payments_and_a_rebuildabl
 def test_reading_an_unknown_subscription_is_a_404(service: TestClient) -> None:
     response = service.get(f"/v1/subscriptions/{unique('none')}")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "subscription",
+    ["repro%20id", "a%00b", "x" * 65, "caf%C3%A9", "trailing%0A"],
+    ids=["space", "nul", "65 chars", "non-ascii", "newline"],
+)
+def test_an_id_the_payment_event_cannot_carry_is_refused_at_the_edge(
+    service: TestClient, subscription: str
+) -> None:
+    """Such an id used to be accepted with 200 and then stop the outbox relay for good."""
+    for response in (
+        service.post(
+            f"/v1/subscriptions/{subscription}/start", json={"user_id": "u1", "plan": "basic"}
+        ),
+        service.post(f"/v1/subscriptions/{subscription}/renew"),
+        service.get(f"/v1/subscriptions/{subscription}"),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["path", "subscription_id"]

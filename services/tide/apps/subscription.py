@@ -14,14 +14,16 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Path, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from tide.catalog import CATALOG
 from tide.events.envelope import CloudEvent
+from tide.events.schemas import schema
 from tide.health import add_health_routes
 from tide.kafka.producer import EventPublisher
 from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
@@ -157,8 +159,24 @@ async def _reset_overview(conn: psycopg.AsyncConnection[Any]) -> None:
 OVERVIEW = Projection("subscription_overview", _apply_overview, _reset_overview)
 
 
+def _bounds(field_name: str) -> dict[str, Any]:
+    """Length and pattern of a field of `payment.captured`, where every id here ends up:
+    an id the API accepts is one the outbox can always publish."""
+    spec = schema(CATALOG.event("payment.captured"))["properties"][field_name]
+    # pydantic matches with Rust's regex, whose `$` is the end of the text: no trailing newline.
+    return {
+        "min_length": spec["minLength"],
+        "max_length": spec["maxLength"],
+        "pattern": spec["pattern"],
+    }
+
+
+SubscriptionId = Annotated[str, Path(**_bounds("subscription_id"))]
+UserId = Annotated[str, Field(**_bounds("user_id"))]
+
+
 class StartIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    user_id: UserId
     plan: Plan
 
 
@@ -194,19 +212,19 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         return JSONResponse(vars(new), status_code=200)
 
     @app.post("/v1/subscriptions/{subscription_id}/start")
-    async def start(subscription_id: str, body: StartIn) -> Response:
+    async def start(subscription_id: SubscriptionId, body: StartIn) -> Response:
         return await command(subscription_id, lambda s: s.start(body.user_id, body.plan))
 
     @app.post("/v1/subscriptions/{subscription_id}/renew")
-    async def renew(subscription_id: str) -> Response:
+    async def renew(subscription_id: SubscriptionId) -> Response:
         return await command(subscription_id, lambda s: s.renew())
 
     @app.post("/v1/subscriptions/{subscription_id}/cancel")
-    async def cancel(subscription_id: str) -> Response:
+    async def cancel(subscription_id: SubscriptionId) -> Response:
         return await command(subscription_id, lambda s: s.cancel())
 
     @app.get("/v1/subscriptions/{subscription_id}")
-    async def read(subscription_id: str) -> Response:
+    async def read(subscription_id: SubscriptionId) -> Response:
         conn = await store.connect()
         async with conn:
             state = await repository.load(conn, subscription_id)
