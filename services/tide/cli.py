@@ -9,6 +9,7 @@ import threading
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -42,6 +43,13 @@ def _settings(*required: str) -> Settings:
     try:
         settings = Settings()
         settings.require(*required)
+    except ValidationError as exc:
+        # One line per bad setting, naming it: "TIDE_LOG_LEVEL='LOUD' is not one of ...".
+        for error in exc.errors():
+            where = "".join(f"TIDE_{str(part).upper()}" for part in error["loc"][:1])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            err.print(f"[red]error:[/] {message if 'TIDE_' in message else f'{where}: {message}'}")
+        raise typer.Exit(EXIT_CONFIG) from None
     except (ValueError, MissingSettingError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None

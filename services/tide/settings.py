@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tide.catalog import CATALOG
 from tide.topology import Catalog
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -43,6 +47,29 @@ class Settings(BaseSettings):
     chaos_control_url: str = Field(
         default="", description="where `tide chaos` stops and starts brokers (make brokers)"
     )
+
+    @field_validator("postgres_dsn")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr) -> SecretStr:
+        # A DSN that cannot parse fails every connection forever: it is configuration, not an
+        # outage, so the process stops at start instead of retrying (or dead-lettering) records.
+        dsn = value.get_secret_value()
+        if dsn:
+            try:
+                parsed = conninfo_to_dict(dsn)
+            except psycopg.ProgrammingError as exc:
+                reason = str(exc).strip()
+                raise ValueError(f"TIDE_POSTGRES_DSN is not a PostgreSQL DSN: {reason}") from None
+            if not str(parsed.get("port", "5432")).isdigit():
+                raise ValueError(f"TIDE_POSTGRES_DSN has port {parsed['port']!r}, not a number")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in _LEVELS:
+            raise ValueError(f"TIDE_LOG_LEVEL={value!r} is not one of {', '.join(_LEVELS)}")
+        return value.upper()
 
     @model_validator(mode="after")
     def _credentials_with_sasl(self) -> Settings:

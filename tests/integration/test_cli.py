@@ -65,6 +65,21 @@ def test_db_migrate_is_idempotent(database: str) -> None:
             EXIT_CONFIG,
             "needs TIDE_KAFKA_USERNAME",
         ),
+        # A DSN that cannot parse is configuration: before, a consumer started and
+        # dead-lettered every record as `exhausted`.
+        (
+            ["run", "personalization"],
+            {"TIDE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "TIDE_POSTGRES_DSN": "not a dsn"},
+            EXIT_CONFIG,
+            'TIDE_POSTGRES_DSN is not a PostgreSQL DSN: missing "=" after "not"',
+        ),
+        (
+            ["db", "migrate"],
+            {"TIDE_LOG_LEVEL": "LOUD"},
+            EXIT_CONFIG,
+            "TIDE_LOG_LEVEL='LOUD' is not",
+        ),
+        (["db", "migrate"], {"TIDE_HTTP_PORT": "eighty"}, EXIT_CONFIG, "TIDE_HTTP_PORT: Input"),
     ],
 )
 def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
