@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -99,6 +100,17 @@ def ensure_free(port: int, what: str) -> None:
         )
 
 
+# The reaper runs from source with the system Python: a server run as its own user
+# (postgres, rabbitmq) can read neither the work tree nor a venv under /root.
+_REAPER = (Path(__file__).parent / "reaper.py").read_text()
+
+
+def reaped(argv: Sequence[str]) -> list[str]:
+    """`argv` under tests/harness/reaper.py: killed with its group if this process dies."""
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    return [python, "-c", _REAPER, str(os.getpid()), *argv]
+
+
 class ManagedProcess:
     """One broker process: started with its output in a log file, stopped for sure."""
 
@@ -126,9 +138,18 @@ class ManagedProcess:
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        # The reaper ignores SIGTERM so that only the command drains on it; until it has
+        # said so, the signal stays blocked (a blocked mask survives fork and exec).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self._spawn()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _spawn(self) -> None:
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
-                self.argv,
+                reaped(self.argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -59,11 +59,9 @@ def _secrets(program: Program, namespace: str) -> dict[tuple[str, str], Any]:
     return found
 
 
-def _environment(
-    container: dict[str, Any], program: Program, namespace: str, *, reveal: bool = False
-) -> dict[str, str]:
-    """The container's variables as the kubelet sets them. A Secret key becomes a placeholder,
-    or with `reveal` the value the program declared for it (to see where a DSN points)."""
+def _environment(container: dict[str, Any], program: Program, namespace: str) -> dict[str, str]:
+    """The container's variables as the kubelet sets them: a Secret key becomes the value the
+    program declared for it, so a DSN or URL is checked as the process will parse it."""
     assert "envFrom" not in container, "only `env` is modelled here"
     secrets = _secrets(program, namespace)
     environment: dict[str, str] = {}
@@ -78,7 +76,7 @@ def _environment(
             f"{name} reads key {ref['key']!r} of Secret {ref['name']!r}, "
             f"which the program does not create in namespace {namespace!r}"
         )
-        environment[name] = str(secrets[where]) if reveal else f"placeholder-{'-'.join(where)}"
+        environment[name] = str(secrets[where])
     return environment
 
 
@@ -198,7 +196,7 @@ def test_each_service_network_policy_opens_every_dependency_it_dials(
 ) -> None:
     namespace, documents = _render(program, service)
     container = _container(documents)
-    settings = _settings(_environment(container, program, namespace, reveal=True), monkeypatch)
+    settings = _settings(_environment(container, program, namespace), monkeypatch)
     (policy,) = by_kind(documents, "NetworkPolicy")
     needs = process_needs(CATALOG, service)
     _assert_reachable(needs, settings, [policy["spec"]], program, namespace, service)
@@ -236,7 +234,7 @@ def test_each_job_network_policy_opens_every_dependency_it_dials(
         namespace = job.inputs["metadata"]["namespace"]
         labels = job.inputs["spec"]["template"]["metadata"]["labels"]
         container = _job_container(job)
-        settings = _settings(_environment(container, program, namespace, reveal=True), monkeypatch)
+        settings = _settings(_environment(container, program, namespace), monkeypatch)
         egress = [
             policy.inputs["spec"]
             for policy in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
