@@ -24,6 +24,7 @@ from tests.deploy.stack import Rendered
 from tests.harness.brokers import broker_dir
 from tests.harness.docker import DockerDaemon, build_service_image, docker
 from tests.harness.process import ensure_free
+from tide.waiting import wait_until
 
 # No Confluent-compatible registry installs here (README, "Schema registry"): services run
 # without one and validate against the schemas they ship; the registration Job must fail
@@ -66,10 +67,12 @@ def stack_brokers(api: ApiServer, deployed: dict[str, list[Rejection]]) -> Itera
 def _run_job(workload: Workload, flags: list[str], image: str, name: str) -> tuple[int, str]:
     container = start(workload, image, flags, name)
     try:
-        deadline = time.monotonic() + JOB_WITHIN_S
-        while container.exit_reason() is None:
-            assert time.monotonic() < deadline, f"{workload} still running after {JOB_WITHIN_S}s"
-            time.sleep(0.5)
+        wait_until(
+            lambda: container.exit_reason() is not None,
+            timeout=JOB_WITHIN_S,
+            what=f"{workload} completed",
+            interval=0.5,
+        )
         return int(container.state()["ExitCode"]), container.logs()
     finally:
         container.remove()
