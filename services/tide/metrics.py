@@ -30,6 +30,9 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 OUTBOX_BACKLOG = Gauge("tide_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_DEAD_LETTERED = Counter(
+    "tide_outbox_dead_lettered_total", "Outbox rows that can never be published, set aside"
+)
 EVENT_STORE_ERRORS = Counter(
     "tide_event_store_errors", "Event store operations that failed", ["operation"]
 )

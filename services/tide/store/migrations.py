@@ -105,6 +105,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        """
+        -- Outbox rows that can never be published, with why; the relay goes on without them.
+        CREATE TABLE outbox_dead_letters (
+            id         bigint      PRIMARY KEY,
+            event_id   uuid        NOT NULL,
+            type       text        NOT NULL,
+            envelope   jsonb       NOT NULL,
+            reason     text        NOT NULL,
+            failed_at  timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
 
 

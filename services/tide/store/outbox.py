@@ -2,7 +2,9 @@
 
 A row leaves the outbox only after Kafka acknowledged it, so a broker outage
 delays events and loses none. A crash between the ack and the delete
-publishes a row twice; consumers dedupe on the event id.
+publishes a row twice; consumers dedupe on the event id. A row that can never
+be published (not a valid event) moves to `outbox_dead_letters` with its
+reason, and the relay goes on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from tide.kafka.producer import EventPublisher, PublishError
 from tide.store.event_store import envelope_to_event
 
 log = logging.getLogger(__name__)
+
+# A row that cannot become a valid event fails the same way on every attempt: it goes to
+# `outbox_dead_letters` with its reason, and the rows after it are published. Without
+# this the relay died on the first such row and every later payment waited forever.
+# (InvalidEventError and EnvelopeError are ValueErrors, UnknownEventTypeError a LookupError.)
+POISON = (ValueError, LookupError, TypeError)
 
 
 class OutboxRelay:
@@ -45,8 +53,24 @@ class OutboxRelay:
             if not rows:
                 return 0
             # Queue the whole batch, then wait: one round trip's latency, not one per row.
-            pending = [self.publisher.send(envelope_to_event(envelope)) for _id, envelope in rows]
+            pending = []
+            poison: list[tuple[int, str]] = []
+            for row_id, envelope in rows:
+                try:
+                    pending.append(self.publisher.send(envelope_to_event(envelope)))
+                except POISON as error:
+                    poison.append((row_id, f"{type(error).__name__}: {error}"))
+            # A broker that does not acknowledge raises PublishError here: the transaction
+            # rolls back and every row waits in place, the poison ones included.
             await asyncio.gather(*(asyncio.wrap_future(f) for f in pending))
+            for row_id, reason in poison:
+                await conn.execute(
+                    "INSERT INTO outbox_dead_letters (id, event_id, type, envelope, reason)"
+                    " SELECT id, event_id, type, envelope, %s FROM outbox WHERE id = %s",
+                    (reason, row_id),
+                )
+                log.error("outbox row %d dead-lettered: %s", row_id, reason)
+                metrics.OUTBOX_DEAD_LETTERED.inc()
             await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([row[0] for row in rows],))
         return len(rows)
 
@@ -79,5 +103,10 @@ class OutboxRelay:
             if wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the relay's database connection (run() does it when it stops)."""
         if self._conn is not None:
             await self._conn.close()
+        self._conn = None

@@ -1,0 +1,94 @@
+"""The outbox relay sets aside a row that can never be published and publishes the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+from psycopg.types.json import Jsonb
+
+from tests.conftest import unique
+from tests.harness import Brokers
+from tide.codecs.json_schema import EventCodec
+from tide.events.envelope import CloudEvent
+from tide.kafka.producer import EventPublisher
+from tide.store.outbox import OutboxRelay
+from tide.topology import Catalog
+from tide.waiting import wait_until_async
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _payment(subscription_id: str) -> CloudEvent:
+    return CloudEvent(
+        type="payment.captured",
+        source="/test",
+        data={
+            "subscription_id": subscription_id,
+            "user_id": "u1",
+            "plan": "basic",
+            "amount_cents": 599,
+            "currency": "EUR",
+        },
+    )
+
+
+def _enqueue(database: str, *events: CloudEvent) -> None:
+    with psycopg.connect(database) as conn:
+        for event in events:
+            envelope: dict[str, Any] = {"attributes": event.attributes(), "data": dict(event.data)}
+            conn.execute(
+                "INSERT INTO outbox (event_id, type, envelope) VALUES (%s, %s, %s)",
+                (event.id, event.type, Jsonb(envelope)),
+            )
+
+
+async def test_a_row_that_is_not_a_valid_event_is_set_aside_and_the_rest_is_published(
+    brokers: Brokers,
+    catalog: Catalog,
+    database: str,
+    consumer: Callable[..., Consumer],
+) -> None:
+    poison = _payment("an id with spaces")  # the schema's pattern refuses it, on every attempt
+    good = _payment(unique("sub"))
+    _enqueue(database, poison, good)
+    publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
+    relay = OutboxRelay(database, publisher)
+    try:
+
+        async def drained() -> bool:
+            await relay.relay_once()
+            with psycopg.connect(database) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM outbox WHERE event_id = ANY(%s::uuid[])",
+                    ([poison.id, good.id],),
+                ).fetchone()
+            return row is not None and row[0] == 0
+
+        await wait_until_async(drained, deadline_s=60, what="both rows out of the outbox")
+    finally:
+        await relay.close()
+        publisher.close()
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "SELECT type, reason FROM outbox_dead_letters WHERE event_id = %s", (poison.id,)
+        ).fetchone()
+    assert row is not None
+    assert row[0] == "payment.captured"
+    assert "subscription_id" in row[1]
+    topic = str(catalog.event("payment.captured").topic)
+    reader = consumer(unique("outbox"))
+    reader.subscribe([topic])
+    seen: set[str] = set()
+
+    async def published() -> bool:
+        for message in reader.consume(50, timeout=0.5):
+            if message.error() is None:
+                seen.update(v.decode() for k, v in message.headers() or [] if k == "ce_id" and v)
+        return good.id in seen
+
+    await wait_until_async(published, deadline_s=60, what="the valid payment on its topic")
+    assert poison.id not in seen
