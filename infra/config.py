@@ -10,7 +10,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from infra.image import SOURCE_TAG, source_digest
+from infra.image import SOURCE_TAG, context_digest
 
 NAMESPACE = "tide"
 
@@ -86,10 +86,13 @@ class Image(_Section):
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
     @property
+    def resolved_tag(self) -> str:
+        """The tag pods pull: `source` resolved to the digest `make up` builds."""
+        return context_digest() if self.tag == SOURCE_TAG else self.tag
+
+    @property
     def reference(self) -> str:
-        """`repository:tag` as pods pull it, with tag `source` resolved to its digest."""
-        tag = source_digest() if self.tag == SOURCE_TAG else self.tag
-        return f"{self.repository}:{tag}"
+        return f"{self.repository}:{self.resolved_tag}"
 
 
 class Exposure(_Section):

@@ -9,6 +9,7 @@ tree keeps its tag and a second `make up` changes nothing.
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +30,9 @@ def source_digest(root: Path = ROOT) -> str:
             digest.update(str(file.relative_to(root)).encode() + b"\0")
             digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+@cache
+def context_digest() -> str:
+    """This checkout's digest, read once: the program resolves the tag for every service and Job."""
+    return source_digest(ROOT)

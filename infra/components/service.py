@@ -73,7 +73,7 @@ def service_values(
         "role": str(service.role),
         "image": {
             "repository": config.image.repository,
-            "tag": config.image.reference.rsplit(":", 1)[1],
+            "tag": config.image.resolved_tag,
             "pullPolicy": config.image.pull_policy,
         },
         "args": list(service.command),

@@ -46,9 +46,10 @@ def _settings(*required: str) -> Settings:
     except ValidationError as exc:
         # One line per bad setting, naming it: "TIDE_LOG_LEVEL='LOUD' is not one of ...".
         for error in exc.errors():
-            where = "".join(f"TIDE_{str(part).upper()}" for part in error["loc"][:1])
             message = str(error["msg"]).removeprefix("Value error, ")
-            err.print(f"[red]error:[/] {message if 'TIDE_' in message else f'{where}: {message}'}")
+            if "TIDE_" not in message:  # pydantic's own messages do not name the variable
+                message = f"TIDE_{str(error['loc'][0]).upper()}: {message}"
+            err.print(f"[red]error:[/] {message}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (ValueError, MissingSettingError) as exc:
         err.print(f"[red]error:[/] {exc}")

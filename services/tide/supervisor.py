@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ class Child:
     started_at: float = 0.0
     backoff_s: float = FIRST_BACKOFF_S
     restart_at: float | None = None
-    restarts: int = field(default=0)
 
 
 class Supervisor:
@@ -71,7 +70,6 @@ class Supervisor:
         """Reap a dead child and schedule its restart; an exit code that ends everything."""
         if child.process is None:
             if child.restart_at is not None and now >= child.restart_at:
-                child.restarts += 1
                 self._spawn(child)
             return None
         code = child.process.poll()

@@ -13,10 +13,13 @@ from tests.deploy.rollout import STACKS
 from tests.deploy.stack import Rendered
 
 
-def _secret_keys(api: ApiServer, namespace: str, name: str) -> set[str] | None:
-    found = api.get({"apiVersion": "v1", "kind": "Secret", "metadata": {
-        "name": name, "namespace": namespace}})  # fmt: skip
-    return None if found is None else set((found.get("data") or {}).keys())
+def _stored(api: ApiServer, kind: str, namespace: str) -> dict[str, set[str]]:
+    """Every object of a core kind in a namespace, by name, with its data keys: one listing."""
+    resource = api.client.resources.get(api_version="v1", kind=kind)
+    return {
+        item.metadata.name: set((item.to_dict().get("data") or {}).keys())
+        for item in resource.get(namespace=namespace).items
+    }
 
 
 def _pod_references(pod: dict[str, Any]) -> Iterator[tuple[str, str, str | None]]:
@@ -74,17 +77,19 @@ def test_every_referenced_secret_configmap_and_account_exists_in_its_namespace(
     assert not deployed[stack], "the stack was not accepted; see test_apply"
     missing = []
     checked = 0
+    listings: dict[tuple[str, str], dict[str, set[str]]] = {}
     for document in rendered[stack].objects:
         namespace = document["metadata"].get("namespace", "default")
         pod = pod_from_template(document)
         references = _pod_references(pod) if pod else _custom_resource_references(document)
         for kind, name, key in references:
             checked += 1
-            if kind == "Secret":
-                keys = _secret_keys(api, namespace, name)
-                if keys is None or (key is not None and key not in keys):
-                    missing.append(f"{describe(document)} needs Secret {name} key {key}")
-            elif name not in api.names("v1", kind, namespace):
+            if (kind, namespace) not in listings:
+                listings[kind, namespace] = _stored(api, kind, namespace)
+            keys = listings[kind, namespace].get(name)
+            if kind == "Secret" and (keys is None or (key is not None and key not in keys)):
+                missing.append(f"{describe(document)} needs Secret {name} key {key}")
+            elif keys is None:
                 missing.append(f"{describe(document)} needs {kind} {namespace}/{name}")
     assert checked > 50
     assert not missing, "\n".join(missing)
