@@ -1,4 +1,5 @@
-"""Where each consumer group stands, from Kafka's admin API: members, lag, retries, DLQ."""
+"""Where each consumer group stands: members (admin API), lag and retries (its committed
+offsets), DLQ."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tide.dlq import DeadLetterQueue
@@ -29,11 +30,21 @@ class GroupStatus:
         return asdict(self)
 
 
-def _backlog(
-    admin: AdminClient, probe: Consumer, group: str, topics: tuple[str, ...], timeout: float
-) -> dict[str, int]:
-    """Records `group` has not committed, per `topic/partition` (all, if it never committed)."""
-    metadata = admin.list_topics(timeout=timeout)
+def _offsets_reader(client: dict[str, Any], group: str) -> Consumer:
+    """A consumer that reads `group`'s committed offsets and never joins it (it never subscribes).
+
+    Not AdminClient.list_consumer_group_offsets: in librdkafka 2.16 an admin client whose
+    OffsetFetch is answered NOT_COORDINATOR (a broker restart, a coordinator moving) hands
+    the retry to a consumer group it does not have and dies with SIGSEGV
+    (confluentinc/librdkafka#5040). A consumer's own committed() retries through its group.
+    """
+    return Consumer({**client, "group.id": group, "enable.auto.commit": False})
+
+
+def _backlog(reader: Consumer, topics: tuple[str, ...], timeout: float) -> dict[str, int]:
+    """Records the reader's group has not committed, per `topic/partition` (all, if it never
+    committed)."""
+    metadata = reader.list_topics(timeout=timeout)
     partitions = [
         TopicPartition(topic, p)
         for topic in topics
@@ -42,14 +53,12 @@ def _backlog(
     ]
     if not partitions:
         return {}
-    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])
     committed = {
-        (tp.topic, tp.partition): tp.offset
-        for tp in future[group].result(timeout=timeout).topic_partitions
+        (tp.topic, tp.partition): tp.offset for tp in reader.committed(partitions, timeout=timeout)
     }
     backlog = {}
     for tp in partitions:
-        low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+        low, high = reader.get_watermark_offsets(tp, timeout=timeout)
         done = committed.get((tp.topic, tp.partition), -1)
         start = done if done >= 0 else low
         backlog[f"{tp.topic}/{tp.partition}"] = max(high - start, 0)
@@ -59,32 +68,24 @@ def _backlog(
 def backlogs(
     client: dict[str, Any], groups: Iterable[ConsumerGroup], *, timeout: float = 10.0
 ) -> dict[str, int]:
-    """Records each group still has to do: uncommitted on its topics plus its retry topics.
-
-    One admin client and one probe consumer serve every group (callers poll this).
-    """
-    admin = AdminClient(client)
-    probe = Consumer({**client, "group.id": "tide-status.backlogs", "enable.auto.commit": False})
-    try:
-        found = {}
-        for group in groups:
+    """Records each group still has to do: uncommitted on its topics plus its retry topics."""
+    found = {}
+    for group in groups:
+        reader = _offsets_reader(client, group.name)
+        try:
             topics = (*group.topics, *group.retry_topics)
-            pending = retrying(
-                functools.partial(_backlog, admin, probe, group.name, topics, timeout), timeout
-            )
-            found[group.name] = sum(pending.values())
-        return found
-    finally:
-        probe.close()
+            pending = retrying(functools.partial(_backlog, reader, topics, timeout), timeout)
+        finally:
+            reader.close()
+        found[group.name] = sum(pending.values())
+    return found
 
 
 def group_status(
     client: dict[str, Any], group: ConsumerGroup, *, timeout: float = 10.0
 ) -> GroupStatus:
     admin = AdminClient(client)
-    probe = Consumer(
-        {**client, "group.id": f"tide-status.{group.name}", "enable.auto.commit": False}
-    )
+    reader = _offsets_reader(client, group.name)
     try:
         described = retrying(
             lambda: admin.describe_consumer_groups([group.name])[group.name].result(
@@ -92,12 +93,10 @@ def group_status(
             ),
             timeout,
         )
-        lag = retrying(lambda: _backlog(admin, probe, group.name, group.topics, timeout), timeout)
-        retries = retrying(
-            lambda: _backlog(admin, probe, group.name, group.retry_topics, timeout), timeout
-        )
+        lag = retrying(lambda: _backlog(reader, group.topics, timeout), timeout)
+        retries = retrying(lambda: _backlog(reader, group.retry_topics, timeout), timeout)
     finally:
-        probe.close()
+        reader.close()
     dlq = DeadLetterQueue(client, group, timeout_s=timeout)
     depth = dlq.depth()
     latest = dlq.show(limit=depth)[-1:] if depth else []
