@@ -23,6 +23,7 @@ from tide import metrics
 from tide.codecs.json_schema import EventCodec
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
+from tide.kafka.transient import REBOOTSTRAP
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Delivery:
 def producer_config(client: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     return {
         **client,
+        **REBOOTSTRAP,
         "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
         "acks": "all",
         "linger.ms": 5,

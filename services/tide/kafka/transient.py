@@ -37,3 +37,12 @@ def retrying(call: Callable[[], _T], timeout: float) -> _T:
             if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)  # backoff between retries of a broker call, bounded by the deadline
+
+
+# Every client Tide makes goes back to `bootstrap.servers` after this long without metadata
+# from any broker it knows. librdkafka 2.16 drops ("decommissions") a broker that a
+# shutting-down broker's last metadata leaves out; when that was the only broker it knew,
+# and its "all brokers down" re-bootstrap did not fire first, the client knows no broker at
+# all and waits out the default trigger of five minutes. A consumer group showed it as
+# 0 members and a growing backlog long after Kafka was back (issue #15.1).
+REBOOTSTRAP = {"metadata.recovery.rebootstrap.trigger.ms": 10_000}
