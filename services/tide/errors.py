@@ -1,4 +1,12 @@
-"""What a handler raises to tell the runner how a failure should be treated."""
+"""How a failure is treated: what a handler raises, and which errors are the platform's.
+
+One classification for every runner (Kafka groups, queue workers, the outbox relay):
+a platform fault waits in place with a backoff and never counts toward a retry, a
+delivery limit or the DLQ; a PermanentError goes to the DLQ at once; anything else
+may pass on retry and takes the retry path.
+"""
+
+import psycopg
 
 
 class TransientError(Exception):
@@ -15,3 +23,18 @@ class PlatformUnavailableError(RuntimeError):
     The runners keep such a record where it is and try it again after a pause,
     instead of moving it along the retry topics toward the DLQ.
     """
+
+
+# PostgreSQL unreachable, timing out or refusing our credentials (a pool that cannot hand
+# out a connection in time is one of these too), or a row held by a member that lost its
+# partition (lock_timeout); and any broker the platform needs not answering.
+PLATFORM_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    PlatformUnavailableError,
+)
+
+# Every connection attempt to PostgreSQL gives up after this and counts as a platform fault.
+CONNECT_TIMEOUT_S = 10
+# A record or job that met a platform fault is tried again after this, doubling to the max.
+UNAVAILABLE_BACKOFF_S = 2.0
+MAX_UNAVAILABLE_BACKOFF_S = 30.0

@@ -11,16 +11,25 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-# Returns None when ready, else why not (shown to the kubelet and to people).
+# Returns None when ready (or alive), else why not (shown to the kubelet and to people).
 ReadinessCheck = Callable[[], str | None]
+LivenessCheck = Callable[[], str | None]
 
 
-def add_health_routes(app: FastAPI, ready: ReadinessCheck) -> None:
-    """/healthz, /readyz and /metrics on any Tide HTTP app (APIs and workers alike)."""
+def add_health_routes(
+    app: FastAPI, ready: ReadinessCheck, alive: LivenessCheck | None = None
+) -> None:
+    """/healthz, /readyz and /metrics on any Tide HTTP app (APIs and workers alike).
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> str:
-        return "ok"
+    /healthz fails only for what a restart mends (tide.liveness); /readyz also for a
+    dependency that is down."""
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        reason = None if alive is None else await asyncio.to_thread(alive)
+        if reason is not None:
+            return JSONResponse({"error": "not alive", "detail": reason}, status_code=503)
+        return PlainTextResponse("ok")
 
     @app.get("/readyz")
     async def readyz() -> Response:
@@ -35,17 +44,21 @@ def add_health_routes(app: FastAPI, ready: ReadinessCheck) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def health_app(ready: ReadinessCheck) -> FastAPI:
+def health_app(ready: ReadinessCheck, alive: LivenessCheck | None = None) -> FastAPI:
     app = FastAPI(title="Tide process health", docs_url=None, redoc_url=None)
-    add_health_routes(app, ready)
+    add_health_routes(app, ready, alive)
     return app
 
 
 class HealthServer:
     """Serves health_app on a thread, so the process's main work keeps the main thread."""
 
-    def __init__(self, ready: ReadinessCheck, port: int) -> None:
-        config = uvicorn.Config(health_app(ready), host="0.0.0.0", port=port, log_level="warning")  # noqa: S104 - probes come from the kubelet
+    def __init__(
+        self, ready: ReadinessCheck, port: int, *, alive: LivenessCheck | None = None
+    ) -> None:
+        app = health_app(ready, alive)
+        # All interfaces: the probes come from the kubelet.
+        config = uvicorn.Config(app, host="0.0.0.0", port=port, log_level="warning")  # noqa: S104
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="health", daemon=True)
 

@@ -20,6 +20,7 @@ from tide.health import HealthServer
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
+from tide.liveness import Liveness
 from tide.needs import Dependency, Needs, NotRunnableError, Runner, process_needs, runner_of
 from tide.rabbitmq.bus import BlockingRabbitPublisher, QueueConsumer
 from tide.routing import EventRouter
@@ -27,9 +28,13 @@ from tide.settings import Settings
 from tide.topology import Catalog
 
 # NotRunnableError lives with the needs that raise it; `tide run` catches it from here.
-__all__ = ["NotRunnableError", "check_needs", "run_service", "serve"]
+__all__ = ["NotRunnableError", "RunnerDiedError", "check_needs", "run_service", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+class RunnerDiedError(RuntimeError):
+    """A consumer group's loop ended with an error; the process exits so it starts afresh."""
 
 
 def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
@@ -101,6 +106,7 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
     router = EventRouter(codec, kafka, rabbit)
     dsn = settings.postgres_dsn.get_secret_value()
     runners: list[ConsumerRunner] = []
+    liveness = Liveness()
     for group in catalog.groups_of(name):
         processor = RecordProcessor(
             group=group,
@@ -111,14 +117,43 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
             source=f"/{name}",
         )
         runners.append(
-            ConsumerRunner(group, processor, client, timeout_s=settings.publish_timeout_s)
+            ConsumerRunner(
+                group,
+                processor,
+                client,
+                timeout_s=settings.publish_timeout_s,
+                heartbeat=liveness.heartbeat(f"group {group.name}"),
+            )
         )
-    threads = [threading.Thread(target=r.run, name=f"group-{r.group.name}") for r in runners]
-    health = HealthServer(kafka.unready_reason, settings.http_port)
+    died: list[str] = []
 
     def stop_all() -> None:
         for runner in runners:
             runner.stop()
+
+    def supervised(runner: ConsumerRunner) -> None:
+        # A runner that raises ends the process (exit 1, the kubelet or `tide run --all`
+        # starts it again); its partitions go to the other members meanwhile.
+        try:
+            runner.run()
+        except Exception as exc:
+            log.exception("group %s died", runner.group.name)
+            died.append(f"group {runner.group.name}: {exc!r}")
+            stop_all()
+
+    def wedged() -> str | None:
+        # Not joined while Kafka answers our publisher: not an outage, a stuck client.
+        stuck = [reason for r in runners if (reason := r.unjoined()) is not None]
+        if stuck and kafka.unready_reason() is None:
+            return "; ".join(stuck)
+        return None
+
+    liveness.add_check(wedged)
+    threads = [
+        threading.Thread(target=supervised, args=(r,), name=f"group-{r.group.name}")
+        for r in runners
+    ]
+    health = HealthServer(kafka.unready_reason, settings.http_port, alive=liveness.problem)
 
     _on_stop_signals(stop_all)
     health.start()
@@ -132,6 +167,8 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
     kafka.close()
     if rabbit is not None:
         rabbit.close()
+    if died:
+        raise RunnerDiedError("; ".join(died))
 
 
 async def _run_queue_workers(name: str, settings: Settings, catalog: Catalog) -> None:

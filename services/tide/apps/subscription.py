@@ -26,6 +26,7 @@ from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
 from tide.health import add_health_routes
 from tide.kafka.producer import EventPublisher
+from tide.liveness import Heartbeat, Liveness, supervised
 from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
 from tide.store.outbox import OutboxRelay
 from tide.store.projections import Projection, ProjectionRunner
@@ -184,13 +185,27 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
     store = EventStore(dsn)
     repository = SubscriptionRepository(store)
     projection = ProjectionRunner(store, OVERVIEW)
+    liveness = Liveness()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(_keep_projecting(projection, store, stop))]
+        projecting = liveness.heartbeat("projection subscription_overview")
+        tasks = [
+            asyncio.create_task(
+                supervised(
+                    projecting, lambda: _keep_projecting(projection, store, stop, projecting), stop
+                )
+            )
+        ]
         if relay:
-            tasks.append(asyncio.create_task(OutboxRelay(dsn, publisher).run(stop)))
+            relaying = liveness.heartbeat("outbox relay")
+            outbox = OutboxRelay(dsn, publisher)
+            tasks.append(
+                asyncio.create_task(
+                    supervised(relaying, lambda: outbox.run(stop, heartbeat=relaying), stop)
+                )
+            )
         yield
         stop.set()
         await asyncio.gather(*tasks)
@@ -239,19 +254,21 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
             return f"PostgreSQL unreachable: {exc}"
         return publisher.unready_reason()
 
-    add_health_routes(app, unready)
+    add_health_routes(app, unready, liveness.problem)
 
     return app
 
 
 async def _keep_projecting(
-    projection: ProjectionRunner, store: EventStore, stop: asyncio.Event
+    projection: ProjectionRunner, store: EventStore, stop: asyncio.Event, heartbeat: Heartbeat
 ) -> None:
     while not stop.is_set():
+        heartbeat.beat()
         try:
             conn = await store.connect()
             async with conn:
                 while not stop.is_set():
+                    heartbeat.beat()
                     await projection.catch_up(conn)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5)

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from tide.kafka.consumer import UNAVAILABLE_BACKOFF_S
+from tide.errors import UNAVAILABLE_BACKOFF_S
 from tide.kafka.dead_letters import NOT_BEFORE, Route
 from tide.kafka.processing import Outcome, Record, RecordProcessor
 from tide.topology import ConsumerGroup

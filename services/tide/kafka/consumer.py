@@ -8,6 +8,7 @@ topic that is not yet due pauses only its own partition.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,21 +17,26 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from tide import metrics
+from tide.errors import UNAVAILABLE_BACKOFF_S
 from tide.kafka.dead_letters import NOT_BEFORE, Route
 from tide.kafka.processing import Outcome, Record, RecordProcessor
 from tide.kafka.producer import producer_config
+from tide.kafka.transient import REBOOTSTRAP
+from tide.liveness import Heartbeat
 from tide.topology import ConsumerGroup
 
 log = logging.getLogger(__name__)
 
-# After a platform failure (database or broker down) the record waits this long.
-UNAVAILABLE_BACKOFF_S = 2.0
 _LAG_EVERY_S = 5.0
+# A member whose group has not been joined (coordinator known, assignment settled) for this
+# long, while Kafka answers other clients, is wedged: only a new client gets it back.
+UNJOINED_BOUND_S = 90.0
 
 
 def consumer_config(client: dict[str, Any], group: ConsumerGroup) -> dict[str, Any]:
     return {
         **client,
+        **REBOOTSTRAP,
         "group.id": group.name,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
@@ -43,6 +49,8 @@ def consumer_config(client: dict[str, Any], group: ConsumerGroup) -> dict[str, A
         # A subscribed topic created after start (a new retry topic) is noticed
         # within this, not librdkafka's default five minutes.
         "topic.metadata.refresh.interval.ms": 15_000,
+        # The group's state (cgrp.state, cgrp.join_state) for the liveness check.
+        "statistics.interval.ms": 5_000,
     }
 
 
@@ -57,11 +65,15 @@ class ConsumerRunner:
         *,
         timeout_s: float = 10.0,
         batch: int = 100,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.group = group
         self.processor = processor
         self.batch = batch
-        self._consumer = Consumer(consumer_config(client, group))
+        self.heartbeat = heartbeat
+        self._consumer = Consumer(consumer_config(client, group), stats_cb=self._on_stats)
+        self._joined_at = time.monotonic()
+        self._group_state = "init/init"
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
         self._timeout_s = timeout_s
@@ -86,8 +98,24 @@ class ConsumerRunner:
                 messages = self._consumer.consume(self.batch, timeout=0.5)
                 self._handle([r for m in messages if (r := self._ready(m)) is not None])
                 self._report_lag()
+                if self.heartbeat is not None:
+                    self.heartbeat.beat()
         finally:
             self._close()
+
+    def unjoined(self) -> str | None:
+        """Why this member is wedged outside its group, or None (see UNJOINED_BOUND_S)."""
+        out = time.monotonic() - self._joined_at
+        if out <= UNJOINED_BOUND_S:
+            return None
+        return f"group {self.group.name}: not joined for {out:.0f} s (state {self._group_state})"
+
+    def _on_stats(self, raw: str) -> None:
+        # Served from consume(), on the loop's own thread.
+        group = json.loads(raw).get("cgrp") or {}
+        self._group_state = f"{group.get('state')}/{group.get('join_state')}"
+        if group.get("state") == "up" and group.get("join_state") == "steady":
+            self._joined_at = time.monotonic()
 
     def _ready(self, message: Message) -> Record | None:
         """The record to process now; None for an error event, a paused partition's

@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from tide import metrics
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
-from tide.errors import PermanentError, PlatformUnavailableError
+from tide.errors import CONNECT_TIMEOUT_S, PLATFORM_ERRORS, PermanentError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
@@ -77,15 +77,6 @@ class Outcome:
     @property
     def done(self) -> bool:
         return self.route is None and self.unavailable is None
-
-
-# Failures of the platform, not of the record: PostgreSQL, Kafka or RabbitMQ unreachable,
-# or a row held by a member that lost the partition (lock_timeout). Sending the record
-# through the retry topics would only move it toward the DLQ.
-PLATFORM_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    PlatformUnavailableError,
-)
 
 
 # A member frozen mid-transaction (SIGSTOP, a long GC, a stalled node) holds the row
@@ -213,7 +204,12 @@ class RecordProcessor:
         if self._db is None or self._db.broken or self._db.closed:
             # First use, or PostgreSQL went away: a fresh connection (a failure here is
             # a platform error, and the record waits in place).
-            self._db = psycopg.connect(self.database, autocommit=True, options=SESSION_OPTIONS)
+            self._db = psycopg.connect(
+                self.database,
+                autocommit=True,
+                options=SESSION_OPTIONS,
+                connect_timeout=CONNECT_TIMEOUT_S,
+            )
         return self._db
 
     def _count(self, topic: str) -> None:

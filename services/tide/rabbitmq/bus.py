@@ -19,7 +19,14 @@ from aio_pika.abc import AbstractIncomingMessage
 from psycopg_pool import ConnectionPool
 
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
-from tide.errors import PermanentError, PlatformUnavailableError
+from tide.errors import (
+    CONNECT_TIMEOUT_S,
+    MAX_UNAVAILABLE_BACKOFF_S,
+    PLATFORM_ERRORS,
+    UNAVAILABLE_BACKOFF_S,
+    PermanentError,
+    PlatformUnavailableError,
+)
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.observability import correlation
@@ -149,7 +156,9 @@ class QueueConsumer:
             postgres_dsn,
             min_size=1,
             max_size=worker.prefetch,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            # A handler waits this long for a connection, then the outage wait takes over.
+            timeout=CONNECT_TIMEOUT_S,
             open=False,
         )
 
@@ -170,7 +179,7 @@ class QueueConsumer:
             return
         with correlation(event.correlationid):
             try:
-                await asyncio.to_thread(self._handle_once, event)
+                await self._handle_waiting_out_outages(event)
             except PermanentError as error:
                 log.warning("%s: permanent failure of %s: %s", self.worker.queue, event.id, error)
                 await message.reject(requeue=False)
@@ -179,6 +188,27 @@ class QueueConsumer:
                 await message.nack(requeue=True)
             else:
                 await message.ack()
+
+    async def _handle_waiting_out_outages(self, event: CloudEvent) -> None:
+        """Handle `event`; while PostgreSQL is unreachable the message stays unacked and the
+        attempt is repeated after a backoff. A nack would spend the queue's delivery limit,
+        which is for the message's own failures, and a long outage would dead-letter valid
+        jobs (issue #15.5)."""
+        backoff = UNAVAILABLE_BACKOFF_S
+        while True:
+            try:
+                await asyncio.to_thread(self._handle_once, event)
+                return
+            except PLATFORM_ERRORS as error:
+                log.error(
+                    "%s: platform unavailable at %s, waiting %.0f s: %s",
+                    self.worker.queue,
+                    event.id,
+                    backoff,
+                    error,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_UNAVAILABLE_BACKOFF_S)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; reconnects (connect_robust) after a broker restart."""

@@ -17,7 +17,9 @@ from typing import Any
 import psycopg
 
 from tide import metrics
+from tide.errors import CONNECT_TIMEOUT_S
 from tide.kafka.producer import EventPublisher, PublishError
+from tide.liveness import Heartbeat
 from tide.store.event_store import envelope_to_event
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,9 @@ class OutboxRelay:
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            )
         return self._conn
 
     async def relay_once(self) -> int:
@@ -83,10 +87,17 @@ class OutboxRelay:
         return count
 
     async def run(
-        self, stop: asyncio.Event, *, idle_s: float = 0.2, backoff_s: float = 1.0
+        self,
+        stop: asyncio.Event,
+        *,
+        idle_s: float = 0.2,
+        backoff_s: float = 1.0,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         """Relay until `stop` is set; an outage of Kafka or PostgreSQL only pauses it."""
         while not stop.is_set():
+            if heartbeat is not None:
+                heartbeat.beat()
             try:
                 moved = await self.relay_once()
                 await self.backlog()
