@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tide.metrics import EVENT_STORE_ERRORS_SERIES, PUBLISH_FAILURES_SERIES
+from tide.metrics import (
+    EVENT_STORE_ERRORS_SERIES,
+    OUTBOX_OLDEST_AGE_SERIES,
+    PUBLISH_FAILURES_SERIES,
+)
 from tide.topology import Catalog, ConsumerGroup, Queue
 
 
@@ -111,6 +115,14 @@ def _platform_rules() -> list[dict[str, Any]]:
             for_="2m",
             severity="critical",
             summary="Event store {{ $labels.operation }} operations are failing",
+            labels={},
+        ),
+        _alert(
+            "TideOutboxStalled",
+            expr=f"max({OUTBOX_OLDEST_AGE_SERIES}) > 120",
+            for_="5m",
+            severity="critical",
+            summary="The oldest unpublished outbox row is more than 2 minutes old",
             labels={},
         ),
     ]

@@ -30,6 +30,9 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 OUTBOX_BACKLOG = Gauge("tide_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_OLDEST_AGE = Gauge(
+    "tide_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet published (0 if none)"
+)
 OUTBOX_DEAD_LETTERED = Counter(
     "tide_outbox_dead_lettered_total", "Outbox rows that can never be published, set aside"
 )
@@ -41,3 +44,4 @@ EVENT_STORE_ERRORS = Counter(
 PUBLISH_FAILURES_SERIES = "tide_publish_failures_total"
 EVENT_STORE_ERRORS_SERIES = "tide_event_store_errors_total"
 DEAD_LETTERED_SERIES = "tide_messages_dead_lettered_total"
+OUTBOX_OLDEST_AGE_SERIES = "tide_outbox_oldest_age_seconds"

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 
 from tests.conftest import unique
@@ -92,3 +93,36 @@ async def test_a_row_that_is_not_a_valid_event_is_set_aside_and_the_rest_is_publ
 
     await wait_until_async(published, deadline_s=60, what="the valid payment on its topic")
     assert poison.id not in seen
+
+
+async def test_the_age_of_the_oldest_unpublished_row_is_a_metric(
+    brokers: Brokers, catalog: Catalog, database: str
+) -> None:
+    # What TideOutboxStalled watches: a row the relay has not got past ages, and the age
+    # falls once it is published.
+    stale = _payment(unique("sub"))
+    _enqueue(database, stale)
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "UPDATE outbox SET created_at = now() - interval '10 minutes' WHERE event_id = %s",
+            (stale.id,),
+        )
+    publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
+    relay = OutboxRelay(database, publisher)
+    try:
+        await relay.backlog()
+        assert _oldest_age() >= 600
+
+        async def published() -> bool:
+            await relay.relay_once()
+            await relay.backlog()
+            return _oldest_age() < 600
+
+        await wait_until_async(published, deadline_s=60, what="the stale row published")
+    finally:
+        await relay.close()
+        publisher.close()
+
+
+def _oldest_age() -> float:
+    return REGISTRY.get_sample_value("tide_outbox_oldest_age_seconds") or 0.0

@@ -80,10 +80,15 @@ class OutboxRelay:
 
     async def backlog(self) -> int:
         conn = await self._connection()
-        cursor = await conn.execute("SELECT count(*) FROM outbox")
+        cursor = await conn.execute(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox"
+        )
         row = await cursor.fetchone()
-        count = int(row[0]) if row else 0
+        count, age = (int(row[0]), float(row[1])) if row else (0, 0.0)
         metrics.OUTBOX_BACKLOG.set(count)
+        # A relay that runs but cannot publish (Kafka down, a row it cannot get past)
+        # shows as an age that keeps growing: TideOutboxStalled.
+        metrics.OUTBOX_OLDEST_AGE.set(age)
         return count
 
     async def run(

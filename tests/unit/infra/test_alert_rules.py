@@ -114,6 +114,7 @@ def _all_cases() -> list[dict[str, Any]]:
         ]
     failures = 'tide_publish_failures_total{event_type="video.rated",reason="timeout"}'
     errors = 'tide_event_store_errors_total{operation="append"}'
+    age = "tide_outbox_oldest_age_seconds"
     cases += [
         _case(
             {failures: "0+3x10"},
@@ -129,6 +130,10 @@ def _all_cases() -> list[dict[str, Any]]:
             {"severity": "critical", "operation": "append"},
         ),
         _case({errors: "0x10"}, "TideEventStoreErrors", "8m", None),
+        # A relay stuck for good: the oldest row ages by a minute every minute.
+        _case({age: "0+60x12"}, "TideOutboxStalled", "10m", {"severity": "critical"}),
+        # A busy but moving outbox: rows are published within seconds.
+        _case({age: "3x12"}, "TideOutboxStalled", "10m", None),
     ]
     return cases
 
