@@ -28,7 +28,7 @@ class PlatformUnavailableError(RuntimeError):
 # PostgreSQL unreachable, timing out or refusing our credentials (a pool that cannot hand
 # out a connection in time is one of these too), or a row held by a member that lost its
 # partition (lock_timeout); and any broker the platform needs not answering.
-PLATFORM_ERRORS: tuple[type[BaseException], ...] = (
+PLATFORM_ERRORS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
     PlatformUnavailableError,
 )

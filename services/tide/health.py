@@ -7,9 +7,11 @@ import threading
 from collections.abc import Callable
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tide.errors import PLATFORM_ERRORS
 
 # Returns None when ready (or alive), else why not (shown to the kubelet and to people).
 ReadinessCheck = Callable[[], str | None]
@@ -42,6 +44,14 @@ def add_health_routes(
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def unavailable(_request: Request, exc: Exception) -> Response:
+        # A dependency that is down is not a server bug: 503 with what is down, which
+        # clients retry, never a bare 500 (tide.errors.PLATFORM_ERRORS).
+        return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
+
+    for fault in PLATFORM_ERRORS:
+        app.add_exception_handler(fault, unavailable)
 
 
 def health_app(ready: ReadinessCheck, alive: LivenessCheck | None = None) -> FastAPI:

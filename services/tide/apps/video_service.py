@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
+from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.health import add_health_routes
 from tide.kafka.producer import EventPublisher, PublishError
@@ -122,6 +123,9 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
         except PublishError as exc:
             log.error("event not accepted: %s", exc)
             return _problem(503, "event not accepted", "Kafka did not confirm it; retry later")
+        except PlatformUnavailableError as exc:  # the schema registry, for one
+            log.error("event not accepted: %s", exc)
+            return _problem(503, "event not accepted", f"{exc}; retry later")
         accepted = Accepted(
             id=event.id,
             type=event.type,

@@ -8,6 +8,7 @@ accept both, so a registry can be introduced without a flag day.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ import fastjsonschema
 import jsonschema
 import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent, EnvelopeError
 from tide.events.schemas import schema, schema_text
 from tide.topology import Catalog, EventType
@@ -44,6 +47,38 @@ class UnknownEventTypeError(LookupError):
 
 class UndecodableRecordError(ValueError):
     """A record cannot become an event: bad JSON, framing, envelope or schema. Never retried."""
+
+
+class RegistryUnavailableError(PlatformUnavailableError):
+    """The schema registry did not answer, timed out, refused our credentials or failed
+    itself: the record waits in place (it is not undecodable) and the API answers 503."""
+
+
+# Answers that say nothing about the schema asked for: the registry's own trouble.
+_REGISTRY_TROUBLE = {401, 403, 408, 429}
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection refused, reset, timed out, no DNS: as raised by the HTTP client the
+    registry client uses, httpx2 when installed, else httpx (confluent-kafka picks)."""
+    found: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
+def _registry_unavailable(error: BaseException) -> bool:
+    if isinstance(error, _TRANSPORT_ERRORS):
+        return True
+    if isinstance(error, SchemaRegistryError):
+        return error.http_status_code >= 500 or error.http_status_code in _REGISTRY_TROUBLE
+    return False
 
 
 @dataclass(frozen=True)
@@ -129,7 +164,12 @@ class EventCodec:
             value = orjson.dumps(dict(event.data))
         else:
             context = SerializationContext(event_type.topic, MessageField.VALUE)
-            encoded = self._serializer(event_type)(dict(event.data), context)
+            try:
+                encoded = self._serializer(event_type)(dict(event.data), context)
+            except Exception as exc:
+                if _registry_unavailable(exc):
+                    raise RegistryUnavailableError(f"schema registry unavailable: {exc}") from exc
+                raise
             assert encoded is not None
             value = encoded
         headers = event.kafka_headers(dataschema=_schema_uri(event_type))
@@ -169,7 +209,11 @@ class EventCodec:
                 )
             try:
                 data = self._deserializer(value, SerializationContext(topic, MessageField.VALUE))
-            except Exception as exc:  # any failure makes the record undecodable
+            except Exception as exc:
+                # An outage (or a cold cache meeting one) is the platform's fault; any
+                # other failure (an unknown schema id, bad JSON) is the record's.
+                if _registry_unavailable(exc):
+                    raise RegistryUnavailableError(f"schema registry unavailable: {exc}") from exc
                 raise UndecodableRecordError(f"registry deserialization failed: {exc}") from exc
         else:
             try:

@@ -130,22 +130,27 @@ class RecordProcessor:
         """
         events: list[CloudEvent] = []
         undecodable: UndecodableRecordError | None = None
+        unavailable: BaseException | None = None
         for record in records:
             try:
                 events.append(self.codec.decode(record.topic, record.value, record.headers))
             except UndecodableRecordError as error:
                 undecodable = error
                 break
+            except PLATFORM_ERRORS as error:  # the registry is down: not the record's fault
+                unavailable = error
+                break
         outcomes = self._handle(records[: len(events)], events) if events else []
-        if undecodable is not None and len(outcomes) == len(events):
-            record = records[len(events)]
-            log.warning(
-                "undecodable record %s/%d@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                undecodable,
-            )
+        stopped = len(outcomes) < len(events) or (outcomes and outcomes[-1].unavailable)
+        if stopped or len(events) == len(records):
+            return outcomes
+        record = records[len(events)]
+        where = f"{record.topic}/{record.partition}@{record.offset}"
+        if unavailable is not None:
+            log.error("%s: platform unavailable at %s: %s", self.group.name, where, unavailable)
+            outcomes.append(Outcome(unavailable=unavailable))
+        elif undecodable is not None:
+            log.warning("undecodable record %s: %s", where, undecodable)
             outcomes.append(self._failed(record, undecodable, DeadLetterReason.UNDECODABLE))
         return outcomes
 
