@@ -25,6 +25,7 @@ from tide.needs import Dependency, Needs, NotRunnableError, Runner, process_need
 from tide.rabbitmq.bus import BlockingRabbitPublisher, QueueConsumer
 from tide.routing import EventRouter
 from tide.settings import Settings
+from tide.store.retention import MarkPruner
 from tide.topology import Catalog
 
 # NotRunnableError lives with the needs that raise it; `tide run` catches it from here.
@@ -130,6 +131,7 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
     def stop_all() -> None:
         for runner in runners:
             runner.stop()
+        pruner.stop()
 
     def supervised(runner: ConsumerRunner) -> None:
         # A runner that raises ends the process (exit 1, the kubelet or `tide run --all`
@@ -149,6 +151,10 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
         return None
 
     liveness.add_check(wedged)
+    pruner = MarkPruner(
+        dsn, {g.name: catalog.dedupe_retention_ms(g) / 1000 for g in catalog.groups_of(name)}
+    )
+    pruning = threading.Thread(target=pruner.run, name="prune-marks", daemon=True)
     threads = [
         threading.Thread(target=supervised, args=(r,), name=f"group-{r.group.name}")
         for r in runners
@@ -157,10 +163,13 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
 
     _on_stop_signals(stop_all)
     health.start()
+    pruning.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    pruner.stop()
+    pruning.join(timeout=10)
     health.stop()
     for runner in runners:
         runner.processor.close()

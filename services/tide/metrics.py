@@ -29,6 +29,12 @@ CONSUMER_LAG = Gauge(
     "Records behind the partition end, as the consumer sees it",
     ["group", "topic", "partition"],
 )
+PROCESSED_MARKS = Gauge(
+    "tide_processed_marks", "Processed-event marks kept for deduplication", ["group"]
+)
+PROCESSED_MARKS_PRUNED = Counter(
+    "tide_processed_marks_pruned", "Processed-event marks deleted past retention", ["group"]
+)
 OUTBOX_BACKLOG = Gauge("tide_outbox_backlog", "Outbox rows not yet published")
 OUTBOX_OLDEST_AGE = Gauge(
     "tide_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet published (0 if none)"

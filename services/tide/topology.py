@@ -342,6 +342,15 @@ class Catalog(_Entry):
         )
         return (*retries, dlq)
 
+    def dedupe_retention_ms(self, group: ConsumerGroup) -> int:
+        """How long `group`'s processed marks must be kept: a record can come back as long
+        as any topic it reads keeps it (a replay from the earliest offset, a retry), and
+        then from the DLQ, which keeps it longer still. Marks older than that can go."""
+        *retries, dlq = self.side_topics(group)
+        read = [self.topic(t).retention_ms for t in group.topics]
+        read += [t.retention_ms for t in retries]
+        return max(read) + dlq.retention_ms
+
     def uses_rabbitmq(self, service: str) -> bool:
         return bool(self.service(service).publishes_to_exchanges or self.workers_of(service))
 

@@ -119,6 +119,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        5,
+        """
+        -- Pruning each group's processed marks past its retention (tide.store.processed).
+        CREATE INDEX processed_events_consumer_age ON processed_events (consumer, processed_at);
+        """,
+    ),
 )
 
 

@@ -86,3 +86,28 @@ def handle_once(
     if failure is not None:
         raise failure[1]
     return duplicates[0]
+
+
+def prune_processed(
+    db: psycopg.Connection[Any], consumer: str, keep_s: float, *, batch: int = 10_000
+) -> int:
+    """Delete `consumer`'s marks older than `keep_s`, a batch per transaction so a large
+    backlog never holds a long lock; returns how many went."""
+    pruned = 0
+    while True:
+        deleted = db.execute(
+            "DELETE FROM processed_events WHERE ctid IN ("
+            " SELECT ctid FROM processed_events WHERE consumer = %s"
+            " AND processed_at < now() - make_interval(secs => %s) LIMIT %s)",
+            (consumer, keep_s, batch),
+        ).rowcount
+        pruned += deleted
+        if deleted < batch:
+            return pruned
+
+
+def count_processed(db: psycopg.Connection[Any], consumer: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM processed_events WHERE consumer = %s", (consumer,)
+    ).fetchone()
+    return int(row[0]) if row else 0
