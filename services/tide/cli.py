@@ -64,7 +64,12 @@ def run(
     all_: Annotated[bool, typer.Option("--all", help="every service, as local processes")] = False,
 ) -> None:
     """Run one service (as its container does), or the whole platform locally with --all."""
-    from tide.launch import NotRunnableError, RunnerDiedError, run_service  # noqa: PLC0415
+    from tide.launch import (  # noqa: PLC0415
+        NotDrainedError,
+        NotRunnableError,
+        RunnerDiedError,
+        run_service,
+    )
 
     known = [s.name for s in CATALOG.services]
     if all_:
@@ -82,7 +87,7 @@ def run(
     except (MissingSettingError, NotRunnableError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
-    except RunnerDiedError as exc:
+    except (RunnerDiedError, NotDrainedError) as exc:
         # Logged with its traceback where it died; exit 1 so it is started again.
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None

@@ -29,13 +29,24 @@ from tide.store.retention import MarkPruner
 from tide.topology import Catalog
 
 # NotRunnableError lives with the needs that raise it; `tide run` catches it from here.
-__all__ = ["NotRunnableError", "RunnerDiedError", "check_needs", "run_service", "serve"]
+__all__ = [
+    "NotDrainedError",
+    "NotRunnableError",
+    "RunnerDiedError",
+    "check_needs",
+    "run_service",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
 
 class RunnerDiedError(RuntimeError):
     """A consumer group's loop ended with an error; the process exits so it starts afresh."""
+
+
+class NotDrainedError(RuntimeError):
+    """A process stopped without finishing what it had in hand; it exits 1."""
 
 
 def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
@@ -57,9 +68,7 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
             asyncio.run(_run_queue_workers(name, settings, catalog))
         case unreachable:
             assert_never(unreachable)
-    if runner in (Runner.CONSUMER_GROUPS, Runner.QUEUE_WORKERS):
-        # APIs log this themselves, before uvicorn re-raises SIGTERM.
-        log.info("%s stopped cleanly", name)
+    log.info("%s stopped cleanly", name)
 
 
 def check_needs(name: str, settings: Settings, catalog: Catalog) -> Needs:
@@ -71,9 +80,24 @@ def check_needs(name: str, settings: Settings, catalog: Catalog) -> Needs:
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:
-    """How every HTTP service is served. uvloop and httptools are named, not left to
-    uvicorn's "auto", so an image without them fails at start instead of running slower."""
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning")
+    """How every HTTP service is served; raises NotDrainedError when its shutdown did not
+    drain (the lifespan sets `app.state.drained`).
+
+    uvloop and httptools are named, not left to uvicorn's "auto", so an image without
+    them fails at start instead of running slower. uvicorn catches SIGTERM, drains the
+    requests in flight and the lifespan, then raises the signal again once it has put
+    back the handlers it found: with these in place, that second signal lands here
+    instead of killing the process, so the exit status (0, or 1) tells whether it drained,
+    as it does for every other runner.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    config = uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning"
+    )
+    uvicorn.Server(config).run()
+    if not getattr(app.state, "drained", False):
+        raise NotDrainedError("the HTTP server stopped before its shutdown drained")
 
 
 def _run_api(settings: Settings, catalog: Catalog) -> None:

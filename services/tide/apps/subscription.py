@@ -188,7 +188,7 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
     liveness = Liveness()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         projecting = liveness.heartbeat("projection subscription_overview")
         tasks = [
@@ -209,8 +209,8 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         yield
         stop.set()
         await asyncio.gather(*tasks)
-        publisher.close()
-        log.info("subscription stopped cleanly")
+        app.state.drained = publisher.close() == 0
+        log.info("subscription drained")
 
     app = FastAPI(title="Tide subscription", version="1", lifespan=lifespan)
 

@@ -61,10 +61,12 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
     """The API around one shared publisher (closed with the app)."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         undelivered = publisher.close()
-        log.info("%s stopped cleanly (%d undelivered)", "video-service", undelivered)
+        # Each undelivered event was answered 503 (or never answered): not a clean drain.
+        app.state.drained = undelivered == 0
+        log.info("video-service drained (%d undelivered)", undelivered)
 
     app = FastAPI(title="Tide video-service", version="1", lifespan=lifespan)
 
