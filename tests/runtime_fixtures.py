@@ -67,6 +67,8 @@ class RunningGroup:
     request_stop: Callable[[], None]
 
     def stop(self) -> None:
+        if not self.thread.is_alive():  # stopped already, by the test itself
+            return
         self.request_stop()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive(), "runner did not stop within 30s"
