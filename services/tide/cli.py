@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -120,13 +122,35 @@ def migrate() -> None:
     try:
         applied = apply(dsn)
     except psycopg.OperationalError as exc:
-        where = psycopg.conninfo.conninfo_to_dict(dsn)
-        err.print(
-            f"[red]error:[/] cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
-            f" (database {where.get('dbname')}): {str(exc).strip()}"
-        )
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+        _postgres_unreachable(dsn, exc)
     out.print(f"applied migrations: {applied}" if applied else "database is up to date")
+
+
+def _postgres_unreachable(dsn: str, exc: Exception) -> NoReturn:
+    import psycopg  # noqa: PLC0415
+
+    where = psycopg.conninfo.conninfo_to_dict(dsn)
+    err.print(
+        f"[red]error:[/] cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
+        f" (database {where.get('dbname')}): {str(exc).strip()}"
+    )
+    raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Any]:
+    """A connection to the event store, or exit 4 naming where PostgreSQL was not reached."""
+    import psycopg  # noqa: PLC0415
+
+    from tide.errors import CONNECT_TIMEOUT_S  # noqa: PLC0415
+
+    dsn = settings.postgres_dsn.get_secret_value()
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as exc:
+        _postgres_unreachable(dsn, exc)
+    with conn:
+        yield conn
 
 
 @registry_app.command("register")
@@ -180,6 +204,50 @@ def create_topics(
         out.print(f"created {name}")
     if not created:
         out.print("all topics exist")
+
+
+outbox_app = typer.Typer(
+    help="Outbox rows that can never be published, set aside by the relay.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("ls")
+def outbox_ls(
+    limit: Annotated[int, typer.Option(min=1, help="at most this many rows")] = 50,
+    output: OutputOption = "table",
+) -> None:
+    """The outbox rows the relay set aside, oldest first, with why."""
+    from tide.store.outbox import dead_letters  # noqa: PLC0415
+
+    settings = _settings("postgres_dsn")
+    with _database(settings) as conn:
+        rows = dead_letters(conn, limit=limit)
+    if output == "json":
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("id", "event_id", "type", "reason", "failed_at")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    out.print(table)
+
+
+@outbox_app.command("resend")
+def outbox_resend(
+    ids: Annotated[list[int] | None, typer.Argument(help="row ids (see `tide outbox ls`)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every row set aside")] = False,
+) -> None:
+    """Put set-aside rows back in the outbox (after fixing their data or the schema); the
+    relay publishes them, or sets them aside again with the new reason."""
+    from tide.store.outbox import resend  # noqa: PLC0415
+
+    if not ids and not all_:
+        err.print("[red]error:[/] name row ids or pass --all")
+        raise typer.Exit(EXIT_USAGE)
+    settings = _settings("postgres_dsn")
+    with _database(settings) as conn:
+        moved = resend(conn, None if all_ else list(ids or []))
+    out.print(f"{moved} row(s) back in the outbox")
 
 
 dlq_app = typer.Typer(

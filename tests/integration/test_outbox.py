@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,9 +11,11 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
+from typer.testing import CliRunner
 
 from tests.conftest import unique
 from tests.harness import Brokers
+from tide.cli import app
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher
@@ -126,3 +129,73 @@ async def test_the_age_of_the_oldest_unpublished_row_is_a_metric(
 
 def _oldest_age() -> float:
     return REGISTRY.get_sample_value("tide_outbox_oldest_age_seconds") or 0.0
+
+
+async def test_a_set_aside_row_is_listed_and_once_fixed_resent_and_published(
+    brokers: Brokers,
+    catalog: Catalog,
+    database: str,
+    consumer: Callable[..., Consumer],
+) -> None:
+    poison = _payment(unique("bad id"))  # a space: the schema's pattern refuses it
+    _enqueue(database, poison)
+    publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
+    relay = OutboxRelay(database, publisher)
+    cli, env = CliRunner(), {"TIDE_POSTGRES_DSN": database}
+    try:
+        await _relay_until_gone(relay, database, poison.id)
+        listed = cli.invoke(app, ["outbox", "ls", "--output", "json", "--limit", "1000"], env=env)
+        assert listed.exit_code == 0, listed.output
+        (row,) = [r for r in json.loads(listed.output) if r["event_id"] == poison.id]
+        assert "subscription_id" in row["reason"]
+        # The operator fixes the data, then sends the row again.
+        fixed = unique("fixed")
+        with psycopg.connect(database) as conn:
+            conn.execute(
+                "UPDATE outbox_dead_letters SET envelope = jsonb_set(envelope,"
+                " '{data,subscription_id}', to_jsonb(%s::text)) WHERE id = %s",
+                (fixed, row["id"]),
+            )
+        resent = cli.invoke(app, ["outbox", "resend", str(row["id"])], env=env)
+        assert resent.exit_code == 0, resent.output
+        assert "1 row(s) back in the outbox" in resent.output
+        await _relay_until_gone(relay, database, poison.id)
+    finally:
+        await relay.close()
+        publisher.close()
+    with psycopg.connect(database) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM outbox_dead_letters WHERE event_id = %s", (poison.id,)
+        ).fetchone()
+    assert left == (0,), "the fixed row was set aside again"
+    reader = consumer(unique("resent"))
+    reader.subscribe([str(catalog.event("payment.captured").topic)])
+    seen: dict[str, bytes] = {}
+
+    async def published() -> bool:
+        for message in reader.consume(50, timeout=0.5):
+            headers = dict(message.headers() or [])
+            if message.error() is None and headers.get("ce_id") == poison.id.encode():
+                seen[poison.id] = message.value() or b""
+        return poison.id in seen
+
+    await wait_until_async(published, deadline_s=60, what="the resent payment on its topic")
+    assert fixed.encode() in seen[poison.id]
+
+
+async def _relay_until_gone(relay: OutboxRelay, database: str, event_id: str) -> None:
+    async def gone() -> bool:
+        await relay.relay_once()
+        with psycopg.connect(database) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM outbox WHERE event_id = %s", (event_id,)
+            ).fetchone()
+        return row == (0,)
+
+    await wait_until_async(gone, deadline_s=60, what=f"{event_id} out of the outbox")
+
+
+def test_resend_without_ids_or_all_is_refused(database: str) -> None:
+    result = CliRunner().invoke(app, ["outbox", "resend"], env={"TIDE_POSTGRES_DSN": database})
+    assert result.exit_code == 2
+    assert "name row ids or pass --all" in result.output

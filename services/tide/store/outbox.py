@@ -126,3 +126,29 @@ class OutboxRelay:
         if self._conn is not None:
             await self._conn.close()
         self._conn = None
+
+
+def dead_letters(conn: psycopg.Connection[Any], *, limit: int) -> list[dict[str, Any]]:
+    """The rows set aside, oldest first, with why (what `tide outbox ls` shows)."""
+    rows = conn.execute(
+        "SELECT id, event_id, type, reason, failed_at FROM outbox_dead_letters"
+        " ORDER BY id LIMIT %s",
+        (limit,),
+    ).fetchall()
+    keys = ("id", "event_id", "type", "reason", "failed_at")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def resend(conn: psycopg.Connection[Any], ids: list[int] | None) -> int:
+    """Put dead-lettered rows (all of them when `ids` is None) back in the outbox, in one
+    transaction; returns how many. The relay tries them again, in their first order: one
+    still invalid comes back here with its reason."""
+    with conn.transaction():
+        moved = conn.execute(
+            "WITH gone AS (DELETE FROM outbox_dead_letters"
+            " WHERE %(all)s OR id = ANY(%(ids)s) RETURNING *)"
+            " INSERT INTO outbox (id, event_id, type, envelope)"
+            " SELECT id, event_id, type, envelope FROM gone ORDER BY id",
+            {"all": ids is None, "ids": ids or []},
+        ).rowcount
+    return moved
