@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import assert_never
 
@@ -57,6 +59,8 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
     """
     needs = check_needs(name, settings, catalog)
     runner = runner_of(catalog, name)
+    if settings.parent_pid is not None:
+        _exit_with_parent(settings.parent_pid)
     match runner:
         case Runner.PLAYER_API:
             _run_api(settings, catalog)
@@ -225,6 +229,19 @@ async def _run_queue_workers(name: str, settings: Settings, catalog: Catalog) ->
     health.start()
     await asyncio.gather(*(c.run(stop) for c in consumers))
     health.stop()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """SIGTERM this process (a drain, like any stop) once `parent` is no longer its parent:
+    a supervisor or test run killed without its cleanup leaves no service behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)  # a poll of the parent, not a synchronization
+        log.warning("parent process %d is gone: draining", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _on_stop_signals(stop: Callable[[], None]) -> None:

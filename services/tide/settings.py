@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     chaos_control_url: str = Field(
         default="", description="where `tide chaos` stops and starts brokers (make brokers)"
     )
+    parent_pid: int | None = Field(
+        default=None,
+        description="set by `tide run --all` and the chaos platform: drain and exit when that"
+        " process is gone, so no local child outlives what started it",
+    )
 
     @field_validator("postgres_dsn")
     @classmethod

@@ -58,7 +58,12 @@ class Supervisor:
         self._stop.set()
 
     def _spawn(self, child: Child) -> None:
-        env = {**os.environ, "TIDE_SERVICE": child.service, "TIDE_HTTP_PORT": str(child.port)}
+        env = {
+            **os.environ,
+            "TIDE_SERVICE": child.service,
+            "TIDE_HTTP_PORT": str(child.port),
+            "TIDE_PARENT_PID": str(os.getpid()),
+        }
         child.process = subprocess.Popen(
             [sys.executable, "-m", "tide", "run", child.service], env=env
         )

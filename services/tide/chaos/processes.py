@@ -68,7 +68,13 @@ class LocalPlatform:
         port = free_port()
         replica = sum(1 for p in [*self.processes, *self.retired] if p.service == service)
         log = self.workdir / f"{service}-{replica}.log"
-        env = {**os.environ, **self.env, "TIDE_SERVICE": service, "TIDE_HTTP_PORT": str(port)}
+        env = {
+            **os.environ,
+            **self.env,
+            "TIDE_SERVICE": service,
+            "TIDE_HTTP_PORT": str(port),
+            "TIDE_PARENT_PID": str(os.getpid()),
+        }
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(
                 [sys.executable, "-m", "tide", "run", service],
