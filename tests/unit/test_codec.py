@@ -16,8 +16,10 @@ from tide.codecs.json_schema import (
     InvalidEventError,
     UndecodableRecordError,
     UnknownEventTypeError,
+    validate,
 )
 from tide.events.envelope import CloudEvent
+from tide.events.schemas import schema
 
 
 def rated(**data: object) -> CloudEvent:
@@ -156,3 +158,64 @@ def test_validation_never_changes_the_event(codec: EventCodec) -> None:
     encoded = codec.encode(event)
     assert codec.decode(encoded.topic, encoded.value, encoded.headers).data == data
     assert "position_s" not in data
+
+
+# One valid event of each type: a failure below is then the newline's, nothing else's.
+VALID = {
+    "video.watch.started": {"user_id": "u", "video_id": "v", "session_id": "s", "device": "tv"},
+    "video.watch.completed": {
+        "user_id": "u",
+        "video_id": "v",
+        "session_id": "s",
+        "watched_s": 1,
+        "finished": True,
+    },
+    "video.quality.changed": {
+        "user_id": "u",
+        "video_id": "v",
+        "session_id": "s",
+        "quality": "720p",
+    },
+    "video.rated": {"user_id": "u", "video_id": "v", "rating": 4},
+    "video.heartbeat": {
+        "user_id": "u",
+        "video_id": "v",
+        "session_id": "s",
+        "position_s": 3,
+        "quality": "720p",
+    },
+    "content.published": {"video_id": "v", "title": "t", "genres": []},
+    "recommendation.generated": {"user_id": "u", "video_ids": ["v"], "reason": "r"},
+    "notification.requested": {"user_id": "u", "channel": "push", "title": "t", "video_ids": ["v"]},
+    "payment.captured": {
+        "subscription_id": "s",
+        "user_id": "u",
+        "plan": "basic",
+        "amount_cents": 1,
+        "currency": "EUR",
+    },
+}
+
+
+def _pattern_fields() -> list[tuple[str, str]]:
+    return [
+        (event.type, name)
+        for event in CATALOG.events
+        for name, spec in schema(event)["properties"].items()
+        if "pattern" in spec
+    ]
+
+
+def test_every_event_type_has_a_valid_example() -> None:
+    assert set(VALID) == {e.type for e in CATALOG.events}
+    for event_type, data in VALID.items():
+        validate(CATALOG.event(event_type), data)
+
+
+@pytest.mark.parametrize(("event_type", "field"), _pattern_fields())
+def test_a_trailing_newline_never_passes_a_pattern(event_type: str, field: str) -> None:
+    # jsonschema's `pattern` is Python's re.search, whose `$` matches before a final
+    # newline; the compiled validator refuses it. The stricter answer stands.
+    data = {**VALID[event_type], field: str(VALID[event_type][field]) + "\n"}
+    with pytest.raises(InvalidEventError, match=re.escape(f"field '{field}'")):
+        validate(CATALOG.event(event_type), data)
