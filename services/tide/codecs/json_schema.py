@@ -107,7 +107,7 @@ def validate(event_type: EventType, data: Any) -> None:
     """Raise InvalidEventError naming the first (most relevant) field that breaks the schema."""
     try:
         _fast_check(event_type)(data)
-    except fastjsonschema.JsonSchemaException as fast:
+    except fastjsonschema.JsonSchemaValueException as fast:
         refused = fast  # invalid: let jsonschema find the most relevant error, to name the field
     else:
         return
