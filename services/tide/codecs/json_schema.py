@@ -116,7 +116,7 @@ def validate(event_type: EventType, data: Any) -> None:
         # The two disagree where jsonschema's `pattern` (Python's re.search, whose `$`
         # also matches before a final newline) passes what the compiled check refuses:
         # the stricter answer stands, so both validators refuse the same events.
-        field = refused.name.removeprefix("data").lstrip(".") or "(root)"
+        field = (refused.name or "data").removeprefix("data").lstrip(".") or "(root)"
         raise InvalidEventError(event_type.type, field, refused.message)
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "required":
