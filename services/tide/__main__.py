@@ -1,5 +1,5 @@
 """`python -m tide` is the `tide` command."""
 
-from tide.cli import app
+from tide.cli import main
 
-app()
+main()

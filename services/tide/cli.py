@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, NoReturn
@@ -40,6 +42,55 @@ EXIT_CONFIG = 3
 EXIT_UNAVAILABLE = 4
 
 
+# `--debug`: a failure prints its traceback instead of one line (set by the callback).
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="on failure, print the traceback too")
+    ] = False,
+) -> None:
+    global _debug  # noqa: PLW0603 - one flag for the whole invocation
+    _debug = debug
+
+
+def main() -> None:
+    """The `tide` command. A failure ends it with one line and its exit code: 4 when a
+    broker, the database or the registry did not answer (or refused us), 1 otherwise;
+    `tide --debug ...` shows the traceback instead."""
+    try:
+        app()  # usage errors, --help and a command's typer.Exit end in sys.exit here
+    except Exception as exc:
+        if _debug:
+            raise
+        code, line = _explain(exc)
+        err.print(f"[red]error:[/] {line}")
+        if code == 1:
+            err.print("run it again with --debug for the traceback")
+        sys.exit(code)
+
+
+def _explain(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line for a failure no command handled itself."""
+    import psycopg  # noqa: PLC0415
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    from tide.errors import PlatformUnavailableError  # noqa: PLC0415
+
+    kafka = os.environ.get("TIDE_KAFKA_BOOTSTRAP", "(TIDE_KAFKA_BOOTSTRAP unset)")
+    if isinstance(exc, KafkaException):
+        return EXIT_UNAVAILABLE, f"Kafka at {kafka}: {exc.args[0].str()}"
+    if isinstance(exc, TimeoutError | concurrent.futures.TimeoutError):
+        return EXIT_UNAVAILABLE, f"Kafka at {kafka} did not answer in time"
+    if isinstance(exc, psycopg.OperationalError):
+        return EXIT_UNAVAILABLE, f"PostgreSQL: {str(exc).strip().splitlines()[0]}"
+    if isinstance(exc, PlatformUnavailableError | ConnectionError):
+        return EXIT_UNAVAILABLE, str(exc)
+    return 1, f"{type(exc).__name__}: {exc}"
+
+
 def _settings(*required: str) -> Settings:
     """Settings from TIDE_*; a missing or invalid one ends the command with exit code 3."""
     try:
@@ -69,6 +120,7 @@ def run(
     from tide.launch import (  # noqa: PLC0415
         NotDrainedError,
         NotRunnableError,
+        PortInUseError,
         RunnerDiedError,
         run_service,
     )
@@ -86,7 +138,7 @@ def run(
     settings = _settings()
     try:
         run_service(service, settings, settings.catalog())
-    except (MissingSettingError, NotRunnableError) as exc:
+    except (MissingSettingError, NotRunnableError, PortInUseError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (RunnerDiedError, NotDrainedError) as exc:
@@ -132,7 +184,7 @@ def _postgres_unreachable(dsn: str, exc: Exception) -> NoReturn:
     where = psycopg.conninfo.conninfo_to_dict(dsn)
     err.print(
         f"[red]error:[/] cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
-        f" (database {where.get('dbname')}): {str(exc).strip()}"
+        f" (database {where.get('dbname')}): {str(exc).strip().splitlines()[0]}"
     )
     raise typer.Exit(EXIT_UNAVAILABLE) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 
@@ -60,6 +61,27 @@ def health_app(ready: ReadinessCheck, alive: LivenessCheck | None = None) -> Fas
     return app
 
 
+class PortInUseError(RuntimeError):
+    """The HTTP port cannot be bound: configuration that can never work (exit 3)."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket for an HTTP server, bound before anything else starts.
+
+    uvicorn binds late and, on failure, exits its own thread: a consumer process went on
+    consuming with no /healthz or /metrics, so it could never be probed."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(
+            f"cannot listen on {host}:{port} (TIDE_HTTP_PORT): {exc.strerror}"
+        ) from None
+    return sock
+
+
 class HealthServer:
     """Serves health_app on a thread, so the process's main work keeps the main thread."""
 
@@ -68,9 +90,12 @@ class HealthServer:
     ) -> None:
         app = health_app(ready, alive)
         # All interfaces: the probes come from the kubelet.
-        config = uvicorn.Config(app, host="0.0.0.0", port=port, log_level="warning")  # noqa: S104
+        self._socket = bind("0.0.0.0", port)  # noqa: S104
+        config = uvicorn.Config(app, log_level="warning")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="health", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="health", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

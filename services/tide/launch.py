@@ -18,7 +18,7 @@ from tide.apps.subscription import create_app as create_subscription_app
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import load_handler
-from tide.health import HealthServer
+from tide.health import HealthServer, PortInUseError, bind
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
@@ -34,6 +34,7 @@ from tide.topology import Catalog
 __all__ = [
     "NotDrainedError",
     "NotRunnableError",
+    "PortInUseError",
     "RunnerDiedError",
     "check_needs",
     "run_service",
@@ -94,12 +95,11 @@ def serve(app: FastAPI, host: str, port: int) -> None:
     instead of killing the process, so the exit status (0, or 1) tells whether it drained,
     as it does for every other runner.
     """
+    sock = bind(host, port)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning"
-    )
-    uvicorn.Server(config).run()
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
     if not getattr(app.state, "drained", False):
         raise NotDrainedError("the HTTP server stopped before its shutdown drained")
 

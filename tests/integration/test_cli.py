@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+
 import pytest
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from tests.conftest import unique
 from tests.harness import Brokers
+from tests.harness.process import free_port
 from tide.catalog import CATALOG
-from tide.cli import EXIT_CONFIG, EXIT_USAGE, app
+from tide.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, app
 
 runner = CliRunner()
 
@@ -88,3 +95,68 @@ def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == code, result.output
     assert says in " ".join(result.output.split())
+
+
+def _tide(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The `tide` command as a user runs it (its entry point, not the Typer app)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tide", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _lines(stderr: str) -> list[str]:
+    """What the command said, without librdkafka's own connection log lines."""
+    return [line for line in stderr.splitlines() if line and not line.startswith("%")]
+
+
+@pytest.mark.parametrize("args", [["topics", "create"], ["status"], ["dlq", "ls"]], ids=" ".join)
+def test_kafka_unreachable_is_one_line_and_exit_4(
+    args: list[str],
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    result = _tide(args, {"TIDE_KAFKA_BOOTSTRAP": closed})
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    (line,) = _lines(result.stderr)
+    assert line.startswith(f"error: Kafka at {closed}"), line
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback_instead() -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    result = _tide(["--debug", "topics", "create"], {"TIDE_KAFKA_BOOTSTRAP": closed})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "dsn_of",
+    [
+        lambda dsn: dsn.replace(dsn.split(":")[2].split("@")[0], "wrong-password"),
+        lambda _dsn: f"postgresql://tide@127.0.0.1:{free_port()}/tide",
+    ],
+    ids=["wrong password", "closed port"],
+)
+def test_db_migrate_that_cannot_reach_postgresql_is_one_line_and_exit_4(
+    database: str, dsn_of: Callable[[str], str]
+) -> None:
+    result = _tide(["db", "migrate"], {"TIDE_POSTGRES_DSN": dsn_of(database)})
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    (line,) = _lines(result.stderr)
+    assert line.startswith("error: cannot reach PostgreSQL at 127.0.0.1:"), line
+
+
+def test_a_service_whose_http_port_is_taken_exits_3_naming_it(brokers: Brokers) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _tide(["run", "analytics"], {**brokers.as_env(), "TIDE_HTTP_PORT": str(port)})
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    (line,) = _lines(result.stderr)[-1:]
+    assert f"cannot listen on 0.0.0.0:{port} (TIDE_HTTP_PORT)" in line, result.stderr
