@@ -37,4 +37,4 @@ PLATFORM_ERRORS: tuple[type[Exception], ...] = (
 CONNECT_TIMEOUT_S = 10
 # A record or job that met a platform fault is tried again after this, doubling to the max.
 UNAVAILABLE_BACKOFF_S = 2.0
-MAX_UNAVAILABLE_BACKOFF_S = 30.0
+MAX_UNAVAILABLE_BACKOFF_S = 10.0
