@@ -66,6 +66,31 @@ def test_accepted_event_is_answered_202_with_where_kafka_put_it(
         (json.dumps({"type": "video.rated"}).encode(), 422, "data"),
         (json.dumps({"type": "content.published", "data": {}}).encode(), 422, "unknown event type"),
         (b"x" * (MAX_BODY + 1), 413, f"at most {MAX_BODY} bytes"),
+        # Bounds every consumer and store can hold (#16): personalization's double
+        # precision sum overflowed on 1e308 twice; the id travels in AMQP headers.
+        (json.dumps(started(position_s=1e308)).encode(), 422, "field 'position_s'"),
+        (
+            json.dumps(
+                {
+                    "type": "video.watch.completed",
+                    "data": {
+                        "user_id": "u1",
+                        "video_id": "v1",
+                        "session_id": "s1",
+                        "watched_s": 1e308,
+                        "finished": True,
+                    },
+                }
+            ).encode(),
+            422,
+            "field 'watched_s'",
+        ),
+        (
+            json.dumps({**started(), "correlation_id": "\U0001f600" * 100}).encode(),
+            422,
+            "correlation_id",
+        ),
+        (json.dumps({**started(), "correlation_id": "c1\n"}).encode(), 422, "correlation_id"),
     ],
 )
 def test_bad_input_gets_a_4xx_that_names_the_problem(

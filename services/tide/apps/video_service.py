@@ -41,7 +41,9 @@ class EventIn(BaseModel):
 
     type: str = Field(examples=["video.watch.started"], max_length=100)
     data: dict[str, Any]
-    correlation_id: str | None = Field(default=None, max_length=100)
+    # ASCII only, like every id: it travels in AMQP headers, whose strings hold 255 bytes
+    # (100 four-byte characters passed, then notification-dispatch failed on every try).
+    correlation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 class Accepted(BaseModel):
