@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -53,6 +54,17 @@ def add_health_routes(
 
     for fault in PLATFORM_ERRORS:
         app.add_exception_handler(fault, unavailable)
+
+    async def invalid(_request: Request, exc: Exception) -> Response:
+        # FastAPI's own answer echoes the input, which may not encode as JSON (NaN, a lone
+        # surrogate): a 500 for a client's mistake. Name the field, never echo.
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        field = ".".join(str(part) for part in first["loc"]) or "(request)"
+        detail = f"{field}: {first['msg']}"
+        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
 
 
 def health_app(ready: ReadinessCheck, alive: LivenessCheck | None = None) -> FastAPI:

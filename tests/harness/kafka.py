@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import signal
 import uuid
 from pathlib import Path
 
@@ -182,6 +183,16 @@ class KafkaBroker:
         """SIGKILL the broker: a crash, for chaos tests."""
         if self._process is not None:
             self._process.kill()
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker: it takes connections and requests and answers none (a long
+        GC pause, a stalled node), so a client's produce is in doubt until `thaw`."""
+        if self._process is not None:
+            self._process.signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._process is not None:
+            self._process.signal(signal.SIGCONT)
 
     def restart(self, timeout: float = 90.0) -> None:
         self.stop()

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
+import threading
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from tests.harness import Brokers
 from tests.harness.process import free_port
@@ -17,6 +23,7 @@ from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 MAX_BODY = 4096
@@ -126,14 +133,102 @@ def test_generated_requests_never_get_a_5xx(brokers: Brokers, catalog: Catalog) 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operation = schema["/v1/events"]["POST"]
     seen: list[int] = []
+    for mode in GenerationMode:  # valid requests, and invalid ones on purpose
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy())
-    def never_5xx(case: schemathesis.Case) -> None:
-        response = case.call()
-        seen.append(response.status_code)
-        assert response.status_code < 500, f"{response.status_code}: {response.text}"
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def never_5xx(case: schemathesis.Case) -> None:
+            response = case.call()
+            seen.append(response.status_code)
+            assert response.status_code < 500, f"{response.status_code}: {response.text}"
 
-    with TestClient(app):  # runs the lifespan, so the publisher is flushed at the end
-        never_5xx()
-    assert len(seen) >= 20
+        with TestClient(app):  # runs the lifespan, so the publisher is flushed at the end
+            never_5xx()
+    assert len(seen) >= 40
+    print(f"\nvideo-service fuzz: {len(seen)} requests, statuses {dict(Counter(seen))}")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None]
+)
+def test_only_json_media_types_are_taken(api: TestClient, content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = api.post("/v1/events", content=json.dumps(started()).encode(), headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported media type"
+
+
+def test_a_key_given_twice_is_refused_not_the_last_one_winning(api: TestClient) -> None:
+    body = b'{"type": "video.watch.started", "type": "video.rated", "data": {}}'
+    response = api.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "key 'type' given twice" in response.json()["detail"]
+
+
+def test_a_body_without_a_length_is_refused_once_it_passes_the_limit(served: int) -> None:
+    # Chunked, so no Content-Length: the API must refuse it while it streams, not after
+    # buffering it whole (100 MB took the process from 158 to 260 MiB before its 413).
+    total, sent = 100 * 1024 * 1024, 0
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", served), timeout=30) as client:
+        client.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        answered = False
+        while sent < total and not answered:
+            try:
+                client.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server answered and closed
+            sent += 0x10000
+            answered = bool(select.select([client], [], [], 0)[0])
+        answer = client.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert sent < total / 10, f"{sent} bytes were taken before the refusal"
+
+
+def test_a_body_that_stops_arriving_is_given_up_with_408(served: int) -> None:
+    with socket.create_connection(("127.0.0.1", served), timeout=30) as client:
+        client.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"type": '  # and then nothing more
+        )
+        answer = client.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert "did not arrive within" in answer
+
+
+@pytest.fixture
+def served(brokers: Brokers, catalog: Catalog) -> Iterator[int]:
+    """The API on a real uvicorn server (TestClient buffers request bodies); its port."""
+    publisher = EventPublisher(
+        {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=10
+    )
+    port = free_port()
+    app = create_app(catalog, publisher, max_body_bytes=MAX_BODY)
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=30, what="the API listening")
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        publisher.close()
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(api: TestClient) -> None:
+    headers = {"content-type": "application/json", "idempotency-key": "order-42"}
+    body = json.dumps(started(user_id="idem"))
+    first = api.post("/v1/events", content=body, headers=headers)
+    again = api.post("/v1/events", content=body, headers=headers)
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
+    assert again.json() == first.json(), "a retry is answered as the first attempt was"
+    assert again.headers["idempotent-replayed"] == "true"
+    other = api.post("/v1/events", content=json.dumps(started(user_id="other")), headers=headers)
+    assert other.status_code == 422, other.text
+    assert "was used for a different request" in other.json()["detail"]
+    bad = api.post("/v1/events", content=body, headers={**headers, "idempotency-key": "a b"})
+    assert bad.status_code == 400, bad.text

@@ -17,11 +17,14 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import FastAPI, Path, Response
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field, ValidationError
 
+from tide.apps.bodies import BodyRefusedError, read_json
 from tide.catalog import CATALOG
+from tide.errors import CONNECT_TIMEOUT_S
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
 from tide.health import add_health_routes
@@ -157,6 +160,11 @@ async def _reset_overview(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("DELETE FROM subscription_overview")
 
 
+# Per process; PostgreSQL's default max_connections (100) is shared by every service.
+POOL_SIZE = 10
+POOL_WAIT_S = 5.0
+POOL_QUEUE = 200
+
 OVERVIEW = Projection("subscription_overview", _apply_overview, _reset_overview)
 
 
@@ -176,6 +184,22 @@ SubscriptionId = Annotated[str, Path(**_bounds("subscription_id"))]
 UserId = Annotated[str, Field(**_bounds("user_id"))]
 
 
+class Problem(BaseModel):
+    error: str
+    detail: str
+
+
+def _named(exc: ValidationError) -> str:
+    """The first error, naming its field and never echoing the input (which may not even
+    encode as JSON: NaN, a lone surrogate)."""
+    first = exc.errors(include_input=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(body)"
+    return f"{field}: {first['msg']}"
+
+
+MAX_BODY_BYTES = 4096  # a start command is a user id and a plan
+
+
 class StartIn(BaseModel):
     user_id: UserId
     plan: Plan
@@ -189,6 +213,9 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Requests share a bounded pool (one per lifespan, so in the loop that serves them).
+        app.state.pool = pool = _request_pool(dsn)
+        await pool.open(wait=False)  # PostgreSQL may be down at start: requests get 503
         stop = asyncio.Event()
         projecting = liveness.heartbeat("projection subscription_overview")
         tasks = [
@@ -209,14 +236,14 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         yield
         stop.set()
         await asyncio.gather(*tasks)
+        await pool.close()
         app.state.drained = publisher.close() == 0
         log.info("subscription drained")
 
     app = FastAPI(title="Tide subscription", version="1", lifespan=lifespan)
 
     async def command(subscription_id: str, decide: Any) -> Response:
-        conn = await store.connect()
-        async with conn:
+        async with app.state.pool.connection() as conn:
             state = await repository.load(conn, subscription_id)
             try:
                 new = await repository.save(conn, state, decide(state))
@@ -226,8 +253,37 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
                 return JSONResponse({"error": "conflict", "detail": str(exc)}, status_code=409)
         return JSONResponse(vars(new), status_code=200)
 
-    @app.post("/v1/subscriptions/{subscription_id}/start")
-    async def start(subscription_id: SubscriptionId, body: StartIn) -> Response:
+    @app.post(
+        "/v1/subscriptions/{subscription_id}/start",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": StartIn.model_json_schema()}},
+            }
+        },
+        responses={
+            400: {"model": Problem},
+            408: {"model": Problem},
+            409: {"model": Problem},
+            413: {"model": Problem},
+            415: {"model": Problem},
+            422: {"model": Problem},
+            503: {"model": Problem},
+        },
+    )
+    async def start(subscription_id: SubscriptionId, request: Request) -> Response:
+        # Read by hand, as the player API does: JSON only, bounded while it streams, a
+        # key given twice refused (tide.apps.bodies).
+        try:
+            body = StartIn.model_validate(await read_json(request, MAX_BODY_BYTES))
+        except BodyRefusedError as refused:
+            return JSONResponse(
+                {"error": refused.error, "detail": refused.detail}, status_code=refused.status
+            )
+        except ValidationError as exc:
+            return JSONResponse(
+                {"error": "invalid request", "detail": _named(exc)}, status_code=422
+            )
         return await command(subscription_id, lambda s: s.start(body.user_id, body.plan))
 
     @app.post("/v1/subscriptions/{subscription_id}/renew")
@@ -240,8 +296,7 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
 
     @app.get("/v1/subscriptions/{subscription_id}")
     async def read(subscription_id: SubscriptionId) -> Response:
-        conn = await store.connect()
-        async with conn:
+        async with app.state.pool.connection() as conn:
             state = await repository.load(conn, subscription_id)
         if state.status == "none":
             return JSONResponse({"error": "not found", "detail": subscription_id}, status_code=404)
@@ -257,6 +312,26 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
     add_health_routes(app, unready, liveness.problem)
 
     return app
+
+
+def _request_pool(dsn: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """One connection per request ran PostgreSQL out of connections ("too many clients
+    already", answered 500) under 300 concurrent reads. A request waits at most
+    POOL_WAIT_S for one of POOL_SIZE, and at most POOL_QUEUE wait at all; beyond either
+    it is shed with 503 (psycopg_pool's errors are OperationalErrors)."""
+    return AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=POOL_SIZE,
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "tide-subscription-api",  # pg_stat_activity tells them apart
+        },
+        timeout=POOL_WAIT_S,
+        max_waiting=POOL_QUEUE,
+        open=False,
+    )
 
 
 async def _keep_projecting(

@@ -1,23 +1,25 @@
 """The player's HTTP API: accepts watch events and answers 202 once Kafka has them.
 
 No consumer is on the request path. Bad input is a 4xx that names the problem:
-400 malformed JSON, 413 oversized body, 422 unknown type or schema-invalid data.
+400 malformed JSON (a key given twice too), 408 a body that stalls, 413 oversized
+body, 415 not JSON, 422 unknown type or schema-invalid data (tide.apps.bodies).
 A broker that does not confirm in time is a 503; an accepted event is never lost.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from tide.apps.bodies import BodyRefusedError, read_json
+from tide.apps.idempotency import HEADER as IDEMPOTENCY_HEADER
+from tide.apps.idempotency import IdempotencyKeyError, Replays
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
@@ -61,6 +63,7 @@ class Problem(BaseModel):
 
 def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: int) -> FastAPI:
     """The API around one shared publisher (closed with the app)."""
+    replays = Replays()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,29 +84,34 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": EventIn.model_json_schema()}},
-            }
+            },
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "a retry with the same key and content has one effect",
+                    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                }
+            ],
         },
         response_model=Accepted,
         responses={
             400: {"model": Problem},
+            408: {"model": Problem},
             413: {"model": Problem},
+            415: {"model": Problem},
             422: {"model": Problem},
             503: {"model": Problem},
         },
     )
     async def accept(request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
-        # The limit is checked here rather than in a middleware: Starlette's
+        # The body is read here rather than in a middleware: Starlette's
         # BaseHTTPMiddleware cost about a third of the endpoint's throughput (bench/).
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return _problem(413, "body too large", f"at most {max_body_bytes} bytes")
-        body = await request.body()  # also bounds bodies sent without a length
-        if len(body) > max_body_bytes:
-            return _problem(413, "body too large", f"at most {max_body_bytes} bytes")
         try:
-            payload = orjson.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _problem(400, "malformed JSON", str(exc))
+            payload = await read_json(request, max_body_bytes)
+        except BodyRefusedError as refused:
+            return _problem(refused.status, refused.error, refused.detail)
         try:
             incoming = EventIn.model_validate(payload)
         except ValueError as exc:
@@ -114,10 +122,22 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
                 "unknown event type",
                 f"{incoming.type!r}; accepted: {', '.join(ACCEPTED_TYPES)}",
             )
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        identity: dict[str, str] = {}
+        if key is not None:
+            fingerprint = replays.fingerprint(payload)
+            try:
+                first = replays.first_answer(replays.checked(key), fingerprint)
+            except IdempotencyKeyError as exc:
+                return _problem(exc.status, "idempotency key", str(exc))
+            if first is not None:
+                return JSONResponse(first, status_code=202, headers={"idempotent-replayed": "true"})
+            identity["id"] = replays.event_id(key, fingerprint)
         event = CloudEvent(
             type=incoming.type,
             source=SOURCE,
             data=incoming.data,
+            **identity,
             **({"correlationid": incoming.correlation_id} if incoming.correlation_id else {}),
         )
         try:
@@ -136,8 +156,10 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
             topic=delivery.topic,
             partition=delivery.partition,
             offset=delivery.offset,
-        )
-        return JSONResponse(accepted.model_dump(), status_code=202)
+        ).model_dump()
+        if key is not None:
+            replays.remember(key, fingerprint, accepted)
+        return JSONResponse(accepted, status_code=202)
 
     add_health_routes(app, publisher.unready_reason)
 

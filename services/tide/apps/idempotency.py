@@ -1,0 +1,71 @@
+"""Idempotent requests: a client's `Idempotency-Key` (the IETF httpapi draft's header).
+
+The key and the request's content decide the event id (a UUIDv5), so a retry publishes
+the same id and every consumer's exactly-once marks give it no second effect - also
+after a 503 whose first attempt Kafka did take, and on any replica. The first answer
+is kept for a day on the replica that gave it, which answers a retry with it again
+(`Idempotent-Replayed: true`) and refuses the key reused for different content (422).
+The marks outlive that day (Catalog.dedupe_retention_ms): a retry later than the day,
+or on another replica, is answered 202 again but still has one effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import uuid
+from typing import Any
+
+import orjson
+from cachetools import TTLCache
+
+WINDOW_S = 24 * 3600
+MAX_KEYS = 100_000  # per replica; the oldest go first beyond it
+HEADER = "idempotency-key"
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+_NAMESPACE = uuid.UUID("0f3f5a8e-6c2b-4b8e-9a43-2d1f7c6e5b10")
+
+
+class IdempotencyKeyError(ValueError):
+    """An Idempotency-Key that is malformed (400) or reused for another request (422)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class Replays:
+    def __init__(self, *, window_s: float = WINDOW_S, size: int = MAX_KEYS) -> None:
+        self._answers: TTLCache[str, tuple[str, dict[str, Any]]] = TTLCache(size, window_s)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def checked(key: str) -> str:
+        if not _KEY.fullmatch(key):
+            raise IdempotencyKeyError(400, "Idempotency-Key: 1 to 255 printable ASCII characters")
+        return key
+
+    @staticmethod
+    def fingerprint(payload: Any) -> str:
+        """The request's content, whatever its key order or whitespace."""
+        return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    @staticmethod
+    def event_id(key: str, fingerprint: str) -> str:
+        return str(uuid.uuid5(_NAMESPACE, f"{key}\n{fingerprint}"))
+
+    def first_answer(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        with self._lock:
+            kept = self._answers.get(key)
+        if kept is None:
+            return None
+        if kept[0] != fingerprint:
+            raise IdempotencyKeyError(
+                422, f"Idempotency-Key {key!r} was used for a different request"
+            )
+        return kept[1]
+
+    def remember(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
+        with self._lock:
+            self._answers[key] = (fingerprint, answer)
