@@ -24,6 +24,11 @@ HANDLER_SECONDS = Histogram(
     ["group"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+CONSUMER_REJOINS = Counter(
+    "tide_consumer_rejoins",
+    "New consumer clients started after one lost its group while Kafka answered",
+    ["group"],
+)
 CONSUMER_LAG = Gauge(
     "tide_consumer_lag",
     "Records behind the partition end, as the consumer sees it",

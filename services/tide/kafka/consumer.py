@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tide import metrics
 from tide.errors import UNAVAILABLE_BACKOFF_S
@@ -28,8 +29,10 @@ from tide.topology import ConsumerGroup
 log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 5.0
-# A member whose group has not been joined (coordinator known, assignment settled) for this
-# long, while Kafka answers other clients, is wedged: only a new client gets it back.
+# A member out of its group this long while Kafka answers a new client is wedged: the
+# runner starts a new client (REJOIN_AFTER_S); should that not help either, liveness
+# fails (UNJOINED_BOUND_S) and the kubelet restarts the process.
+REJOIN_AFTER_S = 30.0
 UNJOINED_BOUND_S = 90.0
 
 
@@ -71,8 +74,9 @@ class ConsumerRunner:
         self.processor = processor
         self.batch = batch
         self.heartbeat = heartbeat
-        self._consumer = Consumer(consumer_config(client, group), stats_cb=self._on_stats)
-        self._joined_at = time.monotonic()
+        self._client = client
+        self._consumer = self._new_consumer()
+        self._joined_at = self._last_probe = time.monotonic()
         self._group_state = "init/init"
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
@@ -86,22 +90,68 @@ class ConsumerRunner:
         """Ask the loop to finish the batch in hand, commit and close (SIGTERM calls this)."""
         self._stop.set()
 
-    def run(self) -> None:
+    def _new_consumer(self) -> Consumer:
+        consumer: Consumer | None = None
+
+        def stats(raw: str) -> None:
+            if consumer is self._consumer:  # not a replaced client, closing elsewhere
+                self._on_stats(raw)
+
+        consumer = Consumer(consumer_config(self._client, self.group), stats_cb=stats)
+        return consumer
+
+    def _subscribe(self) -> None:
         topics = [*self.group.topics, *self.group.retry_topics]
         self._consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info("group %s consuming %s", self.group.name, ", ".join(topics))
+
+    def run(self) -> None:
+        self._subscribe()
         try:
             while not self._stop.is_set():
                 self._resume_due()
                 messages = self._consumer.consume(self.batch, timeout=0.5)
                 self._handle([r for m in messages if (r := self._ready(m)) is not None])
                 self._report_lag()
+                self._rejoin_if_wedged()
                 if self.heartbeat is not None:
                     self.heartbeat.beat()
         finally:
             self._close()
+
+    def _rejoin_if_wedged(self) -> None:
+        """Start a new client when this one has been out of its group for REJOIN_AFTER_S
+        while Kafka answers a new one (issue #15.1).
+
+        After a broker restart, librdkafka 2.16 can lose its group coordinator for good:
+        the member sits in `query-coord` with no broker to ask, 0 members in the group and
+        the backlog growing, while the process looks alive. A new client bootstraps
+        afresh and rejoins. During a real outage the probe fails and this waits.
+        """
+        now = time.monotonic()
+        if now - self._joined_at < REJOIN_AFTER_S or now - self._last_probe < REJOIN_AFTER_S:
+            return
+        self._last_probe = now
+        try:
+            AdminClient(self._client).list_topics(timeout=5)
+        except KafkaException:
+            return  # Kafka itself is not answering: an outage, not a wedged client
+        log.warning(
+            "group %s: not joined for %.0f s (state %s) while Kafka answers: new consumer",
+            self.group.name,
+            now - self._joined_at,
+            self._group_state,
+        )
+        metrics.CONSUMER_REJOINS.labels(self.group.name).inc()
+        wedged = self._consumer
+        self._paused.clear()
+        self._consumer = self._new_consumer()
+        self._joined_at = time.monotonic()
+        self._subscribe()
+        # Closing the old client may wait for the coordinator it lost: not on this loop.
+        threading.Thread(target=wedged.close, name="close-wedged", daemon=True).start()
 
     def unjoined(self) -> str | None:
         """Why this member is wedged outside its group, or None (see UNJOINED_BOUND_S)."""
@@ -219,15 +269,18 @@ class ConsumerRunner:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # librdkafka keeps a partition's pause flag across a rebalance; a partition that
         # comes back to us must not stay paused by a decision we no longer track.
-        self._forget_pauses(consumer, partitions)
+        if consumer is self._consumer:  # a replaced client's callbacks change nothing here
+            self._forget_pauses(consumer, partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Hand over what is done before the partitions move (no re-processing storm).
-        self._forget_pauses(consumer, partitions)
-        self._commit()
+        if consumer is self._consumer:
+            self._forget_pauses(consumer, partitions)
+            self._commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._forget_pauses(consumer, partitions)
+        if consumer is self._consumer:
+            self._forget_pauses(consumer, partitions)
 
     def _forget_pauses(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         paused = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]

@@ -1,0 +1,84 @@
+"""A member that lost its group while Kafka answers gets a new client and the group goes on
+(issue #15.1). After a Kafka restart, librdkafka 2.16 can leave a member outside its group
+for good (0 members, the backlog growing). That state cannot be forced from outside, so
+this test moves the runner's last-joined time back past REJOIN_AFTER_S; what it checks is
+the recovery: a new client joins and every record still has exactly one effect."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.harness import Brokers
+from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
+from tide.codecs.json_schema import EventCodec
+from tide.kafka import consumer as consumer_module
+from tide.kafka.consumer import ConsumerRunner
+from tide.kafka.processing import RecordProcessor
+from tide.kafka.producer import EventPublisher
+from tide.kafka.topics import ensure_topics
+from tide.topology import Catalog
+from tide.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
+    brokers: Brokers, catalog: Catalog, database: str, publisher: EventPublisher, effects_table: str
+) -> None:
+    client = {"bootstrap.servers": brokers.kafka_bootstrap}
+    group = fast_retries(catalog)
+    ensure_topics(client, catalog.side_topics(group))
+    handler, _ = recording()
+    processor = RecordProcessor(
+        group=group,
+        handler=handler,
+        codec=EventCodec(catalog),
+        database=database,
+        publisher=publisher,
+        source="/test",
+    )
+    runner = ConsumerRunner(group, processor, client)
+    thread = threading.Thread(target=runner.run, name="rejoin", daemon=True)
+    thread.start()
+    try:
+        before = [rating(f"before-{i}") for i in range(10)]
+        for event in before:
+            publisher.publish(event)
+        wait_until(
+            lambda: set(effects(database, group.name)) >= {e.id for e in before},
+            timeout=60,
+            what="the first records handled",
+        )
+        # As librdkafka's statistics would show a member stuck outside its group.
+        out_since = time.monotonic() - consumer_module.REJOIN_AFTER_S - 1
+        runner._joined_at = runner._last_probe = out_since
+        wait_until(
+            lambda: (
+                (
+                    REGISTRY.get_sample_value("tide_consumer_rejoins_total", {"group": group.name})
+                    or 0
+                )
+                >= 1
+            ),
+            timeout=30,
+            what="a new consumer client",
+        )
+        after = [rating(f"after-{i}") for i in range(10)]
+        for event in after:
+            publisher.publish(event)
+        wanted = {e.id for e in before + after}
+        wait_until(
+            lambda: set(effects(database, group.name)) >= wanted,
+            timeout=90,
+            what="every record handled by the new client",
+        )
+    finally:
+        runner.stop()
+        thread.join(timeout=30)
+        processor.close()
+    assert not thread.is_alive()
+    assert set(effects(database, group.name).values()) == {1}, "a record had two effects"
