@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -21,6 +22,7 @@ from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.kafka.topics import ensure_topics
+from tide.liveness import Heartbeat
 from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
@@ -155,3 +157,38 @@ def effects_table(database: str) -> str:
             " event_id text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
         )
     return "test_effects"
+
+
+@contextmanager
+def running_runner(
+    catalog: Catalog,
+    group: ConsumerGroup,
+    handler: Handler,
+    *,
+    codec: EventCodec,
+    database: str,
+    publisher: EventPublisher,
+    client: dict[str, str],
+    heartbeat: Heartbeat | None = None,
+) -> Iterator[ConsumerRunner]:
+    """The sync runner for `group` on a thread, for tests that reach into it (its heartbeat,
+    its codec); stopped, joined and its database connection closed on the way out."""
+    ensure_topics(client, catalog.side_topics(group))
+    processor = RecordProcessor(
+        group=group,
+        handler=handler,
+        codec=codec,
+        database=database,
+        publisher=publisher,
+        source="/test",
+    )
+    runner = ConsumerRunner(group, processor, client, heartbeat=heartbeat)
+    thread = threading.Thread(target=runner.run, name=f"runner-{group.name}", daemon=True)
+    thread.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        thread.join(timeout=30)
+        processor.close()
+    assert not thread.is_alive(), "runner did not stop within 30s"

@@ -6,7 +6,6 @@ the recovery: a new client joins and every record still has exactly one effect."
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -14,12 +13,10 @@ from prometheus_client import REGISTRY
 
 from tests.harness import Brokers
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
+from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
 from tide.kafka import consumer as consumer_module
-from tide.kafka.consumer import ConsumerRunner
-from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
-from tide.kafka.topics import ensure_topics
 from tide.topology import Catalog
 from tide.waiting import wait_until
 
@@ -31,20 +28,16 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
 ) -> None:
     client = {"bootstrap.servers": brokers.kafka_bootstrap}
     group = fast_retries(catalog)
-    ensure_topics(client, catalog.side_topics(group))
     handler, _ = recording()
-    processor = RecordProcessor(
-        group=group,
-        handler=handler,
+    with running_runner(
+        catalog,
+        group,
+        handler,
         codec=EventCodec(catalog),
         database=database,
         publisher=publisher,
-        source="/test",
-    )
-    runner = ConsumerRunner(group, processor, client)
-    thread = threading.Thread(target=runner.run, name="rejoin", daemon=True)
-    thread.start()
-    try:
+        client=client,
+    ) as runner:
         before = [rating(f"before-{i}") for i in range(10)]
         for event in before:
             publisher.publish(event)
@@ -76,9 +69,4 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
             timeout=90,
             what="every record handled by the new client",
         )
-    finally:
-        runner.stop()
-        thread.join(timeout=30)
-        processor.close()
-    assert not thread.is_alive()
     assert set(effects(database, group.name).values()) == {1}, "a record had two effects"

@@ -11,14 +11,12 @@ from fastapi.testclient import TestClient
 
 from tests.harness import Brokers
 from tests.integration.test_consumer_runner import fast_retries, rating
+from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.handlers import HandlerContext
 from tide.health import health_app
-from tide.kafka.consumer import ConsumerRunner
-from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
-from tide.kafka.topics import ensure_topics
 from tide.liveness import Liveness
 from tide.topology import Catalog
 from tide.waiting import wait_until
@@ -38,7 +36,6 @@ def test_a_loop_stuck_in_a_batch_fails_liveness_naming_its_group_then_recovers(
 ) -> None:
     group = fast_retries(catalog)
     client_config = {"bootstrap.servers": brokers.kafka_bootstrap}
-    ensure_topics(client_config, catalog.side_topics(group))
     entered, release = threading.Event(), threading.Event()
 
     def blocks(_event: CloudEvent, _ctx: HandlerContext) -> None:
@@ -46,38 +43,28 @@ def test_a_loop_stuck_in_a_batch_fails_liveness_naming_its_group_then_recovers(
         entered.set()
         release.wait(60)
 
-    processor = RecordProcessor(
-        group=group,
-        handler=blocks,
+    liveness = Liveness()
+    with running_runner(
+        catalog,
+        group,
+        blocks,
         codec=EventCodec(catalog),
         database=database,
         publisher=publisher,
-        source="/test",
-    )
-    liveness = Liveness()
-    runner = ConsumerRunner(
-        group,
-        processor,
-        client_config,
+        client=client_config,
         heartbeat=liveness.heartbeat(f"group {group.name}", BOUND_S),
-    )
-    thread = threading.Thread(target=runner.run, name="stuck-runner", daemon=True)
-    thread.start()
-    health = TestClient(health_app(lambda: None, liveness.problem))
-    try:
-        assert _status(health) == (200, "ok")
-        publisher.publish(rating("stuck-user"))
-        wait_until(entered.is_set, timeout=60, what="the handler to be entered")
-        wait_until(lambda: _status(health)[0] == 503, timeout=BOUND_S + 20, what="/healthz 503")
-        code, body = _status(health)
-        assert code == 503
-        assert body["error"] == "not alive"
-        assert f"group {group.name}: no progress for" in body["detail"]
-        release.set()
-        wait_until(lambda: _status(health)[0] == 200, timeout=30, what="/healthz 200 again")
-    finally:
-        release.set()
-        runner.stop()
-        thread.join(timeout=30)
-        processor.close()
-    assert not thread.is_alive()
+    ):
+        health = TestClient(health_app(lambda: None, liveness.problem))
+        try:
+            assert _status(health) == (200, "ok")
+            publisher.publish(rating("stuck-user"))
+            wait_until(entered.is_set, timeout=60, what="the handler to be entered")
+            wait_until(lambda: _status(health)[0] == 503, timeout=BOUND_S + 20, what="/healthz 503")
+            code, body = _status(health)
+            assert code == 503
+            assert body["error"] == "not alive"
+            assert f"group {group.name}: no progress for" in body["detail"]
+            release.set()
+            wait_until(lambda: _status(health)[0] == 200, timeout=30, what="/healthz 200 again")
+        finally:
+            release.set()

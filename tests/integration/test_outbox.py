@@ -62,17 +62,8 @@ async def test_a_row_that_is_not_a_valid_event_is_set_aside_and_the_rest_is_publ
     publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
     relay = OutboxRelay(database, publisher)
     try:
-
-        async def drained() -> bool:
-            await relay.relay_once()
-            with psycopg.connect(database) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM outbox WHERE event_id = ANY(%s::uuid[])",
-                    ([poison.id, good.id],),
-                ).fetchone()
-            return row is not None and row[0] == 0
-
-        await wait_until_async(drained, deadline_s=60, what="both rows out of the outbox")
+        for event in (poison, good):
+            await _relay_until_gone(relay, database, event.id)
     finally:
         await relay.close()
         publisher.close()

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import FastAPI, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, ValidationError
@@ -189,14 +190,6 @@ class Problem(BaseModel):
     detail: str
 
 
-def _named(exc: ValidationError) -> str:
-    """The first error, naming its field and never echoing the input (which may not even
-    encode as JSON: NaN, a lone surrogate)."""
-    first = exc.errors(include_input=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(body)"
-    return f"{field}: {first['msg']}"
-
-
 MAX_BODY_BYTES = 4096  # a start command is a user id and a plan
 
 
@@ -281,9 +274,11 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
                 {"error": refused.error, "detail": refused.detail}, status_code=refused.status
             )
         except ValidationError as exc:
-            return JSONResponse(
-                {"error": "invalid request", "detail": _named(exc)}, status_code=422
-            )
+            # Answered by the shared handler (tide.health), which names the field.
+            errors = exc.errors(include_input=False)
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in errors]
+            ) from None
         return await command(subscription_id, lambda s: s.start(body.user_id, body.plan))
 
     @app.post("/v1/subscriptions/{subscription_id}/renew")

@@ -144,12 +144,10 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
             delivery = await publisher.publish_async(event)
         except (InvalidEventError, UnknownEventTypeError) as exc:
             return _problem(422, "invalid event", str(exc))
-        except PublishError as exc:
+        except PlatformUnavailableError as exc:  # Kafka, or the schema registry
             log.error("event not accepted: %s", exc)
-            return _problem(503, "event not accepted", "Kafka did not confirm it; retry later")
-        except PlatformUnavailableError as exc:  # the schema registry, for one
-            log.error("event not accepted: %s", exc)
-            return _problem(503, "event not accepted", f"{exc}; retry later")
+            why = "Kafka did not confirm it" if isinstance(exc, PublishError) else str(exc)
+            return _problem(503, "event not accepted", f"{why}; retry later")
         accepted = Accepted(
             id=event.id,
             type=event.type,
