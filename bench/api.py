@@ -25,7 +25,8 @@ from pathlib import Path
 from bench.measure import Mode, Row, Spread, alternating
 from bench.payloads import watch_completed
 from bench.setting import Setting
-from tide.chaos.processes import LocalPlatform, ServiceProcess, free_port
+from tide.chaos.processes import LocalPlatform, ServiceProcess
+from tide.ports import free_port
 from tide.waiting import wait_until
 
 TARGET = 0.7

@@ -2,9 +2,12 @@
 
 A child that dies is logged with how it ended and started again after a backoff
 (1 s, doubling to 30 s, reset once it has stayed up for a minute), as Kubernetes
-restarts a container. A child that exits 3 has a configuration that can never
-work: restarting it would only repeat the error, so everything stops and the
-supervisor exits 3 with that line. SIGTERM or Ctrl-C drains every child.
+restarts a container. A child whose first start exits 3 has a configuration that
+can never work: restarting it would only repeat the error, so everything stops
+and the supervisor exits 3 with that line. A restarted child that exits 3 ran
+before with the same configuration, so what failed is passing (its port taken
+while it was down): it is restarted like any other death. SIGTERM or Ctrl-C
+drains every child.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Child:
     started_at: float = 0.0
     backoff_s: float = FIRST_BACKOFF_S
     restart_at: float | None = None
+    starts: int = 0
 
 
 class Supervisor:
@@ -57,6 +61,9 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
 
+    def command(self, child: Child) -> list[str]:
+        return [sys.executable, "-m", "tide", "run", child.service]
+
     def _spawn(self, child: Child) -> None:
         env = {
             **os.environ,
@@ -64,9 +71,8 @@ class Supervisor:
             "TIDE_HTTP_PORT": str(child.port),
             "TIDE_PARENT_PID": str(os.getpid()),
         }
-        child.process = subprocess.Popen(
-            [sys.executable, "-m", "tide", "run", child.service], env=env
-        )
+        child.process = subprocess.Popen(self.command(child), env=env)
+        child.starts += 1
         child.started_at = time.monotonic()
         child.restart_at = None
         log.info("started %s on :%d (pid %d)", child.service, child.port, child.process.pid)
@@ -82,7 +88,7 @@ class Supervisor:
             return None
         pid = child.process.pid
         child.process = None
-        if code == EXIT_CONFIG:
+        if code == EXIT_CONFIG and child.starts == 1:
             log.error(
                 "%s (pid %d) cannot start: exit status 3; stopping everything", child.service, pid
             )

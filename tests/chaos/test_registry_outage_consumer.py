@@ -16,12 +16,12 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.harness import Brokers
-from tests.harness.process import free_port
 from tests.integration.test_consumer_runner import fast_retries, rating, recording
 from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
 from tide.dlq import DeadLetterQueue
 from tide.kafka.producer import EventPublisher
+from tide.ports import free_port
 from tide.status import backlogs
 from tide.topology import Catalog
 from tide.waiting import wait_until

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tests.harness.cache import cache_dir
 from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, free_port
+from tests.harness.process import ManagedProcess
+from tide.ports import free_port
 from tide.waiting import wait_until
 
 # The oldest Kubernetes Tide supports; the binaries are built at exactly these versions.

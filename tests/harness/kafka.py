@@ -11,7 +11,8 @@ from confluent_kafka.admin import AdminClient
 
 from tests.harness.errors import HarnessError
 from tests.harness.maven import runtime_classpath
-from tests.harness.process import ManagedProcess, ensure_free, free_port, require
+from tests.harness.process import ManagedProcess, ensure_free, require
+from tide.ports import free_port
 from tide.waiting import wait_until
 
 LOG4J2 = """\

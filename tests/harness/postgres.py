@@ -12,12 +12,12 @@ from tests.harness.errors import HarnessError
 from tests.harness.process import (
     ManagedProcess,
     ensure_free,
-    free_port,
     owned_dir,
     owned_file,
     require,
     run_as,
 )
+from tide.ports import free_port
 from tide.waiting import wait_until
 
 # Debian keeps the server binaries out of PATH, one directory per major version.

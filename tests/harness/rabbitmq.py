@@ -15,13 +15,13 @@ from tests.harness.errors import HarnessError
 from tests.harness.process import (
     ManagedProcess,
     ensure_free,
-    free_port,
     owned_dir,
     owned_file,
     port_is_open,
     require,
     run_as,
 )
+from tide.ports import free_port
 from tide.waiting import wait_until
 
 # Debian's /usr/sbin wrapper switches to the system `rabbitmq` user and its data;

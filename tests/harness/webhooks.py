@@ -29,7 +29,8 @@ from tests.harness.cache import cache_dir
 from tests.harness.controlplane import write_certificates
 from tests.harness.crds import GoModuleCrds, crd_sources, go_module_dir
 from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, free_port
+from tests.harness.process import ManagedProcess
+from tide.ports import free_port
 from tide.waiting import wait_until
 
 # The binaries are built at exactly these versions; each must be the one whose CRDs

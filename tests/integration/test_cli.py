@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.harness.process import free_port
 from tide.catalog import CATALOG
 from tide.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, app
+from tide.ports import free_port
 
 runner = CliRunner()
 

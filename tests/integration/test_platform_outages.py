@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.harness import Brokers
-from tests.harness.process import free_port
 from tests.integration.test_consumer_runner import fast_retries, rating
 from tide.apps.subscription import create_app as create_subscription_app
 from tide.apps.video_service import create_app
@@ -23,6 +22,7 @@ from tide.codecs.json_schema import EventCodec, RegistryUnavailableError
 from tide.errors import PlatformUnavailableError
 from tide.kafka.processing import Record, RecordProcessor
 from tide.kafka.producer import EventPublisher
+from tide.ports import free_port
 from tide.topology import Catalog
 
 pytestmark = pytest.mark.timeout(120)

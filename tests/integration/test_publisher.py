@@ -9,11 +9,11 @@ from confluent_kafka import Consumer
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.harness.process import free_port
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec, InvalidEventError
 from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher, PublishError
+from tide.ports import free_port
 from tide.topology import Catalog
 from tide.waiting import wait_until
 

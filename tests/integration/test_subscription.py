@@ -20,10 +20,10 @@ from schemathesis import GenerationMode
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.harness.process import free_port
 from tide.apps.subscription import OVERVIEW, POOL_SIZE, create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
+from tide.ports import free_port
 from tide.store.event_store import EventStore
 from tide.store.projections import ProjectionRunner
 from tide.topology import Catalog

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import subprocess
@@ -14,19 +13,11 @@ from pathlib import Path
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession
-from tests.harness.process import port_is_open
 from tests.runtime_fixtures import create_topics
 from tide.catalog import CATALOG
+from tide.ports import free_port
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
-
-
-def _free_run(count: int) -> int:
-    """A base port with `count` free ports from it: `--all` numbers its children that way."""
-    while True:
-        base = random.randint(20000, 60000)
-        if not any(port_is_open(base + i) for i in range(count)):
-            return base
 
 
 def _ready(port: int) -> bool:
@@ -59,7 +50,7 @@ def test_a_child_killed_by_sigkill_is_logged_and_restarted(
     create_topics(brokers.kafka_bootstrap, list(isolated.all_topics()))
     assert broker_session.rabbitmq is not None
     broker_session.rabbitmq.import_definitions(definitions(isolated))
-    base = _free_run(len(CATALOG.services))
+    base = free_port(len(CATALOG.services))
     names = [s.name for s in CATALOG.services]
     port = base + names.index("badges")
     log = tmp_path / "run-all.log"

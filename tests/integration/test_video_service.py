@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from tests.harness import Brokers
-from tests.harness.process import free_port
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
+from tide.ports import free_port
 from tide.topology import Catalog
 from tide.waiting import wait_until
 
