@@ -31,10 +31,11 @@ ETCD_VERSION  := $(shell sed -n 's/^ETCD_VERSION = "\(.*\)"/\1/p' tests/harness/
 CONTROL_PLANE := $(TOOLS)/controlplane-$(KUBE_VERSION)
 
 # Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
-# Central), PostgreSQL, RabbitMQ, promtool for alert-rule tests, and Docker with
-# debootstrap and openssl for the deploy tier (Tide's image on a local base image).
+# Central), PostgreSQL, RabbitMQ, promtool for alert-rule tests, iptables for the
+# network-partition chaos test, and Docker with debootstrap and openssl for the
+# deploy tier (Tide's image on a local base image).
 SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus \
-                   debootstrap openssl $(if $(shell command -v dockerd),,docker.io)
+                   iptables debootstrap openssl $(if $(shell command -v dockerd),,docker.io)
 
 .PHONY: help
 help: ## list the targets

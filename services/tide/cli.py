@@ -194,11 +194,11 @@ def _database(settings: Settings) -> Iterator[Any]:
     """A connection to the event store, or exit 4 naming where PostgreSQL was not reached."""
     import psycopg  # noqa: PLC0415
 
-    from tide.errors import CONNECT_TIMEOUT_S  # noqa: PLC0415
+    from tide.errors import pg_conninfo  # noqa: PLC0415
 
     dsn = settings.postgres_dsn.get_secret_value()
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        conn = psycopg.connect(pg_conninfo(dsn), autocommit=True)
     except psycopg.OperationalError as exc:
         _postgres_unreachable(dsn, exc)
     with conn:

@@ -35,6 +35,28 @@ PLATFORM_ERRORS: tuple[type[Exception], ...] = (
 
 # Every connection attempt to PostgreSQL gives up after this and counts as a platform fault.
 CONNECT_TIMEOUT_S = 10
+
+
+def pg_conninfo(dsn: str) -> str:
+    """The DSN with the libpq settings every Tide connection to PostgreSQL uses.
+
+    A partition is silence, not a refusal: without these, a query on an open connection
+    waits for TCP's own limit (about 15 minutes), deaf to SIGTERM. A connect gives up after
+    CONNECT_TIMEOUT_S; data unacknowledged for 15 s, or an idle link whose keepalives go
+    unanswered for about 11 s, ends the connection with an OperationalError: a platform
+    fault, waited out in place.
+    """
+    return psycopg.conninfo.make_conninfo(
+        dsn,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+        tcp_user_timeout=15_000,
+    )
+
+
 # A record or job that met a platform fault is tried again after this, doubling to the max.
 UNAVAILABLE_BACKOFF_S = 2.0
 MAX_UNAVAILABLE_BACKOFF_S = 10.0

@@ -14,6 +14,11 @@ PUBLISH_FAILURES = Counter(
 )
 PROCESSED = Counter("tide_messages_processed", "Records a handler finished", ["group", "topic"])
 FAILED = Counter("tide_messages_failed", "Handler failures, by error class", ["group", "error"])
+PLATFORM_WAITS = Counter(
+    "tide_platform_waits",
+    "Records put back to wait in place for PostgreSQL, Kafka or the registry",
+    ["group"],
+)
 RETRIED = Counter("tide_messages_retried", "Records sent to a retry topic", ["group", "delay"])
 DEAD_LETTERED = Counter(
     "tide_messages_dead_lettered", "Records sent to the DLQ", ["group", "reason"]

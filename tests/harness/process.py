@@ -27,6 +27,7 @@ PACKAGE_OF = {
     "dockerd": "docker.io",
     "debootstrap": "debootstrap",
     "docker": "docker.io",
+    "iptables": "iptables",
 }
 
 

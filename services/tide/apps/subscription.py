@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tide.apps.bodies import BodyRefusedError, read_json
 from tide.catalog import CATALOG
-from tide.errors import CONNECT_TIMEOUT_S
+from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
 from tide.health import add_health_routes
@@ -315,12 +315,11 @@ def _request_pool(dsn: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     POOL_WAIT_S for one of POOL_SIZE, and at most POOL_QUEUE wait at all; beyond either
     it is shed with 503 (psycopg_pool's errors are OperationalErrors)."""
     return AsyncConnectionPool(
-        dsn,
+        pg_conninfo(dsn),
         min_size=1,
         max_size=POOL_SIZE,
         kwargs={
             "autocommit": True,
-            "connect_timeout": CONNECT_TIMEOUT_S,
             "application_name": "tide-subscription-api",  # pg_stat_activity tells them apart
         },
         timeout=POOL_WAIT_S,

@@ -29,10 +29,14 @@ from tide.topology import ConsumerGroup
 log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 5.0
-# A member out of its group this long while Kafka answers a new client is wedged: the
-# runner starts a new client (REJOIN_AFTER_S); should that not help either, liveness
-# fails (UNJOINED_BOUND_S) and the kubelet restarts the process.
+# A member out of its group for REJOIN_AFTER_S, while Kafka has answered a new client
+# for KAFKA_ANSWERS_FOR_S, is wedged: the runner starts a new client. A healthy client
+# rejoins well within that grace once Kafka is back (the restarted coordinator drops the
+# old members after one session timeout, 10 s). Should a new client not help either,
+# liveness fails (UNJOINED_BOUND_S) and the kubelet restarts the process.
 REJOIN_AFTER_S = 30.0
+KAFKA_ANSWERS_FOR_S = 20.0
+PROBE_EVERY_S = 10.0
 UNJOINED_BOUND_S = 90.0
 
 
@@ -77,6 +81,7 @@ class ConsumerRunner:
         self._client = client
         self._consumer = self._new_consumer()
         self._joined_at = self._last_probe = time.monotonic()
+        self._answering_since: float | None = None
         self._group_state = "init/init"
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
@@ -123,32 +128,44 @@ class ConsumerRunner:
 
     def _rejoin_if_wedged(self) -> None:
         """Start a new client when this one has been out of its group for REJOIN_AFTER_S
-        while Kafka answers a new one (issue #15.1).
+        and Kafka has answered a new client for KAFKA_ANSWERS_FOR_S (issue #15.1).
 
         After a broker restart, librdkafka 2.16 can lose its group coordinator for good:
         the member sits in `query-coord` with no broker to ask, 0 members in the group and
         the backlog growing, while the process looks alive. A new client bootstraps
-        afresh and rejoins. During a real outage the probe fails and this waits.
+        afresh and rejoins. During an outage the probe fails and this waits; once Kafka
+        is back, the old client has the grace to rejoin by itself first.
         """
         now = time.monotonic()
-        if now - self._joined_at < REJOIN_AFTER_S or now - self._last_probe < REJOIN_AFTER_S:
+        if now - self._joined_at < REJOIN_AFTER_S:
+            self._answering_since = None
+            return
+        if now - self._last_probe < PROBE_EVERY_S:
             return
         self._last_probe = now
         try:
             AdminClient(self._client).list_topics(timeout=5)
         except KafkaException:
-            return  # Kafka itself is not answering: an outage, not a wedged client
+            self._answering_since = None  # an outage, not a wedged client
+            return
+        if self._answering_since is None:
+            self._answering_since = now
+        if now - self._answering_since < KAFKA_ANSWERS_FOR_S:
+            return
         log.warning(
-            "group %s: not joined for %.0f s (state %s) while Kafka answers: new consumer",
+            "group %s: not joined for %.0f s (state %s) while Kafka answered for %.0f s: "
+            "new consumer",
             self.group.name,
             now - self._joined_at,
             self._group_state,
+            now - self._answering_since,
         )
         metrics.CONSUMER_REJOINS.labels(self.group.name).inc()
         wedged = self._consumer
         self._paused.clear()
         self._consumer = self._new_consumer()
         self._joined_at = time.monotonic()
+        self._answering_since = None
         self._subscribe()
         # Closing the old client may wait for the coordinator it lost: not on this loop.
         threading.Thread(target=wedged.close, name="close-wedged", daemon=True).start()
@@ -205,6 +222,7 @@ class ConsumerRunner:
         """Carry out an outcome; True when the record is done and its offset may be stored."""
         topic, partition, offset = record.topic, record.partition, record.offset
         if outcome.unavailable is not None:
+            metrics.PLATFORM_WAITS.labels(self.group.name).inc()
             self._pause(topic, partition, offset, time.time() + UNAVAILABLE_BACKOFF_S)
             return False
         if outcome.route is not None and not self._produce(record, outcome.route):

@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from tide import metrics
 from tide.codecs.json_schema import EventCodec, UndecodableRecordError
-from tide.errors import CONNECT_TIMEOUT_S, PLATFORM_ERRORS, PermanentError
+from tide.errors import PLATFORM_ERRORS, PermanentError, pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
@@ -210,10 +210,7 @@ class RecordProcessor:
             # First use, or PostgreSQL went away: a fresh connection (a failure here is
             # a platform error, and the record waits in place).
             self._db = psycopg.connect(
-                self.database,
-                autocommit=True,
-                options=SESSION_OPTIONS,
-                connect_timeout=CONNECT_TIMEOUT_S,
+                pg_conninfo(self.database), autocommit=True, options=SESSION_OPTIONS
             )
         return self._db
 

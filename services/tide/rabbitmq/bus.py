@@ -26,6 +26,7 @@ from tide.errors import (
     UNAVAILABLE_BACKOFF_S,
     PermanentError,
     PlatformUnavailableError,
+    pg_conninfo,
 )
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
@@ -153,10 +154,10 @@ class QueueConsumer:
         self.source = source
         # Up to `prefetch` messages are handled at once, each on its own connection.
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            postgres_dsn,
+            pg_conninfo(postgres_dsn),
             min_size=1,
             max_size=worker.prefetch,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs={"autocommit": True},
             # A handler waits this long for a connection, then the outage wait takes over.
             timeout=CONNECT_TIMEOUT_S,
             open=False,

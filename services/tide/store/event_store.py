@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tide import metrics
-from tide.errors import CONNECT_TIMEOUT_S
+from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 
 _APPEND_LOCK = 7_305_002
@@ -58,9 +58,7 @@ class EventStore:
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         # Autocommit: every `transaction()` block is then a real transaction, not a savepoint.
-        return await psycopg.AsyncConnection.connect(
-            self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-        )
+        return await psycopg.AsyncConnection.connect(pg_conninfo(self.dsn), autocommit=True)
 
     async def append_to_stream(
         self,

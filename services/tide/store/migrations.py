@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from tide.errors import pg_conninfo
+
 # Serialises concurrent `tide db migrate` runs (several pods starting at once).
 _LOCK = 7_305_001
 
@@ -132,7 +134,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 def migrate(dsn: str) -> list[int]:
     """Apply the migrations this database lacks; returns the versions applied now."""
     applied: list[int] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(pg_conninfo(dsn), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
         try:
             conn.execute(

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from tide import metrics
-from tide.errors import CONNECT_TIMEOUT_S
+from tide.errors import pg_conninfo
 from tide.kafka.producer import EventPublisher, PublishError
 from tide.liveness import Heartbeat
 from tide.store.event_store import envelope_to_event
@@ -41,7 +41,7 @@ class OutboxRelay:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                pg_conninfo(self.dsn), autocommit=True
             )
         return self._conn
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import psycopg
 
 from tide import metrics
-from tide.errors import CONNECT_TIMEOUT_S, PLATFORM_ERRORS
+from tide.errors import PLATFORM_ERRORS, pg_conninfo
 from tide.store.processed import count_processed, prune_processed
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ class MarkPruner:
         down only skips this round (the marks wait for the next)."""
         pruned: dict[str, int] = {}
         try:
-            with psycopg.connect(
-                self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-            ) as db:
+            with psycopg.connect(pg_conninfo(self.dsn), autocommit=True) as db:
                 for group, keep in self.keep_s.items():
                     pruned[group] = prune_processed(db, group, keep)
                     metrics.PROCESSED_MARKS_PRUNED.labels(group).inc(pruned[group])
