@@ -29,6 +29,10 @@ HANDLER_SECONDS = Histogram(
     ["group"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+PRODUCER_REPLACEMENTS = Counter(
+    "tide_producer_replacements",
+    "New producers started after one delivered nothing while Kafka answered",
+)
 CONSUMER_REJOINS = Counter(
     "tide_consumer_rejoins",
     "New consumer clients started after one lost its group while Kafka answered",

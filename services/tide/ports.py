@@ -4,7 +4,7 @@ A port the kernel hands out for binding port 0 lies in its ephemeral range, the 
 range it picks the local port of every outgoing connection from. While a server on such
 a port is down, a client's connection can take that port as its own local end (a
 reconnecting client can even connect to itself), and the restarted server then fails
-with "address in use". A CI run lost a restarted consumer that way. Ports below the
+with "address in use". A CI run lost a restarted consumer that way. Ports outside the
 ephemeral range are never handed to outgoing connections.
 """
 

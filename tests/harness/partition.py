@@ -30,6 +30,7 @@ class PartitionableLink:
         self._sockets: list[socket.socket] = []
         self._cut = False
         self._closed = threading.Event()
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
 
     def _rules(self, action: str) -> None:
@@ -63,15 +64,22 @@ class PartitionableLink:
                 client.close()
                 continue
             server.settimeout(None)
-            self._sockets += [client, server]
+            with self._lock:
+                if self._closed.is_set():  # accepted just as the link closed
+                    client.close()
+                    server.close()
+                    return
+                self._sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
 
     def close(self) -> None:
         self.heal()
-        self._closed.set()
+        with self._lock:
+            self._closed.set()
+            sockets, self._sockets = self._sockets, []
         self._listener.close()
-        for sock in self._sockets:
+        for sock in sockets:
             sock.close()
 
     def __enter__(self) -> PartitionableLink:
@@ -93,3 +101,4 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -1,7 +1,7 @@
 """A member that lost its group while Kafka answers gets a new client and the group goes on
 (issue #15.1). After a Kafka restart, librdkafka 2.16 can leave a member outside its group
 for good (0 members, the backlog growing). That state cannot be forced from outside, so
-this test moves the runner's last-joined time back past REJOIN_AFTER_S and keeps it there
+this test moves the runner's last-joined time back past wedge.OUT_FOR_S and keeps it there
 (as the stuck client's statistics would), with a short grace for Kafka's answers; what it
 checks is the recovery: a new client joins and every record still has exactly one effect."""
 
@@ -16,7 +16,7 @@ from tests.harness import Brokers
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
-from tide.kafka import consumer as consumer_module
+from tide.kafka import wedge
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until
@@ -32,8 +32,8 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
     effects_table: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(consumer_module, "KAFKA_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(consumer_module, "PROBE_EVERY_S", 0.5)
+    monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     client = {"bootstrap.servers": brokers.kafka_bootstrap}
     group = fast_retries(catalog)
     handler, _ = recording()
@@ -57,7 +57,7 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
         # As librdkafka's statistics would show a member stuck outside its group.
         joined = runner._on_stats
         runner._on_stats = lambda raw: None  # type: ignore[method-assign]
-        runner._joined_at = runner._last_probe = time.monotonic() - consumer_module.REJOIN_AFTER_S
+        runner._joined_at = time.monotonic() - wedge.OUT_FOR_S
         wait_until(
             lambda: (
                 (

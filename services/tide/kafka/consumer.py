@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from tide import metrics
 from tide.errors import UNAVAILABLE_BACKOFF_S
@@ -23,20 +22,15 @@ from tide.kafka.dead_letters import NOT_BEFORE, Route
 from tide.kafka.processing import Outcome, Record, RecordProcessor
 from tide.kafka.producer import producer_config
 from tide.kafka.transient import REBOOTSTRAP
+from tide.kafka.wedge import WedgeWatch
 from tide.liveness import Heartbeat
 from tide.topology import ConsumerGroup
 
 log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 5.0
-# A member out of its group for REJOIN_AFTER_S, while Kafka has answered a new client
-# for KAFKA_ANSWERS_FOR_S, is wedged: the runner starts a new client. A healthy client
-# rejoins well within that grace once Kafka is back (the restarted coordinator drops the
-# old members after one session timeout, 10 s). Should a new client not help either,
-# liveness fails (UNJOINED_BOUND_S) and the kubelet restarts the process.
-REJOIN_AFTER_S = 30.0
-KAFKA_ANSWERS_FOR_S = 20.0
-PROBE_EVERY_S = 10.0
+# A member out of its group that tide.kafka.wedge finds wedged gets a new client. Should
+# that not help either, liveness fails (UNJOINED_BOUND_S) and the kubelet restarts it.
 UNJOINED_BOUND_S = 90.0
 
 
@@ -80,8 +74,8 @@ class ConsumerRunner:
         self.heartbeat = heartbeat
         self._client = client
         self._consumer = self._new_consumer()
-        self._joined_at = self._last_probe = time.monotonic()
-        self._answering_since: float | None = None
+        self._joined_at = time.monotonic()
+        self._wedge = WedgeWatch(client)
         self._group_state = "init/init"
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
@@ -127,45 +121,26 @@ class ConsumerRunner:
             self._close()
 
     def _rejoin_if_wedged(self) -> None:
-        """Start a new client when this one has been out of its group for REJOIN_AFTER_S
-        and Kafka has answered a new client for KAFKA_ANSWERS_FOR_S (issue #15.1).
-
-        After a broker restart, librdkafka 2.16 can lose its group coordinator for good:
-        the member sits in `query-coord` with no broker to ask, 0 members in the group and
-        the backlog growing, while the process looks alive. A new client bootstraps
-        afresh and rejoins. During an outage the probe fails and this waits; once Kafka
-        is back, the old client has the grace to rejoin by itself first.
-        """
-        now = time.monotonic()
-        if now - self._joined_at < REJOIN_AFTER_S:
-            self._answering_since = None
-            return
-        if now - self._last_probe < PROBE_EVERY_S:
-            return
-        self._last_probe = now
-        try:
-            AdminClient(self._client).list_topics(timeout=5)
-        except KafkaException:
-            self._answering_since = None  # an outage, not a wedged client
-            return
-        if self._answering_since is None:
-            self._answering_since = now
-        if now - self._answering_since < KAFKA_ANSWERS_FOR_S:
+        """Start a new client when tide.kafka.wedge finds this one wedged outside its group:
+        0 members and the backlog growing while the process looks alive. A new client
+        bootstraps afresh and rejoins."""
+        out = time.monotonic() - self._joined_at
+        if not self._wedge.wedged(out):
             return
         log.warning(
             "group %s: not joined for %.0f s (state %s) while Kafka answered for %.0f s: "
             "new consumer",
             self.group.name,
-            now - self._joined_at,
+            out,
             self._group_state,
-            now - self._answering_since,
+            self._wedge.answered_for(),
         )
         metrics.CONSUMER_REJOINS.labels(self.group.name).inc()
         wedged = self._consumer
         self._paused.clear()
         self._consumer = self._new_consumer()
         self._joined_at = time.monotonic()
-        self._answering_since = None
+        self._wedge.replaced()
         self._subscribe()
         # Closing the old client may wait for the coordinator it lost: not on this loop.
         threading.Thread(target=wedged.close, name="close-wedged", daemon=True).start()

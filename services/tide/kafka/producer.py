@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tide.codecs.json_schema import EventCodec
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.kafka.transient import REBOOTSTRAP
+from tide.kafka.wedge import WedgeWatch
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,12 @@ class EventPublisher:
     ) -> None:
         self.codec = codec
         self.timeout_s = timeout_s
+        self._client = client
         self._producer = Producer(producer_config(client, timeout_s))
+        # Deliveries failing with none acknowledged since: how long this producer has been
+        # out of service (tide.kafka.wedge replaces it when Kafka answers meanwhile).
+        self._failing_since: float | None = None
+        self._wedge = WedgeWatch(client)
         # Children of the published counter by (type, topic): `labels()` on every
         # delivery report was a measurable share of a publish (bench/).
         self._published: dict[tuple[str, str], Counter] = {}
@@ -74,6 +81,28 @@ class EventPublisher:
     def _serve_callbacks(self) -> None:
         while not self._closing.is_set():
             self._producer.poll(0.1)
+            self._replace_if_wedged()
+
+    def _replace_if_wedged(self) -> None:
+        failing = self._failing_since
+        out = 0.0 if failing is None else time.monotonic() - failing
+        if not self._wedge.wedged(out):
+            return
+        log.warning(
+            "producer: no delivery for %.0f s while Kafka answered for %.0f s: new producer",
+            out,
+            self._wedge.answered_for(),
+        )
+        metrics.PRODUCER_REPLACEMENTS.inc()
+        wedged = self._producer
+        self._producer = Producer(producer_config(self._client, self.timeout_s))
+        self._failing_since = None
+        self._wedge.replaced()
+        # Its queued messages time out and report failure (their requests were answered
+        # 503, or their records wait in place): someone must serve those reports.
+        threading.Thread(
+            target=wedged.flush, args=(self.timeout_s + 5,), name="flush-wedged", daemon=True
+        ).start()
 
     def send(self, event: CloudEvent) -> Future[Delivery]:
         """Queue an event; the future completes when the broker acknowledged it (or failed)."""
@@ -95,9 +124,12 @@ class EventPublisher:
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             if error is not None:
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 metrics.PUBLISH_FAILURES.labels(event.type, error.name()).inc()
                 reject(PublishError(f"{event.type} {event.id}: {error.str()}"))
             else:
+                self._failing_since = None
                 self._counter(event.type, encoded.topic).inc()
                 resolve(
                     Delivery(str(message.topic()), message.partition() or 0, message.offset() or 0)
