@@ -7,14 +7,22 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
 from tide.catalog import CATALOG
+from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
 from tide.kafka.async_consumer import AsyncConsumerRunner
@@ -26,6 +34,15 @@ from tide.liveness import Heartbeat
 from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
+
+# What every fuzzed answer of a Tide API must hold: no 5xx, and a status, media type and
+# body its OpenAPI document declares (the document is what clients are generated from).
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="session")
@@ -192,3 +209,24 @@ def running_runner(
         thread.join(timeout=30)
         processor.close()
     assert not thread.is_alive(), "runner did not stop within 30s"
+
+
+@pytest.fixture
+def platform(
+    brokers: Brokers, broker_session: BrokerSession, database: str, tmp_path: Path
+) -> Iterator[tuple[Catalog, LocalPlatform]]:
+    """A private copy of the platform (suffixed names), its services run by `tide run`."""
+    suffix = unique("p")
+    catalog = CATALOG.isolated(suffix)
+    create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))
+    if broker_session.rabbitmq is None:
+        raise HarnessError(
+            "RabbitMQ",
+            reason="this test loads the catalog's topology into the harness's own node",
+            fix="unset TIDE_RABBITMQ_URL",
+        )
+    broker_session.rabbitmq.import_definitions(definitions(catalog))
+    processes = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, tmp_path)
+    yield catalog, processes
+    problems = processes.stop()
+    assert not problems, f"services did not drain on SIGTERM: {problems}"

@@ -6,18 +6,32 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from tide.errors import PLATFORM_ERRORS
 
 # Returns None when ready (or alive), else why not (shown to the kubelet and to people).
 ReadinessCheck = Callable[[], str | None]
 LivenessCheck = Callable[[], str | None]
+
+
+class Problem(BaseModel):
+    """The body of every refusal and fault: its kind, and what exactly."""
+
+    error: str
+    detail: str
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the statuses a route answers with a Problem."""
+    return {status: {"model": Problem} for status in statuses}
 
 
 def add_health_routes(
@@ -28,14 +42,14 @@ def add_health_routes(
     /healthz fails only for what a restart mends (tide.liveness); /readyz also for a
     dependency that is down."""
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_class=PlainTextResponse, responses=problems(503))
     async def healthz() -> Response:
         reason = None if alive is None else await asyncio.to_thread(alive)
         if reason is not None:
             return JSONResponse({"error": "not alive", "detail": reason}, status_code=503)
         return PlainTextResponse("ok")
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_class=PlainTextResponse, responses=problems(503))
     async def readyz() -> Response:
         # Checks talk to brokers: keep them off the event loop.
         reason = await asyncio.to_thread(ready)
@@ -43,7 +57,7 @@ def add_health_routes(
             return JSONResponse({"error": "not ready", "detail": reason}, status_code=503)
         return PlainTextResponse("ready")
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import psycopg
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.runtime_fixtures import create_topics
-from tide.catalog import CATALOG
+from tests.harness import Brokers
 from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher
-from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def platform(
-    brokers: Brokers, broker_session: BrokerSession, database: str, tmp_path: Path
-) -> Iterator[tuple[Catalog, LocalPlatform]]:
-    """A private copy of the platform (suffixed names), its services run by `tide run`."""
-    suffix = unique("p")
-    catalog = CATALOG.isolated(suffix)
-    create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))
-    if broker_session.rabbitmq is None:
-        raise HarnessError(
-            "RabbitMQ",
-            reason="this test loads the catalog's topology into the harness's own node",
-            fix="unset TIDE_RABBITMQ_URL",
-        )
-    broker_session.rabbitmq.import_definitions(definitions(catalog))
-    processes = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, tmp_path)
-    yield catalog, processes
-    problems = processes.stop()
-    assert not problems, f"services did not drain on SIGTERM: {problems}"
 
 
 def test_http_watch_event_yields_a_recommendation_and_exactly_one_notification_job(

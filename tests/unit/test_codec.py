@@ -20,6 +20,7 @@ from tide.codecs.json_schema import (
 )
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
+from tide.topology import EventType
 
 
 def rated(**data: object) -> CloudEvent:
@@ -60,6 +61,8 @@ def test_registry_values_use_the_confluent_wire_format() -> None:
         ({"rating": "five"}, "video.rated: field 'rating': 'five' is not of type 'integer'"),
         ({"user_id": ""}, "video.rated: field 'user_id'"),
         ({"extra": 1}, "Additional properties are not allowed ('extra' was unexpected)"),
+        # Past 2**64 a JSON integer came back from Kafka as a float (1e+30).
+        ({"rating": 10**30}, "video.rated: field 'rating': 10000000000000000000000000000"),
     ],
 )
 def test_invalid_event_is_refused_naming_the_field(
@@ -219,3 +222,41 @@ def test_a_trailing_newline_never_passes_a_pattern(event_type: str, field: str) 
     data = {**VALID[event_type], field: str(VALID[event_type][field]) + "\n"}
     with pytest.raises(InvalidEventError, match=re.escape(f"field '{field}'")):
         validate(CATALOG.event(event_type), data)
+
+
+def _fixed(pattern: object) -> bool:
+    """An anchored pattern with no open-ended repetition (`^[A-Z]{3}$`) bounds a length."""
+    return (
+        isinstance(pattern, str)
+        and pattern.startswith("^")
+        and pattern.endswith("$")
+        and re.search(r"[+*]|\{\d+,\}", pattern) is None
+    )
+
+
+def _unbounded(node: object, path: str = "") -> list[str]:
+    """Where a schema lets a value grow without limit."""
+    if isinstance(node, list):
+        return [p for i, item in enumerate(node) for p in _unbounded(item, f"{path}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    found = [p for key, value in node.items() for p in _unbounded(value, f"{path}/{key}")]
+    kind = node.get("type")
+    if "enum" in node or "const" in node:
+        return found
+    if kind in ("integer", "number") and not {"minimum", "maximum"} <= node.keys():
+        found.append(f"{path}: a number without both bounds")
+    if kind == "string" and "maxLength" not in node and not _fixed(node.get("pattern")):
+        found.append(f"{path}: a string without maxLength")
+    if kind == "array" and "maxItems" not in node:
+        found.append(f"{path}: an array without maxItems")
+    if kind == "object" and node.get("additionalProperties") is not False:
+        found.append(f"{path}: an object open to any key")
+    return found
+
+
+@pytest.mark.parametrize("event", CATALOG.events, ids=lambda e: e.type)
+def test_every_schema_bounds_every_field(event: EventType) -> None:
+    # What the edge accepts must fit every consumer and store: a number without a maximum
+    # overflowed a numeric column, a long string an AMQP header.
+    assert _unbounded(schema(event)) == []

@@ -1,10 +1,13 @@
-"""Idempotent requests: a client's `Idempotency-Key` (the IETF httpapi draft's header).
+"""Idempotent requests: a client's `Idempotency-Key` (the IETF httpapi draft's header), or
+the event id the client chose itself (the body's `id`).
 
-The key and the request's content decide the event id (a UUIDv5), so a retry publishes
-the same id and every consumer's exactly-once marks give it no second effect - also
-after a 503 whose first attempt Kafka did take, and on any replica. The first answer
+The key and the request's content decide the event id (a UUIDv5); a client's own id is
+the event id. Either way a retry publishes the same id and every consumer's exactly-once
+marks give it no second effect - also after a 503 whose first attempt Kafka did take,
+and on any replica. The first answer
 is kept for a day on the replica that gave it, which answers a retry with it again
-(`Idempotent-Replayed: true`) and refuses the key reused for different content (422).
+(`Idempotent-Replayed: true`) and refuses the key or id reused for different content
+(422).
 The marks outlive that day (Catalog.dedupe_retention_ms): a retry later than the day,
 or on another replica, is answered 202 again but still has one effect.
 """
@@ -24,6 +27,7 @@ WINDOW_S = 24 * 3600
 MAX_KEYS = 100_000  # per replica; the oldest go first beyond it
 HEADER = "idempotency-key"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+CLIENT_ID = "id:"  # a client's own event ids share the answers, apart from header keys
 _NAMESPACE = uuid.UUID("0f3f5a8e-6c2b-4b8e-9a43-2d1f7c6e5b10")
 
 
@@ -55,15 +59,16 @@ class Replays:
     def event_id(key: str, fingerprint: str) -> str:
         return str(uuid.uuid5(_NAMESPACE, f"{key}\n{fingerprint}"))
 
-    def first_answer(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+    def first_answer(
+        self, key: str, fingerprint: str, *, name: str = "Idempotency-Key"
+    ) -> dict[str, Any] | None:
         with self._lock:
             kept = self._answers.get(key)
         if kept is None:
             return None
         if kept[0] != fingerprint:
-            raise IdempotencyKeyError(
-                422, f"Idempotency-Key {key!r} was used for a different request"
-            )
+            shown = key.removeprefix(CLIENT_ID)
+            raise IdempotencyKeyError(422, f"{name} {shown!r} was used for a different request")
         return kept[1]
 
     def remember(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:

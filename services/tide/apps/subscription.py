@@ -28,7 +28,7 @@ from tide.catalog import CATALOG
 from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
-from tide.health import add_health_routes
+from tide.health import add_health_routes, problems
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Heartbeat, Liveness, supervised
 from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
@@ -185,11 +185,6 @@ SubscriptionId = Annotated[str, Path(**_bounds("subscription_id"))]
 UserId = Annotated[str, Field(**_bounds("user_id"))]
 
 
-class Problem(BaseModel):
-    error: str
-    detail: str
-
-
 MAX_BODY_BYTES = 4096  # a start command is a user id and a plan
 
 
@@ -251,18 +246,16 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": StartIn.model_json_schema()}},
+                "content": {
+                    "application/json": {
+                        "schema": StartIn.model_json_schema(),
+                        "example": {"user_id": "u-42", "plan": "standard"},
+                    }
+                },
             }
         },
-        responses={
-            400: {"model": Problem},
-            408: {"model": Problem},
-            409: {"model": Problem},
-            413: {"model": Problem},
-            415: {"model": Problem},
-            422: {"model": Problem},
-            503: {"model": Problem},
-        },
+        response_model=Subscription,
+        responses=problems(400, 408, 409, 413, 415, 422, 503),
     )
     async def start(subscription_id: SubscriptionId, request: Request) -> Response:
         # Read by hand, as the player API does: JSON only, bounded while it streams, a
@@ -281,15 +274,27 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
             ) from None
         return await command(subscription_id, lambda s: s.start(body.user_id, body.plan))
 
-    @app.post("/v1/subscriptions/{subscription_id}/renew")
+    @app.post(
+        "/v1/subscriptions/{subscription_id}/renew",
+        response_model=Subscription,
+        responses=problems(409, 422, 503),
+    )
     async def renew(subscription_id: SubscriptionId) -> Response:
         return await command(subscription_id, lambda s: s.renew())
 
-    @app.post("/v1/subscriptions/{subscription_id}/cancel")
+    @app.post(
+        "/v1/subscriptions/{subscription_id}/cancel",
+        response_model=Subscription,
+        responses=problems(409, 422, 503),
+    )
     async def cancel(subscription_id: SubscriptionId) -> Response:
         return await command(subscription_id, lambda s: s.cancel())
 
-    @app.get("/v1/subscriptions/{subscription_id}")
+    @app.get(
+        "/v1/subscriptions/{subscription_id}",
+        response_model=Subscription,
+        responses=problems(404, 422, 503),
+    )
     async def read(subscription_id: SubscriptionId) -> Response:
         async with app.state.pool.connection() as conn:
             state = await repository.load(conn, subscription_id)

@@ -18,24 +18,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tide.apps.bodies import BodyRefusedError, read_json
+from tide.apps.idempotency import CLIENT_ID, IdempotencyKeyError, Replays
 from tide.apps.idempotency import HEADER as IDEMPOTENCY_HEADER
-from tide.apps.idempotency import IdempotencyKeyError, Replays
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
-from tide.health import add_health_routes
+from tide.events.schemas import schema
+from tide.health import add_health_routes, problems
 from tide.kafka.producer import EventPublisher, PublishError
 from tide.topology import Catalog
 
 log = logging.getLogger(__name__)
 SOURCE = "/video-service"
-ACCEPTED_TYPES = (
-    "video.watch.started",
-    "video.heartbeat",
-    "video.quality.changed",
-    "video.watch.completed",
-    "video.rated",
-)
 
 
 class EventIn(BaseModel):
@@ -46,6 +40,8 @@ class EventIn(BaseModel):
     # ASCII only, like every id: it travels in AMQP headers, whose strings hold 255 bytes
     # (100 four-byte characters passed, then notification-dispatch failed on every try).
     correlation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    # The client's own event id: a retry with it has one effect (tide.apps.idempotency).
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 class Accepted(BaseModel):
@@ -56,9 +52,29 @@ class Accepted(BaseModel):
     offset: int
 
 
-class Problem(BaseModel):
-    error: str
-    detail: str
+_PLAYBACK = {"user_id": "u-42", "video_id": "v-dune", "session_id": "s-7f3a"}
+# The types a player may send, each with an example request's data, shown in the OpenAPI
+# document (and checked against it).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "video.watch.started": {**_PLAYBACK, "device": "tv", "position_s": 0},
+    "video.heartbeat": {**_PLAYBACK, "position_s": 620.5, "quality": "1080p"},
+    "video.quality.changed": {**_PLAYBACK, "quality": "720p"},
+    "video.watch.completed": {**_PLAYBACK, "watched_s": 7200, "finished": True},
+    "video.rated": {"user_id": "u-42", "video_id": "v-dune", "rating": 5},
+}
+ACCEPTED_TYPES = tuple(EXAMPLES)
+
+
+def request_schema(catalog: Catalog) -> dict[str, Any]:
+    """The body, one variant per accepted type with that type's own data schema: what the
+    endpoint enforces, so clients and generated requests (schemathesis) see every bound."""
+    envelope = EventIn.model_json_schema()
+    variants = []
+    for name in ACCEPTED_TYPES:
+        data = {k: v for k, v in schema(catalog.event(name)).items() if k != "$schema"}
+        properties = {**envelope["properties"], "type": {"const": name}, "data": data}
+        variants.append({**envelope, "title": data["title"], "properties": properties})
+    return {"oneOf": variants}
 
 
 def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: int) -> FastAPI:
@@ -83,7 +99,15 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+                "content": {
+                    "application/json": {
+                        "schema": request_schema(catalog),
+                        "examples": {
+                            name: {"value": {"type": name, "data": data}}
+                            for name, data in EXAMPLES.items()
+                        },
+                    }
+                },
             },
             "parameters": [
                 {
@@ -96,14 +120,7 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
             ],
         },
         response_model=Accepted,
-        responses={
-            400: {"model": Problem},
-            408: {"model": Problem},
-            413: {"model": Problem},
-            415: {"model": Problem},
-            422: {"model": Problem},
-            503: {"model": Problem},
-        },
+        responses=problems(400, 408, 413, 415, 422, 503),
     )
     async def accept(request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
         # The body is read here rather than in a middleware: Starlette's
@@ -123,16 +140,24 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
                 f"{incoming.type!r}; accepted: {', '.join(ACCEPTED_TYPES)}",
             )
         key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and incoming.id is not None:
+            return _problem(
+                422, "idempotency key", "give an Idempotency-Key header or an id, not both"
+            )
         identity: dict[str, str] = {}
+        if incoming.id is not None:
+            key, name = CLIENT_ID + incoming.id, "id"
+        elif key is not None:
+            name = "Idempotency-Key"
         if key is not None:
             fingerprint = replays.fingerprint(payload)
             try:
-                first = replays.first_answer(replays.checked(key), fingerprint)
+                first = replays.first_answer(replays.checked(key), fingerprint, name=name)
             except IdempotencyKeyError as exc:
                 return _problem(exc.status, "idempotency key", str(exc))
             if first is not None:
                 return JSONResponse(first, status_code=202, headers={"idempotent-replayed": "true"})
-            identity["id"] = replays.event_id(key, fingerprint)
+            identity["id"] = incoming.id or replays.event_id(key, fingerprint)
         event = CloudEvent(
             type=incoming.type,
             source=SOURCE,

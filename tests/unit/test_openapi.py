@@ -1,0 +1,47 @@
+"""Each API's OpenAPI document: the examples it shows are requests it takes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from jsonschema import Draft202012Validator
+
+from tide.apps import subscription, video_service
+from tide.catalog import CATALOG
+
+
+def _apps() -> dict[str, FastAPI]:
+    # The document is built without serving: no broker or database is reached, so the
+    # publisher only has to answer readiness.
+    publisher: Any = SimpleNamespace(unready_reason=lambda: None)
+    return {
+        "video-service": video_service.create_app(CATALOG, publisher, max_body_bytes=1024),
+        "subscription": subscription.create_app("postgresql://-", publisher, relay=False),
+    }
+
+
+def _examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                where = f"{method.upper()} {path}"
+                if "example" in media:
+                    yield where, media["schema"], media["example"]
+                for name, example in media.get("examples", {}).items():
+                    yield f"{where} ({name})", media["schema"], example["value"]
+
+
+@pytest.mark.parametrize("name", ["video-service", "subscription"])
+def test_every_request_example_validates_against_its_schema(name: str) -> None:
+    document = _apps()[name].openapi()
+    examples = list(_examples(document))
+    assert examples, f"{name} shows no request example"
+    for where, schema, example in examples:
+        # `#/components/...` references resolve against the document's own components.
+        root = {**schema, "components": document.get("components", {})}
+        errors = [e.message for e in Draft202012Validator(root).iter_errors(example)]
+        assert not errors, f"{where}: {errors}"
