@@ -1,6 +1,7 @@
 """A 503 does not mean "not written" (#16): with the broker frozen, the API gives up on an
 event whose produce is in doubt; the client retries with its Idempotency-Key once the
-broker is back, and the event has one effect however many copies Kafka holds."""
+broker is back (or with the event id it chose itself), and the event has one effect however
+many copies Kafka holds."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from tide.waiting import wait_until
 pytestmark = pytest.mark.timeout(240)
 
 
+@pytest.mark.parametrize("identity", ["Idempotency-Key", "event id"])
 def test_a_retry_after_a_503_in_doubt_has_one_effect(
+    identity: str,
     brokers: Brokers,
     catalog: Catalog,
     own_kafka: KafkaBroker,
@@ -41,11 +44,15 @@ def test_a_retry_after_a_503_in_doubt_has_one_effect(
     publisher = EventPublisher(
         {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=3
     )
-    rating = {
+    rating: dict[str, object] = {
         "type": "video.rated",
         "data": {"user_id": unique("u"), "video_id": "v1", "rating": 5},
     }
-    headers = {"content-type": "application/json", "idempotency-key": unique("retry")}
+    headers = {"content-type": "application/json"}
+    if identity == "event id":
+        rating["id"] = unique("evt")  # the client's own event id, sent again on the retry
+    else:
+        headers["idempotency-key"] = unique("retry")
     with TestClient(create_app(catalog, publisher, max_body_bytes=4096)) as api:
         own_kafka.freeze()
         try:

@@ -16,6 +16,8 @@ from tests.harness import Brokers
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
+from tide.errors import TransientError
+from tide.events.envelope import CloudEvent
 from tide.kafka import wedge
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
@@ -80,3 +82,51 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
             what="every record handled by the new client",
         )
     assert set(effects(database, group.name).values()) == {1}, "a record had two effects"
+
+
+def test_a_retry_producer_out_of_service_while_kafka_answers_is_replaced(
+    brokers: Brokers,
+    catalog: Catalog,
+    database: str,
+    publisher: EventPublisher,
+    effects_table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The runner's own producer (retry and DLQ copies) meets the same librdkafka wedge;
+    # marked as failing since long ago, it is replaced and the next retry goes through.
+    monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
+    group = fast_retries(catalog)
+
+    def fail_first(event: CloudEvent, attempt: int) -> None:
+        if attempt == 1:
+            raise TransientError("the first attempt fails, so the record takes a retry topic")
+
+    handler, attempts = recording(fail_first)
+    client = {"bootstrap.servers": brokers.kafka_bootstrap}
+    before = REGISTRY.get_sample_value("tide_producer_replacements_total") or 0
+    with running_runner(
+        catalog,
+        group,
+        handler,
+        codec=EventCodec(catalog),
+        database=database,
+        publisher=publisher,
+        client=client,
+    ) as runner:
+        wedged = runner._router
+        runner._routing_failing_since = time.monotonic() - wedge.OUT_FOR_S
+        wait_until(
+            lambda: (REGISTRY.get_sample_value("tide_producer_replacements_total") or 0) > before,
+            timeout=30,
+            what="a new retry producer",
+        )
+        assert runner._router is not wedged
+        event = rating("retried-after-replacement")
+        publisher.publish(event)
+        wait_until(
+            lambda: effects(database, group.name)[event.id] == 1,
+            timeout=60,
+            what="the record handled on its retry",
+        )
+    assert attempts[event.id] == 2

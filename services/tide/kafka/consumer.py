@@ -79,6 +79,8 @@ class ConsumerRunner:
         self._group_state = "init/init"
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
+        self._routing_failing_since: float | None = None
+        self._router_wedge = WedgeWatch(client)
         self._timeout_s = timeout_s
         self._retry_topics = set(group.retry_topics)
         self._paused: dict[tuple[str, int], float] = {}
@@ -115,6 +117,7 @@ class ConsumerRunner:
                 self._handle([r for m in messages if (r := self._ready(m)) is not None])
                 self._report_lag()
                 self._rejoin_if_wedged()
+                self._replace_router_if_wedged()
                 if self.heartbeat is not None:
                     self.heartbeat.beat()
         finally:
@@ -144,6 +147,28 @@ class ConsumerRunner:
         self._subscribe()
         # Closing the old client may wait for the coordinator it lost: not on this loop.
         threading.Thread(target=wedged.close, name="close-wedged", daemon=True).start()
+
+    def _replace_router_if_wedged(self) -> None:
+        """A new producer for retry and DLQ copies when this one has failed them all for as
+        long as tide.kafka.wedge allows while Kafka answers: the same librdkafka wedge."""
+        failing = self._routing_failing_since
+        out = 0.0 if failing is None else time.monotonic() - failing
+        if not self._router_wedge.wedged(out):
+            return
+        log.warning(
+            "group %s: retry and DLQ copies failed for %.0f s while Kafka answered for %.0f s: "
+            "new producer",
+            self.group.name,
+            out,
+            self._router_wedge.answered_for(),
+        )
+        metrics.PRODUCER_REPLACEMENTS.inc()
+        wedged = self._router
+        self._router = Producer(producer_config(self._client, self._timeout_s))
+        self._routing_failing_since = None
+        self._router_wedge.replaced()
+        # Each copy was flushed (and failed) already; letting it go may still block a moment.
+        threading.Thread(target=wedged.flush, args=(0,), name="drop-wedged", daemon=True).start()
 
     def unjoined(self) -> str | None:
         """Why this member is wedged outside its group, or None (see UNJOINED_BOUND_S)."""
@@ -230,6 +255,8 @@ class ConsumerRunner:
         )
         self._router.flush(self._timeout_s)
         if not result or result[0] is not None:
+            if self._routing_failing_since is None:
+                self._routing_failing_since = time.monotonic()
             log.error(
                 "could not write %s/%d@%d to %s: %s",
                 record.topic,
@@ -239,6 +266,7 @@ class ConsumerRunner:
                 result[:1],
             )
             return False
+        self._routing_failing_since = None
         return True
 
     def _pause(self, topic: str, partition: int, offset: int, until: float) -> None:
