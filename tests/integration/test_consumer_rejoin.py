@@ -35,6 +35,7 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
     monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     client = {"bootstrap.servers": brokers.kafka_bootstrap}
     group = fast_retries(catalog)
@@ -95,6 +96,7 @@ def test_a_retry_producer_out_of_service_while_kafka_answers_is_replaced(
     # The runner's own producer (retry and DLQ copies) meets the same librdkafka wedge;
     # marked as failing since long ago, it is replaced and the next retry goes through.
     monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
     monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     group = fast_retries(catalog)
 

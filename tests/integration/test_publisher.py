@@ -94,6 +94,7 @@ def test_a_producer_out_of_service_while_kafka_answers_is_replaced(
     # publisher as failing since long ago and checks the recovery: a new producer, which
     # delivers.
     monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
     monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
     try:

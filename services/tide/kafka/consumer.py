@@ -80,7 +80,7 @@ class ConsumerRunner:
         # Retry and DLQ copies are the original bytes plus headers: a plain producer.
         self._router = Producer(producer_config(client, timeout_s))
         self._routing_failing_since: float | None = None
-        self._router_wedge = WedgeWatch(client)
+        self._router_wedge = WedgeWatch(client, producer=True)
         self._timeout_s = timeout_s
         self._retry_topics = set(group.retry_topics)
         self._paused: dict[tuple[str, int], float] = {}

@@ -68,7 +68,7 @@ class EventPublisher:
         # Deliveries failing with none acknowledged since: how long this producer has been
         # out of service (tide.kafka.wedge replaces it when Kafka answers meanwhile).
         self._failing_since: float | None = None
-        self._wedge = WedgeWatch(client)
+        self._wedge = WedgeWatch(client, producer=True)
         # Children of the published counter by (type, topic): `labels()` on every
         # delivery report was a measurable share of a publish (bench/).
         self._published: dict[tuple[str, str], Counter] = {}

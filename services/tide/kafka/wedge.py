@@ -19,25 +19,36 @@ from confluent_kafka.admin import AdminClient
 
 # Out of service this long before Kafka is asked at all.
 OUT_FOR_S = 30.0
-# A healthy client is back well within this once Kafka answers (a restarted coordinator
-# drops the old members after one session timeout, 10 s).
+# A healthy consumer is back in its group well within this once Kafka answers (a restarted
+# coordinator drops the old members after one session timeout, 10 s).
 KAFKA_ANSWERS_FOR_S = 20.0
-PROBE_EVERY_S = 10.0
+# A producer has no group to rejoin: a healthy one delivers within seconds of Kafka's
+# return, and an API's callers wait on it.
+PRODUCER_OUT_FOR_S = 15.0
+PRODUCER_ANSWERS_FOR_S = 10.0
+PROBE_EVERY_S = 5.0
 
 
 class WedgeWatch:
     """Probes Kafka with a fresh client while the watched one is out of service."""
 
-    def __init__(self, client: dict[str, Any]) -> None:
+    def __init__(self, client: dict[str, Any], *, producer: bool = False) -> None:
         self._client = client
+        self._producer = producer
         self._last_probe = 0.0
         self.answering_since: float | None = None
 
     def wedged(self, out_for_s: float) -> bool:
         """True when the client has been out of service `out_for_s` seconds (at least
-        OUT_FOR_S) and Kafka has answered a fresh client for KAFKA_ANSWERS_FOR_S."""
+        OUT_FOR_S) and Kafka has answered a fresh client for KAFKA_ANSWERS_FOR_S (the
+        PRODUCER_ limits for a producer)."""
         now = time.monotonic()
-        if out_for_s < OUT_FOR_S:
+        least, grace = (
+            (PRODUCER_OUT_FOR_S, PRODUCER_ANSWERS_FOR_S)
+            if self._producer
+            else (OUT_FOR_S, KAFKA_ANSWERS_FOR_S)
+        )
+        if out_for_s < least:
             self.answering_since = None
             return False
         if now - self._last_probe < PROBE_EVERY_S:
@@ -50,7 +61,7 @@ class WedgeWatch:
             return False
         if self.answering_since is None:
             self.answering_since = now
-        return now - self.answering_since >= KAFKA_ANSWERS_FOR_S
+        return now - self.answering_since >= grace
 
     def answered_for(self) -> float:
         return 0.0 if self.answering_since is None else time.monotonic() - self.answering_since
