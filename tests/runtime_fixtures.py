@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from prometheus_client import REGISTRY
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -25,6 +26,7 @@ from tide.catalog import CATALOG
 from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
+from tide.kafka import wedge
 from tide.kafka.async_consumer import AsyncConsumerRunner
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
@@ -152,18 +154,35 @@ def run_group(
         processor.close()
 
 
-@pytest.fixture
-def rabbit_catalog(brokers: Brokers, broker_session: BrokerSession) -> Catalog:
-    """A private copy of the catalog whose RabbitMQ topology is loaded into the harness's node."""
-    isolated = CATALOG.isolated(unique("q"))
+def load_topology(broker_session: BrokerSession, catalog: Catalog) -> None:
+    """Load the catalog's RabbitMQ topology into the harness's own node."""
     if broker_session.rabbitmq is None:
         raise HarnessError(
             "RabbitMQ",
             reason="these tests load the catalog's topology into the harness's own node",
             fix="unset TIDE_RABBITMQ_URL",
         )
-    broker_session.rabbitmq.import_definitions(definitions(isolated))
+    broker_session.rabbitmq.import_definitions(definitions(catalog))
+
+
+@pytest.fixture
+def rabbit_catalog(brokers: Brokers, broker_session: BrokerSession) -> Catalog:
+    """A private copy of the catalog whose RabbitMQ topology is loaded into the harness's node."""
+    isolated = CATALOG.isolated(unique("q"))
+    load_topology(broker_session, isolated)
     return isolated
+
+
+@pytest.fixture
+def quick_wedge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tide.kafka.wedge's grace and probe interval cut to test size."""
+    monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
+    monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
+
+
+def producer_replacements() -> float:
+    return REGISTRY.get_sample_value("tide_producer_replacements_total") or 0.0
 
 
 @pytest.fixture(scope="session")
@@ -219,13 +238,7 @@ def platform(
     suffix = unique("p")
     catalog = CATALOG.isolated(suffix)
     create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))
-    if broker_session.rabbitmq is None:
-        raise HarnessError(
-            "RabbitMQ",
-            reason="this test loads the catalog's topology into the harness's own node",
-            fix="unset TIDE_RABBITMQ_URL",
-        )
-    broker_session.rabbitmq.import_definitions(definitions(catalog))
+    load_topology(broker_session, catalog)
     processes = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, tmp_path)
     yield catalog, processes
     problems = processes.stop()

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from tests.harness import Brokers
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
-from tests.runtime_fixtures import running_runner
+from tests.runtime_fixtures import producer_replacements, running_runner
 from tide.codecs.json_schema import EventCodec
 from tide.errors import TransientError
 from tide.events.envelope import CloudEvent
@@ -32,11 +32,8 @@ def test_a_member_out_of_its_group_gets_a_new_client_and_nothing_is_lost(
     database: str,
     publisher: EventPublisher,
     effects_table: str,
-    monkeypatch: pytest.MonkeyPatch,
+    quick_wedge: None,
 ) -> None:
-    monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     client = {"bootstrap.servers": brokers.kafka_bootstrap}
     group = fast_retries(catalog)
     handler, _ = recording()
@@ -91,13 +88,10 @@ def test_a_retry_producer_out_of_service_while_kafka_answers_is_replaced(
     database: str,
     publisher: EventPublisher,
     effects_table: str,
-    monkeypatch: pytest.MonkeyPatch,
+    quick_wedge: None,
 ) -> None:
     # The runner's own producer (retry and DLQ copies) meets the same librdkafka wedge;
     # marked as failing since long ago, it is replaced and the next retry goes through.
-    monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     group = fast_retries(catalog)
 
     def fail_first(event: CloudEvent, attempt: int) -> None:
@@ -106,7 +100,7 @@ def test_a_retry_producer_out_of_service_while_kafka_answers_is_replaced(
 
     handler, attempts = recording(fail_first)
     client = {"bootstrap.servers": brokers.kafka_bootstrap}
-    before = REGISTRY.get_sample_value("tide_producer_replacements_total") or 0
+    before = producer_replacements()
     with running_runner(
         catalog,
         group,
@@ -119,7 +113,7 @@ def test_a_retry_producer_out_of_service_while_kafka_answers_is_replaced(
         wedged = runner._router
         runner._routing_failing_since = time.monotonic() - wedge.OUT_FOR_S
         wait_until(
-            lambda: (REGISTRY.get_sample_value("tide_producer_replacements_total") or 0) > before,
+            lambda: producer_replacements() > before,
             timeout=30,
             what="a new retry producer",
         )

@@ -6,10 +6,10 @@ import time
 
 import pytest
 from confluent_kafka import Consumer
-from prometheus_client import REGISTRY
 
 from tests.conftest import unique
 from tests.harness import Brokers
+from tests.runtime_fixtures import producer_replacements
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec, InvalidEventError
 from tide.events.envelope import CloudEvent
@@ -87,22 +87,19 @@ def test_unreachable_broker_is_an_error_to_the_caller_within_the_timeout() -> No
 
 
 def test_a_producer_out_of_service_while_kafka_answers_is_replaced(
-    brokers: Brokers, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+    brokers: Brokers, catalog: Catalog, quick_wedge: None
 ) -> None:
     # librdkafka #5301 (tide.kafka.wedge) leaves a producer with no broker after a restart
     # now and then; that state cannot be forced from outside, so this test marks the
     # publisher as failing since long ago and checks the recovery: a new producer, which
     # delivers.
-    monkeypatch.setattr(wedge, "KAFKA_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(wedge, "PRODUCER_ANSWERS_FOR_S", 1.0)
-    monkeypatch.setattr(wedge, "PROBE_EVERY_S", 0.5)
     publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
     try:
-        before = REGISTRY.get_sample_value("tide_producer_replacements_total") or 0
+        before = producer_replacements()
         wedged = publisher._producer
         publisher._failing_since = time.monotonic() - wedge.OUT_FOR_S
         wait_until(
-            lambda: (REGISTRY.get_sample_value("tide_producer_replacements_total") or 0) > before,
+            lambda: producer_replacements() > before,
             timeout=30,
             what="a new producer",
         )

@@ -127,14 +127,13 @@ class ConsumerRunner:
         """Start a new client when tide.kafka.wedge finds this one wedged outside its group:
         0 members and the backlog growing while the process looks alive. A new client
         bootstraps afresh and rejoins."""
-        out = time.monotonic() - self._joined_at
-        if not self._wedge.wedged(out):
+        if not self._wedge.wedged(self._joined_at):
             return
         log.warning(
             "group %s: not joined for %.0f s (state %s) while Kafka answered for %.0f s: "
             "new consumer",
             self.group.name,
-            out,
+            time.monotonic() - self._joined_at,
             self._group_state,
             self._wedge.answered_for(),
         )
@@ -152,14 +151,13 @@ class ConsumerRunner:
         """A new producer for retry and DLQ copies when this one has failed them all for as
         long as tide.kafka.wedge allows while Kafka answers: the same librdkafka wedge."""
         failing = self._routing_failing_since
-        out = 0.0 if failing is None else time.monotonic() - failing
-        if not self._router_wedge.wedged(out):
+        if failing is None or not self._router_wedge.wedged(failing):
             return
         log.warning(
             "group %s: retry and DLQ copies failed for %.0f s while Kafka answered for %.0f s: "
             "new producer",
             self.group.name,
-            out,
+            time.monotonic() - failing,
             self._router_wedge.answered_for(),
         )
         metrics.PRODUCER_REPLACEMENTS.inc()

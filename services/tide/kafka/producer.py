@@ -85,12 +85,11 @@ class EventPublisher:
 
     def _replace_if_wedged(self) -> None:
         failing = self._failing_since
-        out = 0.0 if failing is None else time.monotonic() - failing
-        if not self._wedge.wedged(out):
+        if failing is None or not self._wedge.wedged(failing):
             return
         log.warning(
             "producer: no delivery for %.0f s while Kafka answered for %.0f s: new producer",
-            out,
+            time.monotonic() - failing,
             self._wedge.answered_for(),
         )
         metrics.PRODUCER_REPLACEMENTS.inc()

@@ -38,11 +38,12 @@ class WedgeWatch:
         self._last_probe = 0.0
         self.answering_since: float | None = None
 
-    def wedged(self, out_for_s: float) -> bool:
-        """True when the client has been out of service `out_for_s` seconds (at least
-        OUT_FOR_S) and Kafka has answered a fresh client for KAFKA_ANSWERS_FOR_S (the
-        PRODUCER_ limits for a producer)."""
+    def wedged(self, out_since: float | None) -> bool:
+        """True when the client has been out of service since `out_since` (None: it is in
+        service) for at least OUT_FOR_S and Kafka has answered a fresh client for
+        KAFKA_ANSWERS_FOR_S (the PRODUCER_ limits for a producer)."""
         now = time.monotonic()
+        out_for_s = 0.0 if out_since is None else now - out_since
         least, grace = (
             (PRODUCER_OUT_FOR_S, PRODUCER_ANSWERS_FOR_S)
             if self._producer
