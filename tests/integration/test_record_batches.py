@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer
 
 from tests.conftest import unique
 from tide.codecs.json_schema import EventCodec
@@ -16,8 +17,10 @@ from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import ATTEMPT, DeadLetterReason
 from tide.kafka.processing import Record, RecordProcessor
-from tide.kafka.producer import EventPublisher
+from tide.kafka.producer import EventPublisher, PublishError
+from tide.ports import free_port
 from tide.topology import Catalog, ConsumerGroup
+from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,3 +193,75 @@ def test_postgres_down_leaves_the_first_record_in_place(
     assert len(outcomes) == 1
     assert isinstance(outcomes[0].unavailable, psycopg.OperationalError)
     assert handler.calls == Counter()
+
+
+class Recommends(Effects):
+    """Effects, and each event causes a recommendation for its user."""
+
+    def __call__(self, event: CloudEvent, ctx: HandlerContext) -> Iterable[CloudEvent]:
+        super().__call__(event, ctx)
+        data = {"user_id": event.data["user_id"], "video_ids": ["v2"], "reason": "batch"}
+        return (event.caused("recommendation.generated", ctx.source, data),)
+
+
+def test_what_a_batch_caused_is_in_kafka_once_the_batch_is_done(
+    catalog: Catalog,
+    processor: Processors,
+    table: str,
+    database: str,
+    consumer: Callable[..., Consumer],
+) -> None:
+    """The caused events are sent as the handlers run and acknowledged together before the
+    commit: each is in Kafka, and each record's effect committed once."""
+    users = [f"u{n}" for n in range(20)]
+    events = [rating(user) for user in users]
+    outcomes = processor(Recommends(database, table)).process_batch(
+        records(EventCodec(catalog), *events)
+    )
+    assert [o.done for o in outcomes] == [True] * len(users)
+    assert Recommends(database, table).rows() == Counter(users)
+    expected = {e.caused("recommendation.generated", "/test", {}).id for e in events}
+    reader = consumer(unique("read"))
+    reader.subscribe([str(catalog.event("recommendation.generated").topic)])
+    found: set[str] = set()
+
+    def all_there() -> bool:
+        for message in reader.consume(100, timeout=0.5):
+            found.add(Record.of(message).text_headers()["ce_id"])
+        return expected <= found
+
+    wait_until(all_there, timeout=30, what="every caused recommendation in Kafka")
+
+
+def test_when_kafka_does_not_acknowledge_what_a_batch_caused_nothing_of_it_commits(
+    catalog: Catalog, group: ConsumerGroup, table: str, database: str
+) -> None:
+    """No ack before the commit means no commit: the first record waits in place, and its
+    effects and marks are rolled back, so a later delivery handles the batch again."""
+    nowhere = EventPublisher(
+        {"bootstrap.servers": f"127.0.0.1:{free_port()}"}, EventCodec(catalog), timeout_s=2
+    )
+    handler = Recommends(database, table)
+    batch = RecordProcessor(
+        group=group,
+        handler=handler,
+        codec=EventCodec(catalog),
+        database=database,
+        publisher=nowhere,
+        source="/test",
+    )
+    try:
+        outcomes = batch.process_batch(records(EventCodec(catalog), rating("a"), rating("b")))
+    finally:
+        batch.close()
+        nowhere.close()
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0].unavailable, PublishError), outcomes
+    assert "Message timed out" in str(outcomes[0].unavailable)
+    assert handler.calls == Counter({"a": 1, "b": 1})
+    assert handler.rows() == Counter(), "effects committed without their caused events"
+    with psycopg.connect(database) as conn:
+        marked = conn.execute(
+            "SELECT count(*) FROM processed_events WHERE consumer = %s", (group.name,)
+        ).fetchone()
+    assert marked == (0,)

@@ -17,6 +17,12 @@ CONTENT_TYPE = "application/json"
 _DERIVED = uuid.UUID("6f1e2c4a-8d0b-4a53-9b8e-2f1d7c3e5a90")
 
 
+def derived_id(cause: str, source: str, type_: str, index: int = 0) -> str:
+    """The id of the `index`th `type_` event that `source` emitted because of event `cause`:
+    the same every time, so a re-run handler's events dedupe (and a watcher can predict it)."""
+    return str(uuid.uuid5(_DERIVED, f"{cause}:{source}:{type_}:{index}"))
+
+
 class EnvelopeError(ValueError):
     """Headers do not form a CloudEvent; names the attribute."""
 
@@ -49,12 +55,11 @@ class CloudEvent:
 
         The derived id makes a re-run handler emit the same ids, which consumers dedupe.
         """
-        derived = uuid.uuid5(_DERIVED, f"{self.id}:{source}:{type_}:{index}")
         return CloudEvent(
             type=type_,
             source=source,
             data=data,
-            id=str(derived),
+            id=derived_id(self.id, source, type_, index),
             correlationid=self.correlationid,
             causationid=self.id,
         )

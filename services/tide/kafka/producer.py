@@ -157,7 +157,14 @@ class EventPublisher:
 
     def publish(self, event: CloudEvent) -> Delivery:
         """Send and wait for the acknowledgement."""
+        return self._acked(event, self.send(event))
+
+    def emit(self, event: CloudEvent) -> Callable[[], Delivery]:
+        """Send; the returned call waits for the acknowledgement (tide.routing.EventSink)."""
         future = self.send(event)
+        return lambda: self._acked(event, future)
+
+    def _acked(self, event: CloudEvent, future: Future[Delivery]) -> Delivery:
         try:
             return future.result(timeout=self.timeout_s + 1)
         except TimeoutError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -117,14 +118,26 @@ class BlockingRabbitPublisher:
         self._timeout_s = timeout_s
 
     def publish(self, event: CloudEvent) -> None:
+        self.emit(event)()
+
+    def emit(self, event: CloudEvent) -> Callable[[], None]:
+        """Publish on the loop's thread without waiting; the returned call waits for the
+        confirm. Publishes in flight together share the channel: one confirm round trip for
+        a batch instead of one per job (half of notification-dispatch's time, bench/)."""
         future: Future[None] = asyncio.run_coroutine_threadsafe(
             self._publisher.publish(event), self._loop
         )
-        try:
-            future.result(timeout=self._timeout_s * 2)
-        except TimeoutError as exc:
-            future.cancel()
-            raise RabbitUnavailableError(f"{event.type} {event.id}: no confirm in time") from exc
+
+        def confirmed() -> None:
+            try:
+                future.result(timeout=self._timeout_s * 2)
+            except TimeoutError as exc:
+                future.cancel()
+                raise RabbitUnavailableError(
+                    f"{event.type} {event.id}: no confirm in time"
+                ) from exc
+
+        return confirmed
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._publisher.close(), self._loop).result(10)

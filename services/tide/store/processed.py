@@ -32,15 +32,17 @@ def handle_batch_once(
     consumer: str,
     events: Sequence[CloudEvent],
     run: Callable[[CloudEvent], None],
+    before_commit: Callable[[], None] | None = None,
 ) -> tuple[list[bool], Failure | None]:
     """One transaction: mark the events processed by `consumer`, then `run` each that was
-    not yet (its handler, and the emitting of what it caused).
+    not yet (its handler, and the emitting of what it caused), then `before_commit` (which
+    waits for what they emitted to be acknowledged) unless a `run` failed.
 
     Returns which events were duplicates (nothing ran for them), and the first failure of
     `run`, which rolled the whole transaction back. Errors of the marks or the commit
     propagate. What a handler caused is emitted before the commit, so a crash in between
     re-runs the handler, which emits the same derived ids again, and their consumers
-    dedupe those in turn.
+    dedupe those in turn. An error of `before_commit` propagates, like the commit's.
     """
     duplicates: list[bool] = []
     failure: Failure | None = None
@@ -56,6 +58,8 @@ def handle_batch_once(
             except Exception as error:  # noqa: BLE001 - the caller classifies it
                 failure = (index, error)
                 raise psycopg.Rollback from None
+        if before_commit is not None:
+            before_commit()
     return duplicates, failure
 
 
