@@ -14,6 +14,7 @@ from typing import assert_never
 import uvicorn
 from fastapi import FastAPI
 
+from tide import heap
 from tide.apps.subscription import create_app as create_subscription_app
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
@@ -62,6 +63,7 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
     runner = runner_of(catalog, name)
     if settings.parent_pid is not None:
         _exit_with_parent(settings.parent_pid)
+    heap.settle()  # everything is imported and the catalog loaded: none of it is garbage
     match runner:
         case Runner.PLAYER_API:
             _run_api(settings, catalog)
