@@ -19,16 +19,18 @@ from importlib import import_module
 from pathlib import Path
 
 from bench import report
-from bench.measure import FULL, QUICK, Row
+from bench.measure import FULL, QUICK, Row, Section
 from bench.setting import setting
+from tide import heap
 
-# name -> module with `measure(setting, mode) -> list[Row]`
+# name -> module with `measure(setting, mode) -> list[Row | Section]`
 BENCHMARKS = {
     "produce": "bench.produce",
     "consume": "bench.consume",
     "api": "bench.api",
     "event-store": "bench.event_store",
     "rabbitmq": "bench.rabbitmq",
+    "e2e": "bench.e2e",
 }
 
 NOTES = Path(__file__).parent / "notes.md"
@@ -46,17 +48,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
 
-    rows: list[Row] = []
+    # The collector settings every Tide service runs with (tide.heap), for ours and the
+    # baselines alike: both run in this process.
+    heap.settle()
+    results: list[Row | Section] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tide-bench-") as work, setting(Path(work)) as where:
         for name in chosen:
             print(f"bench: {name} ({mode.name})...", file=sys.stderr, flush=True)
-            rows += import_module(BENCHMARKS[name]).measure(where, mode)
+            results += import_module(BENCHMARKS[name]).measure(where, mode)
+    rows = [r for r in results if isinstance(r, Row)]
+    sections = [r for r in results if isinstance(r, Section)]
     command = "make bench" + (f' BENCH_ARGS="{_args(args)}"' if _args(args) else "")
     print(report.table(rows))
-    print(f"bench: {len(rows)} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    for section in sections:
+        print(report.section(section))
+    print(report.targets(rows, sections))
+    took = time.monotonic() - started
+    print(f"bench: {len(rows)} rows, {len(sections)} sections in {took:.0f}s", file=sys.stderr)
     if args.write:
-        text = report.document(rows, mode, command, NOTES.read_text())
+        text = report.document(rows, sections, mode, command, NOTES.read_text())
         report.RESULTS.write_text(text)
         report.chart(rows)
         print(f"bench: wrote {report.RESULTS} and {report.CHART}", file=sys.stderr)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.measure import Mode, Row, Spread, alternating
+from bench.measure import Mode, Row, Section, Spread, alternating
 from bench.payloads import watch_completed
 from bench.setting import Setting
 from tide.chaos.processes import LocalPlatform, ServiceProcess
@@ -31,6 +31,7 @@ from tide.waiting import wait_until
 
 TARGET = 0.7
 P99_BOUND_MS = 20.0
+FIXED_RATE = 500  # requests/s: a moderate load, the same for both, whatever their peaks
 VEGETA = Path(__file__).parent.parent / "bin" / "vegeta"
 
 
@@ -110,12 +111,12 @@ def servers(setting: Setting) -> Iterator[dict[str, str]]:
         platform.stop()
 
 
-def measure(setting: Setting, mode: Mode) -> list[Row]:
+def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
     body = setting.workdir / "watch-completed.json"
     body.write_text(json.dumps(watch_completed(1)))
     seconds = 3.0 * mode.scale
     runs: dict[str, dict[str, list[Attack]]] = {
-        name: {"peak": [], "50%": [], "80%": []} for name in ("tide", "bare")
+        name: {"peak": [], "50%": [], "80%": [], f"{FIXED_RATE}/s": []} for name in ("tide", "bare")
     }
     with servers(setting) as urls:
         for url in urls.values():  # warm-up
@@ -128,6 +129,8 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
                 for share in (0.5, 0.8):
                     at = attack(url, body, rate=max(1, int(peak.rate * share)), seconds=seconds)
                     runs[name][f"{share:.0%}"].append(at)
+                fixed = attack(url, body, rate=FIXED_RATE, seconds=seconds)
+                runs[name][f"{FIXED_RATE}/s"].append(fixed)
     ratio = Spread(
         tuple(
             o.rate / b.rate for o, b in zip(runs["tide"]["peak"], runs["bare"]["peak"], strict=True)
@@ -137,14 +140,29 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
     def p(name: str, load: str, field: str) -> float:
         return float(statistics.median(getattr(a, field) for a in runs[name][load]))
 
-    p99_half = p("tide", "50%", "p99_ms")
-    latencies = "; ".join(
-        f"at {load} of peak p50/p99 ours {p('tide', load, 'p50_ms'):.1f}/"
-        f"{p('tide', load, 'p99_ms'):.1f} ms, bare {p('bare', load, 'p50_ms'):.1f}/"
-        f"{p('bare', load, 'p99_ms'):.1f} ms"
-        for load in ("50%", "80%")
-    )
+    loads = ("50%", "80%", f"{FIXED_RATE}/s")
     failed = min(a.success for name in runs for load in runs[name] for a in runs[name][load])
+    lines = [
+        "| load | ours p50 ms | ours p99 ms | bare p50 ms | bare p99 ms |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {load if load.endswith('/s') else f'{load} of each peak'} |"
+            f" {p('tide', load, 'p50_ms'):.1f} | {p('tide', load, 'p99_ms'):.1f} |"
+            f" {p('bare', load, 'p50_ms'):.1f} | {p('bare', load, 'p99_ms'):.1f} |"
+            for load in loads
+        ),
+    ]
+    fixed_p99 = p("tide", f"{FIXED_RATE}/s", "p99_ms")
+    latency = Section(
+        "API latency at fixed loads (vegeta, open loop, medians of the rounds)",
+        "\n".join(lines) + f"\n\nLowest share of 202 answers in any attack: {failed:.1%}.",
+        (
+            (
+                f"API p99 < {P99_BOUND_MS:.0f} ms at {FIXED_RATE} req/s: {fixed_p99:.1f} ms",
+                fixed_p99 < P99_BOUND_MS,
+            ),
+        ),
+    )
     return [
         Row(
             path="API",
@@ -155,10 +173,7 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
             target=TARGET,
             ours_rate=p("tide", "peak", "rate"),
             baseline_rate=p("bare", "peak", "rate"),
-            extra=(
-                f"{latencies}; p99 target < {P99_BOUND_MS:.0f} ms at 50%:"
-                f" {'met' if p99_half < P99_BOUND_MS else '**missed**'};"
-                f" lowest 202 share in any attack {failed:.1%}"
-            ),
-        )
+            extra="peak: 32 connections as fast as they go; latencies below the table",
+        ),
+        latency,
     ]

@@ -1,16 +1,22 @@
-"""Consume: Tide's runners against bare client loops on the same topic, Kafka's Java
-ConsumerPerformance as the ceiling.
+"""Consume: Tide's runners against bare client loops that do the same work, and against
+FastStream's subscribers, all on the same topic of the same Tide-encoded records.
 
-Each run is a fresh consumer group reading the same records from the start, and is timed
-from its first record to its last (not the group join). Tide's runners are measured twice:
-as every service runs them (decode, schema check, a no-op handler inside the exactly-once
-transaction that marks the event processed in PostgreSQL, offset store), and with that
-transaction taken out, which splits the runner's own cost from PostgreSQL's.
+Each run is a fresh consumer group reading the records from the start, timed from its first
+record to its last (not the group join). Tide's runners are measured as every service runs
+them (decode, schema check, a no-op handler inside the exactly-once transaction that marks
+the event processed in PostgreSQL, offset store), and with that transaction taken out.
+
+A bare loop does what the runner must do, minus Tide (bench/same_work.py): parse each
+record's headers and JSON, run the codec's compiled schema check, commit once per batch.
+The runner with its mark is set against a bare loop that writes the same marks, the runner
+without against one that does not. A loop that only polls and counts, and Kafka's Java
+ConsumerPerformance, are printed for reference.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import statistics
@@ -20,12 +26,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import psycopg
 from aiokafka import AIOKafkaConsumer
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from tests.harness.maven import runtime_classpath
 
-from bench.measure import Mode, Path, Row, interleaved
+from bench import peers, reference
+from bench.clock import Clock
+from bench.measure import Mode, Path, Rounds, Row, interleaved
 from bench.payloads import RECOMMENDATION, recommendation
+from bench.same_work import checked, marked, marked_async
 from bench.setting import Setting
 from tide.codecs.json_schema import Encoded
 from tide.events.envelope import CloudEvent
@@ -39,31 +49,12 @@ from tide.store.processed import Failure
 from tide.topology import ConsumerGroup
 
 TARGET = 0.7
+# Tide's sync runner with its mark against FastStream: at least par with its batch
+# subscriber, at least twice its per-message one (which commits after every message).
+TARGET_BATCH_PEER = 1.0
+TARGET_MESSAGE_PEER = 2.0
+BATCH = 100  # records per poll, as Tide's runners take them
 _runs = itertools.count()
-
-
-class Clock:
-    """Counts handled records; knows the rate from the first to the last and says when done."""
-
-    def __init__(self, target: int, done: Callable[[], None]) -> None:
-        self.target = target
-        self.done = done
-        self.count = 0
-        self.first = self.last = 0.0
-
-    def tick(self) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.first = time.perf_counter()
-        if self.count == self.target:
-            self.last = time.perf_counter()
-            self.done()
-
-    @property
-    def rate(self) -> float:
-        if self.count < self.target:
-            raise RuntimeError(f"only {self.count} of {self.target} records were consumed")
-        return (self.target - 1) / (self.last - self.first)
 
 
 class _WithoutMark(RecordProcessor):
@@ -79,6 +70,9 @@ class _WithoutMark(RecordProcessor):
 
 class _NoFollowUps:
     def publish(self, event: CloudEvent) -> object:
+        raise AssertionError(f"the no-op handler caused {event.type}")
+
+    def emit(self, event: CloudEvent) -> Callable[[], object]:
         raise AssertionError(f"the no-op handler caused {event.type}")
 
 
@@ -113,6 +107,24 @@ def decode_alone(setting: Setting, records: list[Encoded]) -> float:
     return len(records) / (time.perf_counter() - started)
 
 
+def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """What to commit after a batch: each partition's last offset in it, plus one."""
+    done: dict[tuple[str, int], int] = {}
+    for message in messages:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None
+        assert partition is not None
+        assert offset is not None
+        done[topic, partition] = offset + 1
+    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in done.items()]
+
+
+def _parts(message: Message) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A fetched record's value and headers, as fill() wrote them (bytes both); the cast
+    narrows confluent-kafka's wider types and costs nothing."""
+    return cast(bytes, message.value()), cast("list[tuple[str, bytes]]", message.headers())
+
+
 class Consumers:
     """Builds one timed run of each consumer on the topic, each run a fresh group."""
 
@@ -121,8 +133,11 @@ class Consumers:
         self.base = base
         self.topic = topic
 
+    def _name(self) -> str:
+        return f"{self.base.name}-{next(_runs)}"
+
     def _group(self) -> ConsumerGroup:
-        group = self.base.model_copy(update={"name": f"{self.base.name}-{next(_runs)}"})
+        group = self.base.model_copy(update={"name": self._name()})
         ensure_topics(self.setting.client, list(self.setting.catalog.side_topics(group)))
         return group.model_copy(update={"topics": (self.topic,)})
 
@@ -170,8 +185,92 @@ class Consumers:
 
         return lambda: asyncio.run(consume())
 
-    def bare_confluent(self, records: int) -> Path:
-        """poll, count, store the offset (auto-commit), as the runner's client is configured."""
+    def bare_confluent(self, records: int, *, marks: bool) -> Path:
+        """The sync runner's work minus Tide, on the runner's client settings with
+        auto-commit off: per consume(100) batch, `checked` on each record; with `marks`,
+        the batch's ids marked in one psycopg transaction (`marked`, the runner's statement),
+        the handler point inside it; then one asynchronous commit of the batch's offsets."""
+
+        def run() -> float:
+            group = self._name()
+            config = consumer_config({"bootstrap.servers": self.setting.bootstrap}, self.base)
+            # A fresh group; no auto-commit, as this loop commits each batch itself.
+            consumer = Consumer(config | {"group.id": group, "enable.auto.commit": False})
+            db = psycopg.connect(self.setting.postgres_dsn, autocommit=True) if marks else None
+            codec = self.setting.codec
+            consumer.subscribe([self.topic])
+            clock = Clock(records, lambda: None)
+            try:
+                while clock.count < records:
+                    batch = [m for m in consumer.consume(BATCH, timeout=0.5) if m.error() is None]
+                    if not batch:
+                        continue
+                    ids = [checked(codec, *_parts(m)) for m in batch]
+                    with marked(db, group, ids) if db else contextlib.nullcontext():
+                        for _id in ids:
+                            clock.tick()
+                    consumer.commit(offsets=_next_offsets(batch), asynchronous=True)
+            finally:
+                consumer.close()
+                if db is not None:
+                    db.close()
+            return clock.rate
+
+        return run
+
+    def bare_aiokafka(self, records: int, *, marks: bool) -> Path:
+        """The async runner's work minus Tide, on the runner's client settings: per
+        getmany(100) batch, `checked` on each record; with `marks`, the batch's ids marked in
+        one transaction on psycopg's AsyncConnection; then one awaited offset commit."""
+
+        async def consume() -> float:
+            group = self._name()
+            consumer = self._aiokafka(group)
+            db = (
+                await psycopg.AsyncConnection.connect(self.setting.postgres_dsn, autocommit=True)
+                if marks
+                else None
+            )
+            codec = self.setting.codec
+            await consumer.start()
+            clock = Clock(records, lambda: None)
+            try:
+                while clock.count < records:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+                    if not batches:
+                        continue
+                    ids = [
+                        checked(codec, m.value, m.headers)
+                        for messages in batches.values()
+                        for m in messages
+                    ]
+                    async with marked_async(db, group, ids) if db else contextlib.nullcontext():
+                        for _id in ids:
+                            clock.tick()
+                    await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
+            finally:
+                await consumer.stop()
+                if db is not None:
+                    await db.close()
+            return clock.rate
+
+        return lambda: asyncio.run(consume())
+
+    def _aiokafka(self, group: str) -> AIOKafkaConsumer:
+        """An aiokafka consumer on the async runner's settings, auto-commit off."""
+        return AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.setting.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            metadata_max_age_ms=15_000,
+        )
+
+    def do_nothing_confluent(self, records: int) -> Path:
+        """Reference only: poll, count, store the offset (auto-commit); reads nothing."""
 
         def run() -> float:
             client = {"bootstrap.servers": self.setting.bootstrap}
@@ -179,7 +278,7 @@ class Consumers:
             consumer.subscribe([self.topic])
             clock = Clock(records, lambda: None)
             while clock.count < records:
-                for message in consumer.consume(100, timeout=0.5):
+                for message in consumer.consume(BATCH, timeout=0.5):
                     if message.error() is None:
                         clock.tick()
                         consumer.store_offsets(message)
@@ -188,23 +287,17 @@ class Consumers:
 
         return run
 
-    def bare_aiokafka(self, records: int) -> Path:
-        """getmany, count, commit every second, as the async runner does."""
+    def do_nothing_aiokafka(self, records: int) -> Path:
+        """Reference only: getmany, count, commit every second; reads nothing."""
 
         async def consume() -> float:
-            consumer = AIOKafkaConsumer(
-                self.topic,
-                bootstrap_servers=self.setting.bootstrap,
-                group_id=self._group().name,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            )
+            consumer = self._aiokafka(self._name())
             await consumer.start()
             clock = Clock(records, lambda: None)
             last_commit = time.monotonic()
             try:
                 while clock.count < records:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=100)
+                    batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
                     for messages in batches.values():
                         for _message in messages:
                             clock.tick()
@@ -218,8 +311,14 @@ class Consumers:
 
         return lambda: asyncio.run(consume())
 
+    def faststream(self, records: int, backend: peers.Backend) -> Path:
+        return peers.subscriber(self.setting.bootstrap, self.topic, self._name, records, backend)
 
-def java_ceiling(bootstrap: str, topic: str, records: int) -> float:
+    def faststream_batch(self, records: int) -> Path:
+        return peers.batch_subscriber(self.setting.bootstrap, self.topic, self._name, records)
+
+
+def java_rate(bootstrap: str, topic: str, records: int) -> float:
     """ConsumerPerformance's fetch rate (records/s once the group is joined)."""
     command = [
         *("java", "-cp", runtime_classpath("kafka"), "org.apache.kafka.tools.ConsumerPerformance"),
@@ -232,10 +331,120 @@ def java_ceiling(bootstrap: str, topic: str, records: int) -> float:
     return float(columns["fetch.nMsg.sec"])
 
 
+_WHAT = "decode, schema check, no-op handler, exactly-once mark, offset store"
+
+
+def _bare(client: str, batch: str, db: str, commit: str) -> Callable[[bool], str]:
+    """The baseline's text, with or without the marks."""
+
+    def text(marks: bool) -> str:
+        work = (
+            f"per {batch} batch each record's headers and JSON value (orjson) parsed and the "
+            "codec's compiled schema check run"
+        )
+        if marks:
+            work += f", the batch's ids marked in one {db} transaction (Tide's INSERT … RETURNING)"
+        same = "same work with the same marks" if marks else "same work"
+        return f"bare {client} loop, {same}: {work}, then {commit}"
+
+    return text
+
+
+def _same_work_rows(
+    path: str,
+    rounds: Rounds,
+    runner: str,
+    bare: Callable[[bool], str],
+    extra: Callable[[float, float], str],
+) -> list[Row]:
+    """The runner with its mark against the bare loop with the same marks (the mark's cost
+    taken apart), and without it against the bare loop without; `extra(ours, baseline)`
+    fills the last column."""
+    rows = []
+    for name, marks, case, what in (
+        ("tide", True, "200 B", f"{runner}: {_WHAT}"),
+        (
+            "tide-unmarked",
+            False,
+            "200 B, no mark",
+            f"{runner}: the same without the exactly-once mark (decomposition)",
+        ),
+    ):
+        baseline = "bare-marks" if marks else "bare"
+        ours_rate, baseline_rate = rounds.spread(name).median, rounds.spread(baseline).median
+        notes = extra(ours_rate, baseline_rate)
+        if marks:
+            cost = rounds.ratio("bare-marks", "bare").text()
+            notes += f"; the marks' own cost: bare with marks / bare without {cost}"
+        rows.append(
+            Row(
+                path=path,
+                case=case,
+                ours=what,
+                baseline=bare(marks),
+                ratio=rounds.ratio(name, baseline),
+                target=TARGET,
+                ours_rate=ours_rate,
+                baseline_rate=baseline_rate,
+                extra=notes,
+            )
+        )
+    return rows
+
+
+def per_message_trial(consumers: Consumers, records: int) -> dict[peers.Backend, float]:
+    """One run of FastStream's per-message subscriber on each backend: their warm-up, and
+    the pick of the faster one for the rounds. At 1-4,000 records/s a run of 20,000 records
+    takes 5-20 s; both backends in every round would add one to two minutes to a quick
+    `make bench`, which must stay under ten."""
+    return {b: consumers.faststream(records, b)() for b in peers.BACKENDS}
+
+
+def _peer_rows(rounds: Rounds, trial: dict[peers.Backend, float]) -> list[Row]:
+    """Tide's sync runner with its mark against FastStream's batch subscriber, and against
+    its per-message subscriber on the backend that was faster in `trial`."""
+    tide = f"sync runner with its mark: {_WHAT}"
+    no_op = "no-op handler on the JSON FastStream decoded (no schema check, no mark)"
+    faster = max(trial, key=trial.__getitem__)
+    slower = next(b for b in peers.BACKENDS if b != faster)
+    commit = {
+        "aiokafka": "an awaited commit after each message's handler",
+        "confluent": "an asynchronous commit after each message's handler",
+    }
+    return [
+        Row(
+            path="consume",
+            case="200 B, vs FastStream batch",
+            ours=tide,
+            baseline=f"{peers.FASTSTREAM} batch subscriber, aiokafka: batch=True, "
+            "max_records=100, AckPolicy.ACK (one awaited commit per batch, after the "
+            f"handler); {no_op}; access log off",
+            ratio=rounds.ratio("tide", "faststream-batch"),
+            target=TARGET_BATCH_PEER,
+            ours_rate=rounds.spread("tide").median,
+            baseline_rate=rounds.spread("faststream-batch").median,
+        ),
+        Row(
+            path="consume",
+            case="200 B, vs FastStream per message",
+            ours=tide,
+            baseline=f"{peers.FASTSTREAM} per-message subscriber, {faster} (the faster "
+            f"backend in a first run of each): AckPolicy.ACK ({commit[faster]}); {no_op}; "
+            "access log off",
+            ratio=rounds.ratio("tide", "faststream"),
+            target=TARGET_MESSAGE_PEER,
+            ours_rate=rounds.spread("tide").median,
+            baseline_rate=rounds.spread("faststream").median,
+            extra=f"first runs: {faster} {trial[faster]:,.0f}/s, {slower} "
+            f"({commit[slower]}) {trial[slower]:,.0f}/s",
+        ),
+    ]
+
+
 def measure(setting: Setting, mode: Mode) -> list[Row]:
     records = 20_000 * mode.scale
-    # A topic of its own: the produce benchmark's bare records (no envelope) would be
-    # undecodable here and turn this into a dead-letter benchmark.
+    # A topic of its own: the produce benchmark's records (other headers, another run's
+    # events) are not this benchmark's, and every consumer here must read the same ones.
     source = setting.catalog.topic(str(setting.catalog.event(RECOMMENDATION).topic))
     topic = f"{source.name}-consume"
     ensure_topics(setting.client, [source.model_copy(update={"name": topic})])
@@ -246,51 +455,68 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
     sync = interleaved(
         {
             "tide": consumers.sync_runner(records, mark=True),
+            "bare-marks": consumers.bare_confluent(records, marks=True),
             "tide-unmarked": consumers.sync_runner(records, mark=False),
-            "bare": consumers.bare_confluent(records),
+            "bare": consumers.bare_confluent(records, marks=False),
+            "do-nothing": consumers.do_nothing_confluent(records),
         },
         mode,
     )
-    ceiling = java_ceiling(setting.bootstrap, topic, records)
+    trial = per_message_trial(consumers, records)
+    # Tide between the two peers: each runs next to a Tide run in every round.
+    against_peers = interleaved(
+        {
+            "faststream-batch": consumers.faststream_batch(records),
+            "tide": consumers.sync_runner(records, mark=True),
+            "faststream": consumers.faststream(records, max(trial, key=trial.__getitem__)),
+        },
+        mode,
+    )
+    java = java_rate(setting.bootstrap, topic, records)
     decoding = statistics.median(decode_alone(setting, sent) for _ in range(mode.rounds))
     asynchronous = interleaved(
         {
             "tide": consumers.async_runner(records, mark=True),
+            "bare-marks": consumers.bare_aiokafka(records, marks=True),
             "tide-unmarked": consumers.async_runner(records, mark=False),
-            "bare": consumers.bare_aiokafka(records),
+            "bare": consumers.bare_aiokafka(records, marks=False),
+            "do-nothing": consumers.do_nothing_aiokafka(records),
         },
         mode,
     )
     decoded = f"codec.decode alone, in memory, {decoding:,.0f}/s"
-    java = f"Java ConsumerPerformance {ceiling:,.0f}/s (ceiling); {decoded}"
-    rows = []
-    for path, rounds, runner, bare, extra in (
-        ("consume", sync, "sync runner", "bare confluent-kafka poll loop", java),
-        ("consume async", asynchronous, "async runner", "bare aiokafka getmany loop", decoded),
-    ):
-        for name, case, what in (
-            (
-                "tide",
-                "200 B",
-                "decode, schema check, no-op handler, exactly-once mark, offset store",
+
+    def references(rounds: Rounds, *, with_java: bool) -> Callable[[float, float], str]:
+        idle = rounds.spread("do-nothing").median
+
+        def text(ours: float, baseline: float) -> str:
+            notes = [reference.do_nothing(idle)]
+            if with_java:
+                python = (ours, baseline, idle, decoding)
+                notes.append(reference.java("ConsumerPerformance fetch rate", java, python))
+            return "; ".join([*notes, decoded])
+
+        return text
+
+    return [
+        *_same_work_rows(
+            "consume",
+            sync,
+            "sync runner",
+            _bare("confluent-kafka", "consume(100)", "psycopg", "one asynchronous offset commit"),
+            references(sync, with_java=True),
+        ),
+        *_peer_rows(against_peers, trial),
+        *_same_work_rows(
+            "consume async",
+            asynchronous,
+            "async runner",
+            _bare(
+                "aiokafka",
+                "getmany(100)",
+                "psycopg AsyncConnection",
+                "one awaited offset commit",
             ),
-            (
-                "tide-unmarked",
-                "200 B, no mark",
-                "the same without the exactly-once mark (decomposition)",
-            ),
-        ):
-            rows.append(
-                Row(
-                    path=path,
-                    case=case,
-                    ours=f"{runner}: {what}",
-                    baseline=bare,
-                    ratio=rounds.ratio(name, "bare"),
-                    target=TARGET,
-                    ours_rate=rounds.spread(name).median,
-                    baseline_rate=rounds.spread("bare").median,
-                    extra=extra,
-                )
-            )
-    return rows
+            references(asynchronous, with_java=False),
+        ),
+    ]

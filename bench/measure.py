@@ -71,6 +71,16 @@ class Row:
         return self.ratio.median >= self.target
 
 
+@dataclass(frozen=True)
+class Section:
+    """A result that is not a ratio (latencies at rates): its own Markdown under the table,
+    and its targets as (what, with the figure; met)."""
+
+    title: str
+    markdown: str
+    verdicts: tuple[tuple[str, bool], ...]
+
+
 @dataclass
 class Rounds:
     """Rates of each path across the measured rounds."""

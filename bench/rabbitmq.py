@@ -1,6 +1,7 @@
 """RabbitMQ: Tide's publisher (schema check, CloudEvents headers, persistent, mandatory, waits
-for the confirm) against bare aio-pika publishing the same body the same way, to the same
-exchange and quorum queue. One message in flight per publisher, as a handler publishes."""
+for the confirm) against bare aio-pika publishing the same body the same way, and against
+FastStream's RabbitBroker publishing the same events with the same guarantees, all to the
+same exchange and quorum queue. One message in flight per publisher, as a handler publishes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from collections.abc import Callable
 
 import aio_pika
 
+from bench import peers
 from bench.measure import Mode, Row, interleaved, timed
+from bench.same_work import Headers
 from bench.setting import Setting
 from tide.events.envelope import CloudEvent
 from tide.rabbitmq.bus import RabbitPublisher
 
 TARGET = 0.8
+TARGET_PEER = 1.0  # Tide against FastStream
+OURS = "RabbitPublisher.publish: schema check, headers, confirm"
 EVENT = "notification.requested"
 
 
@@ -78,6 +83,13 @@ def bare(setting: Setting, exchange: str, events: list[CloudEvent]) -> Callable[
     return lambda: asyncio.run(publish_all())
 
 
+def faststream(setting: Setting, exchange: str, events: list[CloudEvent]) -> Callable[[], None]:
+    """FastStream's RabbitBroker with the routing key and CloudEvents headers Tide uses."""
+    routing_key = str(setting.catalog.event(EVENT).routing_key)
+    headers = Headers.amqp(setting.codec, events[0])
+    return peers.rabbit_publisher(setting.rabbitmq_url, exchange, routing_key, headers, events)
+
+
 def measure(setting: Setting, mode: Mode) -> list[Row]:
     exchange = str(setting.catalog.event(EVENT).exchange)
     queue = f"{exchange}.bench"
@@ -86,20 +98,36 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
     asyncio.run(_declare(setting.rabbitmq_url, exchange, queue))
     result = interleaved(
         {
-            "tide": timed(count, tide(setting, events)),
             "bare": timed(count, bare(setting, exchange, events)),
+            "tide": timed(count, tide(setting, events)),
+            "faststream": timed(count, faststream(setting, exchange, events)),
         },
         mode,
     )
+    ours = result.spread("tide").median
     return [
         Row(
             path="RabbitMQ",
             case="confirmed publish",
-            ours="RabbitPublisher.publish: schema check, headers, confirm",
-            baseline="bare aio-pika publish with confirms",
+            ours=OURS,
+            baseline="bare aio-pika publish of the encoded body: persistent, mandatory, "
+            "each confirm awaited (no headers, no schema check)",
             ratio=result.ratio("tide", "bare"),
             target=TARGET,
-            ours_rate=result.spread("tide").median,
+            ours_rate=ours,
             baseline_rate=result.spread("bare").median,
-        )
+        ),
+        Row(
+            path="RabbitMQ",
+            case="confirmed publish, vs FastStream",
+            ours=OURS,
+            baseline=f"{peers.FASTSTREAM} RabbitBroker.publish: publisher confirms (a channel "
+            "that raises on a returned message), persist=True, mandatory=True, the same "
+            "exchange, routing key and CloudEvents headers, each confirm awaited (no schema "
+            "check)",
+            ratio=result.ratio("tide", "faststream"),
+            target=TARGET_PEER,
+            ours_rate=ours,
+            baseline_rate=result.spread("faststream").median,
+        ),
     ]

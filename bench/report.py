@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.measure import Mode, Row
+from bench.measure import Mode, Row, Section
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.md"
@@ -60,7 +60,29 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def document(rows: Sequence[Row], mode: Mode, command: str, notes: str) -> str:
+def section(part: Section) -> str:
+    return f"## {part.title}\n\n{part.markdown.strip()}\n"
+
+
+def targets(rows: Sequence[Row], sections: Sequence[Section]) -> str:
+    """Every target of the run, met or missed, with the run's own figure."""
+    lines = ["## Targets in this run", ""]
+    for row in rows:
+        if row.target is None:
+            continue
+        lines.append(
+            f"- {row.path}, {row.case}: ours/baseline {row.ratio.median:.2f}, target"
+            f" {row.direction} {row.target:.2f}: {_verdict(row)}"
+        )
+    for part in sections:
+        for what, met in part.verdicts:
+            lines.append(f"- {what}: {'met' if met else '**missed**'}")
+    return "\n".join(lines) + "\n"
+
+
+def document(
+    rows: Sequence[Row], sections: Sequence[Section], mode: Mode, command: str, notes: str
+) -> str:
     return "\n".join(
         [
             "# Benchmarks",
@@ -74,6 +96,8 @@ def document(rows: Sequence[Row], mode: Mode, command: str, notes: str) -> str:
             table(rows),
             f"![ratios]({CHART.name})",
             "",
+            *(section(part) for part in sections),
+            targets(rows, sections),
             notes.strip(),
             "",
         ]

@@ -25,6 +25,8 @@ class Setting:
     catalog: Catalog
     codec: EventCodec
     workdir: Path
+    session: BrokerSession
+    env: dict[str, str]  # the TIDE_* variables that point a `tide run` at these brokers
 
     @property
     def client(self) -> dict[str, str]:
@@ -49,6 +51,8 @@ def setting(workdir: Path) -> Iterator[Setting]:
             catalog=catalog,
             codec=EventCodec(catalog),
             workdir=workdir,
+            session=session,
+            env=brokers.as_env(),
         )
     finally:
         session.close()
