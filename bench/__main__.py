@@ -1,9 +1,9 @@
 """`make bench`: Tide's hot paths against bare clients and peers, measured side by side.
 
-    make bench                                   # quick mode, about five minutes
+    make bench                                   # quick mode, under ten minutes
     make bench BENCH_ARGS="--full"               # longer runs, more rounds
     make bench BENCH_ARGS="--write"              # also rewrite bench/results.md and the chart
-    make bench BENCH_ARGS="--only produce,api"   # some of them
+    make bench BENCH_ARGS="--only produce,e2e"   # some of them
 
 Brokers come from the test harness (or the TIDE_* variables `make brokers` prints).
 """

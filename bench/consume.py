@@ -423,6 +423,10 @@ def _peer_rows(rounds: Rounds, trial: dict[peers.Backend, float]) -> list[Row]:
             target=TARGET_BATCH_PEER,
             ours_rate=rounds.spread("tide").median,
             baseline_rate=rounds.spread("faststream-batch").median,
+            # The peer writes nothing to PostgreSQL: how Tide compares without its mark.
+            extra="the sync runner without its mark against the same subscriber:"
+            f" {rounds.ratio('tide-unmarked', 'faststream-batch').text()}"
+            f" ({rounds.spread('tide-unmarked').median:,.0f}/s)",
         ),
         Row(
             path="consume",
@@ -468,6 +472,7 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
         {
             "faststream-batch": consumers.faststream_batch(records),
             "tide": consumers.sync_runner(records, mark=True),
+            "tide-unmarked": consumers.sync_runner(records, mark=False),
             "faststream": consumers.faststream(records, max(trial, key=trial.__getitem__)),
         },
         mode,
