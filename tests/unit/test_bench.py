@@ -103,12 +103,15 @@ def test_the_per_message_peer_row_is_against_the_faster_backend() -> None:
     rounds = Rounds(
         {
             "tide": [20_000.0, 22_000.0, 24_000.0],
+            "tide-unmarked": [40_000.0, 40_000.0, 50_000.0],
             "faststream-batch": [20_000.0, 20_000.0, 20_000.0],
             "faststream": [2_000.0, 2_000.0, 3_000.0],
         }
     )
     batch, per_message = _peer_rows(rounds, {"aiokafka": 1_000.0, "confluent": 3_000.0})
     assert batch.ratio.runs == (1.0, 1.1, 1.2)
+    # The peer writes no marks: the row also says how Tide compares without its own.
+    assert "without its mark against the same subscriber: 2.00 (2.00-2.50)" in batch.extra
     assert "confluent (the faster backend" in per_message.baseline
     assert per_message.ratio.runs == (10.0, 11.0, 8.0)
     assert per_message.met
