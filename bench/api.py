@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.measure import Mode, Row, Section, Spread, alternating
 from bench.payloads import watch_completed
+from bench.report import markdown
 from bench.setting import Setting
 from tide.chaos.processes import LocalPlatform, ServiceProcess
 from tide.ports import free_port
@@ -50,20 +51,30 @@ def vegeta() -> str:
     return found
 
 
-def attack(url: str, body: Path, *, rate: int, seconds: float) -> Attack:
-    """`rate` requests/s for `seconds` (0: as fast as 32 connections go)."""
-    target = f"POST {url}/v1/events\nContent-Type: application/json\n@{body}\n"
+def vegeta_attack(
+    targets: list[str], *, rate: int, seconds: float, stdin: bytes | None = None
+) -> bytes:
+    """vegeta's binary results of `rate` requests/s (0: as fast as 32 connections go) for
+    `seconds` at `targets` (its target options; none: the target on `stdin`)."""
     pace = ["-rate=0", "-max-workers=32"] if rate == 0 else [f"-rate={rate}/s", "-workers=32"]
-    run = subprocess.run(
-        [vegeta(), "attack", *pace, f"-duration={seconds}s", "-timeout=10s", "-keepalive=true"],
-        input=target.encode(),
+    return subprocess.run(
+        [
+            *(vegeta(), "attack", *targets, *pace),
+            *(f"-duration={seconds}s", "-timeout=10s", "-keepalive=true"),
+        ],
+        input=stdin,
         capture_output=True,
         check=True,
         timeout=seconds + 60,
-    )
+    ).stdout
+
+
+def attack(url: str, body: Path, *, rate: int, seconds: float) -> Attack:
+    """`rate` requests/s for `seconds` (0: as fast as 32 connections go)."""
+    target = f"POST {url}/v1/events\nContent-Type: application/json\n@{body}\n"
     report = subprocess.run(
         [vegeta(), "report", "-type=json"],
-        input=run.stdout,
+        input=vegeta_attack([], rate=rate, seconds=seconds, stdin=target.encode()),
         capture_output=True,
         check=True,
         timeout=60,
@@ -141,21 +152,22 @@ def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
         return float(statistics.median(getattr(a, field) for a in runs[name][load]))
 
     loads = ("50%", "80%", f"{FIXED_RATE}/s")
+    ms = ("p50_ms", "p99_ms")
     failed = min(a.success for name in runs for load in runs[name] for a in runs[name][load])
-    lines = [
-        "| load | ours p50 ms | ours p99 ms | bare p50 ms | bare p99 ms |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {load if load.endswith('/s') else f'{load} of each peak'} |"
-            f" {p('tide', load, 'p50_ms'):.1f} | {p('tide', load, 'p99_ms'):.1f} |"
-            f" {p('bare', load, 'p50_ms'):.1f} | {p('bare', load, 'p99_ms'):.1f} |"
+    table = markdown(
+        ["load", "ours p50 ms", "ours p99 ms", "bare p50 ms", "bare p99 ms"],
+        (
+            [
+                load if load.endswith("/s") else f"{load} of each peak",
+                *(f"{p(name, load, field):.1f}" for name in ("tide", "bare") for field in ms),
+            ]
             for load in loads
         ),
-    ]
+    )
     fixed_p99 = p("tide", f"{FIXED_RATE}/s", "p99_ms")
     latency = Section(
         "API latency at fixed loads (vegeta, open loop, medians of the rounds)",
-        "\n".join(lines) + f"\n\nLowest share of 202 answers in any attack: {failed:.1%}.",
+        table + f"\nLowest share of 202 answers in any attack: {failed:.1%}.",
         (
             (
                 f"API p99 < {P99_BOUND_MS:.0f} ms at {FIXED_RATE} req/s: {fixed_p99:.1f} ms",

@@ -56,8 +56,10 @@ import psycopg
 from confluent_kafka import Consumer
 from psycopg import sql
 
-from bench.api import vegeta
+from bench.api import vegeta, vegeta_attack
 from bench.measure import Mode, Section
+from bench.payloads import watch_completed
+from bench.report import markdown
 from bench.setting import Setting
 from tide.catalog import CATALOG
 from tide.chaos.experiments import SERVICES, catalogue
@@ -241,16 +243,7 @@ def attack(
     targets = setting.workdir / f"e2e-{tag}.targets"
     with targets.open("w") as out:
         for n in range(count):
-            body = {
-                "type": "video.watch.completed",
-                "data": {
-                    "user_id": f"user-{n % 1000}",
-                    "video_id": videos[n % len(videos)],
-                    "session_id": f"e2e-{tag}-{n}",
-                    "watched_s": 60,
-                    "finished": True,
-                },
-            }
+            body = watch_completed(n, video=videos[n % len(videos)], session=f"e2e-{tag}-{n}")
             target = {
                 "method": "POST",
                 "url": f"{url}/v1/events",
@@ -258,16 +251,7 @@ def attack(
                 "body": base64.b64encode(json.dumps(body).encode()).decode(),
             }
             out.write(json.dumps(target) + "\n")
-    pace = ["-rate=0", "-max-workers=32"] if rate == 0 else [f"-rate={rate}/s", "-workers=32"]
-    results = subprocess.run(
-        [
-            *(vegeta(), "attack", "-format=json", f"-targets={targets}", *pace),
-            *(f"-duration={seconds}s", "-timeout=10s", "-keepalive=true"),
-        ],
-        capture_output=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
+    results = vegeta_attack(["-format=json", f"-targets={targets}"], rate=rate, seconds=seconds)
     lines = subprocess.run(
         [vegeta(), "encode", "--to=json"], input=results, capture_output=True, check=True
     ).stdout.splitlines()
@@ -393,23 +377,18 @@ def _ms(seconds: float) -> str:
 
 
 def _table(runs: Sequence[Run]) -> str:
-    lines = [
-        "| rate asked | accepted/s | from the request to | p50 ms | p95 ms | p99 ms | max ms |"
-        " done |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["rate asked", "accepted/s", "from the request to", "p50 ms", "p95 ms", "p99 ms"]
+    lines = []
     for run in runs:
         for stage in STAGES:
             done = len(run.effects[stage])
             if done < 2:
-                lines.append(f"| {run.asked:,.0f}/s | | {stage} | - | - | - | - | {done} |")
+                lines.append([f"{run.asked:,.0f}/s", "", stage, "-", "-", "-", "-", done])
                 continue
-            p50, p95, p99, top = run.quantiles(stage)
-            lines.append(
-                f"| {run.asked:,.0f}/s | {run.accepted_rate:,.0f} | {stage} | {_ms(p50)} |"
-                f" {_ms(p95)} | {_ms(p99)} | {_ms(top)} | {done:,} of {len(run.sent):,} |"
-            )
-    return "\n".join(lines)
+            figures = [_ms(figure) for figure in run.quantiles(stage)]
+            rate = [f"{run.asked:,.0f}/s", f"{run.accepted_rate:,.0f}", stage]
+            lines.append([*rate, *figures, f"{done:,} of {len(run.sent):,}"])
+    return markdown([*header, "max ms", "done"], lines)
 
 
 def _hops(run: Run) -> str:

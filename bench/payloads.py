@@ -22,14 +22,16 @@ def recommendation(size: int, n: int) -> CloudEvent:
     )
 
 
-def watch_completed(n: int) -> dict[str, object]:
-    """The body a client POSTs to the video-service for a finished view."""
+def watch_completed(
+    n: int, *, video: str = "bench-video", session: str | None = None
+) -> dict[str, object]:
+    """The body a client POSTs to the video-service for a finished view of `video`."""
     return {
         "type": "video.watch.completed",
         "data": {
             "user_id": f"user-{n % 1000}",
-            "video_id": "bench-video",
-            "session_id": f"bench-s{n}",
+            "video_id": video,
+            "session_id": session or f"bench-s{n}",
             "watched_s": 60,
             "finished": True,
         },

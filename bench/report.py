@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -44,20 +44,33 @@ def _verdict(row: Row) -> str:
     return "met" if row.met else "**missed**"
 
 
+def markdown(header: Sequence[str], lines: Iterable[Sequence[object]]) -> str:
+    """A Markdown table: the header, its rule, then a row per line of cells."""
+    rule = "|" + "---|" * len(header)
+    return "\n".join([_row(header), rule, *map(_row, lines)]) + "\n"
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "|" + "".join(f" {cell} |" if cell != "" else " |" for cell in cells)
+
+
 def table(rows: Sequence[Row]) -> str:
-    lines = [
-        "| path | case | ours | baseline | ratio ours/baseline: median (min-max) | target |"
-        " | ours /s | baseline /s | also measured |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        *("path", "case", "ours", "baseline", "ratio ours/baseline: median (min-max)"),
+        *("target", "", "ours /s", "baseline /s", "also measured"),
     ]
-    for row in rows:
-        target = f"{row.direction} {row.target:.2f}" if row.target is not None else "-"
-        lines.append(
-            f"| {row.path} | {row.case} | {row.ours} | {row.baseline} | {row.ratio.text()} |"
-            f" {target} | {_verdict(row)} | {row.ours_rate:,.0f} | {row.baseline_rate:,.0f} |"
-            f" {row.extra} |"
-        )
-    return "\n".join(lines) + "\n"
+    return markdown(
+        header,
+        (
+            [
+                *(row.path, row.case, row.ours, row.baseline, row.ratio.text()),
+                f"{row.direction} {row.target:.2f}" if row.target is not None else "-",
+                _verdict(row),
+                *(f"{row.ours_rate:,.0f}", f"{row.baseline_rate:,.0f}", row.extra),
+            ]
+            for row in rows
+        ),
+    )
 
 
 def section(part: Section) -> str:

@@ -19,6 +19,7 @@ from tide.kafka.dead_letters import ATTEMPT, DeadLetterReason
 from tide.kafka.processing import Record, RecordProcessor
 from tide.kafka.producer import EventPublisher, PublishError
 from tide.ports import free_port
+from tide.store.processed import count_processed
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
 
@@ -93,17 +94,19 @@ def processor(
     catalog: Catalog, database: str, publisher: EventPublisher, group: ConsumerGroup
 ) -> Iterator[Processors]:
     """Factory: a processor for `group` running `handler` (on `dsn`, else the harness's
-    database); each is closed after the test."""
+    database; emitting to `sink`, else the test's publisher); each is closed after the test."""
     made: list[RecordProcessor] = []
 
-    def make(handler: Handler, dsn: str = database) -> RecordProcessor:
+    def make(
+        handler: Handler, dsn: str = database, sink: EventPublisher = publisher
+    ) -> RecordProcessor:
         made.append(
             RecordProcessor(
                 group=group,
                 handler=handler,
                 codec=EventCodec(catalog),
                 database=dsn,
-                publisher=publisher,
+                publisher=sink,
                 source="/test",
             )
         )
@@ -234,7 +237,7 @@ def test_what_a_batch_caused_is_in_kafka_once_the_batch_is_done(
 
 
 def test_when_kafka_does_not_acknowledge_what_a_batch_caused_nothing_of_it_commits(
-    catalog: Catalog, group: ConsumerGroup, table: str, database: str
+    catalog: Catalog, processor: Processors, group: ConsumerGroup, table: str, database: str
 ) -> None:
     """No ack before the commit means no commit: the first record waits in place, and its
     effects and marks are rolled back, so a later delivery handles the batch again."""
@@ -242,18 +245,11 @@ def test_when_kafka_does_not_acknowledge_what_a_batch_caused_nothing_of_it_commi
         {"bootstrap.servers": f"127.0.0.1:{free_port()}"}, EventCodec(catalog), timeout_s=2
     )
     handler = Recommends(database, table)
-    batch = RecordProcessor(
-        group=group,
-        handler=handler,
-        codec=EventCodec(catalog),
-        database=database,
-        publisher=nowhere,
-        source="/test",
-    )
     try:
-        outcomes = batch.process_batch(records(EventCodec(catalog), rating("a"), rating("b")))
+        outcomes = processor(handler, sink=nowhere).process_batch(
+            records(EventCodec(catalog), rating("a"), rating("b"))
+        )
     finally:
-        batch.close()
         nowhere.close()
     assert len(outcomes) == 1
     assert isinstance(outcomes[0].unavailable, PublishError), outcomes
@@ -261,7 +257,4 @@ def test_when_kafka_does_not_acknowledge_what_a_batch_caused_nothing_of_it_commi
     assert handler.calls == Counter({"a": 1, "b": 1})
     assert handler.rows() == Counter(), "effects committed without their caused events"
     with psycopg.connect(database) as conn:
-        marked = conn.execute(
-            "SELECT count(*) FROM processed_events WHERE consumer = %s", (group.name,)
-        ).fetchone()
-    assert marked == (0,)
+        assert count_processed(conn, group.name) == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,11 +196,14 @@ class RecordProcessor:
         emitted: list[Acked] = []
         context = HandlerContext(db=db, consumer=self.group.name, source=self.source)
 
+        def emit(caused: CloudEvent) -> None:
+            emitted.append(self.publisher.emit(caused))
+
         def run(event: CloudEvent) -> None:
             started = time.perf_counter()
             with correlation(event.correlationid):
                 try:
-                    emit_caused(self.handler, event, context, self._emitter(emitted))
+                    emit_caused(self.handler, event, context, emit)
                 finally:
                     self._seconds.observe(time.perf_counter() - started)
 
@@ -209,14 +212,6 @@ class RecordProcessor:
                 wait()
 
         return handle_batch_once(db, self.group.name, events, run, acked)
-
-    def _emitter(self, emitted: list[Acked]) -> Callable[[CloudEvent], object]:
-        def emit(caused: CloudEvent) -> object:
-            wait = self.publisher.emit(caused)
-            emitted.append(wait)
-            return wait
-
-        return emit
 
     def _failure(self, record: Record, event: CloudEvent, error: Exception) -> Outcome:
         with correlation(event.correlationid):

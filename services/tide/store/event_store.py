@@ -25,6 +25,11 @@ from tide.events.envelope import CloudEvent
 _APPEND_LOCK = 7_305_002
 
 
+def _jsonb(document: Any) -> Jsonb:
+    """A JSONB parameter serialized by orjson (psycopg's default is the stdlib's json)."""
+    return Jsonb(document, dumps=orjson.dumps)
+
+
 class ConcurrencyError(RuntimeError):
     """A writer's expected version is stale: someone appended to the stream first."""
 
@@ -86,8 +91,8 @@ class EventStore:
             list(range(expected_version + 1, expected_version + len(events) + 1)),
             [uuid.UUID(e.id) for e in events],
             [e.type for e in events],
-            [Jsonb(dict(e.data), dumps=orjson.dumps) for e in events],
-            [Jsonb(_metadata(e), dumps=orjson.dumps) for e in events],
+            [_jsonb(dict(e.data)) for e in events],
+            [_jsonb(_metadata(e)) for e in events],
             stream_id,
             expected_version,
         )
@@ -119,7 +124,7 @@ class EventStore:
                         (
                             [uuid.UUID(e.id) for e in publish],
                             [e.type for e in publish],
-                            [Jsonb(_envelope(e), dumps=orjson.dumps) for e in publish],
+                            [_jsonb(_envelope(e)) for e in publish],
                             uuid.UUID(publish[0].id),
                         ),
                     )
