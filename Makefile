@@ -157,6 +157,10 @@ bin/vegeta: Makefile
 	  GOBIN=$(TOOLS)/vegeta-$(VEGETA_VERSION) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION); }
 	@ln -sf $(TOOLS)/vegeta-$(VEGETA_VERSION)/vegeta $@
 
+.PHONY: local
+local: setup ## the whole platform on this machine (no Docker): brokers, services, load, Prometheus with the deployed rules, a live view; Ctrl-C stops it
+	$(PY) -m infra.local $(LOCAL_ARGS)
+
 .PHONY: brokers
 brokers: setup ## start Kafka, RabbitMQ, PostgreSQL and the registry here and print their TIDE_* variables
 	$(PY) -m tests.harness

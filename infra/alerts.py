@@ -8,6 +8,8 @@ exporter, so they hold even while a service is down.
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 from tide.metrics import (
@@ -30,6 +32,24 @@ def rule_groups(catalog: Catalog) -> list[dict[str, Any]]:
     ]
     groups.append({"name": "tide-platform", "rules": _platform_rules()})
     return groups
+
+
+_RANGE = re.compile(r"\[\d+[smhdwy]\]")
+
+
+def hastened(groups: list[dict[str, Any]], *, for_: str, window: str) -> list[dict[str, Any]]:
+    """The same rules with every `for:` set to `for_` and every range window to `window`.
+
+    Test-only (tests/monitoring): the deployed windows are minutes, so an alert would take
+    that long to fire and, after a `rate(...[5m])`, as long again to resolve. Expressions,
+    thresholds, labels and annotations stay exactly as deployed.
+    """
+    hastened = copy.deepcopy(groups)
+    for group in hastened:
+        for rule in group["rules"]:
+            rule["for"] = for_
+            rule["expr"] = _RANGE.sub(f"[{window}]", rule["expr"])
+    return hastened
 
 
 def _alert(

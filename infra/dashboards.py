@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from tide.topology import Catalog, Role
@@ -39,26 +40,50 @@ def _dashboard(uid: str, title: str, panels: list[tuple[str, str, str, str]]) ->
     }
 
 
+def any_of(names: Iterable[str]) -> str:
+    """A PromQL regex (inside a double-quoted string) matching exactly these names."""
+    return "|".join(name.replace(".", "\\\\.") for name in names)
+
+
+def group_lag(catalog: Catalog) -> str:
+    """Records each consumer group has not committed (its retry topics included), by group."""
+    groups = any_of(g.name for g in catalog.consumer_groups)
+    return f'sum by (consumergroup) (kafka_consumergroup_lag{{consumergroup=~"{groups}"}})'
+
+
+def group_members(catalog: Catalog) -> str:
+    groups = any_of(g.name for g in catalog.consumer_groups)
+    return f'max by (consumergroup) (kafka_consumergroup_members{{consumergroup=~"{groups}"}})'
+
+
+def dead_letters(catalog: Catalog) -> str:
+    """The end offset of each group's DLQ topic: how many records it ever dead-lettered."""
+    dlqs = any_of(g.dlq_topic for g in catalog.consumer_groups)
+    return f'sum by (topic) (kafka_topic_partition_current_offset{{topic=~"{dlqs}"}})'
+
+
+def api_requests(service: str) -> str:
+    """Answers per second of an API, by status code."""
+    return (
+        "sum by (status) "
+        f'(rate(tide_api_request_duration_seconds_count{{service="{service}"}}[1m]))'
+    )
+
+
+def api_p99(service: str) -> str:
+    return (
+        "histogram_quantile(0.99, sum by (le) "
+        f'(rate(tide_api_request_duration_seconds_bucket{{service="{service}"}}[1m])))'
+    )
+
+
 def overview(catalog: Catalog) -> dict[str, Any]:
-    groups = "|".join(g.name for g in catalog.consumer_groups)
-    dlqs = "|".join(g.dlq_topic.replace(".", "\\\\.") for g in catalog.consumer_groups)
     return _dashboard(
         "tide-overview",
         "Tide / Platform overview",
         [
-            (
-                "Lag per consumer group",
-                f'sum by (consumergroup) (kafka_consumergroup_lag{{consumergroup=~"{groups}"}})',
-                "{{consumergroup}}",
-                "short",
-            ),
-            (
-                "Members per consumer group",
-                f"max by (consumergroup) "
-                f'(kafka_consumergroup_members{{consumergroup=~"{groups}"}})',
-                "{{consumergroup}}",
-                "short",
-            ),
+            ("Lag per consumer group", group_lag(catalog), "{{consumergroup}}", "short"),
+            ("Members per consumer group", group_members(catalog), "{{consumergroup}}", "short"),
             (
                 "Events published / s",
                 "sum by (event_type) (rate(tide_events_published_total[1m]))",
@@ -71,12 +96,7 @@ def overview(catalog: Catalog) -> dict[str, Any]:
                 "{{event_type}}",
                 "ops",
             ),
-            (
-                "Dead letters (DLQ end offsets)",
-                f'sum by (topic) (kafka_topic_partition_current_offset{{topic=~"{dlqs}"}})',
-                "{{topic}}",
-                "short",
-            ),
+            ("Dead letters (DLQ end offsets)", dead_letters(catalog), "{{topic}}", "short"),
             (
                 "Broker messages in / s",
                 "sum(rate(kafka_server_brokertopicmetrics_messagesinpersec_total[1m]))",
@@ -113,6 +133,8 @@ def service_page(catalog: Catalog, name: str) -> dict[str, Any]:
                 "{{reason}}",
                 "ops",
             ),
+            ("Answers / s", api_requests(name), "{{status}}", "ops"),
+            ("Answer p99", api_p99(name), "p99", "s"),
         ]
     for group in catalog.groups_of(name):
         g = group.name

@@ -162,6 +162,34 @@ def _run_all() -> None:
         raise typer.Exit(code)
 
 
+@app.command("kafka-exporter")
+def kafka_exporter(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of /metrics")] = 9308,
+) -> None:
+    """Serve consumer-group lag, members and partition end offsets under kafka_exporter's
+    names, for a Prometheus off the cluster (`make local`). On Kubernetes, Strimzi's Kafka
+    Exporter serves them."""
+    from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
+    from tide.kafka.exporter import KafkaExporterCollector  # noqa: PLC0415
+
+    settings = _settings("kafka_bootstrap")
+    registry = CollectorRegistry()
+    collector = KafkaExporterCollector(settings.kafka_client_config(), settings.catalog())
+    registry.register(collector)
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    err.print(f"kafka-exporter: serving http://127.0.0.1:{port}/metrics")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        collector.close()
+
+
 @db_app.command("migrate")
 def migrate() -> None:
     """Apply the event store's migrations (idempotent; safe to run from several pods)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -15,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from tide import metrics
 from tide.errors import PLATFORM_ERRORS
 
 # Returns None when ready (or alive), else why not (shown to the kubelet and to people).
@@ -32,6 +35,26 @@ class Problem(BaseModel):
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the statuses a route answers with a Problem."""
     return {status: {"model": Problem} for status in statuses}
+
+
+_P = ParamSpec("_P")
+
+
+def timed(route: Callable[_P, Awaitable[Response]]) -> Callable[_P, Awaitable[Response]]:
+    """Observe how long an API route took to answer, by status code
+    (tide_api_request_duration_seconds). A decorator, not a middleware: Starlette's
+    BaseHTTPMiddleware cost about a third of the player API's throughput (bench/)."""
+
+    @functools.wraps(route)
+    async def answer(*args: _P.args, **kwargs: _P.kwargs) -> Response:
+        started = time.perf_counter()
+        response = await route(*args, **kwargs)
+        metrics.API_REQUEST_SECONDS.labels(str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    return answer
 
 
 def add_health_routes(

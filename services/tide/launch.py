@@ -14,7 +14,7 @@ from typing import assert_never
 import uvicorn
 from fastapi import FastAPI
 
-from tide import heap
+from tide import heap, metrics
 from tide.apps.subscription import create_app as create_subscription_app
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
@@ -63,6 +63,12 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
     runner = runner_of(catalog, name)
     if settings.parent_pid is not None:
         _exit_with_parent(settings.parent_pid)
+    # Each failure series this service can write exists at 0 from the start, so a panel or
+    # rule reads "no failures" rather than "no data" ("timeout": the usual reason).
+    produced = set(catalog.service(name).produces)
+    for event in catalog.events:
+        if event.topic in produced:
+            metrics.PUBLISH_FAILURES.labels(event.type, "timeout")
     heap.settle()  # everything is imported and the catalog loaded: none of it is garbage
     match runner:
         case Runner.PLAYER_API:

@@ -56,6 +56,12 @@ OUTBOX_OLDEST_AGE = Gauge(
 OUTBOX_DEAD_LETTERED = Counter(
     "tide_outbox_dead_lettered_total", "Outbox rows that can never be published, set aside"
 )
+API_REQUEST_SECONDS = Histogram(
+    "tide_api_request_duration_seconds",
+    "Time the API took to answer a POST /v1/events, by status code",
+    ["status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 EVENT_STORE_ERRORS = Counter(
     "tide_event_store_errors", "Event store operations that failed", ["operation"]
 )

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,32 @@ class Child:
     backoff_s: float = FIRST_BACKOFF_S
     restart_at: float | None = None
     starts: int = 0
+    held: bool = False  # stopped on purpose (`hold`): not restarted until `release`
 
 
 class Supervisor:
-    """Starts, watches and restarts the children; `run` returns the exit code."""
+    """Starts, watches and restarts the children; `run` returns the exit code.
 
-    def __init__(self, services: Sequence[str], base_port: int) -> None:
-        self.children = [Child(s, base_port + i) for i, s in enumerate(services)]
+    `ports` gives each child its HTTP port (consecutive from an int). `env` is added to this
+    process's environment for the children; with `log_dir`, each child writes its output to
+    `<service>-<n>.log` there instead of this process's stdout.
+    """
+
+    def __init__(
+        self,
+        services: Sequence[str],
+        ports: int | Sequence[int],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        if isinstance(ports, int):
+            ports = [ports + i for i in range(len(services))]
+        self.children = [Child(s, port) for s, port in zip(services, ports, strict=True)]
+        self.env = dict(env or {})
+        self.log_dir = log_dir
         self._stop = threading.Event()
+        self._lock = threading.Lock()
 
     def stop(self) -> None:
         self._stop.set()
@@ -67,11 +86,26 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         env = {
             **os.environ,
+            **self.env,
             "TIDE_SERVICE": child.service,
             "TIDE_HTTP_PORT": str(child.port),
             "TIDE_PARENT_PID": str(os.getpid()),
         }
-        child.process = subprocess.Popen(self.command(child), env=env)
+        if self.log_dir is None:
+            child.process = subprocess.Popen(self.command(child), env=env)
+        else:
+            replica = sum(
+                1 for c in self.children[: self.children.index(child)] if c.service == child.service
+            )
+            log_file = self.log_dir / f"{child.service}-{replica}.log"
+            with log_file.open("ab") as out:  # the child keeps its own copy of the descriptor
+                child.process = subprocess.Popen(
+                    self.command(child),
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
         child.starts += 1
         child.started_at = time.monotonic()
         child.restart_at = None
@@ -80,6 +114,8 @@ class Supervisor:
     def _check(self, child: Child, now: float) -> int | None:
         """Reap a dead child and schedule its restart; an exit code that ends everything."""
         if child.process is None:
+            if child.held:
+                return None
             if child.restart_at is not None and now >= child.restart_at:
                 self._spawn(child)
             return None
@@ -106,14 +142,51 @@ class Supervisor:
         child.backoff_s = min(child.backoff_s * 2, MAX_BACKOFF_S)
         return None
 
+    def hold(self, service: str) -> int:
+        """Stop every child of `service` (SIGTERM: each drains) and keep them down, as
+        `kubectl scale --replicas=0` would. Returns how many were stopped."""
+        with self._lock:
+            children = [c for c in self.children if c.service == service]
+            for child in children:
+                child.held = True
+                if child.process is not None:
+                    child.process.terminate()
+            stopping = [c.process for c in children if c.process is not None]
+        for process in stopping:
+            try:
+                process.wait(timeout=DRAIN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        with self._lock:
+            for child in children:
+                child.process = None
+        log.info("holding %s down (%d stopped)", service, len(stopping))
+        return len(stopping)
+
+    def release(self, service: str) -> None:
+        """Start the held children of `service` again."""
+        with self._lock:
+            for child in self.children:
+                if child.service == service and child.held:
+                    child.held = False
+                    child.backoff_s = FIRST_BACKOFF_S
+                    self._spawn(child)
+
     def run(self, poll_s: float = 0.2) -> int:
-        for child in self.children:
-            self._spawn(child)
+        with self._lock:
+            for child in self.children:
+                self._spawn(child)
         code = 0
         # The supervisor's own loop: it watches processes, it does not wait on a test.
         while not self._stop.wait(poll_s):
             now = time.monotonic()
-            ending = [c for child in self.children if (c := self._check(child, now)) is not None]
+            with self._lock:
+                ending = [
+                    c
+                    for child in self.children
+                    if not child.held and (c := self._check(child, now)) is not None
+                ]
             if ending:
                 code = ending[0]
                 break

@@ -15,6 +15,9 @@ from tests.harness.process import ManagedProcess, ensure_free, require
 from tide.ports import free_port
 from tide.waiting import wait_until
 
+# The JMX exporter's rules, the file the cluster's Kafka gets as its `metricsConfig`.
+METRICS_RULES = Path(__file__).parents[2] / "infra" / "components" / "kafka_metrics.yaml"
+
 LOG4J2 = """\
 status = warn
 appender.file.type = File
@@ -53,6 +56,8 @@ class KafkaBroker:
         self.port = port or free_port()
         self.controller_port = free_port()
         self.sasl_port = free_port()
+        # The JMX exporter agent's /metrics, as Strimzi's brokers serve it on 9404.
+        self.metrics_port = free_port()
         self.log = workdir / "server.log"
         self._process: ManagedProcess | None = None
         self._formatted = False
@@ -106,17 +111,23 @@ class KafkaBroker:
         (self.workdir / "log4j2.properties").write_text(LOG4J2.format(log=self.log))
         return config
 
-    def _java(self, main: str, *args: str) -> list[str]:
+    def _java(self, main: str, *args: str, agent: bool = False) -> list[str]:
         java = require("java")
+        classpath = runtime_classpath("kafka")
+        options = []
+        if agent:
+            (jar,) = [j for j in classpath.split(":") if "jmx_prometheus_javaagent" in j]
+            options.append(f"-javaagent:{jar}=127.0.0.1:{self.metrics_port}:{METRICS_RULES}")
         return [
             java,
+            *options,
             "-Xms256m",
             "-Xmx1g",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
             "-cp",
-            runtime_classpath("kafka"),
+            classpath,
             main,
             *args,
         ]
@@ -142,11 +153,14 @@ class KafkaBroker:
         ensure_free(self.port, self.name)
         ensure_free(self.controller_port, f"{self.name} controller")
         ensure_free(self.sasl_port, f"{self.name} SASL listener")
+        ensure_free(self.metrics_port, f"{self.name} metrics")
         config = self._write_config()
         if not self._formatted:
             self._format(config)
         self._process = ManagedProcess(
-            "kafka", self._java("kafka.Kafka", str(config)), log=self.workdir / "stdout.log"
+            "kafka",
+            self._java("kafka.Kafka", str(config), agent=True),
+            log=self.workdir / "stdout.log",
         )
         self._process.start()
         try:

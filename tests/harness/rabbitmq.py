@@ -40,6 +40,8 @@ class RabbitMQServer:
         self.dist_port = free_port()
         # Our own epmd: the system one (port 4369) may belong to someone else.
         self.epmd_port = free_port()
+        # rabbitmq_prometheus's /metrics, as the cluster's RabbitMQ serves it on 15692.
+        self.metrics_port = free_port()
         self.password = secrets.token_hex(12)
         self.nodename = f"tide{self.port}@localhost"
         self.log = workdir / "log" / f"{self.nodename}.log"
@@ -85,6 +87,10 @@ class RabbitMQServer:
                     "log.file.level = info",
                     # A laptop's disk may be fuller than production's: do not block publishers.
                     "disk_free_limit.absolute = 50MB",
+                    # Per-queue series (rabbitmq_queue_messages{queue}), as on the cluster.
+                    f"prometheus.tcp.port = {self.metrics_port}",
+                    "prometheus.tcp.ip = 127.0.0.1",
+                    "prometheus.return_per_object_metrics = true",
                     "",
                 ]
             ),
@@ -92,7 +98,7 @@ class RabbitMQServer:
         )
         owned_file(self.workdir / "advanced.config", "[].\n", self.user)
         owned_file(self.workdir / "rabbitmq-env.conf", "", self.user)
-        owned_file(self.workdir / "enabled_plugins", "[].\n", self.user)
+        owned_file(self.workdir / "enabled_plugins", "[rabbitmq_prometheus].\n", self.user)
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the node and wait until an AMQP connection opens."""

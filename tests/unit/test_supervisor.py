@@ -25,7 +25,7 @@ signal.sigwait({signal.SIGTERM})
 
 class ScriptedSupervisor(Supervisor):
     def __init__(self, starts: Path, codes: list[int]) -> None:
-        super().__init__(["badges"], base_port=1)
+        super().__init__(["badges"], 1)
         self._args = [str(starts), ",".join(map(str, codes))]
 
     def command(self, child: Child) -> list[str]:
@@ -58,6 +58,29 @@ def test_exit_3_after_a_restart_is_restarted_like_any_death(tmp_path: Path) -> N
             what="the third start",
             alive=lambda: None if thread.is_alive() else f"supervisor returned {result}",
         )
+    finally:
+        supervisor.stop()
+        thread.join(timeout=30)
+    assert result == [0]
+
+
+def test_a_held_service_stays_down_until_released(tmp_path: Path) -> None:
+    # `make local` and the alert tests stop a consumer group this way, as a scale to zero.
+    starts = tmp_path / "starts"
+    supervisor = ScriptedSupervisor(starts, [])
+    thread, result = _run(supervisor)
+
+    def started(n: int) -> bool:
+        return starts.exists() and len(starts.read_text().splitlines()) == n
+
+    try:
+        wait_until(lambda: started(1), timeout=30, what="the first start")
+        assert supervisor.hold("badges") == 1
+        (child,) = supervisor.children
+        assert child.process is None and child.held
+        supervisor.release("badges")
+        wait_until(lambda: started(2), timeout=30, what="the start after release")
+        assert child.process is not None and child.process.poll() is None
     finally:
         supervisor.stop()
         thread.join(timeout=30)

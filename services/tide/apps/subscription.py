@@ -28,7 +28,7 @@ from tide.catalog import CATALOG
 from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
-from tide.health import add_health_routes, problems
+from tide.health import add_health_routes, problems, timed
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Heartbeat, Liveness, supervised
 from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
@@ -257,6 +257,7 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         response_model=Subscription,
         responses=problems(400, 408, 409, 413, 415, 422, 503),
     )
+    @timed
     async def start(subscription_id: SubscriptionId, request: Request) -> Response:
         # Read by hand, as the player API does: JSON only, bounded while it streams, a
         # key given twice refused (tide.apps.bodies).
@@ -279,6 +280,7 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         response_model=Subscription,
         responses=problems(409, 422, 503),
     )
+    @timed
     async def renew(subscription_id: SubscriptionId) -> Response:
         return await command(subscription_id, lambda s: s.renew())
 
@@ -287,6 +289,7 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         response_model=Subscription,
         responses=problems(409, 422, 503),
     )
+    @timed
     async def cancel(subscription_id: SubscriptionId) -> Response:
         return await command(subscription_id, lambda s: s.cancel())
 

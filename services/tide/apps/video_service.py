@@ -24,7 +24,7 @@ from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
-from tide.health import add_health_routes, problems
+from tide.health import add_health_routes, problems, timed
 from tide.kafka.producer import EventPublisher, PublishError
 from tide.topology import Catalog
 
@@ -122,6 +122,7 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
         response_model=Accepted,
         responses=problems(400, 408, 413, 415, 422, 503),
     )
+    @timed
     async def accept(request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
         # The body is read here rather than in a middleware: Starlette's
         # BaseHTTPMiddleware cost about a third of the endpoint's throughput (bench/).

@@ -337,7 +337,7 @@ def poison_storm(chaos: Chaos, count: int = 600) -> Report:
     before = {name: dlq.depth() for name, dlq in queues.items()}
 
     def storm(_load: ApiLoad) -> None:
-        _storm(chaos, topic, count)
+        produce_poison(chaos.client, chaos.catalog, topic, count)
         report.act(f"produced {count} poison records (bad JSON, invalid data, unknown type)")
 
     window = _fault_under_load(chaos, users, storm, after_s=3)
@@ -351,8 +351,10 @@ def poison_storm(chaos: Chaos, count: int = 600) -> Report:
     return report
 
 
-def _storm(chaos: Chaos, topic: str, count: int) -> None:
-    codec = EventCodec(chaos.catalog)
+def produce_poison(client: dict[str, Any], catalog: Catalog, topic: str, count: int) -> None:
+    """`count` records on `topic` that no handler can take, in turn: not JSON, schema-invalid
+    data, an unknown type. Each reader dead-letters every one."""
+    codec = EventCodec(catalog)
     template = codec.encode(
         CloudEvent(
             type=WATCH_TYPE,
@@ -373,7 +375,7 @@ def _storm(chaos: Chaos, topic: str, count: int) -> None:
         (b'{"user_id": "poison", "watched_s": "long"}', valid),  # schema-invalid
         (template.value, unknown),  # unknown type
     ]
-    producer = Producer({**chaos.client, "linger.ms": 5})
+    producer = Producer({**client, "linger.ms": 5})
     for n in range(count):
         value, headers = poisons[n % len(poisons)]
         producer.produce(topic, key=b"poison", value=value, headers=headers)

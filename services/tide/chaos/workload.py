@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 import httpx
 
@@ -48,6 +49,8 @@ class ApiLoad:
     """Posts `video.watch.completed` for `users` in turn at `rate` per second (open loop: a slow
     answer does not slow the load), from its own thread, until `stop()`."""
 
+    accepted_status = 202
+
     def __init__(
         self,
         url: str,
@@ -57,7 +60,8 @@ class ApiLoad:
         rate: float = 30.0,
         concurrency: int = 64,
     ) -> None:
-        self.url = url.rstrip("/") + "/v1/events"
+        self.base = url.rstrip("/")
+        self.url = self.base + "/v1/events"
         self.users = list(users)
         self.videos = list(videos)
         self.rate = rate
@@ -66,7 +70,7 @@ class ApiLoad:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="api-load", daemon=True)
 
-    def start(self) -> ApiLoad:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -101,10 +105,9 @@ class ApiLoad:
                 # Pacing the open-loop load, not waiting on a condition.
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    async def _post(
-        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, user: str, video: str, n: int
-    ) -> None:
-        body = {
+    def request(self, user: str, video: str, n: int) -> tuple[str, dict[str, object]]:
+        """The n-th request: where it is posted, and its body."""
+        body: dict[str, object] = {
             "type": "video.watch.completed",
             "data": {
                 "user_id": user,
@@ -114,18 +117,37 @@ class ApiLoad:
                 "finished": True,
             },
         }
+        return self.url, body
+
+    async def _post(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, user: str, video: str, n: int
+    ) -> None:
+        url, body = self.request(user, video, n)
         started = time.monotonic()
         try:
             self.result.sent[user] += 1
-            response = await client.post(self.url, json=body)
+            response = await client.post(url, json=body)
         except httpx.HTTPError as exc:
             self.result.errors[type(exc).__name__] += 1
             return
         finally:
             slots.release()
         answered = time.monotonic()
-        if response.status_code == 202:
+        if response.status_code == self.accepted_status:
             self.result.accepted[user].append(response.json()["id"])
             self.result.latencies.append((answered, (answered - started) * 1000))
         else:
             self.result.refused[response.status_code] += 1
+
+
+class SubscriptionLoad(ApiLoad):
+    """The subscription API's commands at `rate` per second: each user's subscriptions are
+    started, renewed and cancelled in turn (`videos` name the plans)."""
+
+    accepted_status = 200
+
+    def request(self, user: str, video: str, n: int) -> tuple[str, dict[str, object]]:
+        subscription = f"{user}-sub{n // 3}"
+        step = ("start", "renew", "cancel")[n % 3]
+        url = f"{self.base}/v1/subscriptions/{subscription}/{step}"
+        return url, ({"user_id": user, "plan": video} if step == "start" else {})

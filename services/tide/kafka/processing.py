@@ -126,6 +126,12 @@ class RecordProcessor:
         # Metric children, looked up once: `labels()` per record was a visible cost.
         self._seconds = metrics.HANDLER_SECONDS.labels(group.name)
         self._processed: dict[str, Metric] = {}
+        # Every retry and dead-letter series exists (at 0) from the start: a panel or rule
+        # over a series that was never written reads "no data", not "none".
+        for topic in group.retry_topics:
+            metrics.RETRIED.labels(group.name, topic.rsplit(".", 1)[-1])
+        for reason in DeadLetterReason:
+            metrics.DEAD_LETTERED.labels(group.name, str(reason))
 
     def process_batch(self, records: Sequence[Record]) -> list[Outcome]:
         """Handle `records` in order, as many as can share one transaction.

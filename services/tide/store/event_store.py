@@ -62,6 +62,7 @@ class EventStore:
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+        metrics.EVENT_STORE_ERRORS.labels("append")  # at 0 until the first failure
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         # Autocommit: every `transaction()` block is then a real transaction, not a savepoint.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from infra.alerts import rule_groups
+from infra.alerts import hastened, rule_groups
 
 from tide.catalog import CATALOG
 from tide.topology import ConsumerGroup
@@ -195,3 +195,20 @@ def test_alert_summaries_name_the_group(group: ConsumerGroup) -> None:
         "rules"
     ]
     assert all(group.name in r["annotations"]["summary"] for r in rules)
+
+
+def test_the_hastened_rules_differ_from_the_deployed_ones_only_in_their_windows() -> None:
+    # tests/chaos/test_alerts.py evaluates these on real metrics; every other part of
+    # a rule must be the one Prometheus gets on the cluster.
+    deployed = rule_groups(CATALOG)
+    fast = hastened(deployed, for_="5s", window="20s")
+    assert fast != deployed
+    for group, fast_group in zip(deployed, fast, strict=True):
+        for rule, fast_rule in zip(group["rules"], fast_group["rules"], strict=True):
+            assert fast_rule["for"] == "5s"
+            assert "[20s]" in fast_rule["expr"] or "[" not in rule["expr"]
+            windows = rule["expr"].replace("[5m]", "[20s]")
+            assert fast_rule["expr"] == windows
+            others = {k: v for k, v in rule.items() if k not in ("for", "expr")}
+            assert others == {k: v for k, v in fast_rule.items() if k not in ("for", "expr")}
+    assert rule_groups(CATALOG) == deployed  # the deployed rules are left as they were

@@ -1,0 +1,291 @@
+"""`make local`: the whole platform on this machine, without Docker, watched by Prometheus.
+
+One command, in order:
+  brokers    Kafka (with the JMX exporter agent), RabbitMQ (with rabbitmq_prometheus) and
+             PostgreSQL, started by the test harness, or the ones TIDE_* names (`make brokers`
+             in another terminal: they are then reused and left running);
+  topology   the catalog's topics, the event store's migrations, RabbitMQ's definitions;
+  services   every catalog service as `tide run --all` runs them: supervised child processes,
+             restarted when they die, their logs in the work directory;
+  monitoring `tide kafka-exporter` and Prometheus, loaded with the rule groups the Pulumi
+             program deploys (infra.alerts.rule_groups), scraping every service, Kafka,
+             the exporter and RabbitMQ;
+  workload   a steady stream of finished watches posted to the player API, and subscription
+             commands (start, renew, cancel) at a tenth of that rate;
+then a live view (infra.local_view) until Ctrl-C, which stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from tests.harness.brokers import Brokers, BrokerSession
+from tests.harness.errors import HarnessError
+from tests.harness.process import ManagedProcess
+from tests.harness.prometheus import PrometheusServer
+
+from infra.alerts import rule_groups
+from tide.chaos.experiments import catalogue
+from tide.chaos.probes import Ledger
+from tide.chaos.workload import ApiLoad, SubscriptionLoad
+from tide.kafka.topics import ensure_topics
+from tide.ports import free_port
+from tide.rabbitmq.definitions import definitions
+from tide.settings import Settings
+from tide.store.migrations import migrate
+from tide.supervisor import Supervisor
+from tide.topology import Catalog
+from tide.waiting import wait_until
+
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class LocalStack:
+    """Everything `make local` runs on top of the brokers; `start` then `stop`.
+
+    `catalog_suffix` isolates the platform's topics, groups and queues (Catalog.isolated),
+    so the alert tests share the session's brokers with the other tests. `interval` is
+    Prometheus's scrape and evaluation interval; `rules` defaults to what the program
+    deploys for this catalog.
+    """
+
+    session: BrokerSession
+    brokers: Brokers
+    workdir: Path
+    catalog_suffix: str = ""
+    interval: str = "5s"
+    rules: list[dict[str, Any]] | None = None
+    rate: float = 20.0
+    supervisor: Supervisor | None = None
+    prometheus: PrometheusServer | None = None
+    load: ApiLoad | None = None
+    commands: SubscriptionLoad | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    _exporter: ManagedProcess | None = None
+    _exporter_port: int = 0
+    _thread: threading.Thread | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = self.brokers.as_env()
+        if self.catalog_suffix:
+            env["TIDE_CATALOG_SUFFIX"] = self.catalog_suffix
+        return env
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.model_validate(
+            {k.removeprefix("TIDE_").lower(): v for k, v in self.env.items()}
+        )
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.settings.catalog()
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    # The API the workload posts to, and the one the live view reports on.
+    api_service = "video-service"
+
+    @property
+    def api_url(self) -> str:
+        return self.url(self.api_service)
+
+    def url(self, service: str) -> str:
+        child = next(c for c in self._supervisor.children if c.service == service)
+        return f"http://127.0.0.1:{child.port}"
+
+    @property
+    def _supervisor(self) -> Supervisor:
+        assert self.supervisor is not None, "the stack is not started"
+        return self.supervisor
+
+    def start(self, step: Callable[[str], None] = lambda _: None) -> None:
+        began = time.monotonic()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        settings, catalog = self.settings, self.catalog
+        step("topology: topics, migrations, RabbitMQ definitions")
+        ensure_topics(settings.kafka_client_config(), catalog.all_topics())
+        migrate(settings.postgres_dsn.get_secret_value())
+        if self.session.rabbitmq is not None:
+            self.session.rabbitmq.import_definitions(definitions(catalog))
+        self._lap("topology", began)
+
+        step(f"services: {len(catalog.services)} under supervision")
+        services = [s.name for s in catalog.services]
+        self.supervisor = Supervisor(
+            services, free_port(len(services)), env=self.env, log_dir=self.logs
+        )
+        self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
+        self._thread.start()
+
+        step("monitoring: kafka-exporter and Prometheus")
+        self._exporter_port = free_port()
+        self._exporter = ManagedProcess(
+            "kafka-exporter",
+            [sys.executable, "-m", "tide", "kafka-exporter", "--port", str(self._exporter_port)],
+            log=self.logs / "kafka-exporter.log",
+            env={**os.environ, **self.env},
+        )
+        self._exporter.start()
+        self.prometheus = PrometheusServer(
+            self.workdir / "prometheus",
+            scrape_configs=self.scrape_configs(),
+            rule_groups=self.rules if self.rules is not None else rule_groups(catalog),
+            interval=self.interval,
+        )
+        self.prometheus.start()
+        self._lap("monitoring", began)
+
+        step("services: waiting until every one is ready")
+        wait_until(
+            self._all_ready, timeout=READY_TIMEOUT_S, what="every service ready", interval=0.5
+        )
+        self._lap("services ready", began)
+
+        step("workload: a catalogue, then watches at a steady rate")
+        ledger = Ledger(
+            catalog, settings.kafka_client_config(), settings.postgres_dsn.get_secret_value()
+        )
+        videos = catalogue(ledger)
+        token = uuid.uuid4().hex[:6]
+        users = [f"local-{token}-{i}" for i in range(16)]
+        self.load = ApiLoad(self.api_url, users, videos, rate=self.rate).start()
+        # The other API too, at a tenth of the rate: start, renew, cancel, in turn.
+        self.commands = SubscriptionLoad(
+            self.url("subscription"), users, ["basic", "standard", "premium"], rate=self.rate / 10
+        ).start()
+        self._lap("workload", began)
+
+    def _lap(self, what: str, began: float) -> None:
+        self.timings[what] = round(time.monotonic() - began, 1)
+
+    def _all_ready(self) -> bool:
+        for child in self._supervisor.children:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{child.port}/readyz", timeout=2)
+            except httpx.HTTPError:
+                return False
+            if response.status_code != 200:
+                return False
+        return True
+
+    def scrape_configs(self) -> list[dict[str, Any]]:
+        """What the cluster's ServiceMonitors and PodMonitors select, as static targets.
+
+        Each service target carries `service`, as a ServiceMonitor's target does; the
+        broker jobs exist only for brokers this stack started (it knows their ports).
+        """
+        replicas: dict[str, int] = {}
+        targets = []
+        for child in self._supervisor.children:
+            n = replicas[child.service] = replicas.get(child.service, -1) + 1
+            targets.append(
+                {
+                    "targets": [f"127.0.0.1:{child.port}"],
+                    "labels": {"service": child.service, "pod": f"{child.service}-{n}"},
+                }
+            )
+        jobs: list[dict[str, Any]] = [{"job_name": "tide-services", "static_configs": targets}]
+        jobs.append(_job("kafka-exporter", self._exporter_port))
+        if self.session.kafka is not None:
+            jobs.append(_job("kafka", self.session.kafka.metrics_port))
+        if self.session.rabbitmq is not None:
+            jobs.append(_job("rabbitmq", self.session.rabbitmq.metrics_port))
+        return jobs
+
+    def hold(self, service: str) -> int:
+        """Stop `service` (every replica) and keep it down: its group loses its members."""
+        return self._supervisor.hold(service)
+
+    def release(self, service: str) -> None:
+        self._supervisor.release(service)
+        wait_until(self._all_ready, timeout=READY_TIMEOUT_S, what=f"{service} ready again")
+
+    def stop(self) -> None:
+        """Stop everything this stack started (not the brokers: the session owns them)."""
+        for load in (self.load, self.commands):
+            if load is not None:
+                load.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+        if self._exporter is not None:
+            self._exporter.stop()
+        if self.prometheus is not None:
+            self.prometheus.stop()
+
+
+def _job(name: str, port: int) -> dict[str, Any]:
+    return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    rate: Annotated[
+        float, typer.Option(min=1, help="watch events per second posted to the API")
+    ] = 20,
+    interval: Annotated[str, typer.Option(help="Prometheus scrape and evaluation interval")] = "5s",
+    duration: Annotated[
+        float, typer.Option(min=0, help="stop after this many seconds (0: at Ctrl-C)")
+    ] = 0,
+) -> None:
+    """The whole platform on this machine, a steady workload and a live view; Ctrl-C stops it."""
+    from infra.local_view import LiveView  # noqa: PLC0415
+
+    console = Console()
+    began = time.monotonic()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    session = BrokerSession()
+    workdir = Path(tempfile.mkdtemp(prefix="tide-local-"))
+    stack: LocalStack | None = None
+    failed = True
+    try:
+        with console.status("brokers: Kafka, RabbitMQ and PostgreSQL") as status:
+            brokers = session.open()
+            stack = LocalStack(session, brokers, workdir, interval=interval, rate=rate)
+            stack.timings["brokers"] = round(time.monotonic() - began, 1)
+            stack.start(status.update)
+        LiveView(stack, console).run(stop, duration=duration, started_in=time.monotonic() - began)
+        failed = False
+    except (HarnessError, TimeoutError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        failed = False
+    finally:
+        with console.status("stopping everything make local started"):
+            if stack is not None:
+                stack.stop()
+            session.close(keep_logs=failed)
+        if failed:
+            console.print(f"logs kept in {workdir} and {session.root}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+            console.print("stopped: every process make local started has exited")
+
+
+if __name__ == "__main__":
+    app()

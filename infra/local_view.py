@@ -1,0 +1,162 @@
+"""`make local`'s live view: the platform as Prometheus sees it, refreshed every 2 s.
+
+Per consumer group: members, lag, processed per second, retry backlog, dead letters.
+The API: answers per second, the share accepted, p99. Then every pending or firing
+alert. The group and API columns are the dashboards' own expressions (infra.dashboards),
+so what this view shows is what Grafana shows on the cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from infra.dashboards import any_of, api_p99, api_requests, dead_letters, group_lag, group_members
+
+if TYPE_CHECKING:
+    from infra.local import LocalStack
+
+REFRESH_S = 2.0
+
+
+def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
+    return {row["metric"].get(label, ""): float(row["value"][1]) for row in result}
+
+
+def _number(value: float | None, fmt: str = "{:,.0f}") -> str:
+    return "-" if value is None or math.isnan(value) else fmt.format(value)  # NaN: no data yet
+
+
+class LiveView:
+    def __init__(self, stack: LocalStack, console: Console) -> None:
+        self.stack = stack
+        self.console = console
+
+    def queries(self) -> dict[str, str]:
+        catalog = self.stack.catalog
+        groups = "|".join(g.name for g in catalog.consumer_groups)
+        retry = any_of(t for g in catalog.consumer_groups for t in g.retry_topics)
+        api = self.stack.api_service
+        return {
+            "members": group_members(catalog),
+            "lag": group_lag(catalog),
+            "processed": (
+                f'sum by (group) (rate(tide_messages_processed_total{{group=~"{groups}"}}[1m]))'
+            ),
+            "retry": (
+                "sum by (consumergroup) "
+                f'(kafka_consumergroup_lag{{consumergroup=~"{groups}",topic=~"{retry}"}})'
+            ),
+            "dead": dead_letters(catalog),
+            "api_rate": api_requests(api),
+            "api_p99": api_p99(api),
+            "up": 'sum by (service) (up{job="tide-services"})',
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        prometheus = self.stack.prometheus
+        assert prometheus is not None
+        q = {name: prometheus.query(expr) for name, expr in self.queries().items()}
+        return {
+            "members": _by(q["members"], "consumergroup"),
+            "lag": _by(q["lag"], "consumergroup"),
+            "processed": _by(q["processed"], "group"),
+            "retry": _by(q["retry"], "consumergroup"),
+            "dead": _by(q["dead"], "topic"),
+            "api_rate": _by(q["api_rate"], "status"),
+            "api_p99": next(iter(_by(q["api_p99"], "").values()), None),
+            "up": _by(q["up"], "service"),
+            "alerts": prometheus.alerts(),
+        }
+
+    def render(self, snap: dict[str, Any], *, uptime_s: float, started_in: float) -> Group:
+        stack = self.stack
+        catalog = stack.catalog
+        assert stack.prometheus is not None
+        head = Text.assemble(
+            ("Tide local", "bold"),
+            f"  up {uptime_s:,.0f} s (live {started_in:.0f} s after the command)",
+            f"  API {stack.api_url}  Prometheus {stack.prometheus.url}",
+            f"  load {stack.rate:g} watches/s",
+        )
+        groups = Table(
+            "consumer group",
+            "members",
+            "lag",
+            "processed/s",
+            "retry backlog",
+            "dead letters",
+            title="Kafka consumer groups",
+            title_justify="left",
+        )
+        for group in catalog.consumer_groups:
+            groups.add_row(
+                group.name,
+                _number(snap["members"].get(group.name)),
+                _number(snap["lag"].get(group.name)),
+                _number(snap["processed"].get(group.name), "{:,.1f}"),
+                _number(snap["retry"].get(group.name, 0.0)),
+                _number(snap["dead"].get(group.dlq_topic)),
+            )
+        rates = snap["api_rate"]
+        total = sum(rates.values())
+        accepted = rates.get("202", 0.0)
+        p99 = snap["api_p99"]
+        api = Text(
+            f"API {stack.api_service}: {total:,.1f} answers/s, "
+            f"{(accepted / total * 100) if total else 0:.1f}% accepted (202), "
+            f"p99 {_number(None if p99 is None else p99 * 1000, '{:,.1f}')} ms"
+        )
+        up = snap["up"]
+        wanted: dict[str, int] = {}
+        for child in stack._supervisor.children:
+            wanted[child.service] = wanted.get(child.service, 0) + 1
+        services = Text(
+            "services up: "
+            + ", ".join(f"{name} {_number(up.get(name))}/{n}" for name, n in wanted.items())
+        )
+        alerts = Table(
+            "alert",
+            "labels",
+            "state",
+            "since",
+            title="Alerts (pending and firing)",
+            title_justify="left",
+        )
+        for alert in sorted(snap["alerts"], key=lambda a: (a["state"], a["labels"]["alertname"])):
+            labels = {
+                k: v for k, v in alert["labels"].items() if k not in ("alertname", "severity")
+            }
+            alerts.add_row(
+                alert["labels"]["alertname"],
+                ", ".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                alert["state"],
+                alert.get("activeAt", "")[11:19],
+            )
+        if not snap["alerts"]:
+            alerts.add_row("none", "", "", "")
+        return Group(head, groups, api, services, alerts)
+
+    def run(self, stop: threading.Event, *, duration: float, started_in: float) -> None:
+        began = time.monotonic()
+
+        def frame() -> Group:
+            return self.render(
+                self.snapshot(), uptime_s=time.monotonic() - began, started_in=started_in
+            )
+
+        with Live(frame(), console=self.console, refresh_per_second=1) as live:
+            try:
+                while not stop.wait(REFRESH_S):
+                    live.update(frame())
+                    if duration and time.monotonic() - began >= duration:
+                        break
+            except KeyboardInterrupt:
+                pass
