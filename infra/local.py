@@ -117,8 +117,12 @@ class LocalStack:
         assert self.supervisor is not None, "the stack is not started"
         return self.supervisor
 
-    def start(self, step: Callable[[str], None] = lambda _: None) -> None:
-        began = time.monotonic()
+    def start(
+        self, step: Callable[[str], None] = lambda _: None, *, began: float | None = None
+    ) -> None:
+        """Start everything; `timings` gets the seconds from `began` (default: now) at which
+        each part was up."""
+        began = time.monotonic() if began is None else began
         self.logs.mkdir(parents=True, exist_ok=True)
         settings, catalog = self.settings, self.catalog
         step("topology: topics, migrations, RabbitMQ definitions")
@@ -234,6 +238,10 @@ class LocalStack:
             self.prometheus.stop()
 
 
+def _laps(timings: dict[str, float]) -> str:
+    return ", ".join(f"{what} at {seconds:.1f} s" for what, seconds in timings.items())
+
+
 def _job(name: str, port: int) -> dict[str, Any]:
     return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
 
@@ -265,10 +273,25 @@ def main(
     try:
         with console.status("brokers: Kafka, RabbitMQ and PostgreSQL") as status:
             brokers = session.open()
-            stack = LocalStack(session, brokers, workdir, interval=interval, rate=rate)
+            stack = LocalStack(
+                session,
+                brokers,
+                workdir,
+                catalog_suffix=os.environ.get("TIDE_CATALOG_SUFFIX", ""),
+                interval=interval,
+                rate=rate,
+            )
             stack.timings["brokers"] = round(time.monotonic() - began, 1)
             stack.start(status.update)
-        LiveView(stack, console).run(stop, duration=duration, started_in=time.monotonic() - began)
+        started_in = time.monotonic() - began
+        assert stack.prometheus is not None
+        console.print(
+            f"live after {started_in:.1f} s ({_laps(stack.timings)}); "
+            f"API {stack.api_url}, Prometheus {stack.prometheus.url}, logs {stack.logs}; "
+            "Ctrl-C stops everything",
+            soft_wrap=True,
+        )
+        LiveView(stack, console).run(stop, duration=duration, started_in=started_in)
         failed = False
     except (HarnessError, TimeoutError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")

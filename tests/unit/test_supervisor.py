@@ -77,10 +77,12 @@ def test_a_held_service_stays_down_until_released(tmp_path: Path) -> None:
         wait_until(lambda: started(1), timeout=30, what="the first start")
         assert supervisor.hold("badges") == 1
         (child,) = supervisor.children
-        assert child.process is None and child.held
+        assert child.process is None
+        assert child.held
         supervisor.release("badges")
         wait_until(lambda: started(2), timeout=30, what="the start after release")
-        assert child.process is not None and child.process.poll() is None
+        assert child.process is not None
+        assert child.process.poll() is None
     finally:
         supervisor.stop()
         thread.join(timeout=30)

@@ -1,0 +1,104 @@
+"""`make local` (python -m infra.local) as a user runs it: live, then Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tests.conftest import unique
+from tests.harness import Brokers, BrokerSession
+from tide.catalog import CATALOG
+from tide.rabbitmq.definitions import definitions
+from tide.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone while we looked
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(stat.parent.name))
+    return tree
+
+
+def _descendants(pid: int) -> set[int]:
+    tree, found, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
+    brokers: Brokers, broker_session: BrokerSession
+) -> None:
+    # On the session's brokers (as with `make brokers` in another terminal), under a
+    # private catalog so the other tests' topics and groups are not its business.
+    suffix = unique("local")
+    assert broker_session.rabbitmq is not None
+    broker_session.rabbitmq.import_definitions(definitions(CATALOG.isolated(suffix)))
+    env = {
+        **os.environ,
+        **brokers.as_env(),
+        "TIDE_CATALOG_SUFFIX": suffix,
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "120",
+    }
+    command = [sys.executable, "-m", "infra.local", "--interval", "1s", "--rate", "10"]
+    local = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(local.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_until(
+            lambda: any(line.startswith("live after") for line in lines),
+            timeout=240,
+            what="make local going live",
+            alive=lambda: None if local.poll() is None else "".join(lines)[-3000:],
+        )
+        started = _descendants(local.pid)
+        # Every service, the exporter, Prometheus (and the reapers watching them).
+        assert len(started) >= len(CATALOG.services) + 2, started
+        os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
+        assert local.wait(timeout=180) == 0, "".join(lines)[-3000:]
+    finally:
+        if local.poll() is None:
+            os.killpg(local.pid, signal.SIGKILL)
+            local.wait()
+    reader.join(timeout=30)
+    assert local.stdout is not None
+    local.stdout.close()
+    output = "".join(lines)
+    assert "stopped: every process make local started has exited" in output, output[-3000:]
+    wait_until(
+        lambda: not any(_running(pid) for pid in started),
+        timeout=60,
+        what="every process make local started gone",
+    )
