@@ -282,7 +282,7 @@ def main(
                 rate=rate,
             )
             stack.timings["brokers"] = round(time.monotonic() - began, 1)
-            stack.start(status.update)
+            stack.start(status.update, began=began)
         started_in = time.monotonic() - began
         assert stack.prometheus is not None
         console.print(
