@@ -32,9 +32,11 @@ CONTROL_PLANE := $(TOOLS)/controlplane-$(KUBE_VERSION)
 
 # Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
 # Central), PostgreSQL, RabbitMQ, promtool for alert-rule tests, iptables for the
-# network-partition chaos test, and Docker with debootstrap and openssl for the
+# network-partition chaos test, Prometheus and its PostgreSQL exporter for the alert
+# tests and `make local`, and Docker with debootstrap and openssl for the
 # deploy tier (Tide's image on a local base image).
 SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus \
+                   prometheus-postgres-exporter \
                    iptables debootstrap openssl $(if $(shell command -v dockerd),,docker.io)
 
 .PHONY: help

@@ -7,9 +7,9 @@ One command, in order:
   topology   the catalog's topics, the event store's migrations, RabbitMQ's definitions;
   services   every catalog service as `tide run --all` runs them: supervised child processes,
              restarted when they die, their logs in the work directory;
-  monitoring `tide kafka-exporter` and Prometheus, loaded with the rule groups the Pulumi
-             program deploys (infra.alerts.rule_groups), scraping every service, Kafka,
-             the exporter and RabbitMQ;
+  monitoring `tide kafka-exporter`, Debian's PostgreSQL exporter and Prometheus, loaded
+             with the rule groups the Pulumi program deploys (infra.alerts.rule_groups),
+             scraping every service, Kafka, both exporters and RabbitMQ;
   workload   a steady stream of finished watches posted to the player API, and subscription
              commands (start, renew, cancel) at a tenth of that rate;
 then a live view (infra.local_view) until Ctrl-C, which stops everything it started.
@@ -35,7 +35,7 @@ import typer
 from rich.console import Console
 from tests.harness.brokers import Brokers, BrokerSession
 from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess
+from tests.harness.process import ManagedProcess, require
 from tests.harness.prometheus import PrometheusServer
 
 from infra.alerts import rule_groups
@@ -78,6 +78,8 @@ class LocalStack:
     timings: dict[str, float] = field(default_factory=dict)
     _exporter: ManagedProcess | None = None
     _exporter_port: int = 0
+    _pg_exporter: ManagedProcess | None = None
+    _pg_exporter_port: int = 0
     _thread: threading.Thread | None = None
 
     @property
@@ -149,6 +151,20 @@ class LocalStack:
             env={**os.environ, **self.env},
         )
         self._exporter.start()
+        self._pg_exporter_port = free_port()
+        self._pg_exporter = ManagedProcess(
+            "postgres-exporter",
+            [
+                require("prometheus-postgres-exporter", search=["/usr/bin"]),
+                f"--web.listen-address=127.0.0.1:{self._pg_exporter_port}",
+            ],
+            log=self.logs / "postgres-exporter.log",
+            env={
+                **os.environ,
+                "DATA_SOURCE_NAME": settings.postgres_dsn.get_secret_value(),
+            },
+        )
+        self._pg_exporter.start()
         self.prometheus = PrometheusServer(
             self.workdir / "prometheus",
             scrape_configs=self.scrape_configs(),
@@ -209,6 +225,15 @@ class LocalStack:
             )
         jobs: list[dict[str, Any]] = [{"job_name": "tide-services", "static_configs": targets}]
         jobs.append(_job("kafka-exporter", self._exporter_port))
+        # The PostgreSQL exporter queries every statistics view at each scrape: a second is
+        # too short for it on a busy machine, and no rule waits on it.
+        jobs.append(
+            {
+                **_job("postgres", self._pg_exporter_port),
+                "scrape_interval": "15s",
+                "scrape_timeout": "10s",
+            }
+        )
         if self.session.kafka is not None:
             jobs.append(_job("kafka", self.session.kafka.metrics_port))
         if self.session.rabbitmq is not None:
@@ -232,8 +257,9 @@ class LocalStack:
             self.supervisor.stop()
         if self._thread is not None:
             self._thread.join(timeout=120)
-        if self._exporter is not None:
-            self._exporter.stop()
+        for exporter in (self._exporter, self._pg_exporter):
+            if exporter is not None:
+                exporter.stop()
         if self.prometheus is not None:
             self.prometheus.stop()
 

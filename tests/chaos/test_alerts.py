@@ -110,6 +110,29 @@ def _deployed_expressions(catalog: Catalog) -> dict[str, str]:
     return found
 
 
+def test_prometheus_scrapes_every_service_and_exporter(stack: LocalStack) -> None:
+    prometheus = _prometheus(stack)
+    jobs = {"tide-services", "kafka-exporter", "kafka", "rabbitmq", "postgres"}
+
+    def all_up() -> bool:
+        targets = prometheus.targets()
+        return {t["labels"]["job"] for t in targets} == jobs and all(
+            t["health"] == "up" for t in targets
+        )
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(all_up, timeout=60, what="every scrape target up")
+    down = [
+        f"{t['labels']['job']} {t['scrapeUrl']}: {t['health']} {t['lastError']}"
+        for t in prometheus.targets()
+        if t["health"] != "up"
+    ]
+    assert not down, down
+    assert {t["labels"]["job"] for t in prometheus.targets()} == jobs
+    services = {t["labels"].get("service") for t in prometheus.targets()}
+    assert services >= {s.name for s in stack.catalog.services}
+
+
 def test_every_selector_in_every_rule_and_dashboard_finds_series(stack: LocalStack) -> None:
     prometheus = _prometheus(stack)
     wanted = {
