@@ -40,7 +40,7 @@ _RANGE = re.compile(r"\[\d+[smhdwy]\]")
 def hastened(groups: list[dict[str, Any]], *, for_: str, window: str) -> list[dict[str, Any]]:
     """The same rules with every `for:` set to `for_` and every range window to `window`.
 
-    Test-only (tests/monitoring): the deployed windows are minutes, so an alert would take
+    Test-only (tests/chaos/test_alerts.py): the deployed windows are minutes, so an alert would take
     that long to fire and, after a `rate(...[5m])`, as long again to resolve. Expressions,
     thresholds, labels and annotations stay exactly as deployed.
     """
@@ -66,7 +66,8 @@ def _alert(
 
 def _group_rules(group: ConsumerGroup) -> list[dict[str, Any]]:
     g = group.name
-    lag = f'sum(kafka_consumergroup_lag{{consumergroup="{g}"}})'
+    # The exporter marks a partition with no commit yet as -1: no records behind.
+    lag = f'sum(clamp_min(kafka_consumergroup_lag{{consumergroup="{g}"}}, 0))'
     members = f'max(kafka_consumergroup_members{{consumergroup="{g}"}})'
     dlq_end = f'kafka_topic_partition_current_offset{{topic="{group.dlq_topic}"}}'
     labels = {"consumergroup": g}

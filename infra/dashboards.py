@@ -46,9 +46,19 @@ def any_of(names: Iterable[str]) -> str:
 
 
 def group_lag(catalog: Catalog) -> str:
-    """Records each consumer group has not committed (its retry topics included), by group."""
+    """Records each consumer group has not committed (its retry topics included), by group.
+    The exporter marks a partition with no commit yet as -1: that is no records behind."""
     groups = any_of(g.name for g in catalog.consumer_groups)
-    return f'sum by (consumergroup) (kafka_consumergroup_lag{{consumergroup=~"{groups}"}})'
+    return (
+        "sum by (consumergroup) "
+        f'(clamp_min(kafka_consumergroup_lag{{consumergroup=~"{groups}"}}, 0))'
+    )
+
+
+def group_processed(catalog: Catalog) -> str:
+    """Records each group's handlers finish per second, by group."""
+    groups = any_of(g.name for g in catalog.consumer_groups)
+    return f'sum by (group) (rate(tide_messages_processed_total{{group=~"{groups}"}}[1m]))'
 
 
 def group_members(catalog: Catalog) -> str:
@@ -84,6 +94,7 @@ def overview(catalog: Catalog) -> dict[str, Any]:
         [
             ("Lag per consumer group", group_lag(catalog), "{{consumergroup}}", "short"),
             ("Members per consumer group", group_members(catalog), "{{consumergroup}}", "short"),
+            ("Processed / s per consumer group", group_processed(catalog), "{{group}}", "ops"),
             (
                 "Events published / s",
                 "sum by (event_type) (rate(tide_events_published_total[1m]))",
@@ -170,8 +181,8 @@ def service_page(catalog: Catalog, name: str) -> dict[str, Any]:
         panels.append(
             (
                 f"{worker.queue}: depth",
-                f'sum by (queue) (rabbitmq_queue_messages{{queue=~"{worker.queue}|'
-                f'{worker.queue}\\\\.dlq"}})',
+                "sum by (queue) (rabbitmq_queue_messages"
+                f'{{queue=~"{any_of([worker.queue, worker.queue + ".dlq"])}"}})',
                 "{{queue}}",
                 "short",
             )

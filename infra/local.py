@@ -81,6 +81,7 @@ class LocalStack:
     _pg_exporter: ManagedProcess | None = None
     _pg_exporter_port: int = 0
     _thread: threading.Thread | None = None
+    _ended: list[int] = field(default_factory=list)  # the supervisor's exit code, once it ends
 
     @property
     def env(self) -> dict[str, str]:
@@ -139,7 +140,10 @@ class LocalStack:
         self.supervisor = Supervisor(
             services, free_port(len(services)), env=self.env, log_dir=self.logs
         )
-        self._thread = threading.Thread(target=self.supervisor.run, name="supervisor", daemon=True)
+        supervisor = self.supervisor
+        self._thread = threading.Thread(
+            target=lambda: self._ended.append(supervisor.run()), name="supervisor", daemon=True
+        )
         self._thread.start()
 
         step("monitoring: kafka-exporter and Prometheus")
@@ -176,7 +180,11 @@ class LocalStack:
 
         step("services: waiting until every one is ready")
         wait_until(
-            self._all_ready, timeout=READY_TIMEOUT_S, what="every service ready", interval=0.5
+            self._all_ready,
+            timeout=READY_TIMEOUT_S,
+            what="every service ready",
+            interval=0.5,
+            alive=self._dead,
         )
         self._lap("services ready", began)
 
@@ -193,6 +201,18 @@ class LocalStack:
             self.url("subscription"), users, ["basic", "standard", "premium"], rate=self.rate / 10
         ).start()
         self._lap("workload", began)
+
+    def _dead(self) -> str | None:
+        """Why the platform cannot come up any more, if a part of it ended."""
+        if self._ended:
+            return (
+                f"the supervisor stopped (exit {self._ended[0]}): a service could not start; "
+                f"see {self.logs}"
+            )
+        for process in (self._exporter, self._pg_exporter):
+            if process is not None and (reason := process.exit_reason()) is not None:
+                return f"{reason}; see {process.log}"
+        return None
 
     def _lap(self, what: str, began: float) -> None:
         self.timings[what] = round(time.monotonic() - began, 1)
@@ -224,20 +244,18 @@ class LocalStack:
                 }
             )
         jobs: list[dict[str, Any]] = [{"job_name": "tide-services", "static_configs": targets}]
-        jobs.append(_job("kafka-exporter", self._exporter_port))
-        # The PostgreSQL exporter queries every statistics view at each scrape: a second is
-        # too short for it on a busy machine, and no rule waits on it.
-        jobs.append(
-            {
-                **_job("postgres", self._pg_exporter_port),
-                "scrape_interval": "15s",
-                "scrape_timeout": "10s",
-            }
-        )
+        # The exporter reads Kafka at each scrape and the brokers' agents walk their MBeans
+        # and queues: a scrape of theirs may take over a second on a busy machine, and a
+        # scrape that times out makes the series stale and resets a pending alert.
+        slow = max(_seconds(self.interval), 2)
+        jobs.append(_job("kafka-exporter", self._exporter_port, slow))
+        # The PostgreSQL exporter queries every statistics view at each scrape: it gets the
+        # cluster's 15 s, and no rule waits on it.
+        jobs.append(_job("postgres", self._pg_exporter_port, max(_seconds(self.interval), 15)))
         if self.session.kafka is not None:
-            jobs.append(_job("kafka", self.session.kafka.metrics_port))
+            jobs.append(_job("kafka", self.session.kafka.metrics_port, slow))
         if self.session.rabbitmq is not None:
-            jobs.append(_job("rabbitmq", self.session.rabbitmq.metrics_port))
+            jobs.append(_job("rabbitmq", self.session.rabbitmq.metrics_port, slow))
         return jobs
 
     def hold(self, service: str) -> int:
@@ -250,11 +268,13 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop everything this stack started (not the brokers: the session owns them)."""
+        # The supervisor first: on Ctrl-C the services have the signal too and drain, and
+        # a supervisor still watching would start them again.
+        if self.supervisor is not None:
+            self.supervisor.stop()
         for load in (self.load, self.commands):
             if load is not None:
                 load.stop()
-        if self.supervisor is not None:
-            self.supervisor.stop()
         if self._thread is not None:
             self._thread.join(timeout=120)
         for exporter in (self._exporter, self._pg_exporter):
@@ -264,12 +284,26 @@ class LocalStack:
             self.prometheus.stop()
 
 
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _laps(timings: dict[str, float]) -> str:
     return ", ".join(f"{what} at {seconds:.1f} s" for what, seconds in timings.items())
 
 
-def _job(name: str, port: int) -> dict[str, Any]:
-    return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+def _seconds(duration: str) -> int:
+    """A Prometheus duration of one unit ("5s", "1m") in seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+def _job(name: str, port: int, interval_s: int) -> dict[str, Any]:
+    return {
+        "job_name": name,
+        "scrape_interval": f"{interval_s}s",
+        "scrape_timeout": f"{interval_s}s",
+        "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+    }
 
 
 app = typer.Typer(add_completion=False)
@@ -291,7 +325,7 @@ def main(
     console = Console()
     began = time.monotonic()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C, at any step
     session = BrokerSession()
     workdir = Path(tempfile.mkdtemp(prefix="tide-local-"))
     stack: LocalStack | None = None

@@ -2,8 +2,8 @@
 
 Per consumer group: members, lag, processed per second, retry backlog, dead letters.
 The API: answers per second, the share accepted, p99. Then every pending or firing
-alert. The group and API columns are the dashboards' own expressions (infra.dashboards),
-so what this view shows is what Grafana shows on the cluster.
+alert. Every column but the retry backlog is a dashboard panel's own expression
+(infra.dashboards), so what this view shows is what Grafana shows on the cluster.
 """
 
 from __future__ import annotations
@@ -13,12 +13,21 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from infra.dashboards import any_of, api_p99, api_requests, dead_letters, group_lag, group_members
+from infra.dashboards import (
+    any_of,
+    api_p99,
+    api_requests,
+    dead_letters,
+    group_lag,
+    group_members,
+    group_processed,
+)
 
 if TYPE_CHECKING:
     from infra.local import LocalStack
@@ -41,18 +50,17 @@ class LiveView:
 
     def queries(self) -> dict[str, str]:
         catalog = self.stack.catalog
-        groups = "|".join(g.name for g in catalog.consumer_groups)
+        groups = any_of(g.name for g in catalog.consumer_groups)
         retry = any_of(t for g in catalog.consumer_groups for t in g.retry_topics)
         api = self.stack.api_service
         return {
             "members": group_members(catalog),
             "lag": group_lag(catalog),
-            "processed": (
-                f'sum by (group) (rate(tide_messages_processed_total{{group=~"{groups}"}}[1m]))'
-            ),
+            "processed": group_processed(catalog),
+            # Not a dashboard panel: on the cluster the lag panel counts retries in.
             "retry": (
-                "sum by (consumergroup) "
-                f'(kafka_consumergroup_lag{{consumergroup=~"{groups}",topic=~"{retry}"}})'
+                "sum by (consumergroup) (clamp_min(kafka_consumergroup_lag"
+                f'{{consumergroup=~"{groups}",topic=~"{retry}"}}, 0))'
             ),
             "dead": dead_letters(catalog),
             "api_rate": api_requests(api),
@@ -146,11 +154,17 @@ class LiveView:
 
     def run(self, stop: threading.Event, *, duration: float, started_in: float) -> None:
         began = time.monotonic()
+        shown: list[Group] = []
 
         def frame() -> Group:
-            return self.render(
-                self.snapshot(), uptime_s=time.monotonic() - began, started_in=started_in
-            )
+            try:
+                snap = self.snapshot()
+            except (httpx.HTTPError, RuntimeError) as exc:
+                # Prometheus busy or restarting: keep the last frame, say why it is old.
+                note = Text(f"(not refreshed: Prometheus did not answer: {exc})", style="yellow")
+                return Group(*shown[-1:], note)
+            shown[:] = [self.render(snap, uptime_s=time.monotonic() - began, started_in=started_in)]
+            return shown[0]
 
         with Live(frame(), console=self.console, refresh_per_second=1) as live:
             try:

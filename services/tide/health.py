@@ -48,10 +48,19 @@ def timed(route: Callable[_P, Awaitable[Response]]) -> Callable[_P, Awaitable[Re
     @functools.wraps(route)
     async def answer(*args: _P.args, **kwargs: _P.kwargs) -> Response:
         started = time.perf_counter()
-        response = await route(*args, **kwargs)
-        metrics.API_REQUEST_SECONDS.labels(str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
+        status = 500
+        try:
+            response = await route(*args, **kwargs)
+            status = response.status_code
+        except PLATFORM_ERRORS:
+            status = 503  # what the shared handler answers (add_health_routes)
+            raise
+        except RequestValidationError:
+            status = 422
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.API_REQUEST_SECONDS.labels(str(status)).observe(seconds)
         return response
 
     return answer

@@ -58,7 +58,7 @@ OUTBOX_DEAD_LETTERED = Counter(
 )
 API_REQUEST_SECONDS = Histogram(
     "tide_api_request_duration_seconds",
-    "Time the API took to answer a POST /v1/events, by status code",
+    "Time an API took to answer a command (POST), by status code",
     ["status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

@@ -30,7 +30,7 @@ class GroupStatus:
         return asdict(self)
 
 
-def _offsets_reader(client: dict[str, Any], group: str) -> Consumer:
+def offsets_reader(client: dict[str, Any], group: str) -> Consumer:
     """A consumer that reads `group`'s committed offsets and never joins it (it never subscribes).
 
     Not AdminClient.list_consumer_group_offsets: in librdkafka 2.16 an admin client whose
@@ -71,7 +71,7 @@ def backlogs(
     """Records each group still has to do: uncommitted on its topics plus its retry topics."""
     found = {}
     for group in groups:
-        reader = _offsets_reader(client, group.name)
+        reader = offsets_reader(client, group.name)
         try:
             topics = (*group.topics, *group.retry_topics)
             pending = retrying(functools.partial(_backlog, reader, topics, timeout), timeout)
@@ -85,7 +85,7 @@ def group_status(
     client: dict[str, Any], group: ConsumerGroup, *, timeout: float = 10.0
 ) -> GroupStatus:
     admin = AdminClient(client)
-    reader = _offsets_reader(client, group.name)
+    reader = offsets_reader(client, group.name)
     try:
         described = retrying(
             lambda: admin.describe_consumer_groups([group.name])[group.name].result(

@@ -113,24 +113,22 @@ def _deployed_expressions(catalog: Catalog) -> dict[str, str]:
 def test_prometheus_scrapes_every_service_and_exporter(stack: LocalStack) -> None:
     prometheus = _prometheus(stack)
     jobs = {"tide-services", "kafka-exporter", "kafka", "rabbitmq", "postgres"}
+    seen: list[dict[str, Any]] = []
 
     def all_up() -> bool:
-        targets = prometheus.targets()
-        return {t["labels"]["job"] for t in targets} == jobs and all(
-            t["health"] == "up" for t in targets
-        )
+        seen[:] = prometheus.targets()
+        return {t["labels"]["job"] for t in seen} == jobs and all(t["health"] == "up" for t in seen)
 
     with contextlib.suppress(TimeoutError):
         wait_until(all_up, timeout=60, what="every scrape target up")
     down = [
         f"{t['labels']['job']} {t['scrapeUrl']}: {t['health']} {t['lastError']}"
-        for t in prometheus.targets()
+        for t in seen
         if t["health"] != "up"
     ]
     assert not down, down
-    assert {t["labels"]["job"] for t in prometheus.targets()} == jobs
-    services = {t["labels"].get("service") for t in prometheus.targets()}
-    assert services >= {s.name for s in stack.catalog.services}
+    assert {t["labels"]["job"] for t in seen} == jobs
+    assert {t["labels"].get("service") for t in seen} >= {s.name for s in stack.catalog.services}
 
 
 def test_every_selector_in_every_rule_and_dashboard_finds_series(stack: LocalStack) -> None:
@@ -216,14 +214,16 @@ def test_a_stopped_group_fires_its_lag_and_no_members_alerts_then_both_resolve(
     assert not _alerts(prometheus, "TideConsumerGroupLagHigh", **labels)
     stopped = time.monotonic()
     assert stack.hold(group.service) >= 1
-    timings = {
-        "no members fired": _wait_firing(
-            prometheus, stopped, "TideConsumerGroupNoMembers", **labels
-        ),
-        "lag fired": _wait_firing(prometheus, stopped, "TideConsumerGroupLagHigh", **labels),
-    }
-    restarted = time.monotonic()
-    stack.release(group.service)
+    try:
+        timings = {
+            "no members fired": _wait_firing(
+                prometheus, stopped, "TideConsumerGroupNoMembers", **labels
+            ),
+            "lag fired": _wait_firing(prometheus, stopped, "TideConsumerGroupLagHigh", **labels),
+        }
+    finally:
+        restarted = time.monotonic()
+        stack.release(group.service)  # the next tests share this platform
     timings["no members resolved"] = _wait_resolved(
         prometheus, restarted, "TideConsumerGroupNoMembers", **labels
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.harness.errors import HarnessError
+from tide.waiting import wait_until
 
 # Debian package that provides each executable the harness runs.
 PACKAGE_OF = {
@@ -23,6 +25,8 @@ PACKAGE_OF = {
     "rabbitmq-server": "rabbitmq-server",
     "rabbitmqctl": "rabbitmq-server",
     "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "go": "golang-go",
     "dockerd": "docker.io",
     "debootstrap": "debootstrap",
@@ -180,6 +184,11 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             proc.wait(timeout=10)
+        # The command may end before the rest of its group: RabbitMQ's start script
+        # exits while the Erlang VM still shuts down. A stop is over when they are gone.
+        if not _wait_group_gone(proc.pid, timeout):
+            _killpg(proc.pid, signal.SIGKILL)
+            _wait_group_gone(proc.pid, 10)
         # Children that left the group (epmd, for one) are the broker's business.
 
     def kill(self) -> None:
@@ -189,3 +198,33 @@ class ManagedProcess:
             return
         self.signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        _wait_group_gone(proc.pid, 10)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes (zombies aside: nothing may reap them here) in process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone while we looked
+        # After the command's name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    try:
+        wait_until(
+            lambda: not _group_members(pgid), timeout=timeout, what=f"process group {pgid} gone"
+        )
+    except TimeoutError:
+        return False
+    return True
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)

@@ -84,7 +84,7 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
             alive=lambda: None if local.poll() is None else "".join(lines)[-3000:],
         )
         started = _descendants(local.pid)
-        # Every service, the exporter, Prometheus (and the reapers watching them).
+        # Every service, both exporters, Prometheus (and the reapers watching them).
         assert len(started) >= len(CATALOG.services) + 2, started
         os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
         assert local.wait(timeout=180) == 0, "".join(lines)[-3000:]

@@ -147,7 +147,9 @@ class SubscriptionLoad(ApiLoad):
     accepted_status = 200
 
     def request(self, user: str, video: str, n: int) -> tuple[str, dict[str, object]]:
-        subscription = f"{user}-sub{n // 3}"
+        # Three requests per subscription, so its user and plan follow n // 3, not n.
+        k = n // 3
+        user, plan = self.users[k % len(self.users)], self.videos[k % len(self.videos)]
         step = ("start", "renew", "cancel")[n % 3]
-        url = f"{self.base}/v1/subscriptions/{subscription}/{step}"
-        return url, ({"user_id": user, "plan": video} if step == "start" else {})
+        url = f"{self.base}/v1/subscriptions/{user}-sub{k}/{step}"
+        return url, ({"user_id": user, "plan": plan} if step == "start" else {})

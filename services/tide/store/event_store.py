@@ -62,7 +62,9 @@ class EventStore:
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        metrics.EVENT_STORE_ERRORS.labels("append")  # at 0 until the first failure
+        # At 0 until the first failure (the outbox relay writes "outbox").
+        for operation in ("append", "outbox"):
+            metrics.EVENT_STORE_ERRORS.labels(operation)
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         # Autocommit: every `transaction()` block is then a real transaction, not a savepoint.
