@@ -172,6 +172,7 @@ def kafka_exporter(
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 
     from tide.kafka.exporter import KafkaExporterCollector  # noqa: PLC0415
+    from tide.waiting import until_terminated  # noqa: PLC0415
 
     settings = _settings("kafka_bootstrap")
     registry = CollectorRegistry()
@@ -179,12 +180,8 @@ def kafka_exporter(
     registry.register(collector)
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     err.print(f"kafka-exporter: serving http://127.0.0.1:{port}/metrics")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        until_terminated()
     finally:
         server.shutdown()
         collector.close()

@@ -149,15 +149,8 @@ class Supervisor:
             children = [c for c in self.children if c.service == service]
             for child in children:
                 child.held = True
-                if child.process is not None:
-                    child.process.terminate()
             stopping = [c.process for c in children if c.process is not None]
-        for process in stopping:
-            try:
-                process.wait(timeout=DRAIN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        _drained(stopping)
         with self._lock:
             for child in children:
                 child.process = None
@@ -194,12 +187,16 @@ class Supervisor:
         return code
 
     def _drain(self) -> None:
-        running = [c.process for c in self.children if c.process is not None]
-        for process in running:
-            process.terminate()
-        for process in running:
-            try:
-                process.wait(timeout=DRAIN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        _drained([c.process for c in self.children if c.process is not None])
+
+
+def _drained(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each (they drain at once, in parallel); SIGKILL one that outlasts the limit."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=DRAIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

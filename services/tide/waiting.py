@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -46,3 +49,11 @@ async def wait_until_async(
                 await asyncio.sleep(interval)
     except TimeoutError:
         raise TimeoutError(f"{what} did not happen within {deadline_s:.0f}s") from None
+
+
+def until_terminated() -> None:
+    """Block the main thread until SIGTERM or Ctrl-C: a foreground server's life."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()

@@ -6,15 +6,14 @@ TIDE_CHAOS_CONTROL_URL lets `tide chaos` stop and start these brokers. Ctrl-C st
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 from tests.harness.brokers import BrokerSession
 from tests.harness.control import HarnessControl, serve
 from tests.harness.errors import HarnessError
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
+from tide.waiting import until_terminated
 
 
 def main() -> int:
@@ -31,12 +30,8 @@ def main() -> int:
     for key, value in {**brokers.as_env(), "TIDE_CHAOS_CONTROL_URL": control_url}.items():
         print(f"export {key}='{value}'")
     print(f"# logs and data: {session.root}; Ctrl-C stops the brokers", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        until_terminated()
     finally:
         control.shutdown()
         control.server_close()

@@ -162,24 +162,17 @@ class KafkaBroker:
             self._java("kafka.Kafka", str(config), agent=True),
             log=self.workdir / "stdout.log",
         )
-        self._process.start()
-        try:
-            wait_until(
-                self.answers_metadata,
-                timeout=timeout,
-                what=f"Kafka answering a metadata request on {self.bootstrap}",
-                interval=0.5,
-                alive=self._process.exit_reason,
-            )
-        except (TimeoutError, RuntimeError) as exc:
-            self._process.kill()
-            raise HarnessError(
-                self.name,
-                reason=str(exc),
-                fix="check Java 17 (java -version) and the log above; "
-                "or point the tests at a running broker with TIDE_KAFKA_BOOTSTRAP=host:port",
-                log=self.log if self.log.exists() else self._process.log,
-            ) from exc
+        process = self._process
+        process.start_serving(
+            self.answers_metadata,
+            server=self.name,
+            what=f"Kafka answering a metadata request on {self.bootstrap}",
+            timeout=timeout,
+            interval=0.5,
+            fix="check Java 17 (java -version) and the log above; "
+            "or point the tests at a running broker with TIDE_KAFKA_BOOTSTRAP=host:port",
+            log=lambda: self.log if self.log.exists() else process.log,
+        )
 
     def answers_metadata(self) -> bool:
         """One admin metadata call: the broker is up, registered and serving requests."""

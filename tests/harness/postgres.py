@@ -99,23 +99,14 @@ class PostgresServer:
             log=self.log,
             user=self.user,
         )
-        self._process.start()
-        try:
-            wait_until(
-                self._accepts_connections,
-                timeout=timeout,
-                what=f"PostgreSQL accepting connections on 127.0.0.1:{self.port}",
-                interval=0.2,
-                alive=self._process.exit_reason,
-            )
-        except (TimeoutError, RuntimeError) as exc:
-            self._process.kill()
-            raise HarnessError(
-                self.name,
-                reason=str(exc),
-                fix="apt-get install -y postgresql; or set TIDE_POSTGRES_DSN to a running server",
-                log=self.log,
-            ) from exc
+        self._process.start_serving(
+            self._accepts_connections,
+            server=self.name,
+            what=f"PostgreSQL accepting connections on 127.0.0.1:{self.port}",
+            timeout=timeout,
+            fix="apt-get install -y postgresql; or set TIDE_POSTGRES_DSN to a running server",
+            log=lambda: self.log,
+        )
         self._create_database()
 
     def _admin_dsn(self) -> str:

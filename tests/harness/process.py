@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.harness.errors import HarnessError
@@ -157,6 +157,28 @@ class ManagedProcess:
                 # Own process group: a stop reaches the JVM or Erlang children too.
                 start_new_session=True,
             )
+
+    def start_serving(
+        self,
+        ready: Callable[[], bool],
+        *,
+        server: str,
+        what: str,
+        timeout: float,
+        fix: str,
+        log: Callable[[], Path] | None = None,
+        interval: float = 0.2,
+    ) -> None:
+        """Start, then wait until `ready()`. If the process exits first or the deadline
+        passes, kill it and raise a HarnessError naming `server`, the `fix`, and the log
+        (`log()`, else this process's own)."""
+        self.start()
+        try:
+            wait_until(ready, timeout=timeout, what=what, interval=interval, alive=self.exit_reason)
+        except (TimeoutError, RuntimeError) as exc:
+            self.kill()
+            shown = log() if log is not None else self.log
+            raise HarnessError(server, reason=str(exc), fix=fix, log=shown) from exc
 
     def exit_reason(self) -> str | None:
         """None while running; otherwise how the process ended."""

@@ -13,7 +13,6 @@ import yaml
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess, ensure_free, require
 from tide.ports import free_port
-from tide.waiting import wait_until
 
 
 class PrometheusServer:
@@ -81,22 +80,13 @@ class PrometheusServer:
             ],
             log=self.workdir / "prometheus.log",
         )
-        self._process.start()
-        try:
-            wait_until(
-                self._ready,
-                timeout=timeout,
-                what=f"Prometheus ready on {self.url}",
-                alive=self._process.exit_reason,
-            )
-        except (TimeoutError, RuntimeError) as exc:
-            self._process.kill()
-            raise HarnessError(
-                self.name,
-                reason=str(exc),
-                fix="apt-get install -y prometheus (make system-deps)",
-                log=self._process.log,
-            ) from exc
+        self._process.start_serving(
+            self._ready,
+            server=self.name,
+            what=f"Prometheus ready on {self.url}",
+            timeout=timeout,
+            fix="apt-get install -y prometheus (make system-deps)",
+        )
 
     def _check(self, config: Path) -> str:
         promtool = require("promtool", search=["/usr/bin"])

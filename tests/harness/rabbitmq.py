@@ -128,24 +128,16 @@ class RabbitMQServer:
             env=self.env(),
             user=self.user,
         )
-        self._process.start()
-        try:
-            wait_until(
-                self._accepts_amqp,
-                timeout=timeout,
-                what=f"RabbitMQ accepting AMQP on 127.0.0.1:{self.port}",
-                interval=0.5,
-                alive=self._process.exit_reason,
-            )
-        except (TimeoutError, RuntimeError) as exc:
-            self._process.kill()
-            log = self.log if self.log.exists() else self._process.log
-            raise HarnessError(
-                self.name,
-                reason=str(exc),
-                fix="apt-get install -y rabbitmq-server; or set TIDE_RABBITMQ_URL to a running one",
-                log=log,
-            ) from exc
+        process = self._process
+        process.start_serving(
+            self._accepts_amqp,
+            server=self.name,
+            what=f"RabbitMQ accepting AMQP on 127.0.0.1:{self.port}",
+            timeout=timeout,
+            interval=0.5,
+            fix="apt-get install -y rabbitmq-server; or set TIDE_RABBITMQ_URL to a running one",
+            log=lambda: self.log if self.log.exists() else process.log,
+        )
 
     def _accepts_amqp(self) -> bool:
         if not port_is_open(self.port):
