@@ -367,6 +367,7 @@ def main(
             console.print(f"logs kept in {workdir} and {session.root}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+            console.line()  # after the view's last frame
             console.print("stopped: every process make local started has exited")
 
 

@@ -97,6 +97,9 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
     local.stdout.close()
     output = "".join(lines)
     assert "stopped: every process make local started has exited" in output, output[-3000:]
+    # The view's last frame, printed as it stops: the groups, the API, the alerts.
+    for part in ("Kafka consumer groups", "in DLQ", "answers/s", "Alerts (pending and firing)"):
+        assert part in output, output[-3000:]
     wait_until(
         lambda: not any(_running(pid) for pid in started),
         timeout=60,
