@@ -266,22 +266,31 @@ class LocalStack:
         self._supervisor.release(service)
         wait_until(self._all_ready, timeout=READY_TIMEOUT_S, what=f"{service} ready again")
 
-    def stop(self) -> None:
-        """Stop everything this stack started (not the brokers: the session owns them)."""
-        # The supervisor first: on Ctrl-C the services have the signal too and drain, and
-        # a supervisor still watching would start them again.
-        if self.supervisor is not None:
-            self.supervisor.stop()
-        for load in (self.load, self.commands):
+    def stop(self) -> dict[str, float]:
+        """Stop everything this stack started (not the brokers: the session owns them);
+        returns how long each part took to stop."""
+        took: dict[str, float] = {}
+
+        def timed(what: str, stop: Callable[[], object]) -> None:
+            began = time.monotonic()
+            stop()
+            took[what] = round(time.monotonic() - began, 1)
+
+        # The load first, while the API still answers it; then the services, which the
+        # supervisor drains (they are in their own sessions: Ctrl-C reached only us).
+        for name, load in (("load", self.load), ("commands", self.commands)):
             if load is not None:
-                load.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=120)
+                timed(name, load.stop)
+        if self.supervisor is not None and self._thread is not None:
+            supervisor, thread = self.supervisor, self._thread
+            supervisor.stop()
+            timed("services", lambda: thread.join(timeout=120))
         for exporter in (self._exporter, self._pg_exporter):
             if exporter is not None:
-                exporter.stop()
+                timed(exporter.name, exporter.stop)
         if self.prometheus is not None:
-            self.prometheus.stop()
+            timed("prometheus", self.prometheus.stop)
+        return took
 
 
 def _interrupted(*_: object) -> None:
@@ -359,16 +368,22 @@ def main(
     except KeyboardInterrupt:
         failed = False
     finally:
+        took: dict[str, float] = {}
         with console.status("stopping everything make local started"):
             if stack is not None:
-                stack.stop()
+                took = stack.stop()
+            began_closing = time.monotonic()
             session.close(keep_logs=failed)
+            took["brokers"] = round(time.monotonic() - began_closing, 1)
         if failed:
             console.print(f"logs kept in {workdir} and {session.root}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
             console.line()  # after the view's last frame
-            console.print("stopped: every process make local started has exited")
+            console.print(
+                "stopped: every process make local started has exited "
+                f"({', '.join(f'{what} {seconds:.1f} s' for what, seconds in took.items())})"
+            )
 
 
 if __name__ == "__main__":

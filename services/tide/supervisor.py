@@ -91,8 +91,11 @@ class Supervisor:
             "TIDE_HTTP_PORT": str(child.port),
             "TIDE_PARENT_PID": str(os.getpid()),
         }
+        # Each child in its own session: a terminal's Ctrl-C reaches the supervisor alone,
+        # which drains the children itself. Had they the signal too, they would drain and
+        # exit 0 before it stopped watching, and it would start them again.
         if self.log_dir is None:
-            child.process = subprocess.Popen(self.command(child), env=env)
+            child.process = subprocess.Popen(self.command(child), env=env, start_new_session=True)
         else:
             replica = sum(
                 1 for c in self.children[: self.children.index(child)] if c.service == child.service
@@ -105,6 +108,7 @@ class Supervisor:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
         child.starts += 1
         child.started_at = time.monotonic()

@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession
 from tide.catalog import CATALOG
@@ -64,7 +66,8 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
         "COLUMNS": "120",
     }
     command = [sys.executable, "-m", "infra.local", "--interval", "1s", "--rate", "10"]
-    local = subprocess.Popen(
+    lines: list[str] = []
+    with subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
@@ -72,30 +75,33 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(local.stdout or []), daemon=True)
-    reader.start()
-    try:
-        wait_until(
-            lambda: any(line.startswith("live after") for line in lines),
-            timeout=240,
-            what="make local going live",
-            alive=lambda: None if local.poll() is None else "".join(lines)[-3000:],
-        )
-        started = _descendants(local.pid)
-        # Every service, both exporters, Prometheus (and the reapers watching them).
-        assert len(started) >= len(CATALOG.services) + 2, started
-        os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
-        assert local.wait(timeout=180) == 0, "".join(lines)[-3000:]
-    finally:
-        if local.poll() is None:
-            os.killpg(local.pid, signal.SIGKILL)
-            local.wait()
-    reader.join(timeout=30)
-    assert local.stdout is not None
-    local.stdout.close()
+    ) as local:
+        reader = threading.Thread(target=lambda: lines.extend(local.stdout or []), daemon=True)
+        reader.start()
+        try:
+            wait_until(
+                lambda: any(line.startswith("live after") for line in lines),
+                timeout=240,
+                what="make local going live",
+                alive=lambda: None if local.poll() is None else "".join(lines)[-3000:],
+            )
+            started = _descendants(local.pid)
+            # Every service, both exporters, Prometheus (and the reapers watching them).
+            assert len(started) >= len(CATALOG.services) + 2, started
+            os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
+            try:
+                code = local.wait(timeout=240)
+            except subprocess.TimeoutExpired:
+                pytest.fail(
+                    "make local still running 240 s after Ctrl-C:\n" + "".join(lines)[-3000:]
+                )
+        finally:
+            if local.poll() is None:
+                os.killpg(local.pid, signal.SIGKILL)
+                local.wait()
+            reader.join(timeout=30)
     output = "".join(lines)
+    assert code == 0, output[-3000:]
     assert "stopped: every process make local started has exited" in output, output[-3000:]
     # The view's last frame, printed as it stops: the groups, the API, the alerts.
     for part in ("Kafka consumer groups", "in DLQ", "answers/s", "Alerts (pending and firing)"):

@@ -134,5 +134,6 @@ class KafkaExporterCollector(Collector):
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.topic in consumed}
 
     def close(self) -> None:
-        for reader in self._readers.values():
-            reader.close()
+        with self._lock:  # not while a scrape still uses them
+            for reader in self._readers.values():
+                reader.close()
