@@ -17,6 +17,7 @@ then a live view (infra.local_view) until Ctrl-C, which stops everything it star
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import signal
@@ -332,9 +333,14 @@ def main(
     from infra.local_view import LiveView  # noqa: PLC0415
 
     console = Console()
+    # `kill -USR1` prints every thread's stack: what a stop that does not end is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     began = time.monotonic()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C, at any step
+    # Ctrl-C itself, even when started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits that, and Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     session = BrokerSession()
     workdir = Path(tempfile.mkdtemp(prefix="tide-local-"))
     stack: LocalStack | None = None

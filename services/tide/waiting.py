@@ -54,6 +54,8 @@ async def wait_until_async(
 def until_terminated() -> None:
     """Block the main thread until SIGTERM or Ctrl-C: a foreground server's life."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both set here: a process started with SIGINT ignored would otherwise keep ignoring it.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait()

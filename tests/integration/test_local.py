@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+STOP_TIMEOUT_S = 120
 
 
 def _children() -> dict[int, list[int]]:
@@ -90,10 +92,14 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
             assert len(started) >= len(CATALOG.services) + 2, started
             os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
             try:
-                code = local.wait(timeout=240)
+                code = local.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
+                os.kill(local.pid, signal.SIGUSR1)  # its threads' stacks (faulthandler)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    local.wait(timeout=10)
                 pytest.fail(
-                    "make local still running 240 s after Ctrl-C:\n" + "".join(lines)[-3000:]
+                    f"make local still running {STOP_TIMEOUT_S} s after Ctrl-C:\n"
+                    + "".join(lines)[-8000:]
                 )
         finally:
             if local.poll() is None:
