@@ -42,6 +42,19 @@ def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {row["metric"].get(label, ""): float(row["value"][1]) for row in result}
 
 
+def _table(title: str, *columns: Column | str) -> Table:
+    """A borderless table under a left-aligned title, narrow enough for 80 columns."""
+    return Table(
+        *columns,
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+
+
 def _number(value: float | None, fmt: str = "{:,.0f}") -> str:
     return "-" if value is None or math.isnan(value) else fmt.format(value)  # NaN: no data yet
 
@@ -110,7 +123,8 @@ class LiveView:
         )
         # Narrow enough for an 80-column terminal: rate = records processed per second,
         # retrying = retry backlog, in DLQ = DLQ depth, dead-lettered = ever.
-        groups = Table(
+        groups = _table(
+            "Kafka consumer groups",
             Column("group", no_wrap=True),
             "members",
             "lag",
@@ -118,12 +132,6 @@ class LiveView:
             "retrying",
             "in DLQ",
             "dead-lettered",
-            title="Kafka consumer groups",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            collapse_padding=True,
-            pad_edge=False,
-            show_edge=False,
         )
         for group in catalog.consumer_groups:
             groups.add_row(
@@ -152,18 +160,7 @@ class LiveView:
             "services up: "
             + ", ".join(f"{name} {_number(up.get(name))}/{n}" for name, n in wanted.items())
         )
-        alerts = Table(
-            "alert",
-            "labels",
-            "state",
-            "since",
-            title="Alerts (pending and firing)",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            collapse_padding=True,
-            pad_edge=False,
-            show_edge=False,
-        )
+        alerts = _table("Alerts (pending and firing)", "alert", "labels", "state", "since")
         for alert in sorted(snap["alerts"], key=lambda a: (a["state"], a["labels"]["alertname"])):
             labels = {
                 k: v for k, v in alert["labels"].items() if k not in ("alertname", "severity")
