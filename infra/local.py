@@ -18,6 +18,7 @@ then a live view (infra.local_view) until Ctrl-C, which stops everything it star
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import shutil
 import signal
@@ -91,13 +92,13 @@ class LocalStack:
             env["TIDE_CATALOG_SUFFIX"] = self.catalog_suffix
         return env
 
-    @property
+    @functools.cached_property
     def settings(self) -> Settings:
         return Settings.model_validate(
             {k.removeprefix("TIDE_").lower(): v for k, v in self.env.items()}
         )
 
-    @property
+    @functools.cached_property  # the view asks for it every frame
     def catalog(self) -> Catalog:
         return self.settings.catalog()
 
@@ -336,7 +337,6 @@ def main(
     # `kill -USR1` prints every thread's stack: what a stop that does not end is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     began = time.monotonic()
-    stop = threading.Event()
     signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C, at any step
     # Ctrl-C itself, even when started with SIGINT ignored (a background job of a
     # non-interactive shell inherits that, and Python then leaves it ignored).
@@ -366,7 +366,7 @@ def main(
             "Ctrl-C stops everything",
             soft_wrap=True,
         )
-        LiveView(stack, console).run(stop, duration=duration, started_in=started_in)
+        LiveView(stack, console).run(duration=duration, started_in=started_in)
         failed = False
     except (HarnessError, TimeoutError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -175,8 +175,10 @@ class LiveView:
             alerts.add_row("none", "", "", "")
         return Group(head, groups, api, services, alerts)
 
-    def run(self, stop: threading.Event, *, duration: float, started_in: float) -> None:
+    def run(self, *, duration: float, started_in: float) -> None:
+        """Until Ctrl-C, or for `duration` seconds when it is not 0."""
         began = time.monotonic()
+        tick = threading.Event()  # never set: its wait paces the refresh
         shown: list[Group] = []
 
         def frame() -> Group:
@@ -196,7 +198,7 @@ class LiveView:
             return
         with Live(first, console=self.console, refresh_per_second=1) as live:
             try:
-                while not stop.wait(REFRESH_S):
+                while not tick.wait(REFRESH_S):
                     live.update(frame())
                     if duration and time.monotonic() - began >= duration:
                         break
