@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tide import metrics
 from tide.errors import PLATFORM_ERRORS
@@ -28,8 +28,8 @@ LivenessCheck = Callable[[], str | None]
 class Problem(BaseModel):
     """The body of every refusal and fault: its kind, and what exactly."""
 
-    error: str
-    detail: str
+    error: str = Field(description="the kind of refusal or fault, the same for every such answer")
+    detail: str = Field(description="what exactly was wrong, naming the field or the part at fault")
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tide.apps.bodies import BodyRefusedError, read_json
 from tide.catalog import CATALOG
@@ -50,12 +50,21 @@ class CommandRejectedError(ValueError):
 class Subscription:
     """The aggregate's state, folded from its events."""
 
+    # The API answers with this state: its attribute docstrings describe it in OpenAPI.
+    __pydantic_config__ = ConfigDict(use_attribute_docstrings=True)
+
     id: str
+    """the subscription's id"""
     version: int = 0
+    """how many events it has had: the version of its event stream"""
     status: Literal["none", "active", "cancelled"] = "none"
+    """none before it starts, then active until it is cancelled"""
     user_id: str = ""
+    """the user it belongs to"""
     plan: str = ""
+    """the plan it was started on"""
     payments: int = 0
+    """payments captured: one at the start and one at every renewal"""
 
     def apply(self, event_type: str, data: Mapping[str, Any], version: int) -> Subscription:
         if event_type == "subscription.started":
@@ -189,8 +198,8 @@ MAX_BODY_BYTES = 4096  # a start command is a user id and a plan
 
 
 class StartIn(BaseModel):
-    user_id: UserId
-    plan: Plan
+    user_id: UserId = Field(description="the user the subscription is for")
+    plan: Plan = Field(description="the plan, which sets the price of each payment")
 
 
 def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> FastAPI:

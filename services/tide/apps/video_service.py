@@ -35,21 +35,39 @@ SOURCE = "/video-service"
 class EventIn(BaseModel):
     """A player event: its type and its data (the schema of that type)."""
 
-    type: str = Field(examples=["video.watch.started"], max_length=100)
-    data: dict[str, Any]
+    type: str = Field(
+        examples=["video.watch.started"],
+        max_length=100,
+        description="the event type, one the catalog lets players send",
+    )
+    data: dict[str, Any] = Field(description="the event's data, valid under its type's schema")
     # ASCII only, like every id: it travels in AMQP headers, whose strings hold 255 bytes
     # (100 four-byte characters passed, then notification-dispatch failed on every try).
-    correlation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    correlation_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description=(
+            "ties this event to others of one flow; every event it causes carries it"
+            " (default: the event's own id)"
+        ),
+    )
     # The client's own event id: a retry with it has one effect (tide.apps.idempotency).
-    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description=(
+            "the client's own id, made the event's id: a retry with it has one effect,"
+            " and reusing it for other content is refused (422)"
+        ),
+    )
 
 
 class Accepted(BaseModel):
-    id: str
-    type: str
-    topic: str
-    partition: int
-    offset: int
+    id: str = Field(description="the event's id: the client's own, or one the API chose")
+    type: str = Field(description="the event type")
+    topic: str = Field(description="the Kafka topic the event was written to")
+    partition: int = Field(description="its partition")
+    offset: int = Field(description="its offset there")
 
 
 _PLAYBACK = {"user_id": "u-42", "video_id": "v-dune", "session_id": "s-7f3a"}
@@ -72,7 +90,8 @@ def request_schema(catalog: Catalog) -> dict[str, Any]:
     variants = []
     for name in ACCEPTED_TYPES:
         data = {k: v for k, v in schema(catalog.event(name)).items() if k != "$schema"}
-        properties = {**envelope["properties"], "type": {"const": name}, "data": data}
+        type_ = {"const": name, "description": envelope["properties"]["type"]["description"]}
+        properties = {**envelope["properties"], "type": type_, "data": data}
         variants.append({**envelope, "title": data["title"], "properties": properties})
     return {"oneOf": variants}
 
