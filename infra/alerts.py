@@ -12,6 +12,7 @@ import copy
 import re
 from typing import Any
 
+from infra import dashboards
 from tide.metrics import (
     EVENT_STORE_ERRORS_SERIES,
     OUTBOX_OLDEST_AGE_SERIES,
@@ -66,9 +67,8 @@ def _alert(
 
 def _group_rules(group: ConsumerGroup) -> list[dict[str, Any]]:
     g = group.name
-    # The exporter marks a partition with no commit yet as -1: no records behind.
-    lag = f'sum(clamp_min(kafka_consumergroup_lag{{consumergroup="{g}"}}, 0))'
-    members = f'max(kafka_consumergroup_members{{consumergroup="{g}"}})'
+    lag = f"sum({dashboards.lag(dashboards.one_group(g))})"
+    members = f"max(kafka_consumergroup_members{{{dashboards.one_group(g)}}})"
     dlq_end = f'kafka_topic_partition_current_offset{{topic="{group.dlq_topic}"}}'
     labels = {"consumergroup": g}
     if group.autoscaling.min_replicas > 0:

@@ -45,14 +45,22 @@ def any_of(names: Iterable[str]) -> str:
     return "|".join(name.replace(".", "\\\\.") for name in names)
 
 
-def group_lag(catalog: Catalog) -> str:
-    """Records each consumer group has not committed (its retry topics included), by group.
+def lag(matchers: str) -> str:
+    """kafka_consumergroup_lag per partition, of the series the label `matchers` select.
     The exporter marks a partition with no commit yet as -1: that is no records behind."""
+    return f"clamp_min(kafka_consumergroup_lag{{{matchers}}}, 0)"
+
+
+def one_group(group: str) -> str:
+    """The label matcher of one consumer group's lag and members series."""
+    return f'consumergroup="{group}"'
+
+
+def group_lag(catalog: Catalog) -> str:
+    """Records each consumer group has not committed (its retry topics included), by group."""
     groups = any_of(g.name for g in catalog.consumer_groups)
-    return (
-        "sum by (consumergroup) "
-        f'(clamp_min(kafka_consumergroup_lag{{consumergroup=~"{groups}"}}, 0))'
-    )
+    matchers = f'consumergroup=~"{groups}"'
+    return f"sum by (consumergroup) ({lag(matchers)})"
 
 
 def group_processed(catalog: Catalog) -> str:
@@ -152,7 +160,7 @@ def service_page(catalog: Catalog, name: str) -> dict[str, Any]:
         panels += [
             (
                 f"{g}: lag",
-                f'sum by (topic) (kafka_consumergroup_lag{{consumergroup="{g}"}})',
+                f"sum by (topic) ({lag(one_group(g))})",
                 "{{topic}}",
                 "short",
             ),

@@ -29,6 +29,7 @@ from infra.dashboards import (
     group_lag,
     group_members,
     group_processed,
+    lag,
 )
 from tide.dlq import DeadLetterQueue
 
@@ -68,16 +69,14 @@ class LiveView:
         catalog = self.stack.catalog
         groups = any_of(g.name for g in catalog.consumer_groups)
         retry = any_of(t for g in catalog.consumer_groups for t in g.retry_topics)
+        retrying = f'consumergroup=~"{groups}",topic=~"{retry}"'
         api = self.stack.api_service
         return {
             "members": group_members(catalog),
             "lag": group_lag(catalog),
             "processed": group_processed(catalog),
             # Not a dashboard panel: on the cluster the lag panel counts retries in.
-            "retry": (
-                "sum by (consumergroup) (clamp_min(kafka_consumergroup_lag"
-                f'{{consumergroup=~"{groups}",topic=~"{retry}"}}, 0))'
-            ),
+            "retry": f"sum by (consumergroup) ({lag(retrying)})",
             "dead": dead_letters(catalog),
             "api_rate": api_requests(api),
             "api_p99": api_p99(api),
