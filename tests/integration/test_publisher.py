@@ -86,6 +86,22 @@ def test_unreachable_broker_is_an_error_to_the_caller_within_the_timeout() -> No
     assert time.monotonic() - started < 10
 
 
+def test_close_fails_what_was_not_delivered_and_then_refuses_to_send() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    publisher = EventPublisher({"bootstrap.servers": dead}, EventCodec(CATALOG), timeout_s=2)
+    pending = publisher.send(watch_started("u"))
+    started = time.monotonic()
+    publisher.close()
+    # Within the flush's wait: Producer.close() alone would wait for message.timeout.ms.
+    assert time.monotonic() - started < 2 + 3
+    with pytest.raises(PublishError, match=r"video\.watch\.started"):
+        pending.result(timeout=1)  # its sender is told, not left waiting
+    assert publisher.close() == 0  # a second close has nothing left to do
+    assert publisher.unready_reason() == "the publisher is closed"
+    with pytest.raises(PublishError, match="the publisher is closed"):
+        publisher.send(watch_started("u"))
+
+
 def test_a_producer_out_of_service_while_kafka_answers_is_replaced(
     brokers: Brokers, catalog: Catalog, quick_wedge: None
 ) -> None:

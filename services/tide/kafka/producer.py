@@ -85,7 +85,7 @@ class EventPublisher:
 
     def _replace_if_wedged(self) -> None:
         failing = self._failing_since
-        if failing is None or not self._wedge.wedged(failing):
+        if failing is None or not self._wedge.wedged(failing) or self._closing.is_set():
             return
         log.warning(
             "producer: no delivery for %.0f s while Kafka answered for %.0f s: new producer",
@@ -148,6 +148,8 @@ class EventPublisher:
         except KafkaException as exc:
             metrics.PUBLISH_FAILURES.labels(event.type, "produce").inc()
             raise PublishError(f"{event.type} {event.id}: {exc}") from exc
+        except RuntimeError as exc:  # closed between the check above and here
+            raise PublishError(f"{event.type} {event.id}: the publisher is closed") from exc
 
     def _counter(self, type_: str, topic: str) -> Counter:
         counter = self._published.get((type_, topic))
@@ -206,6 +208,8 @@ class EventPublisher:
 
     def unready_reason(self) -> str | None:
         """Why this publisher cannot reach Kafka right now, or None when it can."""
+        if self._closing.is_set():
+            return "the publisher is closed"
         try:
             self._producer.list_topics(timeout=2)
         except KafkaException as exc:
@@ -213,10 +217,21 @@ class EventPublisher:
         return None
 
     def close(self) -> int:
-        """Flush what is queued; returns (and logs) how many messages were not delivered."""
+        """Flush what is queued, then release the client; returns (and logs) how many
+        messages were not delivered. Those are dropped, and whoever waits on them is told."""
+        if self._closing.is_set():
+            return 0
         remaining = int(self._producer.flush(self.timeout_s))
         self._closing.set()
-        self._poller.join(timeout=5)
+        # The callback thread may be in a wedge probe (tide.kafka.wedge: up to 5 s).
+        self._poller.join(timeout=10)
         if remaining:
             log.error("producer closed with %d undelivered messages", remaining)
+            # Producer.close() would wait for them up to message.timeout.ms.
+            self._producer.purge()
+            self._producer.poll(0)  # their failure reports
+        # Released here, not when collected: an app's routes can outlive the app (FastAPI
+        # caches endpoints' dependencies process-wide), and with them a client that would
+        # keep reconnecting to a Kafka long gone.
+        self._producer.close()
         return remaining
