@@ -249,11 +249,12 @@ class LocalStack:
         # The exporter reads Kafka at each scrape and the brokers' agents walk their MBeans
         # and queues: a scrape of theirs may take over a second on a busy machine, and a
         # scrape that times out makes the series stale and resets a pending alert.
-        slow = max(_seconds(self.interval), 2)
+        interval_s = _seconds(self.interval)
+        slow = max(interval_s, 2)
         jobs.append(_job("kafka-exporter", self._exporter_port, slow))
         # The PostgreSQL exporter queries every statistics view at each scrape: it gets the
         # cluster's 15 s, and no rule waits on it.
-        jobs.append(_job("postgres", self._pg_exporter_port, max(_seconds(self.interval), 15)))
+        jobs.append(_job("postgres", self._pg_exporter_port, max(interval_s, 15)))
         if self.session.kafka is not None:
             jobs.append(_job("kafka", self.session.kafka.metrics_port, slow))
         if self.session.rabbitmq is not None:

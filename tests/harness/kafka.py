@@ -162,8 +162,7 @@ class KafkaBroker:
             self._java("kafka.Kafka", str(config), agent=True),
             log=self.workdir / "stdout.log",
         )
-        process = self._process
-        process.start_serving(
+        self._process.start_serving(
             self.answers_metadata,
             server=self.name,
             what=f"Kafka answering a metadata request on {self.bootstrap}",
@@ -171,7 +170,7 @@ class KafkaBroker:
             interval=0.5,
             fix="check Java 17 (java -version) and the log above; "
             "or point the tests at a running broker with TIDE_KAFKA_BOOTSTRAP=host:port",
-            log=lambda: self.log if self.log.exists() else process.log,
+            log=self.log,
         )
 
     def answers_metadata(self) -> bool:

@@ -105,7 +105,6 @@ class PostgresServer:
             what=f"PostgreSQL accepting connections on 127.0.0.1:{self.port}",
             timeout=timeout,
             fix="apt-get install -y postgresql; or set TIDE_POSTGRES_DSN to a running server",
-            log=lambda: self.log,
         )
         self._create_database()
 

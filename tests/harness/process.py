@@ -166,18 +166,18 @@ class ManagedProcess:
         what: str,
         timeout: float,
         fix: str,
-        log: Callable[[], Path] | None = None,
+        log: Path | None = None,
         interval: float = 0.2,
     ) -> None:
         """Start, then wait until `ready()`. If the process exits first or the deadline
-        passes, kill it and raise a HarnessError naming `server`, the `fix`, and the log
-        (`log()`, else this process's own)."""
+        passes, kill it and raise a HarnessError naming `server`, the `fix`, and the log:
+        the server's own `log` if it wrote one by then, else this process's output."""
         self.start()
         try:
             wait_until(ready, timeout=timeout, what=what, interval=interval, alive=self.exit_reason)
         except (TimeoutError, RuntimeError) as exc:
             self.kill()
-            shown = log() if log is not None else self.log
+            shown = log if log is not None and log.exists() else self.log
             raise HarnessError(server, reason=str(exc), fix=fix, log=shown) from exc
 
     def exit_reason(self) -> str | None:

@@ -128,15 +128,14 @@ class RabbitMQServer:
             env=self.env(),
             user=self.user,
         )
-        process = self._process
-        process.start_serving(
+        self._process.start_serving(
             self._accepts_amqp,
             server=self.name,
             what=f"RabbitMQ accepting AMQP on 127.0.0.1:{self.port}",
             timeout=timeout,
             interval=0.5,
             fix="apt-get install -y rabbitmq-server; or set TIDE_RABBITMQ_URL to a running one",
-            log=lambda: self.log if self.log.exists() else process.log,
+            log=self.log,
         )
 
     def _accepts_amqp(self) -> bool:
