@@ -74,6 +74,8 @@ class Versions(_Section):
     kube_prometheus_stack: str = "77.6.2"
     rabbitmq_cluster_operator: str = "2.16.0"
     apicurio_registry: str = "3.0.9"
+    # The cloud stack's Kafka listener certificates (jetstack/cert-manager chart).
+    cert_manager: str = "v1.18.2"
     postgres_image: str = "ghcr.io/cloudnative-pg/postgresql:17.5"
 
 
@@ -116,6 +118,13 @@ class StackConfig(_Section):
     image: Image = Image()
     exposure: Exposure = Exposure()
     pod_disruption_budgets: bool = False
+    # "install": Tide installs Strimzi, CloudNativePG, KEDA, the RabbitMQ cluster operator,
+    # kube-prometheus-stack (and cert-manager on TLS stacks). "external": the cluster runs
+    # them already; Tide checks their CRDs and installs none (infra.components.upstream).
+    operators: Literal["install", "external"] = "install"
+    # Where cert-manager keeps the secrets of ClusterIssuers: its own namespace when it is
+    # external (the chart's default), the system namespace when Tide installs it.
+    cert_manager_namespace: str = Field(default="cert-manager", pattern=r"^[a-z][a-z0-9-]{0,62}$")
     node_exporter: bool = Field(
         default=True, description="kind nodes are containers: host metrics there mean little"
     )

@@ -12,9 +12,6 @@ Each step is idempotent, so a second `make up` only converges. The CLIs come fro
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -30,6 +27,7 @@ from rich.table import Table
 from infra import outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.image import source_digest
+from infra.local_stack import LocalStack, PulumiError
 from infra.readiness import CUSTOM_READY, Pending, condition_pending, workload_pending
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,41 +115,18 @@ def load_image() -> None:
     console.print(f"[green]✓[/] {image} loaded into kind")
 
 
-def pulumi_env() -> dict[str, str]:
-    """A local file backend and a passphrase generated once: no Pulumi account needed."""
-    STATE.mkdir(exist_ok=True)
-    passphrase = STATE / "passphrase"
-    if not passphrase.exists():
-        passphrase.write_text(secrets.token_urlsafe(32))
-        passphrase.chmod(0o600)
-    return {
-        **os.environ,
-        "PULUMI_BACKEND_URL": f"file://{STATE}",
-        "PULUMI_CONFIG_PASSPHRASE_FILE": str(passphrase),
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+def local_stack(home: Path = STATE) -> LocalStack:
+    """The kind stack, its state, passphrase and generated config under `.pulumi/`."""
+    return LocalStack(STACK, home, pulumi=_tool("pulumi"), path=(BIN,))
 
 
-def pulumi_up() -> dict[str, Any]:
-    env = pulumi_env()
-    pulumi = _tool("pulumi")
-    stacks = _run(pulumi, "stack", "ls", "--json", env=env, capture=True)
-    if STACK not in {s["name"] for s in json.loads(stacks or "[]")}:
-        _run(pulumi, "stack", "init", STACK, "--secrets-provider", "passphrase", env=env)
-    _run(pulumi, "up", "--stack", STACK, "--yes", "--skip-preview", "--non-interactive", env=env)
-    shown = _run(
-        pulumi,
-        "stack",
-        "output",
-        "--stack",
-        STACK,
-        "--json",
-        "--show-secrets",
-        env=env,
-        capture=True,
-    )
-    return dict(json.loads(shown))
+def pulumi_up(stack: LocalStack) -> dict[str, Any]:
+    stack.ensure()
+    # --refresh: a cluster recreated outside `make down` (kind delete cluster, a Docker
+    # reset) has none of the objects the state remembers; a refresh finds them gone and
+    # the update creates them again, where a plain `up` would see nothing to do.
+    stack.run("up", "--stack", STACK, "--yes", "--skip-preview", "--refresh", "--non-interactive")
+    return stack.outputs()
 
 
 def pending(namespaces: list[str]) -> list[Pending]:
@@ -240,9 +215,9 @@ def up(
         check_docker()
         ensure_cluster()
         load_image()
-        stack = pulumi_up()
+        stack = pulumi_up(local_stack())
         wait_ready(sorted(stack[outputs.NAMESPACES].values()), timeout)
-    except UpError as exc:
+    except (UpError, PulumiError) as exc:
         console.print(f"[red]make up failed:[/] {exc}")
         raise typer.Exit(1) from None
     print_endpoints(stack)
@@ -255,19 +230,11 @@ def down() -> None:
         kind = _tool("kind")
         name = _cluster_name()
         if name in _run(kind, "get", "clusters", capture=True).split() and STATE.exists():
-            env = pulumi_env()
-            _run(
-                _tool("pulumi"),
-                "destroy",
-                "--stack",
-                STACK,
-                "--yes",
-                "--non-interactive",
-                "--skip-preview",
-                env=env,
-            )
+            stack = local_stack()
+            stack.ensure()
+            stack.run("destroy", "--stack", STACK, "--yes", "--non-interactive", "--skip-preview")
         _run(kind, "delete", "cluster", "--name", name)
-    except UpError as exc:
+    except (UpError, PulumiError) as exc:
         console.print(f"[red]make down failed:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"[green]✓[/] stack destroyed, cluster {name} deleted")

@@ -14,19 +14,26 @@ NAMESPACES = "namespaces"
 
 
 def endpoint_urls(config: StackConfig, namespaces: dict[str, str]) -> dict[str, str]:
-    """Where people reach the API, Grafana and Prometheus."""
+    """Where people reach the API, and Grafana and Prometheus when Tide installs them."""
     if config.flavor == "kind":
         # k8s/kind/cluster.yaml maps the NodePorts to these host ports.
-        return {
+        urls = {
             API_URL: "http://localhost:8080",
             GRAFANA_URL: "http://localhost:3000",
             PROMETHEUS_URL: "http://localhost:9090",
         }
-    monitoring = namespaces["monitoring"]
-    return {
-        API_URL: f"kubectl -n {namespaces['apps']} port-forward svc/video-service 8080",
-        GRAFANA_URL: (f"kubectl -n {monitoring} port-forward svc/tide-monitoring-grafana 3000:80"),
-        PROMETHEUS_URL: (
-            f"kubectl -n {monitoring} port-forward svc/tide-monitoring-prometheus 9090"
-        ),
-    }
+    else:
+        monitoring = namespaces["monitoring"]
+        urls = {
+            API_URL: f"kubectl -n {namespaces['apps']} port-forward svc/video-service 8080",
+            GRAFANA_URL: (
+                f"kubectl -n {monitoring} port-forward svc/tide-monitoring-grafana 3000:80"
+            ),
+            PROMETHEUS_URL: (
+                f"kubectl -n {monitoring} port-forward svc/tide-monitoring-prometheus 9090"
+            ),
+        }
+    if config.operators == "external":
+        # The cluster's own Prometheus and Grafana: Tide does not know where they are.
+        del urls[GRAFANA_URL], urls[PROMETHEUS_URL]
+    return urls

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
 
-from infra.components.autoscaling import Autoscaling, AutoscalingArgs
+from infra.components.autoscaling import keda_chart
 from infra.components.kafka import KafkaCluster, KafkaClusterArgs
+from infra.components.kafka_tls import KafkaListenerTls, KafkaListenerTlsArgs, cert_manager_chart
 from infra.components.kafka_users import KafkaUsers, KafkaUsersArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.namespaces import Namespaces, NamespacesArgs
-from infra.components.postgres import Postgres, PostgresArgs
-from infra.components.rabbitmq import RabbitMQ, RabbitMQArgs
+from infra.components.postgres import Postgres, PostgresArgs, cloudnative_pg_chart
+from infra.components.rabbitmq import RabbitMQ, RabbitMQArgs, rabbitmq_operator_manifest
 from infra.components.schema_registry import SchemaRegistry, SchemaRegistryArgs
 from infra.components.service import Endpoints, TideService, TideServiceArgs, service_values
-from infra.components.strimzi import StrimziOperator, StrimziOperatorArgs
+from infra.components.strimzi import StrimziOperatorArgs, strimzi_chart
 from infra.components.topics import KafkaTopics, KafkaTopicsArgs
+from infra.components.upstream import (
+    CERT_MANAGER_APIS,
+    CLOUDNATIVE_PG_APIS,
+    KEDA_APIS,
+    RABBITMQ_APIS,
+    STRIMZI_APIS,
+    Operator,
+    UpstreamApi,
+)
 from infra.config import StackConfig
+from infra.credentials import Credentials
 from tide.topology import Catalog
 
 
@@ -30,7 +42,7 @@ class Platform:
     services: dict[str, TideService]
 
 
-def build(config: StackConfig, catalog: Catalog) -> Platform:
+def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Platform:
     namespaces = Namespaces(
         "namespaces",
         NamespacesArgs(prefix=config.namespace_prefix, privileged_monitoring=config.node_exporter),
@@ -38,15 +50,50 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
     ns = namespaces.names
     after_namespaces = pulumi.ResourceOptions(depends_on=list(namespaces.resources.values()))
 
-    strimzi = StrimziOperator(
+    installs = config.operators == "install"
+
+    def operator(
+        name: str,
+        apis: tuple[UpstreamApi, ...],
+        install: Callable[[pulumi.ResourceOptions], object],
+    ) -> Operator:
+        return Operator(
+            name, apis=apis, install=install if installs else None, opts=after_namespaces
+        )
+
+    versions = config.versions
+    strimzi = operator(
         "strimzi",
-        StrimziOperatorArgs(
-            namespace=ns.system,
-            version=config.versions.strimzi,
-            watch_namespaces=[ns.data, ns.apps],
+        STRIMZI_APIS,
+        strimzi_chart(
+            "strimzi",
+            StrimziOperatorArgs(
+                namespace=ns.system,
+                version=versions.strimzi,
+                watch_namespaces=[ns.data, ns.apps],
+            ),
         ),
-        opts=after_namespaces,
     )
+    listener_tls: list[pulumi.Resource] = []
+    if config.kafka.tls:
+        issuer_namespace = ns.system if installs else config.cert_manager_namespace
+        cert_manager = operator(
+            "cert-manager",
+            CERT_MANAGER_APIS,
+            cert_manager_chart("cert-manager", namespace=ns.system, version=versions.cert_manager),
+        )
+        listener_tls.append(
+            KafkaListenerTls(
+                "kafka-tls",
+                KafkaListenerTlsArgs(
+                    prefix=config.namespace_prefix,
+                    data_namespace=ns.data,
+                    apps_namespace=ns.apps,
+                    issuer_namespace=issuer_namespace,
+                ),
+                opts=pulumi.ResourceOptions(depends_on=[cert_manager]),
+            )
+        )
     kafka = KafkaCluster(
         "kafka",
         KafkaClusterArgs(
@@ -56,7 +103,7 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
             external_node_ports=config.flavor == "kind",
         ),
         # Custom resources after their operator: on destroy, they go first.
-        opts=pulumi.ResourceOptions(depends_on=[strimzi]),
+        opts=pulumi.ResourceOptions(depends_on=[strimzi, *listener_tls]),
     )
     topics = KafkaTopics(
         "topics",
@@ -71,7 +118,10 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
     users = KafkaUsers(
         "kafka-users",
         KafkaUsersArgs(
-            apps_namespace=ns.apps, catalog=catalog, cluster_ca_cert=kafka.cluster_ca_cert
+            apps_namespace=ns.apps,
+            catalog=catalog,
+            credentials=credentials,
+            tls=config.kafka.tls,
         ),
         opts=pulumi.ResourceOptions(depends_on=[kafka]),
     )
@@ -82,22 +132,41 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
             apps_namespace=ns.apps,
             catalog=catalog,
             settings=config.rabbitmq,
-            operator_version=config.versions.rabbitmq_cluster_operator,
+            credentials=credentials,
         ),
-        opts=after_namespaces,
+        opts=pulumi.ResourceOptions(
+            depends_on=[
+                operator(
+                    "rabbitmq-operator",
+                    RABBITMQ_APIS,
+                    rabbitmq_operator_manifest(
+                        "rabbitmq-operator", version=versions.rabbitmq_cluster_operator
+                    ),
+                )
+            ]
+        ),
     )
     postgres = Postgres(
         "postgres",
         PostgresArgs(
             namespace=ns.data,
-            system_namespace=ns.system,
             apps_namespace=ns.apps,
             settings=config.postgres,
-            chart_version=config.versions.cloudnative_pg,
-            image=config.versions.postgres_image,
+            image=versions.postgres_image,
             tide_image=config.image,
+            credentials=credentials,
         ),
-        opts=after_namespaces,
+        opts=pulumi.ResourceOptions(
+            depends_on=[
+                operator(
+                    "postgres-operator",
+                    CLOUDNATIVE_PG_APIS,
+                    cloudnative_pg_chart(
+                        "postgres-operator", namespace=ns.system, version=versions.cloudnative_pg
+                    ),
+                )
+            ]
+        ),
     )
     registry = SchemaRegistry(
         "registry",
@@ -110,10 +179,8 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
         ),
         opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database]),
     )
-    autoscaling = Autoscaling(
-        "keda",
-        AutoscalingArgs(namespace=ns.system, version=config.versions.keda),
-        opts=after_namespaces,
+    autoscaling = operator(
+        "keda", KEDA_APIS, keda_chart("keda", namespace=ns.system, version=versions.keda)
     )
     monitoring = Monitoring(
         "monitoring",
@@ -124,6 +191,8 @@ def build(config: StackConfig, catalog: Catalog) -> Platform:
             version=config.versions.kube_prometheus_stack,
             exposure=config.exposure,
             node_exporter=config.node_exporter,
+            credentials=credentials,
+            install=installs,
         ),
         opts=after_namespaces,
     )

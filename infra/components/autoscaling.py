@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.components.base import PlatformComponent
-from infra.components.kafka import CA_CERT_KEY
+from infra.components.kafka import CA_CERT_KEY, CA_SECRET
 from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from tide.topology import Catalog
@@ -22,7 +21,7 @@ def scaler_values(
 ) -> dict[str, Any]:
     """The chart's `autoscaling` values: one Kafka lag trigger per topic a group reads
     (KEDA scales to the busiest), or a queue-length trigger for a RabbitMQ worker.
-    On a TLS listener KEDA verifies the brokers with the cluster CA from the same Secret."""
+    On a TLS listener KEDA verifies the brokers with the listener CA from its own Secret."""
     groups = catalog.groups_of(service)
     workers = catalog.workers_of(service)
     if groups:
@@ -51,7 +50,7 @@ def scaler_values(
                 "username": "username",
                 "password": "password",
                 "tls": "tls",
-                **({"ca": CA_CERT_KEY} if tls else {}),
+                **({"ca": {"secret": CA_SECRET, "key": CA_CERT_KEY}} if tls else {}),
             },
         }
     elif workers:
@@ -87,27 +86,19 @@ def scaler_values(
     }
 
 
-@dataclass(frozen=True, kw_only=True)
-class AutoscalingArgs:
-    namespace: str
-    version: str
+def keda_chart(
+    name: str, *, namespace: str, version: str
+) -> Callable[[pulumi.ResourceOptions], object]:
+    """The KEDA operator and its metrics API server; ScaledObjects come with each service."""
 
-
-class Autoscaling(PlatformComponent):
-    """The KEDA operator; ScaledObjects come with each service's chart."""
-
-    chart: k8s.helm.v4.Chart
-
-    def __init__(
-        self, name: str, args: AutoscalingArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("tide:autoscaling:Autoscaling", name, opts)
-        self.chart = k8s.helm.v4.Chart(
+    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
+        return k8s.helm.v4.Chart(
             name,
             chart="keda",
-            version=args.version,
+            version=version,
             repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=KEDA_REPOSITORY),
-            namespace=args.namespace,
-            opts=self.child(),
+            namespace=namespace,
+            opts=opts,
         )
-        self.register_outputs({})
+
+    return install

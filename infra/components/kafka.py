@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_tls as tls
 
 from infra.components.base import PlatformComponent
 from infra.config import KafkaSettings
@@ -20,11 +19,12 @@ EXTERNAL_BROKER_NODE_PORT_BASE = 30093
 
 # pulumi-kubernetes waits for this condition before dependents are created.
 WAIT_READY = {"pulumi.com/waitFor": "condition=Ready"}
-# The cluster CA's certificate, beside each service's credentials (`ca.crt` in its Secret).
+# On a TLS stack, the CA that signs the client listener's certificate: a Secret in the apps
+# namespace that cert-manager writes (infra.components.kafka_tls), `ca.crt` in it.
+CA_SECRET = "kafka-listener-ca"  # noqa: S105 - a Secret's name
 CA_CERT_KEY = "ca.crt"
-# Ten years; Strimzi renews its own CA, a CA given to it is renewed by bumping it here
-# (strimzi.io/ca-cert-generation) and re-running `pulumi up`.
-_CA_VALIDITY_HOURS = 10 * 365 * 24
+# The listener's own certificate and key, in the Kafka namespace.
+LISTENER_SECRET = "tide-kafka-listener"  # noqa: S105 - a Secret's name
 
 # Prometheus JMX exporter rules (a ConfigMap Strimzi mounts into the brokers).
 _JMX_RULES = (Path(__file__).parent / "kafka_metrics.yaml").read_text()
@@ -43,8 +43,6 @@ class KafkaCluster(PlatformComponent):
 
     kafka: k8s.apiextensions.CustomResource
     bootstrap: str
-    # PEM of the CA that signs the brokers' certificates; None without TLS.
-    cluster_ca_cert: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: KafkaClusterArgs, opts: pulumi.ResourceOptions | None = None
@@ -93,6 +91,21 @@ class KafkaCluster(PlatformComponent):
                 "type": "internal",
                 "tls": settings.tls,
                 "authentication": {"type": "scram-sha-512"},
+                # Strimzi's own cluster CA stays internal to the brokers; clients in other
+                # namespaces verify this listener with a CA cert-manager hands out to them.
+                **(
+                    {
+                        "configuration": {
+                            "brokerCertChainAndKey": {
+                                "secretName": LISTENER_SECRET,
+                                "certificate": "tls.crt",
+                                "key": "tls.key",
+                            }
+                        }
+                    }
+                    if settings.tls
+                    else {}
+                ),
             }
         ]
         if args.external_node_ports:
@@ -116,12 +129,6 @@ class KafkaCluster(PlatformComponent):
                     },
                 }
             )
-        spec_ca: dict[str, object] = {}
-        ca_secrets: list[pulumi.Resource] = []
-        self.cluster_ca_cert = None
-        if settings.tls:
-            self.cluster_ca_cert, ca_secrets = _cluster_ca(name, args.namespace, child)
-            spec_ca = {"clusterCa": {"generateCertificateAuthority": False}}
         rf = settings.replication_factor
         self.kafka = k8s.apiextensions.CustomResource(
             name,
@@ -163,60 +170,11 @@ class KafkaCluster(PlatformComponent):
                 },
                 # Consumer-group lag for KEDA's dashboards and the lag alerts.
                 "kafkaExporter": {"topicRegex": ".*", "groupRegex": ".*"},
-                **spec_ca,
             },
             opts=self.child(
-                depends_on=[node_pool, metrics, *ca_secrets],
+                depends_on=[node_pool, metrics],
                 custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"),
             ),
         )
         self.bootstrap = f"{CLUSTER_NAME}-kafka-bootstrap.{args.namespace}.svc:{CLIENT_PORT}"
         self.register_outputs({"bootstrap": self.bootstrap})
-
-
-def _cluster_ca(
-    name: str, namespace: str, opts: pulumi.ResourceOptions
-) -> tuple[pulumi.Output[str], list[pulumi.Resource]]:
-    """The cluster CA, made here and given to Strimzi instead of the one it would generate.
-
-    Clients in the services' namespace must trust the brokers' certificates, and
-    Strimzi keeps its generated CA in the Kafka namespace only; a CA that the
-    program owns can be handed to every client (Strimzi "Installing your own CA
-    certificates": secrets `<cluster>-cluster-ca-cert` with `ca.crt` and
-    `<cluster>-cluster-ca` with `ca.key`, labelled, generation annotations at 0).
-    """
-    key = tls.PrivateKey(f"{name}-cluster-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
-    cert = tls.SelfSignedCert(
-        f"{name}-cluster-ca",
-        private_key_pem=key.private_key_pem,
-        is_ca_certificate=True,
-        subject=tls.SelfSignedCertSubjectArgs(common_name="tide-cluster-ca", organization="tide"),
-        validity_period_hours=_CA_VALIDITY_HOURS,
-        allowed_uses=["cert_signing", "crl_signing", "digital_signature", "key_encipherment"],
-        opts=opts,
-    )
-    labels = {"strimzi.io/kind": "Kafka", "strimzi.io/cluster": CLUSTER_NAME}
-    cert_secret = k8s.core.v1.Secret(
-        f"{name}-cluster-ca-cert",
-        metadata=k8s.meta.v1.ObjectMetaArgs(
-            name=f"{CLUSTER_NAME}-cluster-ca-cert",
-            namespace=namespace,
-            labels=labels,
-            annotations={"strimzi.io/ca-cert-generation": "0"},
-        ),
-        string_data={CA_CERT_KEY: cert.cert_pem},
-        opts=opts,
-    )
-    key_secret = k8s.core.v1.Secret(
-        f"{name}-cluster-ca",
-        metadata=k8s.meta.v1.ObjectMetaArgs(
-            name=f"{CLUSTER_NAME}-cluster-ca",
-            namespace=namespace,
-            labels=labels,
-            annotations={"strimzi.io/ca-key-generation": "0"},
-        ),
-        # The provider marks private_key_pem secret: it stays encrypted in the state.
-        string_data={"ca.key": key.private_key_pem},
-        opts=opts,
-    )
-    return cert.cert_pem, [cert_secret, key_secret]

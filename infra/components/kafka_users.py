@@ -7,10 +7,10 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from infra.components.base import PlatformComponent
-from infra.components.kafka import CA_CERT_KEY, CLUSTER_NAME, WAIT_READY
+from infra.components.kafka import CLUSTER_NAME, WAIT_READY
+from infra.credentials import Credentials
 from tide.topology import Catalog
 
 SASL_MECHANISM = "SCRAM-SHA-512"
@@ -62,12 +62,13 @@ def _acl(kind: str, name: str, operations: list[str]) -> dict[str, Any]:
 class KafkaUsersArgs:
     apps_namespace: str
     catalog: Catalog
-    # The cluster CA (PEM) on a TLS stack: clients and KEDA verify the brokers with it.
-    cluster_ca_cert: pulumi.Output[str] | None
+    credentials: Credentials
+    # A TLS listener: clients and KEDA verify it with the CA in their own Secret.
+    tls: bool
 
 
 class KafkaUsers(PlatformComponent):
-    """Passwords are generated here (Pulumi secrets), stored in the services' namespace and
+    """Passwords are derived here (Pulumi secrets), stored in the services' namespace and
     handed to the User Operator through `valueFrom`, so no Secret is ever copied."""
 
     users: dict[str, k8s.apiextensions.CustomResource]
@@ -85,12 +86,7 @@ class KafkaUsers(PlatformComponent):
             if uses_kafka(args.catalog, service.name)
         ]
         for principal, rules in [*principals, (OPERATOR, operator_acls())]:
-            password = random.RandomPassword(
-                f"{principal}-kafka-password",
-                length=32,
-                special=False,
-                opts=self.child(),
-            )
+            password = args.credentials.password(f"kafka/{principal}")
             secret_name = kafka_credentials_secret(principal)
             secret = k8s.core.v1.Secret(
                 f"{principal}-kafka-credentials",
@@ -99,16 +95,11 @@ class KafkaUsers(PlatformComponent):
                 ),
                 string_data={
                     "username": principal,
-                    "password": password.result,
+                    "password": password,
                     "sasl-mechanism": SASL_MECHANISM,
                     # The same facts in the spelling KEDA's Kafka scaler reads.
                     "sasl": "scram_sha512",
-                    "tls": "enable" if args.cluster_ca_cert is not None else "disable",
-                    **(
-                        {CA_CERT_KEY: args.cluster_ca_cert}
-                        if args.cluster_ca_cert is not None
-                        else {}
-                    ),
+                    "tls": "enable" if args.tls else "disable",
                 },
                 opts=self.child(),
             )

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from infra.alerts import rule_groups
 from infra.components.base import PlatformComponent
+from infra.components.upstream import PROMETHEUS_APIS, Operator
 from infra.config import Exposure
+from infra.credentials import Credentials
 from infra.dashboards import overview, service_page
 from tide.topology import Catalog
 
@@ -45,22 +46,25 @@ class MonitoringArgs:
     version: str
     exposure: Exposure
     node_exporter: bool
+    credentials: Credentials
+    # False: the cluster's own Prometheus (with prometheus-operator) and Grafana pick up
+    # Tide's monitors, rules and dashboards; Tide installs no kube-prometheus-stack.
+    install: bool
 
 
 class Monitoring(PlatformComponent):
     """Prometheus picks up every ServiceMonitor, PodMonitor and PrometheusRule in the cluster."""
 
-    stack: k8s.helm.v4.Chart
-    grafana_password: pulumi.Output[str]
+    stack: Operator
+    # None when the cluster's own Grafana is used.
+    grafana_password: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("tide:monitoring:Monitoring", name, opts)
         child = self.child()
-        self.grafana_password = random.RandomPassword(
-            f"{name}-grafana-admin", length=24, special=False, opts=child
-        ).result
+        self.grafana_password = args.credentials.password("grafana/admin") if args.install else None
 
         def exposed(node_port: int | None) -> dict[str, object]:
             # Grafana and Prometheus reach the host only on kind (NodePorts kind maps to
@@ -70,38 +74,46 @@ class Monitoring(PlatformComponent):
                 return {"type": "ClusterIP"}
             return {"type": "NodePort", "nodePort": node_port}
 
-        self.stack = k8s.helm.v4.Chart(
+        def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
+            return k8s.helm.v4.Chart(
+                RELEASE,
+                chart="kube-prometheus-stack",
+                version=args.version,
+                repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=PROMETHEUS_COMMUNITY),
+                namespace=args.namespace,
+                values={
+                    "fullnameOverride": RELEASE,
+                    "prometheusOperator": OPERATOR_WITHOUT_HOOKS,
+                    "nodeExporter": {"enabled": args.node_exporter},
+                    "prometheus": {
+                        "service": exposed(args.exposure.prometheus_node_port),
+                        "prometheusSpec": {
+                            # Select monitors and rules from every namespace, not only the chart's.
+                            "serviceMonitorSelectorNilUsesHelmValues": False,
+                            "podMonitorSelectorNilUsesHelmValues": False,
+                            "ruleSelectorNilUsesHelmValues": False,
+                            "retention": "3d",
+                        },
+                    },
+                    "grafana": {
+                        "adminPassword": self.grafana_password,
+                        "service": exposed(args.exposure.grafana_node_port),
+                        "sidecar": {
+                            "dashboards": {
+                                "enabled": True,
+                                "label": "grafana_dashboard",
+                                "searchNamespace": "ALL",
+                            }
+                        },
+                    },
+                },
+                opts=opts,
+            )
+
+        self.stack = Operator(
             RELEASE,
-            chart="kube-prometheus-stack",
-            version=args.version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=PROMETHEUS_COMMUNITY),
-            namespace=args.namespace,
-            values={
-                "fullnameOverride": RELEASE,
-                "prometheusOperator": OPERATOR_WITHOUT_HOOKS,
-                "nodeExporter": {"enabled": args.node_exporter},
-                "prometheus": {
-                    "service": exposed(args.exposure.prometheus_node_port),
-                    "prometheusSpec": {
-                        # Select monitors and rules from every namespace, not only the chart's.
-                        "serviceMonitorSelectorNilUsesHelmValues": False,
-                        "podMonitorSelectorNilUsesHelmValues": False,
-                        "ruleSelectorNilUsesHelmValues": False,
-                        "retention": "3d",
-                    },
-                },
-                "grafana": {
-                    "adminPassword": self.grafana_password,
-                    "service": exposed(args.exposure.grafana_node_port),
-                    "sidecar": {
-                        "dashboards": {
-                            "enabled": True,
-                            "label": "grafana_dashboard",
-                            "searchNamespace": "ALL",
-                        }
-                    },
-                },
-            },
+            apis=PROMETHEUS_APIS,
+            install=install if args.install else None,
             opts=child,
         )
         after_crds = self.child(depends_on=[self.stack])

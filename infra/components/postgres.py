@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from infra.components.base import PlatformComponent
 from infra.components.jobs import tide_job
 from infra.config import Image, PostgresSettings
+from infra.credentials import Credentials
 
 CLUSTER_NAME = "tide-postgres"
 OWNER_SECRET = "tide-postgres-owner"  # noqa: S105 - a Secret's name
@@ -29,12 +30,29 @@ CNPG_REPOSITORY = "https://cloudnative-pg.github.io/charts"
 @dataclass(frozen=True, kw_only=True)
 class PostgresArgs:
     namespace: str
-    system_namespace: str
     apps_namespace: str
     settings: PostgresSettings
-    chart_version: str
     image: str
     tide_image: Image
+    credentials: Credentials
+
+
+def cloudnative_pg_chart(
+    name: str, *, namespace: str, version: str
+) -> Callable[[pulumi.ResourceOptions], object]:
+    """The CloudNativePG operator; it watches every namespace."""
+
+    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
+        return k8s.helm.v4.Chart(
+            name,
+            chart="cloudnative-pg",
+            version=version,
+            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=CNPG_REPOSITORY),
+            namespace=namespace,
+            opts=opts,
+        )
+
+    return install
 
 
 class Postgres(PlatformComponent):
@@ -51,17 +69,7 @@ class Postgres(PlatformComponent):
     ) -> None:
         super().__init__("tide:postgres:Postgres", name, opts)
         child = self.child()
-        operator = k8s.helm.v4.Chart(
-            f"{name}-operator",
-            chart="cloudnative-pg",
-            version=args.chart_version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=CNPG_REPOSITORY),
-            namespace=args.system_namespace,
-            opts=child,
-        )
-        self.password = random.RandomPassword(
-            f"{name}-owner-password", length=32, special=False, opts=child
-        ).result
+        self.password = args.credentials.password("postgres/owner")
         owner = k8s.core.v1.Secret(
             f"{name}-owner",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=OWNER_SECRET, namespace=args.namespace),
@@ -69,9 +77,7 @@ class Postgres(PlatformComponent):
             string_data={"username": OWNER, "password": self.password},
             opts=child,
         )
-        registry_password = random.RandomPassword(
-            f"{name}-registry-password", length=32, special=False, opts=child
-        ).result
+        registry_password = args.credentials.password(f"postgres/{REGISTRY_ROLE}")
         registry_secret = k8s.core.v1.Secret(
             f"{name}-registry",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -134,7 +140,7 @@ class Postgres(PlatformComponent):
                 },
             },
             opts=self.child(
-                depends_on=[operator, owner, registry_secret],
+                depends_on=[owner, registry_secret],
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
             ),
         )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from infra.components.base import PlatformComponent
 from infra.config import RabbitMQSettings
+from infra.credentials import Credentials
 from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
 
@@ -29,13 +30,26 @@ def rabbitmq_credentials_secret(service: str) -> str:
     return f"{service}-rabbitmq"
 
 
+def rabbitmq_operator_manifest(
+    name: str, *, version: str
+) -> Callable[[pulumi.ResourceOptions], object]:
+    """The cluster operator's release manifest (its own namespace, CRD and RBAC)."""
+
+    def install(opts: pulumi.ResourceOptions) -> k8s.yaml.v2.ConfigFile:
+        return k8s.yaml.v2.ConfigFile(
+            name, file=OPERATOR_MANIFEST.format(version=version), opts=opts
+        )
+
+    return install
+
+
 @dataclass(frozen=True, kw_only=True)
 class RabbitMQArgs:
     namespace: str
     apps_namespace: str
     catalog: Catalog
     settings: RabbitMQSettings
-    operator_version: str
+    credentials: Credentials
 
 
 class RabbitMQ(PlatformComponent):
@@ -50,19 +64,9 @@ class RabbitMQ(PlatformComponent):
     ) -> None:
         super().__init__("tide:rabbitmq:RabbitMQ", name, opts)
         child = self.child()
-        operator = k8s.yaml.v2.ConfigFile(
-            f"{name}-operator",
-            file=OPERATOR_MANIFEST.format(version=args.operator_version),
-            opts=child,
-        )
         host = f"{CLUSTER_NAME}.{args.namespace}.svc"
         users = [s.name for s in args.catalog.services if args.catalog.uses_rabbitmq(s.name)]
-        passwords = {
-            user: random.RandomPassword(
-                f"{user}-rabbitmq-password", length=32, special=False, opts=child
-            ).result
-            for user in users
-        }
+        passwords = {user: args.credentials.password(f"rabbitmq/{user}") for user in users}
         self.secrets = {}
         for user, password in passwords.items():
             self.secrets[user] = k8s.core.v1.Secret(
@@ -153,7 +157,7 @@ class RabbitMQ(PlatformComponent):
                 },
             },
             opts=self.child(
-                depends_on=[operator, definitions_secret],
+                depends_on=[definitions_secret],
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
             ),
         )

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 
 from infra.components.autoscaling import scaler_values
 from infra.components.base import PlatformComponent
-from infra.components.kafka import CA_CERT_KEY
+from infra.components.kafka import CA_CERT_KEY, CA_SECRET
 from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
 from infra.components.postgres import APPS_SECRET as POSTGRES_SECRET
@@ -55,11 +55,11 @@ def service_values(
     egress_ports = sorted({DATA_PORTS[dependency] for dependency in needs.dependencies})
     secret_files: list[dict[str, str]] = []
     if Dependency.KAFKA in needs.dependencies and config.kafka.tls:
-        # The brokers' certificates are signed by the cluster CA the program made
-        # (infra.components.kafka); each credentials Secret carries its certificate.
+        # The listener's certificate is signed by the CA cert-manager made
+        # (infra.components.kafka_tls), which it hands to the apps namespace.
         secret_files.append(
             {
-                "secret": kafka_credentials_secret(name),
+                "secret": CA_SECRET,
                 "key": CA_CERT_KEY,
                 "mountPath": KAFKA_CA_DIR,
             }

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
-
-from infra.components.base import PlatformComponent
 
 # Strimzi publishes its chart as an OCI artifact; the old HTTP repository is deprecated.
 STRIMZI_CHART = "oci://quay.io/strimzi-helm/strimzi-kafka-operator"
@@ -20,16 +19,13 @@ class StrimziOperatorArgs:
     watch_namespaces: list[str]
 
 
-class StrimziOperator(PlatformComponent):
-    """Installs the CRDs and the cluster operator; watches the data and apps namespaces."""
+def strimzi_chart(
+    name: str, args: StrimziOperatorArgs
+) -> Callable[[pulumi.ResourceOptions], object]:
+    """Installs the CRDs and the cluster operator; it watches the data and apps namespaces."""
 
-    chart: k8s.helm.v4.Chart
-
-    def __init__(
-        self, name: str, args: StrimziOperatorArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("tide:kafka:StrimziOperator", name, opts)
-        self.chart = k8s.helm.v4.Chart(
+    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
+        return k8s.helm.v4.Chart(
             name,
             chart=STRIMZI_CHART,
             version=args.version,
@@ -41,6 +37,7 @@ class StrimziOperator(PlatformComponent):
                     "limits": {"memory": "512Mi"},
                 },
             },
-            opts=self.child(),
+            opts=opts,
         )
-        self.register_outputs({})
+
+    return install

@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 import yaml
+from infra.credentials import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -27,6 +28,8 @@ class Declared:
     depends_on: set[str] = field(default_factory=set)
     parent: tuple[str, str] | None = None
     secret_inputs: set[str] = field(default_factory=set)
+    # The id of an existing object the program reads instead of managing it.
+    read: str | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -57,40 +60,52 @@ class Program:
         return names
 
 
+# What `make up` would set once with `pulumi config set --secret` (infra.credentials).
+TEST_SEED = "unit-test-seed-" + "0" * 32
+
+
 def stack_config(stack: str) -> dict[str, str]:
+    """The tracked stack file's config, plus the credential seed a real stack holds."""
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
+    return config | {f"tide:{SEED_KEY}": TEST_SEED}
+
+
+# What a cluster with every upstream operator installed serves, for reads of CRDs.
+SERVED_VERSIONS = ("v1", "v1alpha1", "v1beta1", "v1beta2")
 
 
 class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self, resources: dict[tuple[str, str], Declared]) -> None:
+    def __init__(self, resources: dict[tuple[str, str], Declared], served: tuple[str, ...]) -> None:
         self.resources = resources
+        self.served = served
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         declared = self.resources.setdefault((args.typ, args.name), Declared(args.typ, args.name))
         declared.inputs = _plain(dict(args.inputs))
         declared.secret_inputs = {k for k, v in args.inputs.items() if _is_secret(v)}
+        declared.read = args.resource_id
         state = dict(args.inputs)
-        if args.typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = f"mock-password-{args.name}"
-        elif args.typ == "tls:index/privateKey:PrivateKey":
-            state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n"
-        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
-            state["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n"
-        return f"{args.name}-id", state
+        if args.resource_id is not None and args.typ.endswith(":CustomResourceDefinition"):
+            versions = [{"name": v, "served": True} for v in self.served]
+            state["spec"] = {"versions": versions}
+        return args.resource_id or f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         return {}
 
 
-def run(stack: str, config: dict[str, str] | None = None) -> Program:
-    """Run infra/__main__.py for `stack` (or explicit config) and return what it declared."""
+def run(
+    stack: str, config: dict[str, str] | None = None, *, served: tuple[str, ...] = SERVED_VERSIONS
+) -> Program:
+    """Run infra/__main__.py for `stack` (or explicit config) and return what it declared;
+    CRDs the program reads serve the API versions in `served`."""
     declared: dict[tuple[str, str], Declared] = {}
     # Pulumi's test runner drives the current event loop; async tests elsewhere in
     # the session may have closed theirs, so give it a fresh one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    pulumi.runtime.set_mocks(_Mocks(declared), project="tide", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(_Mocks(declared, served), project="tide", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config if config is not None else stack_config(stack))
 
     def record(args: pulumi.ResourceTransformationArgs) -> None:

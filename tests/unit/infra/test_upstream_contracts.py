@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.components.kafka import CA_CERT_KEY, CLUSTER_NAME
+from infra.components.kafka import CA_CERT_KEY, CA_SECRET, CLUSTER_NAME
 from infra.components.monitoring import RELEASE
 from infra.components.service import KAFKA_CA_DIR
 
@@ -97,21 +97,35 @@ def test_jobs_rerun_on_a_new_image_and_never_drift_out_of_state(program: Program
         assert not image.endswith(":source"), "the kind tag is resolved to the source digest"
 
 
-def test_tls_clients_trust_the_cluster_ca_that_strimzi_is_given(cloud: Program) -> None:
-    # Strimzi keeps a CA it generates in the Kafka namespace only. The program makes the CA,
-    # hands it to Strimzi (clusterCa.generateCertificateAuthority: false, secrets
-    # `<cluster>-cluster-ca-cert` and `<cluster>-cluster-ca`) and to every client.
+def test_tls_clients_trust_the_ca_that_signs_the_listener(cloud: Program) -> None:
+    # Strimzi keeps a CA it generates in the Kafka namespace only. cert-manager signs the
+    # client listener's certificate (Strimzi `brokerCertChainAndKey`) with a CA ClusterIssuer,
+    # and every certificate that issuer signs carries the CA as `ca.crt`: the one signed
+    # into the apps namespace is where every client and KEDA read it.
     kafka = cloud.named(":Kafka", "kafka").inputs["spec"]
-    assert kafka["clusterCa"]["generateCertificateAuthority"] is False
-    ca_secret = cloud.named("core/v1:Secret", "kafka-cluster-ca-cert").inputs
-    assert ca_secret["metadata"]["name"] == f"{CLUSTER_NAME}-cluster-ca-cert"
-    assert ca_secret["metadata"]["labels"]["strimzi.io/cluster"] == CLUSTER_NAME
-    ca = ca_secret["stringData"][CA_CERT_KEY]
-    assert "BEGIN CERTIFICATE" in ca
-    secrets = {
-        r.inputs["metadata"]["name"]: r.inputs.get("stringData", {})
-        for r in cloud.of_type("core/v1:Secret")
+    assert "clusterCa" not in kafka, "Strimzi keeps its own cluster CA for the brokers"
+    (scram,) = [lis for lis in kafka["kafka"]["listeners"] if lis["name"] == "scram"]
+    assert scram["tls"] is True
+    chain = scram["configuration"]["brokerCertChainAndKey"]
+    certificates = {
+        (c.inputs["metadata"]["namespace"], c.inputs["metadata"]["name"]): c.inputs["spec"]
+        for c in cloud.of_type(":Certificate")
     }
+    listener = certificates[("tide-data", chain["secretName"])]
+    assert listener["secretName"] == chain["secretName"]
+    assert f"{CLUSTER_NAME}-kafka-bootstrap.tide-data.svc" in listener["dnsNames"]
+    assert f"*.{CLUSTER_NAME}-kafka-brokers.tide-data.svc" in listener["dnsNames"]
+    trust = certificates[("tide-apps", CA_SECRET)]
+    assert trust["secretName"] == CA_SECRET
+    assert trust["issuerRef"] == listener["issuerRef"], "both signed by the same CA"
+    issuers = {
+        i.inputs["metadata"]["name"]: i.inputs["spec"] for i in cloud.of_type(":ClusterIssuer")
+    }
+    ca_secret = issuers[listener["issuerRef"]["name"]]["ca"]["secretName"]
+    (ca,) = [spec for spec in certificates.values() if spec.get("isCA")]
+    assert ca["secretName"] == ca_secret
+    # No key or certificate passes through the program (and so the state).
+    assert not cloud.of_type("tls:")
     clients = 0
     for chart in cloud.of_type("helm.sh/v4:Chart"):
         values = chart.inputs.get("values", {})
@@ -127,12 +141,12 @@ def test_tls_clients_trust_the_cluster_ca_that_strimzi_is_given(cloud: Program) 
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         secret = volumes[mounts[KAFKA_CA_DIR]]["secret"]
-        assert secrets[secret["secretName"]][secret["items"][0]["key"]] == ca
+        assert (secret["secretName"], secret["items"][0]["key"]) == (CA_SECRET, CA_CERT_KEY)
         # KEDA's Kafka scaler verifies the brokers with the same certificate.
         for auth in by_kind(documents, "TriggerAuthentication"):
             refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
             if "sasl" in refs:  # a Kafka trigger's credentials
-                assert secrets[refs["ca"]["name"]][refs["ca"]["key"]] == ca
+                assert (refs["ca"]["name"], refs["ca"]["key"]) == (CA_SECRET, CA_CERT_KEY)
     assert clients >= 6
     client = Settings(
         kafka_bootstrap="b:9092",
