@@ -11,6 +11,11 @@ STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hash
 # Caches that outlive a clone (Maven repository, Go-built tools); see tests/harness/cache.py.
 CACHE := $(or $(TIDE_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tide)
 TOOLS := $(CACHE)/tools
+# The tool builds share one Go build cache of their own (kube-apiserver and
+# kube-controller-manager compile the same packages), removed once `make tools` has
+# built everything: it grows by gigabytes, and the binaries are what is kept. The
+# user's own Go build cache is never touched.
+export GOCACHE := $(TOOLS)/.go-build
 
 # CLIs built from the Go module proxy at pinned versions, linked into ./bin.
 HELM_VERSION       := v3.22.0
@@ -21,7 +26,8 @@ ACTIONLINT_VERSION := v1.7.12
 # the Pulumi CLI matches the pulumi SDK the venv installs.
 KIND_VERSION    := v0.31.0
 KUBECTL_VERSION := 1.36.3
-PULUMI_VERSION  := $(shell $(PY) -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null || echo 3.272.0)
+# The CLI the engine tier builds and tests (tests/harness/engine.py); make up downloads that release.
+PULUMI_VERSION  := $(shell sed -n 's/^PULUMI_VERSION = "v\(.*\)"/\1/p' tests/harness/engine.py)
 PLATFORM        := $(shell uname -s | tr A-Z a-z)-$(shell uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
 
 # The deploy tier's control plane (tests/harness/controlplane.py), built from the Go module
@@ -65,7 +71,13 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 .PHONY: tools
-tools: bin/helm bin/actionlint control-plane ## build helm, actionlint, kube-apiserver and etcd from the Go module proxy (pinned) into the cache
+tools: bin/helm bin/actionlint control-plane engine-tools ## build helm, actionlint, the control plane and the engine tier's tools from the Go module proxy (pinned) into the cache
+	@rm -rf $(GOCACHE)
+
+.PHONY: engine-tools
+engine-tools: $(STAMP) ## build the Pulumi CLI, language host and Kubernetes provider, kube-controller-manager, kube-scheduler and KWOK (once; about 30 minutes on 2 cores)
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the engine tier's tools"; exit 1; }
+	bash tests/harness/tools/build-engine.sh $$($(PY) -m tests.harness.engine)
 
 .PHONY: control-plane
 control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd and the KEDA and CloudNativePG webhooks for the deploy tier (once; 10-20 minutes)
@@ -94,6 +106,7 @@ bin/helm: Makefile
 
 .PHONY: cluster-tools
 cluster-tools: setup bin/kind bin/kubectl bin/pulumi ## install kind, kubectl and the Pulumi CLI (pinned) into ./bin
+	@rm -rf $(GOCACHE)
 
 bin/kind: Makefile
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build kind"; exit 1; }

@@ -99,7 +99,9 @@ class LocalStack:
                 document["config"][SEED] = before["config"][SEED]
         self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
-    def run(self, *args: str, capture: bool = False, check: bool = True) -> str:
+    def run(
+        self, *args: str, capture: bool = False, check: bool = True, timeout: float | None = None
+    ) -> str:
         done = subprocess.run(
             [self.pulumi, *args],
             cwd=self.project,
@@ -108,6 +110,7 @@ class LocalStack:
             text=True,
             capture_output=capture,
             stdin=subprocess.DEVNULL,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             detail = (done.stderr or "") + (done.stdout or "") if capture else ""

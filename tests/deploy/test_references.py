@@ -63,11 +63,30 @@ def _custom_resource_references(document: dict[str, Any]) -> Iterator[tuple[str,
     elif kind == "Kafka":
         ref = spec["kafka"]["metricsConfig"]["valueFrom"]["configMapKeyRef"]
         yield "ConfigMap", ref["name"], ref["key"]
+        for listener in spec["kafka"]["listeners"]:
+            chain = listener.get("configuration", {}).get("brokerCertChainAndKey")
+            if chain:
+                yield "Secret", chain["secretName"], chain["certificate"]
+                yield "Secret", chain["secretName"], chain["key"]
     elif kind == "RabbitmqCluster":
         template = spec["override"]["statefulSet"]["spec"]["template"]
         for volume in template["spec"].get("volumes", []):
             if "secret" in volume:
                 yield "Secret", volume["secret"]["secretName"], None
+
+
+# The keys of the Secret cert-manager writes for a Certificate (cert-manager.io/v1).
+_CERTIFICATE_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+
+
+def _issued(objects: list[dict[str, Any]], namespace: str) -> dict[str, set[str]]:
+    """Secrets cert-manager will write for the stack's Certificates in `namespace`."""
+    return {
+        document["spec"]["secretName"]: _CERTIFICATE_KEYS
+        for document in objects
+        if document["kind"] == "Certificate"
+        and document["metadata"].get("namespace", "default") == namespace
+    }
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -86,6 +105,8 @@ def test_every_referenced_secret_configmap_and_account_exists_in_its_namespace(
             checked += 1
             if (kind, namespace) not in listings:
                 listings[kind, namespace] = _stored(api, kind, namespace)
+                if kind == "Secret":
+                    listings[kind, namespace] |= _issued(rendered[stack].objects, namespace)
             keys = listings[kind, namespace].get(name)
             if kind == "Secret" and (keys is None or (key is not None and key not in keys)):
                 missing.append(f"{describe(document)} needs Secret {name} key {key}")

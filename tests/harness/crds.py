@@ -64,6 +64,9 @@ class GoModuleCrds:
     module: str
     version: str
     directory: str
+    # The files double as Helm templates whose label values are template text; labels
+    # carry no meaning for a CRD, so they are dropped rather than rendered.
+    templated_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,12 @@ SOURCES: dict[str, dict[str, CrdSource]] = {
     },
     # infra/components/rabbitmq.py applies this release's cluster-operator.yml, whose CRD
     # is built from the same directory.
+    # The CRDs chart v1.18.2 installs with crds.enabled, from the same module directory.
+    "cert_manager": {
+        "v1.18.2": GoModuleCrds(
+            "github.com/cert-manager/cert-manager", "v1.18.2", "deploy/crds", templated_labels=True
+        ),
+    },
     "rabbitmq_cluster_operator": {
         "2.16.0": GoModuleCrds(
             "github.com/rabbitmq/cluster-operator/v2", "v2.16.0", "config/crd/bases"
@@ -189,7 +198,11 @@ def crd_documents(versions: Versions) -> list[dict[str, Any]]:
     # Every pin is checked before anything is downloaded.
     for component, source in crd_sources(versions).items():
         directory = _cached(component, str(getattr(versions, component)), source)
-        documents.extend(_load(directory))
+        loaded = _load(directory)
+        if isinstance(source, GoModuleCrds) and source.templated_labels:
+            for document in loaded:
+                document["metadata"].pop("labels", None)
+        documents.extend(loaded)
     return documents
 
 

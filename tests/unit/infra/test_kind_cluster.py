@@ -34,3 +34,10 @@ def test_output_urls_use_the_mapped_host_ports() -> None:
     host_ports = set(_mappings().values())
     for key in (outputs.API_URL, outputs.GRAFANA_URL, outputs.PROMETHEUS_URL):
         assert int(urls[key].rsplit(":", 1)[1]) in host_ports, key
+
+
+def test_the_kind_stack_names_the_context_of_the_cluster_make_up_creates() -> None:
+    # Without it the stack deploys into whatever context kubectl has selected (the
+    # engine tier runs it with another context selected, which refuses connections).
+    cluster = yaml.safe_load((ROOT / "k8s" / "kind" / "cluster.yaml").read_text())
+    assert stack_config("kind")["kubernetes:context"] == f"kind-{cluster['name']}"

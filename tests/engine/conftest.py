@@ -1,0 +1,107 @@
+"""The engine tier's session: a cluster-like control plane, upstream CRDs, played operators,
+and Tide's own program run by the real Pulumi engine through `infra.local_stack`."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from infra.config import Versions
+from infra.local_stack import LocalStack
+
+from tests.deploy.apiserver import ApiServer
+from tests.harness import engine
+from tests.harness.cluster import Cluster
+from tests.harness.crds import crd_documents
+from tests.harness.played_operators import CLOUDNATIVE_PG, RABBITMQ, STRIMZI, PlayedOperators
+
+# The context the kind stack names (Pulumi.kind.yaml, kubernetes:context).
+KIND_CONTEXT = "kind-tide"
+# The context kubectl has selected: a cluster that refuses every connection. A stack
+# that ignored its own context would land here, and fail.
+ELSEWHERE = "elsewhere"
+
+
+def stack_kubeconfig(cluster: Cluster, path: Path) -> Path:
+    """The harness cluster as context `kind-tide`, with another context selected."""
+    document = yaml.safe_load(cluster.kubeconfig.read_text())
+    (harness,) = document["clusters"]
+    document["clusters"] = [
+        {"name": KIND_CONTEXT, "cluster": harness["cluster"]},
+        {"name": ELSEWHERE, "cluster": {"server": "https://127.0.0.1:1"}},
+    ]
+    document["contexts"] = [
+        {"name": KIND_CONTEXT, "context": {"cluster": KIND_CONTEXT, "user": "admin"}},
+        {"name": ELSEWHERE, "context": {"cluster": ELSEWHERE, "user": "admin"}},
+    ]
+    document["current-context"] = ELSEWHERE
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="tide-engine-") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture(scope="session")
+def cluster(engine_dir: Path) -> Iterator[Cluster]:
+    for name in engine.BINARIES:
+        engine.binary(name)  # a missing tool fails here, with the command that builds it
+    started = Cluster(engine_dir / "cluster")
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_api(cluster: Cluster) -> Iterator[ApiServer]:
+    """Upstream CRDs installed, and Strimzi, CloudNativePG and RabbitMQ status played."""
+    api = ApiServer(cluster.kubeconfig)
+    crds = crd_documents(Versions())
+    refused = api.apply_all(crds)
+    assert not refused, "upstream CRDs refused:\n" + "\n".join(map(str, refused))
+    api.wait_established(crd["metadata"]["name"] for crd in crds)
+    # cert-manager's own namespace, where a cluster that runs it keeps ClusterIssuer secrets.
+    api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cert-manager"}})
+    played = PlayedOperators(cluster.kubeconfig, STRIMZI + CLOUDNATIVE_PG + RABBITMQ)
+    played.start()
+    try:
+        yield api
+    finally:
+        played.stop()
+        assert not played.errors, "the played operators failed:\n" + "\n".join(played.errors)
+
+
+def local_stack(stack: str, engine_dir: Path, kubeconfig: Path, **overrides: object) -> LocalStack:
+    """One of Tide's stacks with operators external, as `make up` runs it, on the harness."""
+    return LocalStack(
+        stack,
+        engine_dir / f"stack-{stack}",
+        overrides={"tide:operators": "external", **overrides},
+        pulumi=engine.binary("pulumi"),
+        path=(engine.tools_dir(),),
+        extra_env={
+            "KUBECONFIG": str(kubeconfig),
+            "PULUMI_HOME": str(engine_dir / "pulumi-home"),
+            # Nothing is downloaded: the provider and language host are the ones built here.
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        },
+    )
+
+
+# Step times and resource counts, printed after the test summary.
+REPORTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORTS:
+        terminalreporter.section("engine tier: pulumi steps")
+        for report in REPORTS:
+            terminalreporter.write_line(report)

@@ -1,0 +1,219 @@
+"""The real Pulumi engine deploys Tide's own program: preview, up, up again, a cluster that
+lost its objects, an upgrade, refresh, outputs and destroy, both stacks, operators external.
+
+Each step is judged on the engine's JSON (`--json`), never on screen text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infra import kind, outputs
+from infra.local_stack import ROOT, LocalStack
+
+from tests.deploy.apiserver import ApiServer
+from tests.engine.conftest import KIND_CONTEXT, REPORTS, local_stack, stack_kubeconfig
+from tests.harness.cluster import Cluster
+from tide.catalog import CATALOG
+
+# Every pulumi command of this tier ends long before this; a hang is a failure, not a wait.
+STEP_TIMEOUT_S = 900
+JOB = "kubernetes:batch/v1:Job"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+def _json(stack: LocalStack, *args: str) -> dict[str, Any]:
+    """A preview's JSON document: its steps and change summary."""
+    output = stack.run(*args, "--json", capture=True, timeout=STEP_TIMEOUT_S)
+    document: dict[str, Any] = json.loads(output)
+    return document
+
+
+def _changed(stack: LocalStack, *args: str) -> dict[str, int]:
+    """Run an update (up, refresh, destroy) and return its summary's resource changes.
+
+    With --json these stream engine events, one JSON object a line; the summary
+    event says what changed and whether the update succeeded.
+    """
+    output = stack.run(*args, "--json", capture=True, timeout=STEP_TIMEOUT_S)
+    events = [json.loads(line) for line in output.splitlines() if line.strip()]
+    (summary,) = [e["summaryEvent"] for e in events if "summaryEvent" in e]
+    errors = [
+        e["diagnosticEvent"]["message"]
+        for e in events
+        if e.get("diagnosticEvent", {}).get("severity") == "error"
+    ]
+    assert summary["result"] == "succeeded", errors
+    changes: dict[str, int] = summary["resourceChanges"]
+    return changes
+
+
+def _timed(step: str, times: dict[str, float], stack: LocalStack, *args: str) -> dict[str, int]:
+    started = time.monotonic()
+    changes = _changed(stack, *args)
+    times[step] = time.monotonic() - started
+    return changes
+
+
+def _changes(summary: dict[str, int]) -> dict[str, int]:
+    """What an update changed: reads of existing objects (the CRD checks) change nothing."""
+    return {op: n for op, n in summary.items() if op not in ("same", "read") and n}
+
+
+def _steps_by_op(preview: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """op -> (type, name) of every resource the preview would touch."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for step in preview.get("steps", []):
+        urn = step["urn"]
+        type_, name = urn.split("::")[-2].split("$")[-1], urn.split("::")[-1]
+        found.setdefault(step["op"], []).append((type_, name))
+    return found
+
+
+def _namespaces(api: ApiServer, prefix: str) -> set[str]:
+    resource = api.client.resources.get(api_version="v1", kind="Namespace")
+    return {
+        item.metadata.name
+        for item in resource.get().items
+        if item.metadata.name.startswith(f"{prefix}-")
+    }
+
+
+def _deployments(api: ApiServer, namespace: str) -> dict[str, dict[str, Any]]:
+    resource = api.client.resources.get(api_version="apps/v1", kind="Deployment")
+    return {i.metadata.name: i.to_dict() for i in resource.get(namespace=namespace).items}
+
+
+def _wait_gone(api: ApiServer, prefix: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while _namespaces(api, prefix):
+        assert time.monotonic() < deadline, f"namespaces still there: {_namespaces(api, prefix)}"
+        time.sleep(1)  # the namespace controller finalizes on its own schedule; poll it
+
+
+@pytest.mark.parametrize("stack_name", ["kind", "cloud"])
+def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
+    stack_name: str, cluster: Cluster, cluster_api: ApiServer, engine_dir: Path
+) -> None:
+    prefix = f"eng-{stack_name}"
+    kubeconfig = stack_kubeconfig(cluster, engine_dir / f"kubeconfig-{stack_name}")
+    overrides: dict[str, object] = {
+        "tide:namespacePrefix": prefix,
+        "tide:image": {"repository": "tide", "tag": "engine-1", "pullPolicy": "IfNotPresent"},
+    }
+    if stack_name == "cloud":
+        # The cloud stack file leaves the context to the user (README); the kind stack
+        # names its own, which this kubeconfig does not select.
+        overrides["kubernetes:context"] = KIND_CONTEXT
+    tracked = (ROOT / f"Pulumi.{stack_name}.yaml").read_bytes()
+    stack = local_stack(stack_name, engine_dir, kubeconfig, **overrides)
+    times: dict[str, float] = {}
+    counts: dict[str, object] = {}
+
+    # preview: every resource would be created; the CRD checks read what exists.
+    stack.ensure()
+    started = time.monotonic()
+    preview = _json(stack, "preview", "--stack", stack_name)
+    times["preview"] = time.monotonic() - started
+    ops = _steps_by_op(preview)
+    counts["preview"] = {op: len(found) for op, found in ops.items()}
+    assert set(ops) <= {"create", "read"}, f"a first preview does more than create: {set(ops)}"
+    created = len(ops["create"])
+    assert created > 100
+
+    # up: every resource created, the provider's awaits satisfied.
+    up = _timed("up", times, stack, "up", "--stack", stack_name, "--yes", "--skip-preview")
+    counts["up"] = up
+    assert _changes(up) == {"create": created}
+    apps = f"{prefix}-apps"
+    deployments = _deployments(cluster_api, apps)
+    assert set(deployments) >= {s.name for s in CATALOG.services}
+    for name, deployment in deployments.items():
+        status = deployment["status"] or {}
+        assert status.get("readyReplicas") == deployment["spec"]["replicas"], name
+
+    # up again: nothing to do.
+    again = _timed("up again", times, stack, "up", "--stack", stack_name, "--yes", "--skip-preview")
+    counts["up again"] = again
+    assert _changes(again) == {}
+
+    if stack_name == "kind":
+        # A cluster recreated behind the state's back (kind delete cluster, a Docker reset):
+        # make up's own `pulumi up` finds the objects gone and makes them again.
+        for namespace in _namespaces(cluster_api, prefix):
+            cluster_api.delete({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": namespace}})  # fmt: skip
+        _wait_gone(cluster_api, prefix)
+        started = time.monotonic()
+        kind.pulumi_up(stack)
+        times["make up after the cluster lost everything"] = time.monotonic() - started
+        assert set(_deployments(cluster_api, apps)) >= {s.name for s in CATALOG.services}
+
+    # upgrade: a new image and a changed setting; the Jobs are replaced, Deployments roll.
+    stack.overrides = {
+        **stack.overrides,
+        "tide:image": {"repository": "tide", "tag": "engine-2", "pullPolicy": "IfNotPresent"},
+        "tide:rabbitmq": {"replicas": 3 if stack_name == "kind" else 5},
+    }
+    stack.write_stack_file()
+    upgrade = _steps_by_op(_json(stack, "preview", "--stack", stack_name))
+    replaced = sorted(upgrade.get("replace", []))
+    counts["upgrade replaces"] = [name for _type, name in replaced]
+    assert {type_ for type_, _name in replaced} == {JOB}, replaced
+    assert {name for _type, name in replaced} == {"postgres-migrate", "registry-register"}
+    updated = Counter(type_ for type_, _name in upgrade.get("update", []))
+    counts["upgrade updates"] = dict(updated)
+    assert updated[DEPLOYMENT] == len(CATALOG.services)
+    assert set(upgrade) <= {"replace", "update", "read", "create-replacement", "delete-replaced"}
+    applied = _timed(
+        "upgrade", times, stack, "up", "--stack", stack_name, "--yes", "--skip-preview"
+    )
+    counts["upgrade"] = applied
+    for name, deployment in _deployments(cluster_api, apps).items():
+        images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+        if name in {s.name for s in CATALOG.services}:
+            assert images == {"tide:engine-2"}, name
+            assert deployment["status"]["updatedReplicas"] == deployment["spec"]["replicas"]
+
+    # refresh: the cluster holds what the state says.
+    refreshed = _timed(
+        "refresh", times, stack, "refresh", "--stack", stack_name, "--yes", "--skip-preview"
+    )
+    counts["refresh"] = refreshed
+    drift = _steps_by_op(_json(stack, "preview", "--stack", stack_name, "--expect-no-changes"))
+    assert set(drift) <= {"read"}, drift
+
+    # outputs: what the README names.
+    shown = stack.outputs()
+    expected = {outputs.API_URL, outputs.KAFKA_BOOTSTRAP, outputs.SCHEMA_REGISTRY_URL}
+    assert set(shown) == expected | {outputs.NAMESPACES}
+    assert shown[outputs.NAMESPACES]["apps"] == apps
+    assert shown[outputs.KAFKA_BOOTSTRAP] == f"tide-kafka-bootstrap.{prefix}-data.svc:9092"
+
+    # destroy: no Tide object and no namespace left behind, none stuck Terminating.
+    destroyed = _timed(
+        "destroy", times, stack, "destroy", "--stack", stack_name, "--yes", "--skip-preview"
+    )
+    counts["destroy"] = destroyed
+    _wait_gone(cluster_api, prefix)
+    # The tracked stack file is never written; the salt and seed lived under the state.
+    assert (ROOT / f"Pulumi.{stack_name}.yaml").read_bytes() == tracked
+
+    # A state directory deleted (`rm -rf .pulumi`) starts afresh instead of meeting an old salt.
+    shutil.rmtree(stack.home)
+    stack.ensure()
+    afresh = _steps_by_op(_json(stack, "preview", "--stack", stack_name))
+    assert len(afresh["create"]) == created
+
+    REPORTS.append(
+        f"{stack_name} stack ({created} resources): "
+        + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in times.items())
+        + "\n  "
+        + "\n  ".join(f"{step}: {value}" for step, value in counts.items())
+    )
