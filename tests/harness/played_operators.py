@@ -181,7 +181,9 @@ class PlayedOperators:
 
     def _reconcile(self, kind: Played) -> None:
         try:
-            listed = self.custom.list_cluster_custom_object(kind.group, kind.version, kind.plural)
+            listed: dict[str, Any] = self.custom.list_cluster_custom_object(  # type: ignore[assignment]
+                kind.group, kind.version, kind.plural
+            )
         except ApiException as exc:
             if exc.status != 404:  # 404: the CRD is not installed (yet); nothing to play
                 self._failed(f"list {kind.plural}: {exc.status} {exc.reason}")
@@ -221,14 +223,13 @@ class PlayedOperators:
 
     def _assign_load_balancers(self) -> None:
         with contextlib.suppress(ApiException):
-            for service in self.core.list_service_for_all_namespaces().items:
-                spec, status = service.spec, service.status
-                if spec.type != "LoadBalancer" or (
-                    status and status.load_balancer and status.load_balancer.ingress
-                ):
+            for listed in self.core.list_service_for_all_namespaces().items:
+                service: dict[str, Any] = listed.to_dict()
+                ingress = ((service["status"] or {}).get("load_balancer") or {}).get("ingress")
+                if service["spec"]["type"] != "LoadBalancer" or ingress:
                     continue
                 self.core.patch_namespaced_service_status(
-                    service.metadata.name,
-                    service.metadata.namespace,
+                    str(service["metadata"]["name"]),
+                    str(service["metadata"]["namespace"]),
                     {"status": {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP}]}}},
                 )
