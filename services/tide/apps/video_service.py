@@ -1,7 +1,7 @@
 """The player's HTTP API: accepts watch events and answers 202 once Kafka has them.
 
 No consumer is on the request path. Bad input is a 4xx that names the problem:
-400 malformed JSON (a key given twice too), 408 a body that stalls, 413 oversized
+400 malformed JSON (a key given twice too) or nesting too deep, 408 a body that stalls, 413 oversized
 body, 415 not JSON, 422 unknown type or schema-invalid data (tide.apps.bodies).
 A broker that does not confirm in time is a 503; an accepted event is never lost.
 """
