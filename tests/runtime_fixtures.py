@@ -50,7 +50,6 @@ CONFORMANCE = [
 ]
 
 
-
 @dataclass(frozen=True)
 class NestedBody:
     """A JSON body with arrays or objects nested `depth` levels deep in all."""

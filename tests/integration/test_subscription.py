@@ -209,24 +209,29 @@ def test_300_concurrent_requests_are_all_answered_from_a_bounded_pool(
     thread.start()
     try:
         wait_until(lambda: server.started, timeout=30, what="the API listening")
-        statuses = asyncio.run(_concurrent_reads(f"http://127.0.0.1:{port}", 300))
+        statuses, shed_with_retry_after = asyncio.run(
+            _concurrent_reads(f"http://127.0.0.1:{port}", 300)
+        )
         busiest = _connections(database)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
     assert sum(statuses.values()) == 300, statuses
     assert set(statuses) <= {404, 503}, f"answers other than 404 or a shed 503: {statuses}"
+    assert statuses[503] == shed_with_retry_after, "a shed 503 without Retry-After"
     assert statuses[404] > 0, statuses
     assert 0 < busiest <= POOL_SIZE, f"{busiest} pooled connections, the pool holds {POOL_SIZE}"
 
 
-async def _concurrent_reads(base: str, count: int) -> Counter[int]:
+async def _concurrent_reads(base: str, count: int) -> tuple[Counter[int], int]:
+    """The answers' statuses, and how many 503s carried Retry-After."""
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         answers = await asyncio.gather(
             *(client.get(f"/v1/subscriptions/{unique('none')}") for _ in range(count))
         )
-    return Counter(answer.status_code for answer in answers)
+    shed = [a for a in answers if a.status_code == 503]
+    return Counter(a.status_code for a in answers), sum("retry-after" in a.headers for a in shed)
 
 
 def _connections(database: str) -> int:

@@ -6,6 +6,7 @@ import json
 import select
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -130,17 +131,31 @@ def test_deep_nesting_is_refused_with_a_400_naming_it_never_a_500(
         assert "data" in response.json()["detail"]
 
 
-def test_unreachable_kafka_is_a_503_and_readiness_says_why(catalog: Catalog) -> None:
+def test_unreachable_kafka_is_a_503_at_once_saying_a_retry_is_safe(catalog: Catalog) -> None:
+    # The API used to wait out its publish timeout while its own readiness already said
+    # Kafka was down, and then said "not accepted" of events it could not know about.
+    publish_timeout_s = 30
     publisher = EventPublisher(
-        {"bootstrap.servers": f"127.0.0.1:{free_port()}"}, EventCodec(catalog), timeout_s=1
+        {"bootstrap.servers": f"127.0.0.1:{free_port()}"},
+        EventCodec(catalog),
+        timeout_s=publish_timeout_s,
     )
     with TestClient(create_app(catalog, publisher, max_body_bytes=MAX_BODY)) as client:
-        response = client.post("/v1/events", json=started())
-        assert response.status_code == 503
-        assert response.json()["error"] == "event not accepted"
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert "Kafka unreachable" in ready.json()["detail"]
+        assert ready.headers["retry-after"] == "1"
+        asked = time.monotonic()
+        response = client.post("/v1/events", json=started(), headers={"idempotency-key": "k-9"})
+        answered_s = time.monotonic() - asked
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    problem = response.json()
+    assert problem["error"] == "event not accepted"
+    assert "Kafka unreachable" in problem["detail"]
+    assert "it was not sent" in problem["detail"]
+    assert "same Idempotency-Key, or the same event id, is safe" in problem["detail"]
+    assert answered_s < publish_timeout_s / 3, f"answered after {answered_s:.1f} s"
 
 
 def _schemathesis_app(brokers: Brokers, catalog: Catalog) -> FastAPI:
