@@ -621,9 +621,7 @@ def chaos(
     from tide.store.migrations import migrate  # noqa: PLC0415
 
     if experiment not in EXPERIMENTS:
-        err.print(
-            f"error: unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS)
-        )
+        err.print(f"error: unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS))
         raise typer.Exit(EXIT_USAGE)
     settings = _settings("kafka_bootstrap", "postgres_dsn", "rabbitmq_url")
     if experiment in BROKER_EXPERIMENTS and not settings.chaos_control_url:
