@@ -27,6 +27,8 @@ class Declared:
     depends_on: set[str] = field(default_factory=set)
     parent: tuple[str, str] | None = None
     secret_inputs: set[str] = field(default_factory=set)
+    # The inputs as the program wrote them: the engine's copy drops a null (`inputs`).
+    props: dict[str, Any] = field(default_factory=dict)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -96,6 +98,7 @@ def run(stack: str, config: dict[str, str] | None = None) -> Program:
     def record(args: pulumi.ResourceTransformationArgs) -> None:
         entry = declared.setdefault((args.type_, args.name), Declared(args.type_, args.name))
         entry.depends_on = {_name(d) for d in _as_list(args.opts.depends_on)}
+        entry.props = dict(args.props)
         parent = args.opts.parent
         entry.parent = (str(getattr(parent, "_type", "")), _name(parent)) if parent else None
 
