@@ -140,8 +140,14 @@ def pulumi_up() -> dict[str, Any]:
     if STACK not in {s["name"] for s in json.loads(stacks or "[]")}:
         _run(pulumi, "stack", "init", STACK, "--secrets-provider", "passphrase", env=env)
     _run(pulumi, "up", "--stack", STACK, "--yes", "--skip-preview", "--non-interactive", env=env)
+    return stack_outputs()
+
+
+def stack_outputs() -> dict[str, Any]:
+    """The kind stack's outputs (namespaces, endpoints), secrets shown."""
+    env = pulumi_env()
     shown = _run(
-        pulumi,
+        _tool("pulumi"),
         "stack",
         "output",
         "--stack",
@@ -280,10 +286,10 @@ def env() -> None:
 
     from kubernetes import client, config  # noqa: PLC0415
 
+    # The namespace the stack made (its prefix is a setting), not a name assumed here.
+    apps = stack_outputs()[outputs.NAMESPACES]["apps"]
     config.load_kube_config(context=f"kind-{_cluster_name()}")  # type: ignore[no-untyped-call]
-    secret = client.CoreV1Api().read_namespaced_secret(
-        kafka_credentials_secret(OPERATOR), "tide-apps"
-    )
+    secret = client.CoreV1Api().read_namespaced_secret(kafka_credentials_secret(OPERATOR), apps)
     password = base64.b64decode((secret.data or {})["password"]).decode()
     exports = {
         "TIDE_KAFKA_BOOTSTRAP": "localhost:30092",
