@@ -81,24 +81,24 @@ engine-tools: $(STAMP) ## build the Pulumi CLI, language host and Kubernetes pro
 
 .PHONY: control-plane
 control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd and the KEDA and CloudNativePG webhooks for the deploy tier (once; 10-20 minutes)
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build the webhooks"; exit 1; }
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the webhooks"; exit 1; }
 	@keda=$$(sed -n 's/^KEDA_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	cnpg=$$(sed -n 's/^CNPG_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	bash tests/harness/tools/build-webhooks.sh $$keda $$cnpg $(TOOLS)/webhooks-keda-$$keda-cnpg-$$cnpg
 
 $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }
 	bash tests/harness/tools/build-control-plane.sh $(KUBE_VERSION) $(ETCD_VERSION) $(CONTROL_PLANE)
 
 bin/actionlint: Makefile
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build actionlint"; exit 1; }
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build actionlint"; exit 1; }
 	@mkdir -p bin $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)
 	@[ -x $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)/actionlint ] || { echo "building actionlint $(ACTIONLINT_VERSION) with go install"; \
 	  GOBIN=$(TOOLS)/actionlint-$(ACTIONLINT_VERSION) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); }
 	@ln -sf $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)/actionlint $@
 
 bin/helm: Makefile
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build helm"; exit 1; }
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build helm"; exit 1; }
 	@mkdir -p bin $(TOOLS)/helm-$(HELM_VERSION)
 	@[ -x $(TOOLS)/helm-$(HELM_VERSION)/helm ] || { echo "building helm $(HELM_VERSION) with go install"; \
 	  GOBIN=$(TOOLS)/helm-$(HELM_VERSION) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
@@ -109,7 +109,7 @@ cluster-tools: setup bin/kind bin/kubectl bin/pulumi ## install kind, kubectl an
 	@rm -rf $(GOCACHE)
 
 bin/kind: Makefile
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build kind"; exit 1; }
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build kind"; exit 1; }
 	@mkdir -p bin $(TOOLS)/kind-$(KIND_VERSION)
 	@[ -x $(TOOLS)/kind-$(KIND_VERSION)/kind ] || { echo "building kind $(KIND_VERSION) with go install"; \
 	  GOBIN=$(TOOLS)/kind-$(KIND_VERSION) go install sigs.k8s.io/kind@$(KIND_VERSION); }
@@ -166,7 +166,7 @@ bench: setup bin/vegeta ## benchmarks: ratios against bare clients and peers, on
 
 # The API benchmark's load generator (open loop, fixed rate; see bench/api.py).
 bin/vegeta: Makefile
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.24+ (https://go.dev/dl) to build vegeta"; exit 1; }
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build vegeta"; exit 1; }
 	@mkdir -p bin $(TOOLS)/vegeta-$(VEGETA_VERSION)
 	@[ -x $(TOOLS)/vegeta-$(VEGETA_VERSION)/vegeta ] || { echo "building vegeta $(VEGETA_VERSION) with go install"; \
 	  GOBIN=$(TOOLS)/vegeta-$(VEGETA_VERSION) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION); }
@@ -177,7 +177,7 @@ local: setup ## the whole platform on this machine (no Docker): brokers, service
 	$(PY) -m infra.local $(LOCAL_ARGS)
 
 .PHONY: brokers
-brokers: setup ## start Kafka, RabbitMQ, PostgreSQL and the registry here and print their TIDE_* variables
+brokers: setup ## start Kafka, RabbitMQ and PostgreSQL here and print their TIDE_* variables
 	$(PY) -m tests.harness
 
 .PHONY: clean

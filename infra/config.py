@@ -64,6 +64,16 @@ class PostgresSettings(_Section):
     instances: int = Field(default=1, ge=1, le=5)
     storage: Storage = Storage(type="persistent-claim", size="2Gi")
 
+    @model_validator(mode="after")
+    def _storage_is_a_claim(self) -> Self:
+        # CloudNativePG keeps PGDATA on a claim, always: it has no ephemeral storage.
+        if self.storage.type != "persistent-claim":
+            raise ValueError(
+                f"storage.type {self.storage.type!r} is not possible: CloudNativePG keeps its"
+                " data on a persistent claim; set persistent-claim"
+            )
+        return self
+
 
 class Versions(_Section):
     """Upstream charts and manifests, pinned. Bump deliberately; they are tested together."""

@@ -129,6 +129,13 @@ def pulumi_up(stack: LocalStack) -> dict[str, Any]:
     return stack.outputs()
 
 
+def stack_outputs() -> dict[str, Any]:
+    """The kind stack's outputs (namespaces, endpoints), secrets shown."""
+    stack = local_stack()
+    stack.write_project()
+    return stack.outputs()
+
+
 def pending(namespaces: list[str]) -> list[Pending]:
     """Everything in Tide's namespaces that is not Ready yet."""
     from kubernetes import client, config  # noqa: PLC0415 - only when a cluster is at hand
@@ -247,10 +254,10 @@ def env() -> None:
 
     from kubernetes import client, config  # noqa: PLC0415
 
+    # The namespace the stack made (its prefix is a setting), not a name assumed here.
+    apps = stack_outputs()[outputs.NAMESPACES]["apps"]
     config.load_kube_config(context=f"kind-{_cluster_name()}")  # type: ignore[no-untyped-call]
-    secret = client.CoreV1Api().read_namespaced_secret(
-        kafka_credentials_secret(OPERATOR), "tide-apps"
-    )
+    secret = client.CoreV1Api().read_namespaced_secret(kafka_credentials_secret(OPERATOR), apps)
     password = base64.b64decode((secret.data or {})["password"]).decode()
     exports = {
         "TIDE_KAFKA_BOOTSTRAP": "localhost:30092",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -22,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
+from tide.apps.bodies import MAX_DEPTH
 from tide.catalog import CATALOG
 from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
@@ -45,6 +48,41 @@ CONFORMANCE = [
     content_type_conformance,
     response_schema_conformance,
 ]
+
+
+@dataclass(frozen=True)
+class NestedBody:
+    """A JSON body with arrays or objects nested `depth` levels deep in all."""
+
+    content: bytes
+    depth: int
+
+    @property
+    def too_deep(self) -> bool:
+        return self.depth > MAX_DEPTH
+
+
+def _nest(body: dict[str, object], key: str | None, levels: int, opener: str) -> NestedBody:
+    closer = "]" if opener == "[" else "}"
+    nested = opener * levels + "1" + closer * levels
+    if key is None:
+        return NestedBody(nested.encode(), levels)
+    content = json.dumps({**body, key: "@nested@"}).replace('"@nested@"', nested)
+    return NestedBody(content.encode(), levels + 1)
+
+
+def nested_bodies(body: dict[str, object]) -> st.SearchStrategy[NestedBody]:
+    """`body` with one of its values, or the whole of it, replaced by arrays or objects nested
+    from flat to far past every parser's limit: orjson's 1,023 levels, Python's recursion
+    limit, and the 950 to 1,023 between them that used to be a 500."""
+    depths = st.integers(0, 3000) | st.sampled_from([MAX_DEPTH, 950, 1000, 1023, 1024])
+    return st.builds(
+        _nest,
+        st.just(body),
+        st.sampled_from([None, *body]),
+        depths,
+        st.sampled_from(["[", '{"k":']),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -51,8 +51,13 @@ def uses_kafka(catalog: Catalog, service: str) -> bool:
 
 
 def _acl(kind: str, name: str, operations: list[str]) -> dict[str, Any]:
+    # A cluster resource has only a type; Strimzi reports `name` and `patternType` on
+    # it as UnknownFields in the KafkaUser's status.
+    resource = {"type": kind}
+    if kind != "cluster":
+        resource |= {"name": name, "patternType": "literal"}
     return {
-        "resource": {"type": kind, "name": name, "patternType": "literal"},
+        "resource": resource,
         "operations": operations,
         "host": "*",
     }

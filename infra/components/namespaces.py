@@ -96,14 +96,9 @@ def _default_deny(parent: pulumi.Resource, role: str, namespace: k8s.core.v1.Nam
             pod_selector=k8s.meta.v1.LabelSelectorArgs(),
             policy_types=["Egress"],
             egress=[
+                # Port 53 to any destination: a node-local DNS cache listens on the node
+                # (a link-local address, host network), not in a kube-system pod.
                 k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                    to=[
-                        k8s.networking.v1.NetworkPolicyPeerArgs(
-                            namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                                match_labels={"kubernetes.io/metadata.name": "kube-system"}
-                            )
-                        )
-                    ],
                     ports=[
                         k8s.networking.v1.NetworkPolicyPortArgs(protocol="UDP", port=53),
                         k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=53),

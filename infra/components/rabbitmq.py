@@ -98,9 +98,13 @@ class RabbitMQ(PlatformComponent):
             opts=child,
         )
         settings = args.settings
-        persistence: dict[str, object] = {"storage": settings.storage.size}
-        if settings.storage.storage_class:
-            persistence["storageClassName"] = settings.storage.storage_class
+        # Storage "0" makes the operator mount an emptyDir, no claim (cluster-operator
+        # v2.16.0, internal/resource/statefulset.go): what `ephemeral` asks for.
+        persistence: dict[str, object] = {"storage": "0"}
+        if settings.storage.type == "persistent-claim":
+            persistence = {"storage": settings.storage.size}
+            if settings.storage.storage_class:
+                persistence["storageClassName"] = settings.storage.storage_class
         self.cluster = k8s.apiextensions.CustomResource(
             name,
             api_version="rabbitmq.com/v1beta1",

@@ -34,7 +34,9 @@ def strimzi_chart(
                 "watchNamespaces": args.watch_namespaces,
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "384Mi"},
-                    "limits": {"memory": "512Mi"},
+                    # Helm fills in every key the values omit, and the chart's default
+                    # limits.cpu is 1000m: only an explicit null removes it.
+                    "limits": {"memory": "512Mi", "cpu": None},
                 },
             },
             opts=opts,

@@ -31,8 +31,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
 app.add_typer(topics_app, name="topics")
-# Errors are single lines a log collector keeps whole: never wrapped at the terminal width.
-err = Console(stderr=True, soft_wrap=True)
+# Errors are single lines a log collector keeps whole: never wrapped at the terminal width,
+# and plain text: a message quoting `[a-z0-9-]` lost it to Rich's markup.
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 out = Console()
 
 EXIT_USAGE = 2
@@ -66,7 +67,7 @@ def main() -> None:
         if _debug:
             raise
         code, line = _explain(exc)
-        err.print(f"[red]error:[/] {line}")
+        err.print(f"error: {line}")
         if code == 1:
             err.print("run it again with --debug for the traceback")
         sys.exit(code)
@@ -102,10 +103,10 @@ def _settings(*required: str) -> Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             if "TIDE_" not in message:  # pydantic's own messages do not name the variable
                 message = f"TIDE_{str(error['loc'][0]).upper()}: {message}"
-            err.print(f"[red]error:[/] {message}")
+            err.print(f"error: {message}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (ValueError, MissingSettingError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"error: {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
     configure_logging(settings.log_format, settings.log_level)
     return settings
@@ -121,6 +122,7 @@ def run(
         NotDrainedError,
         NotRunnableError,
         PortInUseError,
+        QueueMissingError,
         RunnerDiedError,
         run_service,
     )
@@ -130,20 +132,20 @@ def run(
         _run_all()
         return
     if service is None:
-        err.print("[red]error:[/] name a service or pass --all; known: " + ", ".join(known))
+        err.print("error: name a service or pass --all; known: " + ", ".join(known))
         raise typer.Exit(EXIT_USAGE)
     if service not in known:
-        err.print(f"[red]error:[/] unknown service {service!r}; known: " + ", ".join(known))
+        err.print(f"error: unknown service {service!r}; known: " + ", ".join(known))
         raise typer.Exit(EXIT_USAGE)
     settings = _settings()
     try:
         run_service(service, settings, settings.catalog())
-    except (MissingSettingError, NotRunnableError, PortInUseError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (MissingSettingError, NotRunnableError, PortInUseError, QueueMissingError) as exc:
+        err.print(f"error: {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (RunnerDiedError, NotDrainedError) as exc:
         # Logged with its traceback where it died; exit 1 so it is started again.
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"error: {exc}")
         raise typer.Exit(1) from None
 
 
@@ -208,7 +210,7 @@ def _postgres_unreachable(dsn: str, exc: Exception) -> NoReturn:
 
     where = psycopg.conninfo.conninfo_to_dict(dsn)
     err.print(
-        f"[red]error:[/] cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
+        f"error: cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
         f" (database {where.get('dbname')}): {str(exc).strip().splitlines()[0]}"
     )
     raise typer.Exit(EXIT_UNAVAILABLE) from None
@@ -246,11 +248,11 @@ def register() -> None:
             client.set_compatibility(event.subject, "BACKWARD")
             schema_id = client.register_schema(event.subject, Schema(schema_text(event), "JSON"))
         except SchemaRegistryError as exc:
-            err.print(f"[red]error:[/] the schema registry at {url} refused {event.subject}: {exc}")
+            err.print(f"error: the schema registry at {url} refused {event.subject}: {exc}")
             raise typer.Exit(1) from None
         # The client raises its HTTP library's transport errors (httpx or httpx2, by install).
         except Exception as exc:  # noqa: BLE001
-            err.print(f"[red]error:[/] cannot reach the schema registry at {url}: {exc}")
+            err.print(f"error: cannot reach the schema registry at {url}: {exc}")
             raise typer.Exit(EXIT_UNAVAILABLE) from None
         out.print(f"{event.subject}: schema id {schema_id}")
 
@@ -319,7 +321,7 @@ def outbox_resend(
     from tide.store.outbox import resend  # noqa: PLC0415
 
     if not ids and not all_:
-        err.print("[red]error:[/] name row ids or pass --all")
+        err.print("error: name row ids or pass --all")
         raise typer.Exit(EXIT_USAGE)
     settings = _settings("postgres_dsn")
     with _database(settings) as conn:
@@ -347,7 +349,7 @@ def _dead_letter_queues(settings: Settings, group: str | None) -> list[Any]:
     catalog = settings.catalog()
     names = [g.name for g in catalog.consumer_groups]
     if group is not None and group not in names:
-        err.print(f"[red]error:[/] unknown group {group!r}; known: " + ", ".join(names))
+        err.print(f"error: unknown group {group!r}; known: " + ", ".join(names))
         raise typer.Exit(EXIT_USAGE)
     chosen = [g for g in catalog.consumer_groups if group is None or g.name == group]
     return [DeadLetterQueue(settings.kafka_client_config(), g) for g in chosen]
@@ -358,7 +360,7 @@ def _event_type(filter_: str | None) -> str | None:
         return None
     key, _, value = filter_.partition("=")
     if key != "type" or not value:
-        err.print(f"[red]error:[/] --filter must look like type=<event type>, got {filter_!r}")
+        err.print(f"error: --filter must look like type=<event type>, got {filter_!r}")
         raise typer.Exit(EXIT_USAGE)
     return value
 
@@ -441,7 +443,7 @@ def dlq_redrive(
 ) -> None:
     """Send dead letters back (after the fix). Safe to interrupt and run again."""
     if to not in {"retry", "original"}:
-        err.print(f"[red]error:[/] --to must be retry or original, got {to!r}")
+        err.print(f"error: --to must be retry or original, got {to!r}")
         raise typer.Exit(EXIT_USAGE)
     settings = _settings("kafka_bootstrap")
     (queue,) = _dead_letter_queues(settings, group)
@@ -511,7 +513,7 @@ def status(
         try:
             return cluster_replicas(sorted({g.service for g in groups}), namespace)
         except Exception as exc:  # noqa: BLE001 - the Kafka view still stands on its own
-            err.print(f"[yellow]warning:[/] no replicas from the cluster: {exc}")
+            err.print(f"warning: no replicas from the cluster: {exc}")
             return {}
 
     def rows() -> list[dict[str, Any]]:
@@ -576,13 +578,13 @@ def scale(
     from tide.scaling import ScaleRefusedError, apply, scale_plan  # noqa: PLC0415
 
     if replicas != "auto" and not replicas.isdigit():
-        err.print(f"[red]error:[/] replicas must be a number or auto, got {replicas!r}")
+        err.print(f"error: replicas must be a number or auto, got {replicas!r}")
         raise typer.Exit(EXIT_USAGE)
     target: int | Literal["auto"] = "auto" if replicas == "auto" else int(replicas)
     try:
         plan = scale_plan(CATALOG, service, target, namespace)
     except ScaleRefusedError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     for patch in plan:
         out.print(f"{patch.kind} {patch.namespace}/{patch.name}: {json.dumps(patch.body)}")
@@ -619,14 +621,12 @@ def chaos(
     from tide.store.migrations import migrate  # noqa: PLC0415
 
     if experiment not in EXPERIMENTS:
-        err.print(
-            f"[red]error:[/] unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS)
-        )
+        err.print(f"error: unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS))
         raise typer.Exit(EXIT_USAGE)
     settings = _settings("kafka_bootstrap", "postgres_dsn", "rabbitmq_url")
     if experiment in BROKER_EXPERIMENTS and not settings.chaos_control_url:
         err.print(
-            f"[red]error:[/] {experiment} stops a broker: set TIDE_CHAOS_CONTROL_URL "
+            f"error: {experiment} stops a broker: set TIDE_CHAOS_CONTROL_URL "
             "(`make brokers` prints it) or run the chaos suite (`make test`)"
         )
         raise typer.Exit(EXIT_CONFIG)
@@ -648,7 +648,7 @@ def chaos(
             report = EXPERIMENTS[experiment](run)
         except (TimeoutError, RuntimeError) as exc:
             platform.stop()
-            err.print(f"[red]error:[/] {experiment} could not run: {exc}")
+            err.print(f"error: {experiment} could not run: {exc}")
             err.print(f"service logs: {workdir}")
             raise typer.Exit(EXIT_VIOLATED) from None
         progress.update("stopping the platform")

@@ -32,9 +32,32 @@ class Problem(BaseModel):
     detail: str = Field(description="what exactly was wrong, naming the field or the part at fault")
 
 
+# Seconds a 503's Retry-After asks a client to wait: what is down is often back within it,
+# and an answer that comes at once must not invite a tight retry loop.
+RETRY_AFTER_S = 1
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the statuses a route answers with a Problem."""
-    return {status: {"model": Problem} for status in statuses}
+    return {
+        status: {"model": Problem, **({"headers": _RETRY_AFTER} if status == 503 else {})}
+        for status in statuses
+    }
+
+
+def unavailable(error: str, detail: str) -> JSONResponse:
+    """A 503 Problem; every 503 carries Retry-After."""
+    return JSONResponse(
+        {"error": error, "detail": detail},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 _P = ParamSpec("_P")
@@ -78,7 +101,7 @@ def add_health_routes(
     async def healthz() -> Response:
         reason = None if alive is None else await asyncio.to_thread(alive)
         if reason is not None:
-            return JSONResponse({"error": "not alive", "detail": reason}, status_code=503)
+            return unavailable("not alive", reason)
         return PlainTextResponse("ok")
 
     @app.get("/readyz", response_class=PlainTextResponse, responses=problems(503))
@@ -86,20 +109,21 @@ def add_health_routes(
         # Checks talk to brokers: keep them off the event loop.
         reason = await asyncio.to_thread(ready)
         if reason is not None:
-            return JSONResponse({"error": "not ready", "detail": reason}, status_code=503)
+            return unavailable("not ready", reason)
         return PlainTextResponse("ready")
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    async def unavailable(_request: Request, exc: Exception) -> Response:
+    async def platform_fault(_request: Request, exc: Exception) -> Response:
         # A dependency that is down is not a server bug: 503 with what is down, which
-        # clients retry, never a bare 500 (tide.errors.PLATFORM_ERRORS).
-        return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
+        # clients retry, never a bare 500 (tide.errors.PLATFORM_ERRORS). The subscription
+        # API's load shedding (a pool with no connection to spare) is one of these.
+        return unavailable("unavailable", str(exc))
 
     for fault in PLATFORM_ERRORS:
-        app.add_exception_handler(fault, unavailable)
+        app.add_exception_handler(fault, platform_fault)
 
     async def invalid(_request: Request, exc: Exception) -> Response:
         # FastAPI's own answer echoes the input, which may not encode as JSON (NaN, a lone

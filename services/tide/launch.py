@@ -25,7 +25,12 @@ from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Liveness
 from tide.needs import Dependency, Needs, NotRunnableError, Runner, process_needs, runner_of
-from tide.rabbitmq.bus import BlockingRabbitPublisher, QueueConsumer
+from tide.rabbitmq.bus import (
+    BlockingRabbitPublisher,
+    QueueConsumer,
+    QueueMissingError,
+    unready_reason,
+)
 from tide.routing import EventRouter
 from tide.settings import Settings
 from tide.store.retention import MarkPruner
@@ -36,6 +41,7 @@ __all__ = [
     "NotDrainedError",
     "NotRunnableError",
     "PortInUseError",
+    "QueueMissingError",
     "RunnerDiedError",
     "check_needs",
     "run_service",
@@ -195,7 +201,15 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
         threading.Thread(target=supervised, args=(r,), name=f"group-{r.group.name}")
         for r in runners
     ]
-    health = HealthServer(kafka.unready_reason, settings.http_port, alive=liveness.problem)
+
+    def unready() -> str | None:
+        # Ready only when every broker this process writes to takes a connection.
+        reason = kafka.unready_reason()
+        if reason is None and rabbit is not None:
+            reason = unready_reason(settings.rabbitmq_url.get_secret_value())
+        return reason
+
+    health = HealthServer(unready, settings.http_port, alive=liveness.problem)
 
     _on_stop_signals(stop_all)
     health.start()
@@ -233,7 +247,8 @@ async def _run_queue_workers(name: str, settings: Settings, catalog: Catalog) ->
         )
         for worker in catalog.workers_of(name)
     ]
-    health = HealthServer(lambda: None, settings.http_port)
+    url = settings.rabbitmq_url.get_secret_value()
+    health = HealthServer(lambda: unready_reason(url), settings.http_port)
     health.start()
     await asyncio.gather(*(c.run(stop) for c in consumers))
     health.stop()

@@ -60,6 +60,11 @@ def test_a_retry_after_a_503_in_doubt_has_one_effect(
         finally:
             own_kafka.thaw()
         assert doubtful.status_code == 503, doubtful.text
+        # Kafka may have the event: the answer must not say it was refused.
+        assert doubtful.json()["error"] == "outcome unknown", doubtful.text
+        assert "may or may not have been written" in doubtful.json()["detail"]
+        assert "same Idempotency-Key, or the same event id, is safe" in doubtful.text
+        assert doubtful.headers["retry-after"] == "1"
         retried = api.post("/v1/events", content=json.dumps(rating), headers=headers)
         assert retried.status_code == 202, retried.text
     event_id = retried.json()["id"]

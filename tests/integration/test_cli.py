@@ -160,3 +160,33 @@ def test_a_service_whose_http_port_is_taken_exits_3_naming_it(brokers: Brokers) 
     assert result.returncode == EXIT_CONFIG, result.stderr
     (line,) = _lines(result.stderr)[-1:]
     assert f"cannot listen on 0.0.0.0:{port} (TIDE_HTTP_PORT)" in line, result.stderr
+
+
+def test_errors_print_as_plain_text_not_terminal_markup() -> None:
+    # Rich took `[a-z0-9-]` for markup: "String should match pattern '^{0,20}$'".
+    result = _tide(["topics", "create"], {"TIDE_CATALOG_SUFFIX": "UPPER"})
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "[a-z0-9-]" in result.stderr, result.stderr
+
+
+def test_a_worker_whose_queue_is_not_declared_exits_3_naming_it(
+    brokers: Brokers, database: str
+) -> None:
+    # The queue of a private catalog copy was never declared: a restart cannot mend that.
+    env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": unique("nq")}
+    env["TIDE_HTTP_PORT"] = str(free_port())
+    env["TIDE_POSTGRES_DSN"] = database
+    result = _tide(["run", "notification-worker"], env)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "is not declared on RabbitMQ at 127.0.0.1:" in result.stderr, result.stderr
+
+
+def test_rabbitmq_refusing_a_worker_names_rabbitmq(brokers: Brokers, database: str) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    env = {**brokers.as_env(), "TIDE_RABBITMQ_URL": closed, "TIDE_POSTGRES_DSN": database}
+    env["TIDE_HTTP_PORT"] = str(free_port())
+    result = _tide(["run", "notification-worker"], env)
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    (line,) = [line for line in _lines(result.stderr) if line.startswith("error:")]
+    assert line.startswith(f"error: RabbitMQ at 127.0.0.1:{closed.split(':')[3]}"), line
+    assert "guest" not in line, "credentials are not printed"

@@ -73,9 +73,11 @@ def test_the_api_answers_503_naming_the_registry_when_it_is_down(
     with TestClient(create_app(catalog, publisher, max_body_bytes=4096)) as api:
         response = api.post("/v1/events", json=body)
     assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
     problem = response.json()
     assert problem["error"] == "event not accepted"
     assert "schema registry unavailable" in problem["detail"]
+    assert "it was not sent" in problem["detail"]
     assert issubclass(RegistryUnavailableError, PlatformUnavailableError)
 
 
@@ -92,6 +94,7 @@ def test_the_subscription_api_answers_503_naming_postgresql_when_it_is_down(
         )
         ready = api.get("/readyz")
     assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == "unavailable"
     assert "connection" in response.json()["detail"]
     assert ready.status_code == 503

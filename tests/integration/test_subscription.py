@@ -20,8 +20,9 @@ from schemathesis import GenerationMode
 
 from tests.conftest import unique
 from tests.harness import Brokers
-from tests.runtime_fixtures import CONFORMANCE
-from tide.apps.subscription import OVERVIEW, POOL_SIZE, create_app
+from tests.runtime_fixtures import CONFORMANCE, NestedBody, nested_bodies
+from tide.apps.bodies import MAX_DEPTH
+from tide.apps.subscription import MAX_BODY_BYTES, OVERVIEW, POOL_SIZE, create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.ports import free_port
@@ -175,6 +176,24 @@ def test_a_start_body_the_api_cannot_take_is_a_4xx_never_a_500(
     assert response.json()["detail"], response.text
 
 
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, 950, 1000, 1023, 1024, 2000])
+def test_a_deeply_nested_start_body_is_a_400_naming_it_never_a_500(
+    service: TestClient, depth: int
+) -> None:
+    body = b'{"user_id":"u1","plan":' + b"[" * depth + b"]" * depth + b"}"
+    response = service.post(
+        f"/v1/subscriptions/{unique('sub')}/start",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    if depth + 1 > MAX_DEPTH:
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "nested too deep", response.text
+        assert f"deeper than {MAX_DEPTH} levels" in response.json()["detail"]
+    else:
+        assert response.status_code == 422, response.text
+
+
 def test_300_concurrent_requests_are_all_answered_from_a_bounded_pool(
     brokers: Brokers, catalog: Catalog, database: str
 ) -> None:
@@ -190,24 +209,29 @@ def test_300_concurrent_requests_are_all_answered_from_a_bounded_pool(
     thread.start()
     try:
         wait_until(lambda: server.started, timeout=30, what="the API listening")
-        statuses = asyncio.run(_concurrent_reads(f"http://127.0.0.1:{port}", 300))
+        statuses, shed_with_retry_after = asyncio.run(
+            _concurrent_reads(f"http://127.0.0.1:{port}", 300)
+        )
         busiest = _connections(database)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
     assert sum(statuses.values()) == 300, statuses
     assert set(statuses) <= {404, 503}, f"answers other than 404 or a shed 503: {statuses}"
+    assert statuses[503] == shed_with_retry_after, "a shed 503 without Retry-After"
     assert statuses[404] > 0, statuses
     assert 0 < busiest <= POOL_SIZE, f"{busiest} pooled connections, the pool holds {POOL_SIZE}"
 
 
-async def _concurrent_reads(base: str, count: int) -> Counter[int]:
+async def _concurrent_reads(base: str, count: int) -> tuple[Counter[int], int]:
+    """The answers' statuses, and how many 503s carried Retry-After."""
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         answers = await asyncio.gather(
             *(client.get(f"/v1/subscriptions/{unique('none')}") for _ in range(count))
         )
-    return Counter(answer.status_code for answer in answers)
+    shed = [a for a in answers if a.status_code == 503]
+    return Counter(a.status_code for a in answers), sum("retry-after" in a.headers for a in shed)
 
 
 def _connections(database: str) -> int:
@@ -251,6 +275,29 @@ def test_generated_requests_to_every_operation_get_a_documented_answer_never_a_5
             case.validate_response(response, checks=CONFORMANCE)
 
         conforms()
+
+    # Start bodies nested to any depth: no generator draws those from the document.
+    with TestClient(app) as client:
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(body=nested_bodies({"user_id": "u1", "plan": "basic"}))
+        def deep(body: NestedBody) -> None:
+            response = client.post(
+                f"/v1/subscriptions/{unique('sub')}/start",
+                content=body.content,
+                headers={"content-type": "application/json"},
+            )
+            seen[response.status_code] += 1
+            if len(body.content) > MAX_BODY_BYTES:
+                assert response.status_code == 413, response.text
+            elif body.too_deep:
+                assert response.status_code == 400, response.text
+                assert response.json()["error"] == "nested too deep", response.text
+            else:
+                assert response.status_code in {400, 422}, (body.depth, response.text)
+            assert set(response.json()) == {"error", "detail"}, response.text
+
+        deep()
     publisher.close()
     assert sum(seen.values()) >= 100, seen
     print(f"\nsubscription fuzz: {sum(seen.values())} requests, statuses {dict(seen)}")

@@ -6,6 +6,7 @@ import json
 import select
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -18,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from tests.harness import Brokers
-from tests.runtime_fixtures import CONFORMANCE
+from tests.runtime_fixtures import CONFORMANCE, NestedBody, nested_bodies
+from tide.apps.bodies import MAX_DEPTH
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
@@ -109,17 +111,51 @@ def test_bad_input_gets_a_4xx_that_names_the_problem(
     assert says in response.text
 
 
-def test_unreachable_kafka_is_a_503_and_readiness_says_why(catalog: Catalog) -> None:
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, 945, 950, 1000, 1023, 1024, 2000])
+def test_deep_nesting_is_refused_with_a_400_naming_it_never_a_500(
+    api: TestClient, depth: int
+) -> None:
+    # 950 to 1,023 levels passed orjson, then hit Python's recursion limit in a second
+    # parse for duplicate keys: a 500 with a traceback.
+    body = b'{"type":"video.rated","data":' + b"[" * depth + b"]" * depth + b"}"
+    response = api.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    if depth + 1 > MAX_DEPTH:
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "error": "nested too deep",
+            "detail": f"arrays and objects nested deeper than {MAX_DEPTH} levels (at char"
+            f" {29 + MAX_DEPTH - 1})",
+        }
+    else:
+        assert response.status_code == 422, response.text
+        assert "data" in response.json()["detail"]
+
+
+def test_unreachable_kafka_is_a_503_at_once_saying_a_retry_is_safe(catalog: Catalog) -> None:
+    # The API used to wait out its publish timeout while its own readiness already said
+    # Kafka was down, and then said "not accepted" of events it could not know about.
+    publish_timeout_s = 30
     publisher = EventPublisher(
-        {"bootstrap.servers": f"127.0.0.1:{free_port()}"}, EventCodec(catalog), timeout_s=1
+        {"bootstrap.servers": f"127.0.0.1:{free_port()}"},
+        EventCodec(catalog),
+        timeout_s=publish_timeout_s,
     )
     with TestClient(create_app(catalog, publisher, max_body_bytes=MAX_BODY)) as client:
-        response = client.post("/v1/events", json=started())
-        assert response.status_code == 503
-        assert response.json()["error"] == "event not accepted"
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert "Kafka unreachable" in ready.json()["detail"]
+        assert ready.headers["retry-after"] == "1"
+        asked = time.monotonic()
+        response = client.post("/v1/events", json=started(), headers={"idempotency-key": "k-9"})
+        answered_s = time.monotonic() - asked
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    problem = response.json()
+    assert problem["error"] == "event not accepted"
+    assert "Kafka unreachable" in problem["detail"]
+    assert "it was not sent" in problem["detail"]
+    assert "same Idempotency-Key, or the same event id, is safe" in problem["detail"]
+    assert answered_s < publish_timeout_s / 3, f"answered after {answered_s:.1f} s"
 
 
 def _schemathesis_app(brokers: Brokers, catalog: Catalog) -> FastAPI:
@@ -147,6 +183,27 @@ def test_generated_requests_get_a_documented_answer_never_a_5xx(
 
         with TestClient(app):  # runs the lifespan, so the publisher is flushed at the end
             conforms()
+    # Bodies nested to any depth: no generator draws those from the document.
+    app = _schemathesis_app(brokers, catalog)
+    with TestClient(app) as client:
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(body=nested_bodies({"type": "video.rated", "data": {"user_id": "u1"}}))
+        def deep(body: NestedBody) -> None:
+            response = client.post(
+                "/v1/events", content=body.content, headers={"content-type": "application/json"}
+            )
+            seen.append(response.status_code)
+            if len(body.content) > MAX_BODY:
+                assert response.status_code == 413, response.text
+            elif body.too_deep:
+                assert response.status_code == 400, response.text
+                assert response.json()["error"] == "nested too deep", response.text
+            else:
+                assert response.status_code in {400, 422}, (body.depth, response.text)
+            assert set(response.json()) == {"error", "detail"}, response.text
+
+        deep()
     assert len(seen) >= 40
     print(f"\nvideo-service fuzz: {len(seen)} requests, statuses {dict(Counter(seen))}")
 

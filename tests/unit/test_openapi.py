@@ -71,3 +71,16 @@ def test_every_field_of_every_body_is_described(name: str) -> None:
     }
     bare = list(_bare_fields(document, ""))
     assert not bare, f"{name}: fields without a description: {bare}"
+
+
+@pytest.mark.parametrize("name", ["video-service", "subscription"])
+def test_every_503_declares_retry_after(name: str) -> None:
+    document = _apps()[name].openapi()
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "503" in operation["responses"]
+        and "Retry-After" not in operation["responses"]["503"].get("headers", {})
+    ]
+    assert not missing, f"503 without Retry-After: {missing}"

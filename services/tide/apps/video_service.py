@@ -1,9 +1,12 @@
 """The player's HTTP API: accepts watch events and answers 202 once Kafka has them.
 
 No consumer is on the request path. Bad input is a 4xx that names the problem:
-400 malformed JSON (a key given twice too), 408 a body that stalls, 413 oversized
-body, 415 not JSON, 422 unknown type or schema-invalid data (tide.apps.bodies).
-A broker that does not confirm in time is a 503; an accepted event is never lost.
+400 malformed JSON (a key given twice too) or nesting too deep, 408 a body that stalls,
+413 oversized body, 415 not JSON, 422 unknown type or schema-invalid data (tide.apps.bodies).
+A 503 says whether the event was sent: not at all (Kafka known unreachable, the registry
+down), or sent without Kafka's confirmation in time (outcome unknown); each carries
+Retry-After and says that a retry with the same Idempotency-Key or event id is safe.
+An accepted event is never lost.
 """
 
 from __future__ import annotations
@@ -24,12 +27,18 @@ from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
-from tide.health import add_health_routes, problems, timed
-from tide.kafka.producer import EventPublisher, PublishError
+from tide.health import add_health_routes, problems, timed, unavailable
+from tide.kafka.producer import EventPublisher, NotSentError, PublishError
 from tide.topology import Catalog
 
 log = logging.getLogger(__name__)
 SOURCE = "/video-service"
+# Every 503 says so: the event id is derived from the key and the content (or is the
+# client's own), so a second copy in Kafka has no second effect.
+_SAFE_RETRY = (
+    "Retrying with the same Idempotency-Key, or the same event id, is safe: the event"
+    " takes effect once"
+)
 
 
 class EventIn(BaseModel):
@@ -190,9 +199,7 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
         except (InvalidEventError, UnknownEventTypeError) as exc:
             return _problem(422, "invalid event", str(exc))
         except PlatformUnavailableError as exc:  # Kafka, or the schema registry
-            log.error("event not accepted: %s", exc)
-            why = "Kafka did not confirm it" if isinstance(exc, PublishError) else str(exc)
-            return _problem(503, "event not accepted", f"{why}; retry later")
+            return _unavailable(exc)
         accepted = Accepted(
             id=event.id,
             type=event.type,
@@ -207,6 +214,20 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
     add_health_routes(app, publisher.unready_reason)
 
     return app
+
+
+def _unavailable(exc: PlatformUnavailableError) -> JSONResponse:
+    """503, saying whether the event was sent: a publish Kafka did not confirm may have
+    been written, the rest (Kafka known unreachable, the registry down) never left."""
+    if isinstance(exc, PublishError) and not isinstance(exc, NotSentError):
+        log.error("event in doubt: %s", exc)
+        return unavailable(
+            "outcome unknown",
+            f"Kafka did not confirm the event in time ({exc}): it may or may not have been"
+            f" written. {_SAFE_RETRY}",
+        )
+    log.error("event not accepted: %s", exc)
+    return unavailable("event not accepted", f"{exc}; it was not sent. {_SAFE_RETRY}")
 
 
 def _first(exc: ValueError) -> str:

@@ -35,6 +35,10 @@ UNJOINED_BOUND_S = 90.0
 # How long a poll waits for a first record: the loop's tick when idle (lag reports, the
 # wedge watch, the liveness heartbeat), never a record's delay.
 POLL_WAIT_S = 0.5
+# A stop ends within this, broker or no broker (the chart's grace period is 45 s): the
+# batch in hand (its acks wait at most the publish timeout), then close(), which commits
+# what is stored and gives up after about session.timeout.ms without a coordinator.
+DRAIN_BOUND_S = 30.0
 
 
 def consumer_config(client: dict[str, Any], group: ConsumerGroup) -> dict[str, Any]:
@@ -309,9 +313,12 @@ class ConsumerRunner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Hand over what is done before the partitions move (no re-processing storm).
+        # Not when closing: close() commits by itself, within its bound; a synchronous
+        # commit with no broker waits for a coordinator for ever.
         if consumer is self._consumer:
             self._forget_pauses(consumer, partitions)
-            self._commit()
+            if not self._stop.is_set():
+                self._commit()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if consumer is self._consumer:
@@ -350,7 +357,9 @@ class ConsumerRunner:
                 )
 
     def _close(self) -> None:
-        self._commit()
+        # close() commits the stored offsets (auto-commit is on) and, with no coordinator,
+        # gives up after about session.timeout.ms. A commit(asynchronous=False) before it
+        # waited for one for ever: a stop after Kafka went never ended (DRAIN_BOUND_S).
         self._consumer.close()
         self._router.flush(self._timeout_s)
         log.info("group %s closed", self.group.name)

@@ -31,7 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class PublishError(PlatformUnavailableError):
-    """The broker did not confirm an event in time; it may not have been written."""
+    """The broker did not confirm an event in time; it may or may not have been written."""
+
+
+class NotSentError(PublishError):
+    """The event was never handed to Kafka (known unreachable, the local queue full, the
+    publisher closed): it was not written."""
+
+
+# While librdkafka reports every broker down, this producer asks Kafka this often (on its
+# callback thread) whether it answers again.
+UNREACHABLE_PROBE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,12 @@ class EventPublisher:
         self.codec = codec
         self.timeout_s = timeout_s
         self._client = client
-        self._producer = Producer(producer_config(client, timeout_s))
+        # Why Kafka is known unreachable, and since when: librdkafka's own report that every
+        # broker is down, or a failed readiness probe. A request then gets its 503 at once
+        # instead of after the publish timeout; a delivery or a probe that answers clears it.
+        self._unreachable: tuple[str, float] | None = None
+        self._last_probe = 0.0
+        self._producer = self._new_producer()
         # Deliveries failing with none acknowledged since: how long this producer has been
         # out of service (tide.kafka.wedge replaces it when Kafka answers meanwhile).
         self._failing_since: float | None = None
@@ -78,13 +93,49 @@ class EventPublisher:
         )
         self._poller.start()
 
+    def _new_producer(self) -> Producer:
+        return Producer(
+            {**producer_config(self._client, self.timeout_s), "error_cb": self._on_error}
+        )
+
+    def _on_error(self, error: KafkaError) -> None:
+        # Served by poll() on the callback thread; librdkafka logs every error itself.
+        if error.code() == KafkaError._ALL_BROKERS_DOWN and self._unreachable is None:
+            self._unreachable = (f"Kafka unreachable: {error.str()}", time.monotonic())
+
     def _serve_callbacks(self) -> None:
         while not self._closing.is_set():
             self._producer.poll(0.1)
+            self._probe_if_unreachable()
             self._replace_if_wedged()
 
+    def _probe_if_unreachable(self) -> None:
+        if self._unreachable is None:
+            return
+        now = time.monotonic()
+        if now - self._last_probe < UNREACHABLE_PROBE_EVERY_S:
+            return
+        self._last_probe = now
+        self._check_reachable(timeout_s=UNREACHABLE_PROBE_EVERY_S)
+
+    def _check_reachable(self, timeout_s: float) -> str | None:
+        """Ask Kafka for metadata through this producer; records and returns why it is
+        unreachable, or clears that and returns None."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            reason = f"Kafka unreachable: {exc}"
+            since = time.monotonic() if self._unreachable is None else self._unreachable[1]
+            self._unreachable = (reason, since)
+            return reason
+        self._unreachable = None
+        return None
+
     def _replace_if_wedged(self) -> None:
-        failing = self._failing_since
+        # Known unreachable counts as out of service too: nothing is sent meanwhile, so no
+        # delivery fails, and a wedged client would otherwise never be replaced.
+        out_since = [t for t in (self._failing_since, self._unreachable_since()) if t is not None]
+        failing = min(out_since, default=None)
         if failing is None or not self._wedge.wedged(failing) or self._closing.is_set():
             return
         log.warning(
@@ -94,8 +145,9 @@ class EventPublisher:
         )
         metrics.PRODUCER_REPLACEMENTS.inc()
         wedged = self._producer
-        self._producer = Producer(producer_config(self._client, self.timeout_s))
+        self._producer = self._new_producer()
         self._failing_since = None
+        self._unreachable = None
         self._wedge.replaced()
         # Its queued messages time out and report failure (their requests were answered
         # 503, or their records wait in place): someone must serve those reports.
@@ -118,7 +170,11 @@ class EventPublisher:
         """Encode and queue an event; its delivery report calls `resolve` or `reject` (on the
         callback thread). Raises PublishError if it cannot be queued."""
         if self._closing.is_set():
-            raise PublishError(f"{event.type} {event.id}: the publisher is closed")
+            raise NotSentError(f"{event.type} {event.id}: the publisher is closed")
+        unreachable = self._unreachable
+        if unreachable is not None:
+            metrics.PUBLISH_FAILURES.labels(event.type, "unreachable").inc()
+            raise NotSentError(f"{event.type} {event.id}: {unreachable[0]}")
         encoded = self.codec.encode(event)
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
@@ -129,6 +185,7 @@ class EventPublisher:
                 reject(PublishError(f"{event.type} {event.id}: {error.str()}"))
             else:
                 self._failing_since = None
+                self._unreachable = None
                 self._counter(event.type, encoded.topic).inc()
                 resolve(
                     Delivery(str(message.topic()), message.partition() or 0, message.offset() or 0)
@@ -144,12 +201,12 @@ class EventPublisher:
             )
         except BufferError as exc:
             metrics.PUBLISH_FAILURES.labels(event.type, "queue_full").inc()
-            raise PublishError(f"{event.type} {event.id}: local producer queue is full") from exc
+            raise NotSentError(f"{event.type} {event.id}: local producer queue is full") from exc
         except KafkaException as exc:
             metrics.PUBLISH_FAILURES.labels(event.type, "produce").inc()
             raise PublishError(f"{event.type} {event.id}: {exc}") from exc
         except RuntimeError as exc:  # closed between the check above and here
-            raise PublishError(f"{event.type} {event.id}: the publisher is closed") from exc
+            raise NotSentError(f"{event.type} {event.id}: the publisher is closed") from exc
 
     def _counter(self, type_: str, topic: str) -> Counter:
         counter = self._published.get((type_, topic))
@@ -207,14 +264,15 @@ class EventPublisher:
             ) from exc
 
     def unready_reason(self) -> str | None:
-        """Why this publisher cannot reach Kafka right now, or None when it can."""
+        """Why this publisher cannot reach Kafka right now, or None when it can. What this
+        finds, requests see too: while Kafka is unreachable they are refused at once."""
         if self._closing.is_set():
             return "the publisher is closed"
-        try:
-            self._producer.list_topics(timeout=2)
-        except KafkaException as exc:
-            return f"Kafka unreachable: {exc}"
-        return None
+        return self._check_reachable(timeout_s=2)
+
+    def _unreachable_since(self) -> float | None:
+        unreachable = self._unreachable
+        return None if unreachable is None else unreachable[1]
 
     def close(self) -> int:
         """Flush what is queued, then release the client; returns (and logs) how many

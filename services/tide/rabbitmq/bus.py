@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
+import aiormq
 import psycopg
 from aio_pika.abc import AbstractIncomingMessage
 from psycopg_pool import ConnectionPool
@@ -44,6 +46,32 @@ class RabbitPublishError(RuntimeError):
 
 class RabbitUnavailableError(PlatformUnavailableError):
     """RabbitMQ could not be reached or did not confirm in time; the message may be lost."""
+
+
+class QueueMissingError(RuntimeError):
+    """A worker's queue is not declared: the topology (definitions) was never loaded, or
+    names another queue. Configuration that can never work by itself (exit 3)."""
+
+
+def broker_address(url: str) -> str:
+    """Where an AMQP URL points, without its credentials: what an error names."""
+    parsed = urlsplit(url)
+    return f"{parsed.hostname or 'localhost'}:{parsed.port or 5672}{parsed.path or '/'}"
+
+
+def unready_reason(url: str, timeout_s: float = 2.0) -> str | None:
+    """Why RabbitMQ at `url` does not take a connection now, or None (a readiness check;
+    blocking, so it runs off the event loop)."""
+
+    async def connect() -> None:
+        connection = await aio_pika.connect(url, timeout=timeout_s)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+        return f"RabbitMQ unreachable at {broker_address(url)}: {exc}"
+    return None
 
 
 class RabbitPublisher:
@@ -227,13 +255,23 @@ class QueueConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; reconnects (connect_robust) after a broker restart."""
         await asyncio.to_thread(self._pool.open)
-        connection = await aio_pika.connect_robust(self.rabbitmq_url)
+        where = broker_address(self.rabbitmq_url)
+        try:
+            connection = await aio_pika.connect_robust(self.rabbitmq_url)
+        except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+            raise RabbitUnavailableError(f"RabbitMQ at {where}: {exc}") from exc
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.worker.prefetch)
             # Passive: the queue's arguments belong to the topology (definitions); a
             # robust channel re-runs this same passive declare when it reconnects.
-            queue = await channel.declare_queue(self.worker.queue, passive=True)
+            try:
+                queue = await channel.declare_queue(self.worker.queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise QueueMissingError(
+                    f"queue {self.worker.queue!r} is not declared on RabbitMQ at {where}: load"
+                    " the catalog's topology (`tide rabbitmq definitions`)"
+                ) from None
             tag = await queue.consume(self._on_message)
             log.info("worker consuming %s", self.worker.queue)
             await stop.wait()

@@ -30,6 +30,8 @@ class Declared:
     secret_inputs: set[str] = field(default_factory=set)
     # The id of an existing object the program reads instead of managing it.
     read: str | None = None
+    # The inputs as the program wrote them: the engine's copy drops a null (`inputs`).
+    props: dict[str, Any] = field(default_factory=dict)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -111,6 +113,7 @@ def run(
     def record(args: pulumi.ResourceTransformationArgs) -> None:
         entry = declared.setdefault((args.type_, args.name), Declared(args.type_, args.name))
         entry.depends_on = {_name(d) for d in _as_list(args.opts.depends_on)}
+        entry.props = dict(args.props)
         parent = args.opts.parent
         entry.parent = (str(getattr(parent, "_type", "")), _name(parent)) if parent else None
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
+import kubernetes
+import pytest
 import yaml
 from infra import outputs
 from infra.components.kafka import EXTERNAL_BOOTSTRAP_NODE_PORT, EXTERNAL_BROKER_NODE_PORT_BASE
@@ -41,3 +45,25 @@ def test_the_kind_stack_names_the_context_of_the_cluster_make_up_creates() -> No
     # engine tier runs it with another context selected, which refuses connections).
     cluster = yaml.safe_load((ROOT / "k8s" / "kind" / "cluster.yaml").read_text())
     assert stack_config("kind")["kubernetes:context"] == f"kind-{cluster['name']}"
+
+
+def test_kind_env_reads_the_operator_secret_from_the_stacks_own_namespace(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It read `tide-apps` whatever the stack's namespacePrefix made.
+
+    from infra import kind, outputs  # noqa: PLC0415
+
+    asked: list[str] = []
+
+    class CoreV1Api:
+        def read_namespaced_secret(self, name: str, namespace: str) -> object:
+            asked.append(namespace)
+            return type("Secret", (), {"data": {"password": base64.b64encode(b"pw").decode()}})
+
+    monkeypatch.setattr(kind, "stack_outputs", lambda: {outputs.NAMESPACES: {"apps": "acme-apps"}})
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda **_: None)
+    monkeypatch.setattr(kubernetes.client, "CoreV1Api", CoreV1Api)
+    kind.env()
+    assert asked == ["acme-apps"]
+    assert "export TIDE_KAFKA_PASSWORD='pw'" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def test_each_kafka_client_has_a_user_with_exactly_its_topics_and_group(program:
     users = {u.inputs["metadata"]["name"]: u.inputs["spec"] for u in program.of_type("KafkaUser")}
     operator = users.pop(OPERATOR)
     operator_grants = {
-        (acl["resource"]["type"], acl["resource"]["name"], op)
+        (acl["resource"]["type"], acl["resource"].get("name"), op)
         for acl in operator["authorization"]["acls"]
         for op in acl["operations"]
     }
