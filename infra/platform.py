@@ -191,6 +191,8 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             version=config.versions.kube_prometheus_stack,
             exposure=config.exposure,
             node_exporter=config.node_exporter,
+            # kind's control plane listens on the node's loopback only (kubeadm's default).
+            control_plane_metrics=config.flavor != "kind",
             credentials=credentials,
             install=installs,
         ),

@@ -38,6 +38,14 @@ OPERATOR_WITHOUT_HOOKS = {
 }
 
 
+# The chart scrapes these control-plane components and alerts when they are absent
+# (KubeSchedulerDown, KubeControllerManagerDown, KubeProxyDown, the etcd group); each of
+# its rule files is rendered only when the component's `enabled` value is true. kind
+# (kubeadm's defaults) binds them to 127.0.0.1 inside the node, where Prometheus cannot
+# reach them, so on kind those alerts would fire for ever on a healthy cluster.
+CONTROL_PLANE_COMPONENTS = ("kubeScheduler", "kubeControllerManager", "kubeEtcd", "kubeProxy")
+
+
 @dataclass(frozen=True, kw_only=True)
 class MonitoringArgs:
     namespace: str
@@ -46,6 +54,8 @@ class MonitoringArgs:
     version: str
     exposure: Exposure
     node_exporter: bool
+    # False on kind: see CONTROL_PLANE_COMPONENTS.
+    control_plane_metrics: bool
     credentials: Credentials
     # False: the cluster's own Prometheus (with prometheus-operator) and Grafana pick up
     # Tide's monitors, rules and dashboards; Tide installs no kube-prometheus-stack.
@@ -85,6 +95,10 @@ class Monitoring(PlatformComponent):
                     "fullnameOverride": RELEASE,
                     "prometheusOperator": OPERATOR_WITHOUT_HOOKS,
                     "nodeExporter": {"enabled": args.node_exporter},
+                    **{
+                        component: {"enabled": args.control_plane_metrics}
+                        for component in CONTROL_PLANE_COMPONENTS
+                    },
                     "prometheus": {
                         "service": exposed(args.exposure.prometheus_node_port),
                         "prometheusSpec": {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.components.kafka import CA_CERT_KEY, CA_SECRET, CLUSTER_NAME
-from infra.components.monitoring import RELEASE
+from infra.components.monitoring import CONTROL_PLANE_COMPONENTS, RELEASE
 from infra.components.service import KAFKA_CA_DIR
 
 from tests.unit.infra.chart import by_kind, render
@@ -166,3 +166,13 @@ def test_plaintext_stacks_mount_no_ca(kind: Program) -> None:
         ):
             assert values["secretFiles"] == []
             assert "TIDE_KAFKA_CA_LOCATION" not in values["env"]
+
+
+def test_kind_monitoring_scrapes_no_control_plane_part_it_cannot_reach(program: Program) -> None:
+    # kube-prometheus-stack renders KubeSchedulerDown, KubeControllerManagerDown,
+    # KubeProxyDown and the etcd rules only while kubeScheduler, kubeControllerManager,
+    # kubeProxy and kubeEtcd are enabled (templates/prometheus/rules-1.14/*.yaml); on kind
+    # they listen on the node's loopback, so enabled they would fire for ever.
+    values = _chart_values(program, RELEASE)
+    for component in CONTROL_PLANE_COMPONENTS:
+        assert values[component]["enabled"] is (program.stack != "kind"), component
