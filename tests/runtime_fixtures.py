@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -69,6 +70,21 @@ def _nest(body: dict[str, object], key: str | None, levels: int, opener: str) ->
         return NestedBody(nested.encode(), levels)
     content = json.dumps({**body, key: "@nested@"}).replace('"@nested@"', nested)
     return NestedBody(content.encode(), levels + 1)
+
+
+def assert_nesting_answered(
+    status: int, answer: dict[str, Any], body: NestedBody, limit: int
+) -> None:
+    """What an API must answer to a nested body: 413 past the size limit, 400 naming the
+    depth past the nesting limit, else its own validation refusal; a Problem body always."""
+    if len(body.content) > limit:
+        assert status == 413, answer
+    elif body.too_deep:
+        assert status == 400, answer
+        assert answer["error"] == "nested too deep", answer
+    else:
+        assert status in {400, 422}, (body.depth, answer)
+    assert set(answer) == {"error", "detail"}, answer
 
 
 def nested_bodies(body: dict[str, object]) -> st.SearchStrategy[NestedBody]:

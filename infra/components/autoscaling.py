@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import pulumi
-import pulumi_kubernetes as k8s
 
 from infra.components.kafka import CA_CERT_KEY, CA_SECRET
 from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.rabbitmq import rabbitmq_credentials_secret
+from infra.components.upstream import HelmRelease
 from tide.topology import Catalog
 
 KEDA_REPOSITORY = "https://kedacore.github.io/charts"
@@ -86,19 +83,8 @@ def scaler_values(
     }
 
 
-def keda_chart(
-    name: str, *, namespace: str, version: str
-) -> Callable[[pulumi.ResourceOptions], object]:
+def keda_chart(name: str, *, namespace: str, version: str) -> HelmRelease:
     """The KEDA operator and its metrics API server; ScaledObjects come with each service."""
-
-    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
-        return k8s.helm.v4.Chart(
-            name,
-            chart="keda",
-            version=version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=KEDA_REPOSITORY),
-            namespace=namespace,
-            opts=opts,
-        )
-
-    return install
+    return HelmRelease(
+        name=name, chart="keda", version=version, namespace=namespace, repository=KEDA_REPOSITORY
+    )

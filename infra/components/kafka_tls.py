@@ -11,7 +11,6 @@ KEDA read the CA from. No private key passes through Pulumi's state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -19,34 +18,28 @@ import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
 from infra.components.kafka import CA_SECRET, CLUSTER_NAME, LISTENER_SECRET
+from infra.components.upstream import HelmRelease
 
 JETSTACK_REPOSITORY = "https://charts.jetstack.io"
 # Ten years for the CA, cert-manager's default (90 days, renewed at two thirds) for the rest.
 _CA_DURATION = "87600h"
 
 
-def cert_manager_chart(
-    name: str, *, namespace: str, version: str
-) -> Callable[[pulumi.ResourceOptions], object]:
+def cert_manager_chart(name: str, *, namespace: str, version: str) -> HelmRelease:
     """cert-manager with its CRDs; ClusterIssuers keep their secrets in `namespace`."""
-
-    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
-        return k8s.helm.v4.Chart(
-            name,
-            chart="cert-manager",
-            version=version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=JETSTACK_REPOSITORY),
-            namespace=namespace,
-            values={
-                "crds": {"enabled": True},
-                "clusterResourceNamespace": namespace,
-                # The chart's startupapicheck is a post-install hook, which Chart v4 skips.
-                "startupapicheck": {"enabled": False},
-            },
-            opts=opts,
-        )
-
-    return install
+    return HelmRelease(
+        name=name,
+        chart="cert-manager",
+        version=version,
+        namespace=namespace,
+        repository=JETSTACK_REPOSITORY,
+        values={
+            "crds": {"enabled": True},
+            "clusterResourceNamespace": namespace,
+            # The chart's startupapicheck is a post-install hook, which Chart v4 skips.
+            "startupapicheck": {"enabled": False},
+        },
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from infra.alerts import rule_groups
 from infra.components.base import PlatformComponent
-from infra.components.upstream import PROMETHEUS_APIS, Operator
+from infra.components.upstream import PROMETHEUS_APIS, HelmRelease, Operator
 from infra.config import Exposure
 from infra.credentials import Credentials
 from infra.dashboards import overview, service_page
@@ -84,50 +84,48 @@ class Monitoring(PlatformComponent):
                 return {"type": "ClusterIP"}
             return {"type": "NodePort", "nodePort": node_port}
 
-        def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
-            return k8s.helm.v4.Chart(
-                RELEASE,
-                chart="kube-prometheus-stack",
-                version=args.version,
-                repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=PROMETHEUS_COMMUNITY),
-                namespace=args.namespace,
-                values={
-                    "fullnameOverride": RELEASE,
-                    "prometheusOperator": OPERATOR_WITHOUT_HOOKS,
-                    "nodeExporter": {"enabled": args.node_exporter},
-                    **{
-                        component: {"enabled": args.control_plane_metrics}
-                        for component in CONTROL_PLANE_COMPONENTS
-                    },
-                    "prometheus": {
-                        "service": exposed(args.exposure.prometheus_node_port),
-                        "prometheusSpec": {
-                            # Select monitors and rules from every namespace, not only the chart's.
-                            "serviceMonitorSelectorNilUsesHelmValues": False,
-                            "podMonitorSelectorNilUsesHelmValues": False,
-                            "ruleSelectorNilUsesHelmValues": False,
-                            "retention": "3d",
-                        },
-                    },
-                    "grafana": {
-                        "adminPassword": self.grafana_password,
-                        "service": exposed(args.exposure.grafana_node_port),
-                        "sidecar": {
-                            "dashboards": {
-                                "enabled": True,
-                                "label": "grafana_dashboard",
-                                "searchNamespace": "ALL",
-                            }
-                        },
+        stack = HelmRelease(
+            name=RELEASE,
+            chart="kube-prometheus-stack",
+            version=args.version,
+            namespace=args.namespace,
+            repository=PROMETHEUS_COMMUNITY,
+            values={
+                "fullnameOverride": RELEASE,
+                "prometheusOperator": OPERATOR_WITHOUT_HOOKS,
+                "nodeExporter": {"enabled": args.node_exporter},
+                **{
+                    component: {"enabled": args.control_plane_metrics}
+                    for component in CONTROL_PLANE_COMPONENTS
+                },
+                "prometheus": {
+                    "service": exposed(args.exposure.prometheus_node_port),
+                    "prometheusSpec": {
+                        # Select monitors and rules from every namespace, not only the chart's.
+                        "serviceMonitorSelectorNilUsesHelmValues": False,
+                        "podMonitorSelectorNilUsesHelmValues": False,
+                        "ruleSelectorNilUsesHelmValues": False,
+                        "retention": "3d",
                     },
                 },
-                opts=opts,
-            )
+                "grafana": {
+                    "adminPassword": self.grafana_password,
+                    "service": exposed(args.exposure.grafana_node_port),
+                    "sidecar": {
+                        "dashboards": {
+                            "enabled": True,
+                            "label": "grafana_dashboard",
+                            "searchNamespace": "ALL",
+                        }
+                    },
+                },
+            },
+        )
 
         self.stack = Operator(
             RELEASE,
             apis=PROMETHEUS_APIS,
-            install=install if args.install else None,
+            install=stack if args.install else None,
             opts=child,
         )
         after_crds = self.child(depends_on=[self.stack])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -10,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
 from infra.components.jobs import tide_job
+from infra.components.upstream import HelmRelease
 from infra.config import Image, PostgresSettings
 from infra.credentials import Credentials
 
@@ -37,22 +37,15 @@ class PostgresArgs:
     credentials: Credentials
 
 
-def cloudnative_pg_chart(
-    name: str, *, namespace: str, version: str
-) -> Callable[[pulumi.ResourceOptions], object]:
+def cloudnative_pg_chart(name: str, *, namespace: str, version: str) -> HelmRelease:
     """The CloudNativePG operator; it watches every namespace."""
-
-    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
-        return k8s.helm.v4.Chart(
-            name,
-            chart="cloudnative-pg",
-            version=version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=CNPG_REPOSITORY),
-            namespace=namespace,
-            opts=opts,
-        )
-
-    return install
+    return HelmRelease(
+        name=name,
+        chart="cloudnative-pg",
+        version=version,
+        namespace=namespace,
+        repository=CNPG_REPOSITORY,
+    )
 
 
 class Postgres(PlatformComponent):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import pulumi
-import pulumi_kubernetes as k8s
+from infra.components.upstream import HelmRelease
 
 # Strimzi publishes its chart as an OCI artifact; the old HTTP repository is deprecated.
 STRIMZI_CHART = "oci://quay.io/strimzi-helm/strimzi-kafka-operator"
@@ -14,32 +12,25 @@ STRIMZI_CHART = "oci://quay.io/strimzi-helm/strimzi-kafka-operator"
 
 @dataclass(frozen=True, kw_only=True)
 class StrimziOperatorArgs:
-    namespace: pulumi.Input[str]
+    namespace: str
     version: str
     watch_namespaces: list[str]
 
 
-def strimzi_chart(
-    name: str, args: StrimziOperatorArgs
-) -> Callable[[pulumi.ResourceOptions], object]:
-    """Installs the CRDs and the cluster operator; it watches the data and apps namespaces."""
-
-    def install(opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
-        return k8s.helm.v4.Chart(
-            name,
-            chart=STRIMZI_CHART,
-            version=args.version,
-            namespace=args.namespace,
-            values={
-                "watchNamespaces": args.watch_namespaces,
-                "resources": {
-                    "requests": {"cpu": "100m", "memory": "384Mi"},
-                    # Helm fills in every key the values omit, and the chart's default
-                    # limits.cpu is 1000m: only an explicit null removes it.
-                    "limits": {"memory": "512Mi", "cpu": None},
-                },
+def strimzi_chart(name: str, args: StrimziOperatorArgs) -> HelmRelease:
+    """The CRDs and the cluster operator; it watches the data and apps namespaces."""
+    return HelmRelease(
+        name=name,
+        chart=STRIMZI_CHART,
+        version=args.version,
+        namespace=args.namespace,
+        values={
+            "watchNamespaces": args.watch_namespaces,
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "384Mi"},
+                # Helm fills in every key the values leave out, and the chart's default
+                # limits.cpu is 1000m; only an explicit null removes it.
+                "limits": {"memory": "512Mi", "cpu": None},
             },
-            opts=opts,
-        )
-
-    return install
+        },
+    )

@@ -11,8 +11,8 @@ fails with both versions named, before any object is created.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -57,6 +57,32 @@ PROMETHEUS_APIS = tuple(
 CERT_MANAGER_APIS = tuple(
     UpstreamApi("cert-manager.io", "v1", plural) for plural in ("certificates", "clusterissuers")
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HelmRelease:
+    """An upstream chart at its pinned version; called with options, it installs it."""
+
+    name: str
+    chart: str
+    version: str
+    namespace: str
+    # None for a chart given as an OCI reference.
+    repository: str | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
+        return k8s.helm.v4.Chart(
+            self.name,
+            chart=self.chart,
+            version=self.version,
+            repository_opts=(
+                k8s.helm.v4.RepositoryOptsArgs(repo=self.repository) if self.repository else None
+            ),
+            namespace=self.namespace,
+            values=dict(self.values),
+            opts=opts,
+        )
 
 
 def unserved(api: UpstreamApi, spec: Any) -> str | None:

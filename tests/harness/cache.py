@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.harness.errors import HarnessError
+
 
 def cache_dir() -> Path:
     """`$TIDE_CACHE_DIR`, else `$XDG_CACHE_HOME/tide`, else `~/.cache/tide`; created on demand."""
@@ -16,3 +18,16 @@ def cache_dir() -> Path:
         path = Path(base) / "tide"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def built_tool(directory: Path, name: str, *, what: str | None = None) -> str:
+    """The path of a binary `make tools` builds into `directory`, or a HarnessError
+    naming it and the command that builds it."""
+    path = directory / name
+    if not os.access(path, os.X_OK):
+        raise HarnessError(
+            what or name,
+            reason=f"not built at {path}",
+            fix="make tools   (builds the test tiers' tools from the Go module proxy, once)",
+        )
+    return str(path)

@@ -8,14 +8,13 @@ webhooks) exactly as a cluster's API server does, but nothing is reconciled.
 
 from __future__ import annotations
 
-import os
 import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.harness.cache import cache_dir
+from tests.harness.cache import built_tool, cache_dir
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess
 from tide.ports import free_port
@@ -34,14 +33,7 @@ def tools_dir() -> Path:
 
 
 def _binary(name: str) -> str:
-    path = tools_dir() / name
-    if not os.access(path, os.X_OK):
-        raise HarnessError(
-            name,
-            reason=f"not built at {path}",
-            fix="make tools   (builds kube-apiserver and etcd from the Go module proxy, once)",
-        )
-    return str(path)
+    return built_tool(tools_dir(), name)
 
 
 def _openssl(*args: str, cwd: Path) -> None:

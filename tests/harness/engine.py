@@ -6,12 +6,10 @@ Kubernetes provider, kube-controller-manager, kube-scheduler and KWOK.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from tests.harness.cache import cache_dir
+from tests.harness.cache import built_tool, cache_dir
 from tests.harness.controlplane import KUBE_VERSION
-from tests.harness.errors import HarnessError
 
 # The CLI: the newest pulumi/pkg release the proxy serves (PyPI's SDK stops at 3.272.0;
 # pyproject.toml pins that). `make up` downloads the same CLI release.
@@ -39,14 +37,7 @@ def tools_dir() -> Path:
 
 
 def binary(name: str) -> str:
-    path = tools_dir() / name
-    if not os.access(path, os.X_OK):
-        raise HarnessError(
-            name,
-            reason=f"not built at {path}",
-            fix="make tools   (builds the engine tier's tools from the Go module proxy, once)",
-        )
-    return str(path)
+    return built_tool(tools_dir(), name)
 
 
 def build_arguments() -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from infra.config import Versions
 
-from tests.harness.cache import cache_dir
+from tests.harness.cache import built_tool, cache_dir
 from tests.harness.controlplane import write_certificates
 from tests.harness.crds import GoModuleCrds, crd_sources, go_module_dir
 from tests.harness.errors import HarnessError
@@ -226,13 +226,7 @@ class AdmissionWebhooks:
         """
         for server in SERVERS:
             _module_source(server)
-            binary = tools_dir() / server.binary
-            if not os.access(binary, os.X_OK):
-                raise HarnessError(
-                    server.name,
-                    reason=f"not built at {binary}",
-                    fix="make control-plane   (builds the webhooks from the Go module proxy, once)",
-                )
+            built_tool(tools_dir(), server.binary, what=server.name)
         write_certificates(self.certificates, common_name="admission-webhooks", hosts=["127.0.0.1"])
         cnpg_certs = self.workdir / "cnpg-certs"
         cnpg_certs.mkdir(exist_ok=True)
