@@ -19,6 +19,14 @@ from tide.topology import Catalog
 CLUSTER_NAME = "tide-rabbitmq"
 AMQP_PORT = 5672
 DEFINITIONS_PATH = "/etc/tide/definitions"
+# The cluster's administrator: the operator's default user, and the management UI's login.
+# RabbitMQ seeds no default user when it loads definitions at boot, so the Secret the
+# operator would make (`<cluster>-default-user`) would name a user that does not exist.
+# Instead the operator is given this Secret (`secretBackend.externalSecret`, which it
+# mounts as conf.d's default_user.conf and makes no Secret of its own for), and the same
+# user is in the definitions, with every right.
+ADMIN_USER = "tide-admin"
+ADMIN_SECRET = f"{CLUSTER_NAME}-admin"
 TOPOLOGY_ANNOTATION = "tide.dev/topology-digest"
 OPERATOR_MANIFEST = (
     "https://github.com/rabbitmq/cluster-operator/releases/download/v{version}/cluster-operator.yml"
@@ -84,10 +92,31 @@ class RabbitMQ(PlatformComponent):
         # RabbitMQ loads definitions at boot only. A digest of the topology (without the
         # passwords) on the pod template rolls the nodes when the catalog changes it, and
         # each node imports the new definitions as it starts (additive: nothing is deleted).
-        topology = json.dumps(definitions(args.catalog, dict.fromkeys(users, "")), sort_keys=True)
+        topology = json.dumps(
+            definitions(args.catalog, dict.fromkeys(users, ""), {ADMIN_USER: ""}), sort_keys=True
+        )
         topology_digest = hashlib.sha256(topology.encode()).hexdigest()[:12]
-        document = pulumi.Output.all(**passwords).apply(
-            lambda resolved: json.dumps(definitions(args.catalog, resolved), indent=2)
+        admin_password = args.credentials.password("rabbitmq/admin")
+        admin_secret = k8s.core.v1.Secret(
+            f"{name}-admin",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=ADMIN_SECRET, namespace=args.namespace),
+            # The keys of the Secret the operator would have made (username, password, host,
+            # port, and default_user.conf, which its pods mount).
+            string_data={
+                "username": ADMIN_USER,
+                "password": admin_password,
+                "host": host,
+                "port": str(AMQP_PORT),
+                "default_user.conf": pulumi.Output.concat(
+                    f"default_user = {ADMIN_USER}\ndefault_pass = ", admin_password, "\n"
+                ),
+            },
+            opts=child,
+        )
+        document = pulumi.Output.all(admin_password, passwords).apply(
+            lambda resolved: json.dumps(
+                definitions(args.catalog, resolved[1], {ADMIN_USER: resolved[0]}), indent=2
+            )
         )
         definitions_secret = k8s.core.v1.Secret(
             f"{name}-definitions",
@@ -117,6 +146,7 @@ class RabbitMQ(PlatformComponent):
             spec={
                 "replicas": settings.replicas,
                 "persistence": persistence,
+                "secretBackend": {"externalSecret": {"name": ADMIN_SECRET}},
                 "resources": {
                     "requests": {"cpu": "200m", "memory": "512Mi"},
                     "limits": {"memory": "1Gi"},
@@ -161,7 +191,7 @@ class RabbitMQ(PlatformComponent):
                 },
             },
             opts=self.child(
-                depends_on=[definitions_secret],
+                depends_on=[definitions_secret, admin_secret],
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
             ),
         )

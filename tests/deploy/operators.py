@@ -55,14 +55,14 @@ class StackBrokers:
         assert document is not None, f"Secret {namespace}/{name} does not exist"
         return {k: base64.b64decode(v).decode() for k, v in (document.get("data") or {}).items()}
 
-    def _objects(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+    def objects(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
         resource = self.api.client.resources.get(api_version=api_version, kind=kind)
         return [item.to_dict() for item in resource.get(namespace=namespace).items]
 
     def _postgres_owner(self) -> dict[str, str]:
         (cluster,) = [
             c
-            for c in self._objects("postgresql.cnpg.io/v1", "Cluster", self.data)
+            for c in self.objects("postgresql.cnpg.io/v1", "Cluster", self.data)
             if c["metadata"]["name"] == POSTGRES_CLUSTER
         ]
         initdb = cluster["spec"]["bootstrap"]["initdb"]
@@ -94,7 +94,7 @@ class StackBrokers:
                 replication_factor=1,
                 config={k: str(v) for k, v in t["spec"].get("config", {}).items()},
             )
-            for t in self._objects("kafka.strimzi.io/v1beta2", "KafkaTopic", self.data)
+            for t in self.objects("kafka.strimzi.io/v1beta2", "KafkaTopic", self.data)
         ]
         for future in admin.create_topics(topics, operation_timeout=30).values():
             future.result(timeout=60)
@@ -102,7 +102,7 @@ class StackBrokers:
     def _user_operator(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
         upserts = []
-        for user in self._objects("kafka.strimzi.io/v1beta2", "KafkaUser", self.apps):
+        for user in self.objects("kafka.strimzi.io/v1beta2", "KafkaUser", self.apps):
             ref = user["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]
             password = self.secret(self.apps, ref["name"])[ref["key"]]
             upserts.append(

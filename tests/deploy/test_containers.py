@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
+from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
 
 from tests.deploy.apiserver import ApiServer, Rejection
 from tests.deploy.containers import Workload, environment, run_arguments, start, workloads
@@ -134,3 +136,30 @@ def test_every_tide_container_runs_from_its_rendered_spec(
     print("\ncontainer smoke (kind stack):")
     for what, outcome in results.items():
         print(f"  {what}: {outcome}")
+
+
+async def test_the_rabbitmq_operators_default_user_logs_in(stack_brokers: StackBrokers) -> None:
+    # The Secret the operator is given for its default user (secretBackend.externalSecret),
+    # against the broker that loaded the stack's definitions as the cluster's nodes do.
+    (cluster,) = [
+        c
+        for c in stack_brokers.objects(
+            "rabbitmq.com/v1beta1", "RabbitmqCluster", stack_brokers.data
+        )
+        if c["metadata"]["name"] == RABBITMQ_CLUSTER
+    ]
+    name = cluster["spec"]["secretBackend"]["externalSecret"]["name"]
+    admin = stack_brokers.secret(stack_brokers.data, name)
+    conf = dict(
+        line.split(" = ", 1) for line in admin["default_user.conf"].splitlines() if line.strip()
+    )
+    assert (conf["default_user"], conf["default_pass"]) == (admin["username"], admin["password"])
+    url = f"amqp://{admin['username']}:{admin['password']}@127.0.0.1:{stack_brokers.rabbitmq.port}/"
+    connection = await aio_pika.connect(url, timeout=30)
+    try:
+        channel = await connection.channel()
+        # An administrator may declare (the services' users may not).
+        queue = await channel.declare_queue(exclusive=True)
+        assert queue.name
+    finally:
+        await connection.close()

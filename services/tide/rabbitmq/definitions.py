@@ -27,8 +27,14 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return base64.b64encode(salt + digest).decode()
 
 
-def definitions(catalog: Catalog, users: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The topology (exchanges, quorum queues, DLQs, policies) plus `users`: name -> password."""
+def definitions(
+    catalog: Catalog,
+    users: Mapping[str, str] | None = None,
+    administrators: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The topology (exchanges, quorum queues, DLQs, policies) plus `users` (name ->
+    password: publish and consume, declare nothing) and `administrators` (every right,
+    the management UI)."""
     exchanges: list[dict[str, Any]] = []
     queues: list[dict[str, Any]] = []
     bindings: list[dict[str, Any]] = []
@@ -62,18 +68,28 @@ def definitions(catalog: Catalog, users: Mapping[str, str] | None = None) -> dic
         "bindings": bindings,
         "policies": policies,
     }
-    if users:
+    accounts = [(name, password, False) for name, password in sorted((users or {}).items())]
+    accounts += [
+        (name, password, True) for name, password in sorted((administrators or {}).items())
+    ]
+    if accounts:
         document["users"] = [
             {
                 "name": name,
                 "password_hash": password_hash(password, _stable_salt(name, password)),
-                "tags": [],
+                "tags": ["administrator"] if admin else [],
             }
-            for name, password in sorted(users.items())
+            for name, password, admin in accounts
         ]
         document["permissions"] = [
-            {"user": name, "vhost": VHOST, "configure": "", "write": ".*", "read": ".*"}
-            for name in sorted(users)
+            {
+                "user": name,
+                "vhost": VHOST,
+                "configure": ".*" if admin else "",
+                "write": ".*",
+                "read": ".*",
+            }
+            for name, _password, admin in accounts
         ]
     return document
 

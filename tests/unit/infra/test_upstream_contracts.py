@@ -6,6 +6,8 @@ each one failed on the program before the deploy-blocker fixes.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from infra.components.kafka import CA_CERT_KEY, CA_SECRET, CLUSTER_NAME
@@ -16,6 +18,7 @@ from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Declared, Program
 from tide.catalog import CATALOG
 from tide.needs import Dependency, process_needs
+from tide.rabbitmq.definitions import password_hash
 from tide.settings import Settings
 
 
@@ -176,3 +179,38 @@ def test_kind_monitoring_scrapes_no_control_plane_part_it_cannot_reach(program: 
     values = _chart_values(program, RELEASE)
     for component in CONTROL_PLANE_COMPONENTS:
         assert values[component]["enabled"] is (program.stack != "kind"), component
+
+
+def test_the_rabbitmq_operators_default_user_is_an_administrator_in_the_definitions(
+    program: Program,
+) -> None:
+    # RabbitMQ seeds no default user when it loads definitions at boot, so the operator's
+    # own `<cluster>-default-user` Secret would name a user that does not exist. The
+    # operator is given Tide's Secret instead (cluster-operator v2.16.0: with
+    # secretBackend.externalSecret it mounts that Secret's default_user.conf and makes no
+    # default-user Secret), and the definitions hold the same user with every right.
+    (cluster,) = program.of_type(":RabbitmqCluster")
+    secret_name = cluster.inputs["spec"]["secretBackend"]["externalSecret"]["name"]
+    namespace = cluster.inputs["metadata"]["namespace"]
+    (admin,) = [
+        s.inputs["stringData"]
+        for s in program.of_type("core/v1:Secret")
+        if s.inputs["metadata"]["name"] == secret_name
+        and s.inputs["metadata"]["namespace"] == namespace
+    ]
+    assert admin["default_user.conf"] == (
+        f"default_user = {admin['username']}\ndefault_pass = {admin['password']}\n"
+    )
+    (definitions,) = [
+        json.loads(s.inputs["stringData"]["definitions.json"])
+        for s in program.of_type("core/v1:Secret")
+        if "definitions.json" in s.inputs.get("stringData", {})
+    ]
+    users = {u["name"]: u for u in definitions["users"]}
+    assert users[admin["username"]]["tags"] == ["administrator"]
+    assert users[admin["username"]]["password_hash"] == password_hash(
+        admin["password"],
+        base64.b64decode(users[admin["username"]]["password_hash"])[:4],
+    )
+    (rights,) = [p for p in definitions["permissions"] if p["user"] == admin["username"]]
+    assert (rights["configure"], rights["write"], rights["read"]) == (".*", ".*", ".*")
