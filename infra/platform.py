@@ -11,8 +11,9 @@ from infra.components.autoscaling import keda_chart
 from infra.components.kafka import KafkaCluster, KafkaClusterArgs
 from infra.components.kafka_tls import KafkaListenerTls, KafkaListenerTlsArgs, cert_manager_chart
 from infra.components.kafka_users import KafkaUsers, KafkaUsersArgs
+from infra.components.monitoring import RELEASE as MONITORING_RELEASE
 from infra.components.monitoring import Monitoring, MonitoringArgs
-from infra.components.namespaces import Namespaces, NamespacesArgs
+from infra.components.namespaces import NamespaceNames, Namespaces, NamespacesArgs
 from infra.components.postgres import Postgres, PostgresArgs, cloudnative_pg_chart
 from infra.components.rabbitmq import RabbitMQ, RabbitMQArgs, rabbitmq_operator_manifest
 from infra.components.schema_registry import SchemaRegistry, SchemaRegistryArgs
@@ -23,6 +24,7 @@ from infra.components.upstream import (
     CERT_MANAGER_APIS,
     CLOUDNATIVE_PG_APIS,
     KEDA_APIS,
+    PROMETHEUS_APIS,
     RABBITMQ_APIS,
     STRIMZI_APIS,
     Operator,
@@ -42,46 +44,84 @@ class Platform:
     services: dict[str, TideService]
 
 
-def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Platform:
-    namespaces = Namespaces(
-        "namespaces",
-        NamespacesArgs(prefix=config.namespace_prefix, privileged_monitoring=config.node_exporter),
-    )
-    ns = namespaces.names
-    after_namespaces = pulumi.ResourceOptions(depends_on=list(namespaces.resources.values()))
-
-    installs = config.operators == "install"
-
-    def operator(
-        name: str,
-        apis: tuple[UpstreamApi, ...],
-        install: Callable[[pulumi.ResourceOptions], object],
-    ) -> Operator:
-        return Operator(
-            name, apis=apis, install=install if installs else None, opts=after_namespaces
-        )
-
+def upstream_operators(
+    config: StackConfig, ns: NamespaceNames, opts: pulumi.ResourceOptions | None
+) -> dict[str, Operator]:
+    """Every upstream operator the stack needs: installed, or (operators external) the
+    check of its CRDs. Custom resources depend on these, so destroy removes them first."""
+    install = config.operators == "install"
     versions = config.versions
-    strimzi = operator(
-        "strimzi",
-        STRIMZI_APIS,
-        strimzi_chart(
-            "strimzi",
-            StrimziOperatorArgs(
-                namespace=ns.system,
-                version=versions.strimzi,
-                watch_namespaces=[ns.data, ns.apps],
+    releases: dict[str, tuple[tuple[UpstreamApi, ...], Callable[[pulumi.ResourceOptions], object]]]
+    releases = {
+        "strimzi": (
+            STRIMZI_APIS,
+            strimzi_chart(
+                "strimzi",
+                StrimziOperatorArgs(
+                    namespace=ns.system,
+                    version=versions.strimzi,
+                    watch_namespaces=[ns.data, ns.apps],
+                ),
             ),
         ),
-    )
-    listener_tls: list[pulumi.Resource] = []
+        "rabbitmq-operator": (
+            RABBITMQ_APIS,
+            rabbitmq_operator_manifest(
+                "rabbitmq-operator", version=versions.rabbitmq_cluster_operator
+            ),
+        ),
+        "postgres-operator": (
+            CLOUDNATIVE_PG_APIS,
+            cloudnative_pg_chart(
+                "postgres-operator", namespace=ns.system, version=versions.cloudnative_pg
+            ),
+        ),
+        "keda": (KEDA_APIS, keda_chart("keda", namespace=ns.system, version=versions.keda)),
+    }
     if config.kafka.tls:
-        issuer_namespace = ns.system if installs else config.cert_manager_namespace
-        cert_manager = operator(
-            "cert-manager",
+        releases["cert-manager"] = (
             CERT_MANAGER_APIS,
             cert_manager_chart("cert-manager", namespace=ns.system, version=versions.cert_manager),
         )
+    operators = {
+        name: Operator(name, apis=apis, install=chart if install else None, opts=opts)
+        for name, (apis, chart) in releases.items()
+    }
+    if not install:
+        # kube-prometheus-stack brings Grafana and Prometheus too; only its operator's
+        # CRDs are checked here (Monitoring installs the whole stack otherwise).
+        operators[MONITORING_RELEASE] = Operator(
+            MONITORING_RELEASE, apis=PROMETHEUS_APIS, install=None, opts=opts
+        )
+    return operators
+
+
+def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Platform:
+    installs = config.operators == "install"
+    ns = NamespaceNames.of(config.namespace_prefix)
+    namespaces_args = NamespacesArgs(
+        prefix=config.namespace_prefix, privileged_monitoring=config.node_exporter
+    )
+    if installs:
+        namespaces = Namespaces("namespaces", namespaces_args)
+        operators = upstream_operators(
+            config, ns, pulumi.ResourceOptions(depends_on=list(namespaces.resources.values()))
+        )
+    else:
+        # The checks first: a missing or incompatible operator stops `pulumi up` before
+        # a single object exists.
+        operators = upstream_operators(config, ns, None)
+        namespaces = Namespaces(
+            "namespaces",
+            namespaces_args,
+            opts=pulumi.ResourceOptions(depends_on=list(operators.values())),
+        )
+    in_namespaces = list(namespaces.resources.values())
+    after_namespaces = pulumi.ResourceOptions(depends_on=in_namespaces)
+    strimzi = operators["strimzi"]
+    listener_tls: list[pulumi.Resource] = []
+    if config.kafka.tls:
+        issuer_namespace = ns.system if installs else config.cert_manager_namespace
         listener_tls.append(
             KafkaListenerTls(
                 "kafka-tls",
@@ -91,7 +131,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
                     apps_namespace=ns.apps,
                     issuer_namespace=issuer_namespace,
                 ),
-                opts=pulumi.ResourceOptions(depends_on=[cert_manager]),
+                opts=pulumi.ResourceOptions(depends_on=[operators["cert-manager"], *in_namespaces]),
             )
         )
     kafka = KafkaCluster(
@@ -103,7 +143,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             external_node_ports=config.flavor == "kind",
         ),
         # Custom resources after their operator: on destroy, they go first.
-        opts=pulumi.ResourceOptions(depends_on=[strimzi, *listener_tls]),
+        opts=pulumi.ResourceOptions(depends_on=[strimzi, *listener_tls, *in_namespaces]),
     )
     topics = KafkaTopics(
         "topics",
@@ -134,17 +174,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             settings=config.rabbitmq,
             credentials=credentials,
         ),
-        opts=pulumi.ResourceOptions(
-            depends_on=[
-                operator(
-                    "rabbitmq-operator",
-                    RABBITMQ_APIS,
-                    rabbitmq_operator_manifest(
-                        "rabbitmq-operator", version=versions.rabbitmq_cluster_operator
-                    ),
-                )
-            ]
-        ),
+        opts=pulumi.ResourceOptions(depends_on=[operators["rabbitmq-operator"], *in_namespaces]),
     )
     postgres = Postgres(
         "postgres",
@@ -152,21 +182,11 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             namespace=ns.data,
             apps_namespace=ns.apps,
             settings=config.postgres,
-            image=versions.postgres_image,
+            image=config.versions.postgres_image,
             tide_image=config.image,
             credentials=credentials,
         ),
-        opts=pulumi.ResourceOptions(
-            depends_on=[
-                operator(
-                    "postgres-operator",
-                    CLOUDNATIVE_PG_APIS,
-                    cloudnative_pg_chart(
-                        "postgres-operator", namespace=ns.system, version=versions.cloudnative_pg
-                    ),
-                )
-            ]
-        ),
+        opts=pulumi.ResourceOptions(depends_on=[operators["postgres-operator"], *in_namespaces]),
     )
     registry = SchemaRegistry(
         "registry",
@@ -179,9 +199,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
         ),
         opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database]),
     )
-    autoscaling = operator(
-        "keda", KEDA_APIS, keda_chart("keda", namespace=ns.system, version=versions.keda)
-    )
+    autoscaling = operators["keda"]
     monitoring = Monitoring(
         "monitoring",
         MonitoringArgs(
@@ -194,7 +212,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             # kind's control plane listens on the node's loopback only (kubeadm's default).
             control_plane_metrics=config.flavor != "kind",
             credentials=credentials,
-            install=installs,
+            existing=operators.get(MONITORING_RELEASE),
         ),
         opts=after_namespaces,
     )

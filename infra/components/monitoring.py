@@ -57,9 +57,10 @@ class MonitoringArgs:
     # False on kind: see CONTROL_PLANE_COMPONENTS.
     control_plane_metrics: bool
     credentials: Credentials
-    # False: the cluster's own Prometheus (with prometheus-operator) and Grafana pick up
-    # Tide's monitors, rules and dashboards; Tide installs no kube-prometheus-stack.
-    install: bool
+    # The check of the cluster's own prometheus-operator CRDs (`tide:operators: external`):
+    # its Prometheus and Grafana pick up Tide's monitors, rules and dashboards, and Tide
+    # installs no kube-prometheus-stack. None: Tide installs it.
+    existing: Operator | None = None
 
 
 class Monitoring(PlatformComponent):
@@ -74,7 +75,8 @@ class Monitoring(PlatformComponent):
     ) -> None:
         super().__init__("tide:monitoring:Monitoring", name, opts)
         child = self.child()
-        self.grafana_password = args.credentials.password("grafana/admin") if args.install else None
+        install = args.existing is None
+        self.grafana_password = args.credentials.password("grafana/admin") if install else None
 
         def exposed(node_port: int | None) -> dict[str, object]:
             # Grafana and Prometheus reach the host only on kind (NodePorts kind maps to
@@ -122,11 +124,8 @@ class Monitoring(PlatformComponent):
             },
         )
 
-        self.stack = Operator(
-            RELEASE,
-            apis=PROMETHEUS_APIS,
-            install=stack if args.install else None,
-            opts=child,
+        self.stack = args.existing or Operator(
+            RELEASE, apis=PROMETHEUS_APIS, install=stack, opts=child
         )
         after_crds = self.child(depends_on=[self.stack])
         _pod_monitor(

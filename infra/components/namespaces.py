@@ -25,6 +25,15 @@ class NamespaceNames:
     apps: str
     monitoring: str
 
+    @classmethod
+    def of(cls, prefix: str) -> NamespaceNames:
+        return cls(
+            system=f"{prefix}-system",
+            data=f"{prefix}-data",
+            apps=f"{prefix}-apps",
+            monitoring=f"{prefix}-monitoring",
+        )
+
 
 # Pod Security Standards level enforced in each namespace.
 _ENFORCE = {
@@ -45,12 +54,7 @@ class Namespaces(PlatformComponent):
         self, name: str, args: NamespacesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("tide:platform:Namespaces", name, opts)
-        self.names = NamespaceNames(
-            system=f"{args.prefix}-system",
-            data=f"{args.prefix}-data",
-            apps=f"{args.prefix}-apps",
-            monitoring=f"{args.prefix}-monitoring",
-        )
+        self.names = NamespaceNames.of(args.prefix)
         enforce = dict(_ENFORCE)
         if args.privileged_monitoring:
             enforce["monitoring"] = "privileged"

@@ -3,9 +3,10 @@
 Platform teams often run Strimzi, CloudNativePG, KEDA, the RabbitMQ cluster
 operator, prometheus-operator and cert-manager cluster-wide. With
 `tide:operators: external` Tide installs none of them; it reads the CRDs it
-writes objects of instead, so a missing operator fails `pulumi preview` with
-the CRD's name, and a CRD that no longer serves the API version Tide writes
-fails with both versions named, before any object is created.
+writes objects of instead, and everything else waits for those reads. So a
+missing operator stops `pulumi up` with the CRD's name, and a CRD that does
+not serve the API version Tide writes stops it with both versions named,
+before any object is created. (A preview plans reads instead of failing them.)
 """
 
 from __future__ import annotations

@@ -79,11 +79,13 @@ def cluster_api(cluster: Cluster) -> Iterator[ApiServer]:
         assert not played.errors, "the played operators failed:\n" + "\n".join(played.errors)
 
 
-def local_stack(stack: str, engine_dir: Path, kubeconfig: Path, **overrides: object) -> LocalStack:
+def local_stack(
+    stack: str, engine_dir: Path, kubeconfig: Path, *, home: str | None = None, **overrides: object
+) -> LocalStack:
     """One of Tide's stacks with operators external, as `make up` runs it, on the harness."""
     return LocalStack(
         stack,
-        engine_dir / f"stack-{stack}",
+        engine_dir / (home or f"stack-{stack}"),
         overrides={"tide:operators": "external", **overrides},
         pulumi=engine.binary("pulumi"),
         path=(engine.tools_dir(),),

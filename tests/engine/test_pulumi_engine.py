@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 from infra import kind, outputs
-from infra.local_stack import ROOT, LocalStack
+from infra.credentials import SEED_KEY
+from infra.local_stack import ROOT, LocalStack, PulumiError
 
 from tests.deploy.apiserver import ApiServer
 from tests.engine.conftest import KIND_CONTEXT, REPORTS, local_stack, stack_kubeconfig
 from tests.harness.cluster import Cluster
 from tide.catalog import CATALOG
+from tide.waiting import wait_until
 
 # Every pulumi command of this tier ends long before this; a hang is a failure, not a wait.
 STEP_TIMEOUT_S = 900
@@ -97,6 +99,42 @@ def _wait_gone(api: ApiServer, prefix: str, timeout: float = 180) -> None:
         time.sleep(1)  # the namespace controller finalizes on its own schedule; poll it
 
 
+def test_a_missing_operator_stops_the_update_naming_its_crd_before_anything_exists(
+    cluster: Cluster, cluster_api: ApiServer, engine_dir: Path
+) -> None:
+    # The cloud stack signs its Kafka listener with cert-manager: without cert-manager's
+    # CRDs in the cluster, `tide:operators: external` must stop before creating anything.
+    # (A preview cannot tell: the engine plans reads in a preview, it does not fail them.)
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "certificates.cert-manager.io"},
+    }
+    installed = cluster_api.get(crd)
+    assert installed is not None
+    cluster_api.delete(crd)
+    try:
+        wait_until(lambda: cluster_api.get(crd) is None, timeout=60, what="the CRD deleted")
+        kubeconfig = stack_kubeconfig(cluster, engine_dir / "kubeconfig-missing")
+        stack = local_stack(
+            "cloud", engine_dir, kubeconfig, home="stack-missing-crd",
+            **{"tide:namespacePrefix": "eng-missing", "kubernetes:context": KIND_CONTEXT},
+        )  # fmt: skip
+        stack.ensure()
+        with pytest.raises(PulumiError) as failed:
+            stack.run("up", "--stack", "cloud", "--yes", "--skip-preview", capture=True,
+                      timeout=STEP_TIMEOUT_S)  # fmt: skip
+        assert "resource 'certificates.cert-manager.io' does not exist" in str(failed.value)
+        assert not _namespaces(cluster_api, "eng-missing"), "the update created namespaces"
+    finally:
+        for field in ("status", "uid", "resourceVersion", "creationTimestamp", "generation"):
+            installed["metadata"].pop(field, None)
+        installed.pop("status", None)
+        installed["metadata"].pop("managedFields", None)
+        assert cluster_api.apply(installed) is None
+        cluster_api.wait_established([crd["metadata"]["name"]])
+
+
 @pytest.mark.parametrize("stack_name", ["kind", "cloud"])
 def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
     stack_name: str, cluster: Cluster, cluster_api: ApiServer, engine_dir: Path
@@ -154,6 +192,20 @@ def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
         kind.pulumi_up(stack)
         times["make up after the cluster lost everything"] = time.monotonic() - started
         assert set(_deployments(cluster_api, apps)) >= {s.name for s in CATALOG.services}
+
+    # A new credential seed rotates every password: only Secrets change (pulumi-kubernetes
+    # replaces a Secret whose data changed, under the same name), no workload rolls; the
+    # services pick the new passwords up at their next restart.
+    stack.run("config", "set", "--secret", "--stack", stack_name, f"tide:{SEED_KEY}",
+              "rotated-" + "1" * 40, capture=True)  # fmt: skip
+    rotation = _steps_by_op(_json(stack, "preview", "--stack", stack_name))
+    rotated_types = Counter(t for t, _n in rotation.get("replace", []))
+    counts["seed rotation replaces"] = dict(rotated_types)
+    assert set(rotation) <= {"same", "read", "replace"}, set(rotation)
+    assert set(rotated_types) == {"kubernetes:core/v1:Secret"}
+    rotated = _timed("rotate the seed", times, stack, "up", "--stack", stack_name, "--yes",
+                     "--skip-preview")  # fmt: skip
+    assert _changes(rotated) == {"replace": rotated_types["kubernetes:core/v1:Secret"]}
 
     # upgrade: a new image and a changed setting; the Jobs are replaced, Deployments roll.
     stack.overrides = {

@@ -99,3 +99,13 @@ def test_external_monitoring_exports_no_grafana_or_prometheus_of_tides() -> None
     config = parse(json.loads(json.dumps({"flavor": "kind", "operators": "external"})))
     urls = outputs.endpoint_urls(config, {"apps": "a", "monitoring": "m"})
     assert set(urls) == {outputs.API_URL}
+
+
+def test_with_external_operators_nothing_is_created_before_every_crd_is_checked(
+    external: Program,
+) -> None:
+    checks = {r.name for r in external.of_type(":Operator")}
+    assert checks >= {"strimzi", "postgres-operator", "rabbitmq-operator", "keda"}
+    # Every object lives in a namespace that waits for every check, or waits for one itself.
+    for namespace in external.of_type("core/v1:Namespace"):
+        assert checks <= external.waits_for(namespace), namespace.name
