@@ -60,19 +60,26 @@ class RabbitMQSettings(_Section):
     storage: Storage = Storage(size="2Gi")
 
 
-class PostgresSettings(_Section):
-    instances: int = Field(default=1, ge=1, le=5)
-    storage: Storage = Storage(type="persistent-claim", size="2Gi")
+class ClaimStorage(Storage):
+    """Storage that is always a persistent claim: CloudNativePG has no ephemeral storage."""
+
+    type: Literal["ephemeral", "persistent-claim"] = "persistent-claim"
 
     @model_validator(mode="after")
-    def _storage_is_a_claim(self) -> Self:
-        # CloudNativePG keeps PGDATA on a claim, always: it has no ephemeral storage.
-        if self.storage.type != "persistent-claim":
+    def _is_a_claim(self) -> Self:
+        # CloudNativePG keeps PGDATA on a claim, always.
+        if self.type != "persistent-claim":
             raise ValueError(
-                f"storage.type {self.storage.type!r} is not possible: CloudNativePG keeps its"
+                f"storage.type {self.type!r} is not possible: CloudNativePG keeps its"
                 " data on a persistent claim; set persistent-claim"
             )
         return self
+
+
+class PostgresSettings(_Section):
+    instances: int = Field(default=1, ge=1, le=5)
+    # A size alone (`storage: {size: 5Gi}`) is a claim of that size.
+    storage: ClaimStorage = ClaimStorage(size="2Gi")
 
 
 class Versions(_Section):

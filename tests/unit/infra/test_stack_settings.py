@@ -35,8 +35,14 @@ def test_postgres_refuses_ephemeral_storage_naming_the_key() -> None:
     with pytest.raises(ConfigError) as refused:
         parse({"flavor": "kind", "postgres": {"storage": {"type": "ephemeral"}}})
     message = str(refused.value)
-    assert "tide:postgres:" in message, message
+    assert "tide:postgres.storage:" in message, message
     assert "CloudNativePG keeps its data on a persistent claim" in message, message
+
+
+def test_a_postgres_size_alone_is_a_claim_of_that_size() -> None:
+    # Storage's own default type is ephemeral; PostgreSQL's must not be.
+    settings = parse({"flavor": "kind", "postgres": {"storage": {"size": "5Gi"}}}).postgres
+    assert (settings.storage.type, settings.storage.size) == ("persistent-claim", "5Gi")
 
 
 def test_the_strimzi_operator_has_no_cpu_limit(program: Program) -> None:
