@@ -113,10 +113,15 @@ class LocalStack:
             timeout=timeout,
         )
         if check and done.returncode != 0:
-            detail = (done.stderr or "") + (done.stdout or "") if capture else ""
+            output = (done.stderr or "") + (done.stdout or "") if capture else ""
+            # The engine's errors first (they can be anywhere in a long update's output),
+            # then the tail for context.
+            errors = [line.strip() for line in output.splitlines() if "error:" in line]
             raise PulumiError(
                 f"`pulumi {' '.join(args)}` failed with exit code {done.returncode}\n"
-                + detail.strip()[-4000:]
+                + "\n".join(dict.fromkeys(errors))
+                + "\n"
+                + output.strip()[-2000:]
             )
         return done.stdout or ""
 

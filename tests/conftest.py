@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -69,6 +70,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         terminal = session.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:
             terminal.write_line(f"broker logs kept in {_session.root}")
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """An address that takes connections and never answers: a Kafka that does not
+    acknowledge, as opposed to one that is down. librdkafka then reports no broker down
+    (its API version request waits), so a publisher queues what it is given and the
+    messages time out; against a closed port it learns at once that Kafka is unreachable
+    and refuses to send."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)  # the kernel completes the handshakes; nothing reads
+        yield f"127.0.0.1:{server.getsockname()[1]}"
 
 
 def unique(prefix: str) -> str:

@@ -26,6 +26,8 @@ from tide.waiting import wait_until
 
 # Every pulumi command of this tier ends long before this; a hang is a failure, not a wait.
 STEP_TIMEOUT_S = 900
+# A stack's whole lifecycle: about 3 minutes on an idle machine, over 5 under load.
+pytestmark = pytest.mark.timeout(1800)
 JOB = "kubernetes:batch/v1:Job"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 

@@ -86,9 +86,10 @@ def test_unreachable_broker_is_an_error_to_the_caller_within_the_timeout() -> No
     assert time.monotonic() - started < 10
 
 
-def test_close_fails_what_was_not_delivered_and_then_refuses_to_send() -> None:
-    dead = f"127.0.0.1:{free_port()}"
-    publisher = EventPublisher({"bootstrap.servers": dead}, EventCodec(CATALOG), timeout_s=2)
+def test_close_fails_what_was_not_delivered_and_then_refuses_to_send(silent_broker: str) -> None:
+    publisher = EventPublisher(
+        {"bootstrap.servers": silent_broker}, EventCodec(CATALOG), timeout_s=2
+    )
     pending = publisher.send(watch_started("u"))
     started = time.monotonic()
     publisher.close()

@@ -18,7 +18,6 @@ from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import ATTEMPT, DeadLetterReason
 from tide.kafka.processing import Record, RecordProcessor
 from tide.kafka.producer import EventPublisher, PublishError
-from tide.ports import free_port
 from tide.store.processed import count_processed
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
@@ -237,13 +236,16 @@ def test_what_a_batch_caused_is_in_kafka_once_the_batch_is_done(
 
 
 def test_when_kafka_does_not_acknowledge_what_a_batch_caused_nothing_of_it_commits(
-    catalog: Catalog, processor: Processors, group: ConsumerGroup, table: str, database: str
+    catalog: Catalog,
+    processor: Processors,
+    group: ConsumerGroup,
+    table: str,
+    database: str,
+    silent_broker: str,
 ) -> None:
     """No ack before the commit means no commit: the first record waits in place, and its
     effects and marks are rolled back, so a later delivery handles the batch again."""
-    nowhere = EventPublisher(
-        {"bootstrap.servers": f"127.0.0.1:{free_port()}"}, EventCodec(catalog), timeout_s=2
-    )
+    nowhere = EventPublisher({"bootstrap.servers": silent_broker}, EventCodec(catalog), timeout_s=2)
     handler = Recommends(database, table)
     try:
         outcomes = processor(handler, sink=nowhere).process_batch(
