@@ -206,9 +206,16 @@ class PlayedOperators:
         if metadata.get("deletionTimestamp"):
             if kind.finalizer in finalizers:
                 kept = [f for f in finalizers if f != kind.finalizer]
-                self.custom.patch_namespaced_custom_object(
-                    *args, {"metadata": {"finalizers": kept or None}}
-                )
+                try:
+                    self.custom.patch_namespaced_custom_object(
+                        *args, {"metadata": {"finalizers": kept or None}}
+                    )
+                except ApiException as exc:
+                    # The garbage collector took its own finalizer (foregroundDeletion) off
+                    # since the listing, and this patch would put it back: the server
+                    # refuses; the next round patches the list as it is then.
+                    if exc.status != 422:
+                        raise
             return
         if kind.finalizer is not None and kind.finalizer not in finalizers:
             self.custom.patch_namespaced_custom_object(
