@@ -142,6 +142,12 @@ class ApiServer:
         resource = self.client.resources.get(api_version=api_version, kind=kind)
         return {item.metadata.name for item in resource.get(namespace=namespace).items}
 
+    def install(self, crds: list[dict[str, Any]]) -> None:
+        """Apply CRDs and wait until every one is served; a refusal fails with its message."""
+        refused = self.apply_all(crds)
+        assert not refused, "CRDs refused:\n" + "\n".join(map(str, refused))
+        self.wait_established(crd["metadata"]["name"] for crd in crds)
+
     def wait_established(self, crd_names: Iterable[str], timeout: float = 60) -> None:
         """Every CRD served: its `Established` condition is True."""
         crds = self.client.resources.get(

@@ -20,12 +20,8 @@ from tests.harness.webhooks import AdmissionWebhooks
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    plane = ControlPlane(Path(tempfile.mkdtemp(prefix="tide-controlplane-")))
-    plane.start()
-    try:
+    with ControlPlane(Path(tempfile.mkdtemp(prefix="tide-controlplane-"))) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +29,7 @@ def api(control_plane: ControlPlane) -> Iterator[ApiServer]:
     """A cluster admin's client, with every CRD the program uses installed and established,
     and KEDA's and CloudNativePG's admission webhooks registered and consulted."""
     server = ApiServer(control_plane.kubeconfig)
-    crds = crd_documents(Versions())
-    rejected = server.apply_all(crds)
-    assert not rejected, "upstream CRDs refused:\n" + "\n".join(map(str, rejected))
-    server.wait_established(crd["metadata"]["name"] for crd in crds)
+    server.install(crd_documents(Versions()))
     webhooks = AdmissionWebhooks(
         control_plane.workdir / "webhooks", kubeconfig=control_plane.kubeconfig
     )

@@ -52,22 +52,15 @@ def engine_dir() -> Iterator[Path]:
 def cluster(engine_dir: Path) -> Iterator[Cluster]:
     for name in engine.BINARIES:
         engine.binary(name)  # a missing tool fails here, with the command that builds it
-    started = Cluster(engine_dir / "cluster")
-    started.start()
-    try:
+    with Cluster(engine_dir / "cluster") as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="session")
 def cluster_api(cluster: Cluster) -> Iterator[ApiServer]:
     """Upstream CRDs installed, and Strimzi, CloudNativePG and RabbitMQ status played."""
     api = ApiServer(cluster.kubeconfig)
-    crds = crd_documents(Versions())
-    refused = api.apply_all(crds)
-    assert not refused, "upstream CRDs refused:\n" + "\n".join(map(str, refused))
-    api.wait_established(crd["metadata"]["name"] for crd in crds)
+    api.install(crd_documents(Versions()))
     # cert-manager's own namespace, where a cluster that runs it keeps ClusterIssuer secrets.
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cert-manager"}})
     played = PlayedOperators(cluster.kubeconfig, STRIMZI + CLOUDNATIVE_PG + RABBITMQ)

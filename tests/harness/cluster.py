@@ -164,6 +164,13 @@ class Cluster:
     def logs(self) -> list[Path]:
         return [p.log for p in self._processes]
 
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for process in reversed(self._processes):
             process.stop(timeout=10)

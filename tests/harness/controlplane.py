@@ -177,6 +177,13 @@ current-context: harness
 """
         )
 
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for process in (self._apiserver, self._etcd):
             if process is not None:

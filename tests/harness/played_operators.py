@@ -157,7 +157,6 @@ class PlayedOperators:
         self.core = client.CoreV1Api(api)
         self.played = played
         self.load_balancers = load_balancers
-        self.reconciled = 0
         # Each distinct failure once: the loop retries every half second.
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -226,7 +225,6 @@ class PlayedOperators:
             return
         status = kind.status(item) | {"observedGeneration": generation}
         self.custom.patch_namespaced_custom_object_status(*args, {"status": status})
-        self.reconciled += 1
 
     def _assign_load_balancers(self) -> None:
         with contextlib.suppress(ApiException):
