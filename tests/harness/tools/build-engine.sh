@@ -37,21 +37,32 @@ replaces() {
   sed -e 's#//.*##' "$1" |
     sed -n 's#^[[:space:]]*\(replace[[:space:]]\{1,\}\)\{0,1\}\([^[:space:](]\{1,\}\)\([[:space:]]\{1,\}v[^[:space:]]*\)\{0,1\}[[:space:]]\{1,\}=>[[:space:]]\{1,\}\([^.[:space:]][^[:space:]]*\)[[:space:]]\{1,\}\(v[^[:space:]]*\).*#replace \2\3 => \4 \5#p'
 }
+# go_mod NAME MODULE@VERSION...: $work/NAME/go.mod, a throwaway module that requires each
+# module and repeats the first one's replace directives to published modules.
+go_mod() {
+  local name=$1 first=$2
+  shift
+  mkdir -p "$work/$name"
+  {
+    echo "module tide.local/$name"
+    echo "go 1.24"
+    for module in "$@"; do echo "require ${module%@*} ${module#*@}"; done
+    replaces "$(gomod "$first")"
+  } >"$work/$name/go.mod"
+}
+# go_build NAME BINARY PACKAGE LDFLAGS: PACKAGE built in $work/NAME into $out/BINARY; the
+# binary appears only once whole, so a build cut short is redone next time.
+go_build() {
+  (cd "$work/$1" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $4" -o "$out/$2.part" "$3")
+  mv "$out/$2.part" "$out/$2"
+}
 
 if [ ! -x "$out/pulumi" ]; then
   echo "building the Pulumi CLI $pulumi_version from the Go module proxy (about 8 minutes on 2 cores)"
-  mkdir -p "$work/pulumi"
-  {
-    echo "module tide.local/pulumi"
-    echo "go 1.24"
-    echo "require github.com/pulumi/pulumi/pkg/v3 $pulumi_version"
-    echo "require github.com/pulumi/pulumi/sdk/v3 $pulumi_version"
-    replaces "$(gomod "github.com/pulumi/pulumi/pkg/v3@$pulumi_version")"
-  } >"$work/pulumi/go.mod"
-  (cd "$work/pulumi" && CGO_ENABLED=0 go build -trimpath \
-     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$pulumi_version" \
-     -o "$out/pulumi.part" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
-  mv "$out/pulumi.part" "$out/pulumi"
+  go_mod pulumi "github.com/pulumi/pulumi/pkg/v3@$pulumi_version" \
+    "github.com/pulumi/pulumi/sdk/v3@$pulumi_version"
+  go_build pulumi pulumi github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$pulumi_version"
 fi
 
 if [ ! -x "$out/pulumi-language-python" ]; then
@@ -59,43 +70,30 @@ if [ ! -x "$out/pulumi-language-python" ]; then
   # served by the proxy; sdk/v3 up to 2023 carried it inside, and its gRPC protocol is
   # still the one the CLI speaks. Its -exec shim is taken from the CLI's own version.
   echo "building the Python language host from github.com/pulumi/pulumi/sdk/v3@$language_host_version"
-  mkdir -p "$work/language-host"
-  {
-    echo "module tide.local/languagehost"
-    echo "go 1.24"
-    echo "require github.com/pulumi/pulumi/sdk/v3 $language_host_version"
-    replaces "$(gomod "github.com/pulumi/pulumi/sdk/v3@$language_host_version")"
-  } >"$work/language-host/go.mod"
-  (cd "$work/language-host" && CGO_ENABLED=0 go build -trimpath \
-     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$language_host_version" \
-     -o "$out/pulumi-language-python.part" github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python)
   install -m 0755 "$(moddir "github.com/pulumi/pulumi/sdk/v3@$pulumi_version")/python/cmd/pulumi-language-python-exec" \
     "$out/pulumi-language-python-exec"
-  mv "$out/pulumi-language-python.part" "$out/pulumi-language-python"
+  go_mod language-host "github.com/pulumi/pulumi/sdk/v3@$language_host_version"
+  go_build language-host pulumi-language-python \
+    github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$language_host_version"
 fi
 
 if [ ! -x "$out/pulumi-resource-kubernetes" ]; then
   echo "building the Kubernetes provider $provider_version from the Go module proxy (about 25 minutes on 2 cores)"
   module=github.com/pulumi/pulumi-kubernetes/provider/v4
   src=$(moddir "$module@$provider_module_version")
-  mkdir -p "$work/provider"
-  {
-    echo "module tide.local/provider"
-    echo "go 1.24"
-    echo "require $module $provider_module_version"
-    echo "replace github.com/pulumi/pulumi-kubernetes/sdk/v4 => github.com/pulumi/pulumi-kubernetes/sdk/v4 v$provider_version"
-    replaces "$(gomod "$module@$provider_module_version")"
-  } >"$work/provider/go.mod"
+  go_mod provider "$module@$provider_module_version"
+  # Instead of the provider's `sdk/v4 => ../sdk`: the SDK of the release it is.
+  echo "replace github.com/pulumi/pulumi-kubernetes/sdk/v4 => github.com/pulumi/pulumi-kubernetes/sdk/v4 v$provider_version" \
+    >>"$work/provider/go.mod"
   # The main package embeds schema-embed.json and terraform-mapping-embed.json, which its
   # go:generate step makes and the module zip does not hold; run that step here.
   for f in main.go generate.go schema.json terraform-mapping.json; do
     install -m 0644 "$src/cmd/pulumi-resource-kubernetes/$f" "$work/provider/$f"
   done
-  (cd "$work/provider" && VERSION=$provider_version go run generate.go >/dev/null &&
-   CGO_ENABLED=0 go build -trimpath \
-     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$provider_version" \
-     -o "$out/pulumi-resource-kubernetes.part" .)
-  mv "$out/pulumi-resource-kubernetes.part" "$out/pulumi-resource-kubernetes"
+  (cd "$work/provider" && VERSION=$provider_version go run generate.go >/dev/null)
+  go_build provider pulumi-resource-kubernetes . \
+    "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$provider_version"
 fi
 
 if [ ! -x "$out/kube-controller-manager" ] || [ ! -x "$out/kube-scheduler" ]; then
@@ -109,24 +107,14 @@ if [ ! -x "$out/kube-controller-manager" ] || [ ! -x "$out/kube-scheduler" ]; th
     sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/.*#replace \1 => \1 '"$staging_version"'#p' \
       "$(gomod "k8s.io/kubernetes@$kube_version")"
   } >"$work/kube/go.mod"
-  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kube_version" | cut -d. -f2)"
+  ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kube_version" | cut -d. -f2)"
   for cmd in kube-controller-manager kube-scheduler; do
-    (cd "$work/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
-       -o "$out/$cmd.part" "k8s.io/kubernetes/cmd/$cmd")
-    mv "$out/$cmd.part" "$out/$cmd"
+    go_build kube "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
   done
 fi
 
 if [ ! -x "$out/kwok" ]; then
   echo "building kwok $kwok_version from the Go module proxy"
-  mkdir -p "$work/kwok"
-  {
-    echo "module tide.local/kwok"
-    echo "go 1.24"
-    echo "require sigs.k8s.io/kwok $kwok_version"
-    replaces "$(gomod "sigs.k8s.io/kwok@$kwok_version")"
-  } >"$work/kwok/go.mod"
-  (cd "$work/kwok" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
-     -o "$out/kwok.part" sigs.k8s.io/kwok/cmd/kwok)
-  mv "$out/kwok.part" "$out/kwok"
+  go_mod kwok "sigs.k8s.io/kwok@$kwok_version"
+  go_build kwok kwok sigs.k8s.io/kwok/cmd/kwok ""
 fi
