@@ -1,6 +1,7 @@
-"""A consumer told to stop stops, even when Kafka went first: its shutdown path used to
-commit synchronously, which with no broker waits for a coordinator for ever (five
-processes were still running five minutes after SIGTERM)."""
+"""A consumer told to stop stops, even when Kafka crashed first. Its shutdown path used to
+commit synchronously, and after a crash (not a clean broker shutdown, which hands the
+group over) both that commit and librdkafka's own close() wait for a coordinator for
+ever: five processes were still running five minutes after SIGTERM."""
 
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ from tide.waiting import wait_until
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_a_stop_ends_within_the_drain_bound_after_kafka_is_gone(
+def test_a_stop_ends_within_the_drain_bound_after_kafka_crashed(
     catalog: Catalog, database: str, tmp_path: Path
 ) -> None:
-    kafka = KafkaBroker(tmp_path / "kafka")  # its own broker: this test stops it for good
+    kafka = KafkaBroker(tmp_path / "kafka")  # its own broker: this test crashes it
     kafka.start()
     try:
         group = fast_retries(catalog)
@@ -64,7 +65,7 @@ def test_a_stop_ends_within_the_drain_bound_after_kafka_is_gone(
             )
         )
         wait_until(handled.is_set, timeout=90, what="the record in the handler")
-        kafka.stop()
+        kafka.kill()  # a crash: a clean shutdown hands the group over and close() returns
         kafka_gone.set()
         asked = time.monotonic()
         runner.stop()  # what SIGTERM calls
@@ -74,5 +75,8 @@ def test_a_stop_ends_within_the_drain_bound_after_kafka_is_gone(
         assert took <= DRAIN_BOUND_S, f"the stop took {took:.0f} s, bound {DRAIN_BOUND_S} s"
         processor.close()
         publisher.close()
+        # An abandoned close() (most runs) still waits for a coordinator; give it one, so
+        # that it ends here rather than reconnecting for the rest of the session.
+        kafka.start()
     finally:
         kafka.stop()

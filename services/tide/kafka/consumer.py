@@ -36,9 +36,14 @@ UNJOINED_BOUND_S = 90.0
 # wedge watch, the liveness heartbeat), never a record's delay.
 POLL_WAIT_S = 0.5
 # A stop ends within this, broker or no broker (the chart's grace period is 45 s): the
-# batch in hand (its acks wait at most the publish timeout), then close(), which commits
-# what is stored and gives up after about session.timeout.ms without a coordinator.
+# batch in hand (its acks wait at most the publish timeout), close() (CLOSE_WAIT_S), then
+# the retry/DLQ producer's flush (the publish timeout again).
 DRAIN_BOUND_S = 30.0
+# close() commits what is stored and leaves the group. After a broker crash (not a clean
+# shutdown) librdkafka 2.16's close can wait for a coordinator for ever; we wait this long
+# (the session timeout) and go. Offsets not committed are redelivered to the group's next
+# owner, which drops what the dedupe marks say is done: at-least-once still holds.
+CLOSE_WAIT_S = 10.0
 
 
 def consumer_config(client: dict[str, Any], group: ConsumerGroup) -> dict[str, Any]:
@@ -357,9 +362,22 @@ class ConsumerRunner:
                 )
 
     def _close(self) -> None:
-        # close() commits the stored offsets (auto-commit is on) and, with no coordinator,
-        # gives up after about session.timeout.ms. A commit(asynchronous=False) before it
-        # waited for one for ever: a stop after Kafka went never ended (DRAIN_BOUND_S).
-        self._consumer.close()
+        # Not commit(asynchronous=False) first: with no coordinator it never returns. close()
+        # commits the stored offsets itself (auto-commit is on), on a thread we stop waiting
+        # for after CLOSE_WAIT_S.
+        closing = threading.Thread(
+            target=self._consumer.close, name=f"close-{self.group.name}", daemon=True
+        )
+        closing.start()
+        closing.join(CLOSE_WAIT_S)
         self._router.flush(self._timeout_s)
+        if closing.is_alive():
+            log.error(
+                "group %s: Kafka did not let the consumer close within %.0f s (no group "
+                "coordinator); leaving without it: records done since the last commit go to "
+                "the next owner, which skips them as already done",
+                self.group.name,
+                CLOSE_WAIT_S,
+            )
+            return
         log.info("group %s closed", self.group.name)
