@@ -12,7 +12,7 @@ from tests.harness import Brokers, BrokerSession, HarnessError
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.handlers import HandlerContext
-from tide.rabbitmq.bus import QueueConsumer, RabbitPublisher
+from tide.rabbitmq.bus import STOP_BOUND_S, QueueConsumer, RabbitPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
 
@@ -86,3 +86,42 @@ def _deliver(event: CloudEvent, ctx: HandlerContext) -> None:
         " VALUES (%s, %s, %s, %s)",
         (event.id, event.data["user_id"], event.data["channel"], event.data["title"]),
     )
+
+
+async def test_a_worker_told_to_stop_stops_while_rabbitmq_is_gone(
+    brokers: Brokers, broker_session: BrokerSession, database: str, rabbit_catalog: Catalog
+) -> None:
+    # A robust channel that has lost its broker cannot cancel its consumer until the broker
+    # is back: a stop then waited for RabbitMQ (or, on Kubernetes, for the SIGKILL, exit 137).
+    node = broker_session.rabbitmq
+    if node is None:
+        raise HarnessError("RabbitMQ", reason="needs the harness's node to stop it")
+    (worker,) = rabbit_catalog.queue_workers
+    consumer = QueueConsumer(
+        worker,
+        _deliver,
+        EventCodec(rabbit_catalog),
+        rabbitmq_url=brokers.rabbitmq_url,
+        postgres_dsn=database,
+        source="/test",
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))
+    user = unique("gone")
+    await publisher.publish(_job(user))
+    await publisher.close()
+    await wait_until_async(
+        lambda: asyncio.to_thread(lambda: _sent(database, [user]) == {user: 1}),
+        deadline_s=60,
+        what="the worker consuming",
+    )
+    await asyncio.to_thread(node.stop)
+    try:
+        stop.set()
+        began = asyncio.get_running_loop().time()
+        await asyncio.wait_for(running, timeout=STOP_BOUND_S + 15)
+        took = asyncio.get_running_loop().time() - began
+        assert took <= STOP_BOUND_S, f"the stop took {took:.0f} s, bound {STOP_BOUND_S:.0f} s"
+    finally:
+        await asyncio.to_thread(node.start)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +38,11 @@ from tide.store.processed import handle_once
 from tide.topology import QueueWorker
 
 log = logging.getLogger(__name__)
+
+# Each step of a worker's stop (cancel its consumer, close its connection) waits this long
+# for RabbitMQ; the whole stop ends within STOP_BOUND_S, inside the chart's grace period.
+STOP_WAIT_S = 10.0
+STOP_BOUND_S = 2 * STOP_WAIT_S + 5
 
 
 class RabbitPublishError(RuntimeError):
@@ -260,7 +265,7 @@ class QueueConsumer:
             connection = await aio_pika.connect_robust(self.rabbitmq_url)
         except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
             raise RabbitUnavailableError(f"RabbitMQ at {where}: {exc}") from exc
-        async with connection:
+        try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.worker.prefetch)
             # Passive: the queue's arguments belong to the topology (definitions); a
@@ -275,5 +280,22 @@ class QueueConsumer:
             tag = await queue.consume(self._on_message)
             log.info("worker consuming %s", self.worker.queue)
             await stop.wait()
-            await queue.cancel(tag)
+            await self._within_stop_wait(queue.cancel(tag), f"cancel the consumer at {where}")
+        finally:
+            await self._within_stop_wait(connection.close(), f"close the connection to {where}")
         await asyncio.to_thread(self._pool.close)
+
+    async def _within_stop_wait(self, step: Awaitable[object], what: str) -> None:
+        # A robust connection that has lost its broker (down, or refusing a rotated
+        # password) waits for it to come back before it can cancel or close cleanly. A stop
+        # does not wait for that: deliveries not acked go back to the queue anyway.
+        try:
+            await asyncio.wait_for(step, STOP_WAIT_S)
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
+            log.warning(
+                "worker %s: could not %s within %.0f s (%s); stopping without it",
+                self.worker.queue,
+                what,
+                STOP_WAIT_S,
+                exc or type(exc).__name__,
+            )
