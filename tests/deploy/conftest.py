@@ -11,10 +11,11 @@ import pytest
 from infra.config import Versions
 
 from tests.deploy.apiserver import ApiServer, Rejection
-from tests.deploy.rollout import STACKS, deploy, first_render
+from tests.deploy.rollout import FIRST_TAG, NEXT_TAG, STACKS, deploy, first_render
 from tests.deploy.stack import Rendered
 from tests.harness.controlplane import ControlPlane
 from tests.harness.crds import crd_documents
+from tests.harness.docker import DockerDaemon, build_service_image, docker
 from tests.harness.webhooks import AdmissionWebhooks
 
 
@@ -46,6 +47,19 @@ def api(control_plane: ControlPlane) -> Iterator[ApiServer]:
 def _refusal(server: ApiServer, document: dict[str, Any]) -> str | None:
     rejection = server.apply(document, dry_run=True)
     return rejection.message if rejection is not None else None
+
+
+@pytest.fixture(scope="session")
+def tide_image() -> Iterator[str]:
+    """services/Dockerfile on a debootstrap base, under both tags the stacks render."""
+    daemon = DockerDaemon(Path(tempfile.mkdtemp(prefix="tide-docker-")))
+    daemon.start()
+    try:
+        image = build_service_image(f"tide:{FIRST_TAG}")
+        docker("tag", image, f"tide:{NEXT_TAG}")
+        yield image
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from confluent_kafka.admin import (
     AdminClient,
     NewTopic,
@@ -30,6 +31,7 @@ from infra.components.postgres import CLUSTER_NAME as POSTGRES_CLUSTER
 from infra.components.postgres import PORT as POSTGRES_PORT
 from infra.components.rabbitmq import AMQP_PORT
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
+from psycopg import sql
 
 from tests.deploy.apiserver import ApiServer
 from tests.harness.kafka import KafkaBroker
@@ -82,6 +84,23 @@ class StackBrokers:
             raise errors[0]
         self._topic_operator()
         self._user_operator()
+        self._rabbitmq_definitions()
+
+    def rotate_credentials(self) -> None:
+        """What the operators do once `pulumi up` has replaced the Secrets with new passwords:
+        Strimzi's User Operator sets each KafkaUser's SCRAM password from its Secret at its
+        next reconciliation; CloudNativePG's instance manager sets the owner's password from
+        the initdb Secret when that Secret changes; RabbitMQ, restarted as the README says,
+        loads the definitions, new password hashes included, at boot."""
+        self._user_operator()
+        password = self._postgres_owner()["password"]
+        with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE tide PASSWORD {}").format(sql.Literal(password)))
+        self.postgres.password = password
+        self.rabbitmq.restart()
+        self._rabbitmq_definitions()
+
+    def _rabbitmq_definitions(self) -> None:
         definitions = self.secret(self.data, "rabbitmq-definitions")["definitions.json"]
         self.rabbitmq.import_definitions(json.loads(definitions))
 

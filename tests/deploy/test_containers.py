@@ -21,10 +21,9 @@ from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
 from tests.deploy.apiserver import ApiServer, Rejection
 from tests.deploy.containers import Workload, environment, run_arguments, start, workloads
 from tests.deploy.operators import StackBrokers
-from tests.deploy.rollout import FIRST_TAG, NEXT_TAG, prefix_of
+from tests.deploy.rollout import prefix_of
 from tests.deploy.stack import Rendered
 from tests.harness.brokers import broker_dir
-from tests.harness.docker import DockerDaemon, build_service_image, docker
 from tests.harness.process import ensure_free
 from tide.waiting import wait_until
 
@@ -34,19 +33,6 @@ from tide.waiting import wait_until
 REGISTRY_VARIABLE = "TIDE_SCHEMA_REGISTRY_URL"
 READY_WITHIN_S = 120
 JOB_WITHIN_S = 180
-
-
-@pytest.fixture(scope="session")
-def tide_image() -> Iterator[str]:
-    """services/Dockerfile on a debootstrap base, under both tags the stacks render."""
-    daemon = DockerDaemon(Path(tempfile.mkdtemp(prefix="tide-docker-")))
-    daemon.start()
-    try:
-        image = build_service_image(f"tide:{FIRST_TAG}")
-        docker("tag", image, f"tide:{NEXT_TAG}")
-        yield image
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture(scope="session")
