@@ -37,6 +37,7 @@ from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.kafka.topics import ensure_topics
 from tide.liveness import Heartbeat
+from tide.rabbitmq.bus import QueueConsumer
 from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
@@ -297,3 +298,18 @@ def platform(
     yield catalog, processes
     problems = processes.stop()
     assert not problems, f"services did not drain on SIGTERM: {problems}"
+
+
+def queue_consumer(
+    brokers: Brokers, database: str, catalog: Catalog, handler: Handler
+) -> QueueConsumer:
+    """The catalog's one queue worker, on the session's RabbitMQ and `database`."""
+    (worker,) = catalog.queue_workers
+    return QueueConsumer(
+        worker,
+        handler,
+        EventCodec(catalog),
+        rabbitmq_url=brokers.rabbitmq_url,
+        postgres_dsn=database,
+        source="/test-worker",
+    )

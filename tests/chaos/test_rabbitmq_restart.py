@@ -9,10 +9,11 @@ import pytest
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
+from tests.runtime_fixtures import queue_consumer
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.handlers import HandlerContext
-from tide.rabbitmq.bus import STOP_BOUND_S, QueueConsumer, RabbitPublisher
+from tide.rabbitmq.bus import STOP_BOUND_S, RabbitPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
 
@@ -44,15 +45,7 @@ async def test_confirmed_jobs_survive_a_broker_restart_and_run_exactly_once(
     if node is None:
         raise HarnessError("RabbitMQ", reason="needs the harness's node to restart it")
     users = [unique("r") for _ in range(JOBS)]
-    (worker,) = rabbit_catalog.queue_workers
-    consumer = QueueConsumer(
-        worker,
-        _deliver,
-        EventCodec(rabbit_catalog),
-        rabbitmq_url=brokers.rabbitmq_url,
-        postgres_dsn=database,
-        source="/test",
-    )
+    consumer = queue_consumer(brokers, database, rabbit_catalog, _deliver)
     stop = asyncio.Event()
     running = asyncio.create_task(consumer.run(stop))  # up before, through and after the restart
     publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))
@@ -96,15 +89,7 @@ async def test_a_worker_told_to_stop_stops_while_rabbitmq_is_gone(
     node = broker_session.rabbitmq
     if node is None:
         raise HarnessError("RabbitMQ", reason="needs the harness's node to stop it")
-    (worker,) = rabbit_catalog.queue_workers
-    consumer = QueueConsumer(
-        worker,
-        _deliver,
-        EventCodec(rabbit_catalog),
-        rabbitmq_url=brokers.rabbitmq_url,
-        postgres_dsn=database,
-        source="/test",
-    )
+    consumer = queue_consumer(brokers, database, rabbit_catalog, _deliver)
     stop = asyncio.Event()
     running = asyncio.create_task(consumer.run(stop))
     publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))

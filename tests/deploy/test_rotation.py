@@ -55,10 +55,16 @@ RATE = 10.0  # API requests per second, all through the rotation
 READY_WITHIN_S = 120
 
 
+# NodePorts are cluster-wide: the kind stack of test_apply holds the tracked ones.
+EXPOSURE = {"serviceType": "NodePort", "apiNodePort": 31080, "grafanaNodePort": 31030,
+            "prometheusNodePort": 31090}  # fmt: skip
+
+
 def _render(seed: str) -> Rendered:
-    return render_stack(
-        "kind", config_for("kind", prefix=PREFIX, image_tag=FIRST_TAG, credentialSeed=seed), PREFIX
+    config = config_for(
+        "kind", prefix=PREFIX, image_tag=FIRST_TAG, credentialSeed=seed, exposure=EXPOSURE
     )
+    return render_stack("kind", config, PREFIX)
 
 
 class Services:

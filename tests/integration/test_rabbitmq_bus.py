@@ -12,11 +12,12 @@ import pytest
 
 from tests.conftest import unique
 from tests.harness import Brokers
+from tests.runtime_fixtures import queue_consumer
 from tide.codecs.json_schema import EventCodec
 from tide.errors import TransientError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
-from tide.rabbitmq.bus import QueueConsumer, RabbitPublisher
+from tide.rabbitmq.bus import RabbitPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
 
@@ -34,15 +35,7 @@ def job(user: str) -> CloudEvent:
 async def _start_worker(
     brokers: Brokers, database: str, catalog: Catalog, handler: Handler
 ) -> AsyncIterator[None]:
-    (worker,) = catalog.queue_workers
-    consumer = QueueConsumer(
-        worker,
-        handler,
-        EventCodec(catalog),
-        rabbitmq_url=brokers.rabbitmq_url,
-        postgres_dsn=database,
-        source="/test-worker",
-    )
+    consumer = queue_consumer(brokers, database, catalog, handler)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     yield
