@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra import outputs
@@ -225,7 +226,7 @@ def up(
         stack = pulumi_up(local_stack())
         wait_ready(sorted(stack[outputs.NAMESPACES].values()), timeout)
     except (UpError, PulumiError) as exc:
-        console.print(f"[red]make up failed:[/] {exc}")
+        console.print(f"[red]make up failed:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     print_endpoints(stack)
 
@@ -242,7 +243,7 @@ def down() -> None:
             stack.run("destroy", "--stack", STACK, "--yes", "--non-interactive", "--skip-preview")
         _run(kind, "delete", "cluster", "--name", name)
     except (UpError, PulumiError) as exc:
-        console.print(f"[red]make down failed:[/] {exc}")
+        console.print(f"[red]make down failed:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     console.print(f"[green]✓[/] stack destroyed, cluster {name} deleted")
 

@@ -67,3 +67,23 @@ def test_kind_env_reads_the_operator_secret_from_the_stacks_own_namespace(
     kind.env()
     assert asked == ["acme-apps"]
     assert "export TIDE_KAFKA_PASSWORD='pw'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_make_up_and_down_print_an_error_as_it_is_not_as_markup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # Rich read `[a-z0-9-]` in an engine error as a style tag and dropped it, and a `[/x]`
+    # in one raised a MarkupError in place of the error itself.
+    from infra import kind  # noqa: PLC0415
+
+    message = "name must match [a-z0-9-] (see [/docs] and [bold])"
+
+    def fail(*_: object, **__: object) -> None:
+        raise kind.UpError(message)
+
+    monkeypatch.setattr(kind, "check_docker", fail)
+    monkeypatch.setattr(kind, "_tool", fail)
+    with pytest.raises(kind.typer.Exit):
+        getattr(kind, command)()
+    assert message in capsys.readouterr().out
