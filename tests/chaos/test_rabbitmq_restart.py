@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
+from tests.harness.rabbitmq import RabbitMQServer
 from tests.runtime_fixtures import queue_consumer
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
@@ -38,16 +39,28 @@ def _sent(database: str, users: list[str]) -> dict[str, int]:
     return {user: int(count) for user, count in rows}
 
 
-async def test_confirmed_jobs_survive_a_broker_restart_and_run_exactly_once(
-    brokers: Brokers, broker_session: BrokerSession, database: str, rabbit_catalog: Catalog
-) -> None:
-    node = broker_session.rabbitmq
-    if node is None:
-        raise HarnessError("RabbitMQ", reason="needs the harness's node to restart it")
-    users = [unique("r") for _ in range(JOBS)]
-    consumer = queue_consumer(brokers, database, rabbit_catalog, _deliver)
+@pytest.fixture
+def node(broker_session: BrokerSession) -> RabbitMQServer:
+    """The harness's own RabbitMQ node, which these tests stop and restart."""
+    if broker_session.rabbitmq is None:
+        raise HarnessError("RabbitMQ", reason="needs the harness's node to stop and start it")
+    return broker_session.rabbitmq
+
+
+def _run_worker(
+    brokers: Brokers, database: str, catalog: Catalog
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
     stop = asyncio.Event()
-    running = asyncio.create_task(consumer.run(stop))  # up before, through and after the restart
+    consumer = queue_consumer(brokers, database, catalog, _deliver)
+    return stop, asyncio.create_task(consumer.run(stop))
+
+
+async def test_confirmed_jobs_survive_a_broker_restart_and_run_exactly_once(
+    brokers: Brokers, node: RabbitMQServer, database: str, rabbit_catalog: Catalog
+) -> None:
+    users = [unique("r") for _ in range(JOBS)]
+    # The worker runs before, through and after the restart.
+    stop, running = _run_worker(brokers, database, rabbit_catalog)
     publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))
     for user in users[: JOBS // 2]:
         await publisher.publish(_job(user))  # confirmed: on disk in a quorum queue
@@ -82,16 +95,11 @@ def _deliver(event: CloudEvent, ctx: HandlerContext) -> None:
 
 
 async def test_a_worker_told_to_stop_stops_while_rabbitmq_is_gone(
-    brokers: Brokers, broker_session: BrokerSession, database: str, rabbit_catalog: Catalog
+    brokers: Brokers, node: RabbitMQServer, database: str, rabbit_catalog: Catalog
 ) -> None:
     # A robust channel that has lost its broker cannot cancel its consumer until the broker
     # is back: a stop then waited for RabbitMQ (or, on Kubernetes, for the SIGKILL, exit 137).
-    node = broker_session.rabbitmq
-    if node is None:
-        raise HarnessError("RabbitMQ", reason="needs the harness's node to stop it")
-    consumer = queue_consumer(brokers, database, rabbit_catalog, _deliver)
-    stop = asyncio.Event()
-    running = asyncio.create_task(consumer.run(stop))
+    stop, running = _run_worker(brokers, database, rabbit_catalog)
     publisher = RabbitPublisher(brokers.rabbitmq_url, EventCodec(rabbit_catalog))
     user = unique("gone")
     await publisher.publish(_job(user))
