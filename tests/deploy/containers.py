@@ -16,6 +16,13 @@ from tests.deploy.apiserver import pod_from_template
 from tests.harness.docker import docker
 from tide.waiting import wait_until
 
+# No Confluent-compatible registry installs here (README, "Schema registry"): services run
+# without one and validate against the schemas they ship; the registration Job must fail
+# saying which registry it could not reach.
+REGISTRY_VARIABLE = "TIDE_SCHEMA_REGISTRY_URL"
+READY_WITHIN_S = 120
+JOB_WITHIN_S = 180
+
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
 
 
@@ -198,3 +205,18 @@ def start(workload: Workload, image: str, flags: list[str], name: str) -> Contai
     docker("rm", "--force", name, check=False)
     docker("run", "--detach", f"--name={name}", *flags, image, *command)
     return Container(name)
+
+
+def run_job(workload: Workload, flags: list[str], image: str, name: str) -> tuple[int, str]:
+    """Run a Job's container to its end: its exit code and the tail of its log."""
+    container = start(workload, image, flags, name)
+    try:
+        wait_until(
+            lambda: container.exit_reason() is not None,
+            timeout=JOB_WITHIN_S,
+            what=f"{workload} completed",
+            interval=0.5,
+        )
+        return int(container.state()["ExitCode"]), container.logs()
+    finally:
+        container.remove()

@@ -19,20 +19,21 @@ import pytest
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
 
 from tests.deploy.apiserver import ApiServer, Rejection
-from tests.deploy.containers import Workload, environment, run_arguments, start, workloads
+from tests.deploy.containers import (
+    READY_WITHIN_S,
+    REGISTRY_VARIABLE,
+    Workload,
+    environment,
+    run_arguments,
+    run_job,
+    start,
+    workloads,
+)
 from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import prefix_of
 from tests.deploy.stack import Rendered
 from tests.harness.brokers import broker_dir
 from tests.harness.process import ensure_free
-from tide.waiting import wait_until
-
-# No Confluent-compatible registry installs here (README, "Schema registry"): services run
-# without one and validate against the schemas they ship; the registration Job must fail
-# saying which registry it could not reach.
-REGISTRY_VARIABLE = "TIDE_SCHEMA_REGISTRY_URL"
-READY_WITHIN_S = 120
-JOB_WITHIN_S = 180
 
 
 @pytest.fixture(scope="session")
@@ -50,20 +51,6 @@ def stack_brokers(api: ApiServer, deployed: dict[str, list[Rejection]]) -> Itera
         yield brokers
     finally:
         brokers.stop()
-
-
-def _run_job(workload: Workload, flags: list[str], image: str, name: str) -> tuple[int, str]:
-    container = start(workload, image, flags, name)
-    try:
-        wait_until(
-            lambda: container.exit_reason() is not None,
-            timeout=JOB_WITHIN_S,
-            what=f"{workload} completed",
-            interval=0.5,
-        )
-        return int(container.state()["ExitCode"]), container.logs()
-    finally:
-        container.remove()
 
 
 def _run_service(workload: Workload, flags: list[str], image: str, name: str) -> str:
@@ -103,7 +90,7 @@ def test_every_tide_container_runs_from_its_rendered_spec(
     for workload in sorted(jobs, key=lambda w: REGISTRY_VARIABLE in str(w.container)):
         env = environment(workload, stack_brokers.secret, stack_brokers.loopback(), drop=set())
         flags = run_arguments(workload, env, stack_brokers.secret, scratch)
-        code, logs = _run_job(workload, flags, workload.container["image"], workload.name)
+        code, logs = run_job(workload, flags, workload.container["image"], workload.name)
         if REGISTRY_VARIABLE in env:
             assert code != 0, logs
             assert env[REGISTRY_VARIABLE] in logs, logs

@@ -27,10 +27,13 @@ from infra.components.kafka_users import kafka_credentials_secret
 
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.containers import (
+    READY_WITHIN_S,
+    REGISTRY_VARIABLE,
     Container,
     Workload,
     environment,
     run_arguments,
+    run_job,
     start,
     workloads,
 )
@@ -50,9 +53,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 PREFIX = "kind-rotation"
 SEEDS = ("before-rotation-" + "1" * 32, "after-rotation-" + "2" * 32)
-REGISTRY_VARIABLE = "TIDE_SCHEMA_REGISTRY_URL"  # no registry installs here (test_containers)
 RATE = 10.0  # API requests per second, all through the rotation
-READY_WITHIN_S = 120
 
 
 # NodePorts are cluster-wide: the kind stack of test_apply holds the tracked ones.
@@ -138,17 +139,8 @@ def _migrate(job: Workload, brokers: StackBrokers, image: str) -> None:
     if REGISTRY_VARIABLE in env:
         return
     flags = run_arguments(job, env, brokers.secret, Path(tempfile.mkdtemp()))
-    container = start(job, image, flags, f"rotation-{job.name}")
-    try:
-        wait_until(
-            lambda: container.exit_reason() is not None,
-            timeout=180,
-            what=f"{job} completed",
-            interval=0.5,
-        )
-        assert container.state()["ExitCode"] == 0, f"{job}\n{container.logs()}"
-    finally:
-        container.remove()
+    code, logs = run_job(job, flags, image, f"rotation-{job.name}")
+    assert code == 0, f"{job}\n{logs}"
 
 
 def _postgres_refuses(dsn: str) -> str:

@@ -67,6 +67,14 @@ def consumer_config(client: dict[str, Any], group: ConsumerGroup) -> dict[str, A
     }
 
 
+def _close_aside(consumer: Consumer, name: str) -> threading.Thread:
+    """close() on a thread of its own: without a group coordinator it can wait for ever,
+    and neither a stop nor the loop may wait with it."""
+    closing = threading.Thread(target=consumer.close, name=name, daemon=True)
+    closing.start()
+    return closing
+
+
 class ConsumerRunner:
     """Consumes a group's topics and retry topics and feeds a RecordProcessor."""
 
@@ -170,7 +178,7 @@ class ConsumerRunner:
         self._wedge.replaced()
         self._subscribe()
         # Closing the old client may wait for the coordinator it lost: not on this loop.
-        threading.Thread(target=wedged.close, name="close-wedged", daemon=True).start()
+        _close_aside(wedged, "close-wedged")
 
     def _replace_router_if_wedged(self) -> None:
         """A new producer for retry and DLQ copies when this one has failed them all for as
@@ -365,10 +373,7 @@ class ConsumerRunner:
         # Not commit(asynchronous=False) first: with no coordinator it never returns. close()
         # commits the stored offsets itself (auto-commit is on), on a thread we stop waiting
         # for after CLOSE_WAIT_S.
-        closing = threading.Thread(
-            target=self._consumer.close, name=f"close-{self.group.name}", daemon=True
-        )
-        closing.start()
+        closing = _close_aside(self._consumer, f"close-{self.group.name}")
         closing.join(CLOSE_WAIT_S)
         self._router.flush(self._timeout_s)
         if closing.is_alive():
