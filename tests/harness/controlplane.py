@@ -3,6 +3,8 @@
 No kubelet, scheduler or controller-manager runs: objects are stored, validated
 and admitted (strict field validation, CRD schemas, Pod Security, admission
 webhooks) exactly as a cluster's API server does, but nothing is reconciled.
+The aggregation layer is configured as kubeadm does, so an extension API server
+(KEDA's external metrics) can be registered with an APIService.
 `make tools` builds both binaries once (tests/harness/tools/build-control-plane.sh).
 """
 
@@ -26,6 +28,8 @@ ETCD_VERSION = "v3.5.21"
 SERVICE_CIDR = "10.96.0.0/16"
 # The identity the tests act as: a member of system:masters, like a cluster admin.
 ADMIN_TOKEN = "tide-harness-admin"
+# kubeadm's name for the aggregation layer's client certificate.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 def tools_dir() -> Path:
@@ -91,6 +95,11 @@ class ControlPlane:
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=certs)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=certs)
         (certs / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+        # The aggregation layer's front proxy: the API server presents this client certificate
+        # to an extension API server (KEDA's metrics server), which trusts the CA for it
+        # through the extension-apiserver-authentication ConfigMap, as on kubeadm's clusters.
+        front_proxy = certs / "front-proxy"
+        write_certificates(front_proxy, common_name=FRONT_PROXY_CLIENT, hosts=["127.0.0.1"])
         self._etcd = ManagedProcess(
             "etcd",
             [
@@ -129,6 +138,13 @@ class ControlPlane:
                 # No kubelets: nothing would keep the `kubernetes` Endpoints current.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                f"--requestheader-client-ca-file={front_proxy / 'ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={front_proxy / 'tls.crt'}",
+                f"--proxy-client-key-file={front_proxy / 'tls.key'}",
             ],
             log=self.workdir / "kube-apiserver.log",
         )
