@@ -71,7 +71,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 .PHONY: tools
-tools: bin/helm bin/actionlint control-plane engine-tools ## build helm, actionlint, the control plane and the engine tier's tools from the Go module proxy (pinned) into the cache
+tools: bin/helm bin/actionlint bin/kubectl control-plane engine-tools ## build helm, actionlint, install kubectl, the control plane and the engine tier's tools from the Go module proxy (pinned) into the cache
 	@rm -rf $(GOCACHE)
 
 .PHONY: engine-tools
@@ -80,11 +80,11 @@ engine-tools: $(STAMP) ## build the Pulumi CLI, language host and Kubernetes pro
 	bash tests/harness/tools/build-engine.sh $$($(PY) -m tests.harness.engine)
 
 .PHONY: control-plane
-control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd and the KEDA and CloudNativePG webhooks for the deploy tier (once; 10-20 minutes)
-	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the webhooks"; exit 1; }
+control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd, KEDA's webhooks, operator and metrics server and CloudNativePG's manager (once; 20-30 minutes)
+	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the operators"; exit 1; }
 	@keda=$$(sed -n 's/^KEDA_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	cnpg=$$(sed -n 's/^CNPG_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
-	bash tests/harness/tools/build-webhooks.sh $$keda $$cnpg $(TOOLS)/webhooks-keda-$$keda-cnpg-$$cnpg
+	bash tests/harness/tools/build-operators.sh $$keda $$cnpg $(TOOLS)/operators-keda-$$keda-cnpg-$$cnpg
 
 $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }

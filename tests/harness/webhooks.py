@@ -5,7 +5,7 @@ signs, and is registered with the project's own Validating/MutatingWebhookConfig
 read at run time from its Go module at the pinned version: every path, rule,
 failurePolicy and sideEffects stays as upstream declares it; only `clientConfig` moves
 from an in-cluster Service to https://127.0.0.1:<port><path> with the harness's CA.
-`make control-plane` builds both binaries once (tests/harness/tools/build-webhooks.sh).
+`make control-plane` builds both binaries once (tests/harness/tools/build-operators.sh).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ DOWNLOAD_TIMEOUT_SECONDS = 600
 
 
 def tools_dir() -> Path:
-    return cache_dir() / "tools" / f"webhooks-keda-{KEDA_VERSION}-cnpg-{CNPG_VERSION}"
+    return cache_dir() / "tools" / f"operators-keda-{KEDA_VERSION}-cnpg-{CNPG_VERSION}"
 
 
 @dataclass(frozen=True)

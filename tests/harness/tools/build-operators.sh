@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the admission webhook servers of KEDA and CloudNativePG from the Go module proxy
-# at pinned versions into OUT_DIR: keda-admission-webhooks (KEDA's cmd/webhooks) and
-# cnpg-manager (CloudNativePG's cmd/manager, whose `controller` subcommand serves its webhooks).
+# Builds KEDA's and CloudNativePG's binaries from the Go module proxy at pinned versions into
+# OUT_DIR: keda-admission-webhooks, keda-operator and keda-adapter (KEDA's cmd/webhooks,
+# cmd/operator and cmd/adapter, the metrics API server) and cnpg-manager (CloudNativePG's
+# cmd/manager, whose `controller` subcommand serves its webhooks).
 #
 # `go install M/cmd/x@V` is refused when M's go.mod has replace directives (KEDA pins
 # k8s.io and Prometheus that way). So each binary is built in a throwaway module that
@@ -42,6 +43,12 @@ build() {
 
 build keda-admission-webhooks github.com/kedacore/keda/v2 "$keda_version" \
   github.com/kedacore/keda/v2/cmd/webhooks \
+  "-X github.com/kedacore/keda/v2/version.Version=${keda_version#v}"
+build keda-operator github.com/kedacore/keda/v2 "$keda_version" \
+  github.com/kedacore/keda/v2/cmd/operator \
+  "-X github.com/kedacore/keda/v2/version.Version=${keda_version#v}"
+build keda-adapter github.com/kedacore/keda/v2 "$keda_version" \
+  github.com/kedacore/keda/v2/cmd/adapter \
   "-X github.com/kedacore/keda/v2/version.Version=${keda_version#v}"
 build cnpg-manager github.com/cloudnative-pg/cloudnative-pg "$cnpg_version" \
   github.com/cloudnative-pg/cloudnative-pg/cmd/manager \

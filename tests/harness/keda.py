@@ -1,0 +1,232 @@
+"""KEDA's operator and metrics API server, run from their own binaries against the harness cluster.
+
+Both run on this machine as KEDA's `keda-operator` ServiceAccount, with the RBAC, the
+Service and the `v1beta1.external.metrics.k8s.io` APIService of KEDA's own manifests,
+read from its Go module at the pinned version. Only addresses and certificates change:
+- the metrics Service becomes an ExternalName for loopback, and the APIService names the
+  metrics server's port and the harness's CA (the aggregator dials an ExternalName
+  Service at the APIService's port, k8s.io/apiserver pkg/util/proxy ResolveCluster);
+- the two talk gRPC over loopback with one certificate the harness signs, where upstream
+  mounts the `kedaorg-certs` Secret its cert rotation writes.
+The HPA controller of kube-controller-manager reads the external metrics through the
+aggregation layer, as in a cluster. `make control-plane` builds both binaries once.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from infra.config import Versions
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from tests.harness.cache import built_tool
+from tests.harness.controlplane import write_certificates
+from tests.harness.crds import GoModuleCrds, crd_sources, go_module_dir
+from tests.harness.errors import HarnessError
+from tests.harness.process import ManagedProcess
+from tests.harness.webhooks import KEDA_VERSION, tools_dir
+from tide.ports import free_port
+from tide.waiting import wait_until
+
+NAMESPACE = "keda"
+SERVICE_ACCOUNT = "keda-operator"
+# Names in config/metrics-server/{service,api_service}.yaml at the pinned version.
+METRICS_SERVICE = "keda-metrics-apiserver"
+API_SERVICE = "v1beta1.external.metrics.k8s.io"
+# Everything KEDA's manifests declare for the two processes, except their Deployments
+# (run here as processes) and the CRDs (installed by tests/harness/crds.py).
+MANIFESTS = (
+    "config/general/namespace.yaml",
+    "config/service_account/service_account.yaml",
+    "config/rbac/role.yaml",
+    "config/rbac/role_binding.yaml",
+    "config/metrics-server/role.yaml",
+    "config/metrics-server/role_binding.yaml",
+    "config/metrics-server/service.yaml",
+    "config/metrics-server/api_service.yaml",
+)
+# The names the processes' certificate must carry: the address the adapter dials the
+# operator's gRPC service at, and the name the aggregator verifies the adapter by
+# (<service>.<namespace>.svc).
+CERTIFICATE_HOSTS = ["127.0.0.1", "localhost", f"{METRICS_SERVICE}.{NAMESPACE}.svc"]
+# A token lasts this long; the engine session ends well within it.
+TOKEN_SECONDS = 4 * 3600
+
+
+def _module() -> GoModuleCrds:
+    source = crd_sources(Versions())["keda"]
+    if not isinstance(source, GoModuleCrds) or source.version != KEDA_VERSION:
+        raise HarnessError(
+            "KEDA", reason=f"built at {KEDA_VERSION}, but the pinned CRDs come from {source}"
+        )
+    return source
+
+
+def on_loopback(documents: list[dict[str, Any]], port: int, ca_bundle: str) -> list[dict[str, Any]]:
+    """KEDA's manifests, the metrics Service and APIService pointed at loopback `port`."""
+    rewritten = []
+    for upstream in documents:
+        document = copy.deepcopy(upstream)
+        if document["kind"] == "Service" and document["metadata"]["name"] == METRICS_SERVICE:
+            document["spec"] = {"type": "ExternalName", "externalName": "127.0.0.1"}
+        elif document["kind"] == "APIService":
+            document["spec"]["service"]["port"] = port
+            document["spec"]["caBundle"] = ca_bundle
+        rewritten.append(document)
+    return rewritten
+
+
+class Keda:
+    """KEDA's operator and metrics server as `keda-operator`, registered for external metrics."""
+
+    name = "KEDA operator and metrics API server"
+
+    def __init__(self, workdir: Path, *, kubeconfig: Path) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = kubeconfig
+        self.certificates = workdir / "certs"
+        self.adapter_port = free_port()
+        self.grpc_port = free_port()
+        self.health_port = free_port()
+        self._processes: list[ManagedProcess] = []
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """KEDA's own RBAC, Service and APIService, to apply before `start`."""
+        source = _module()
+        module = go_module_dir("KEDA", source.module, source.version, self.workdir / "go-mod.log")
+        documents: list[dict[str, Any]] = []
+        for manifest in MANIFESTS:
+            with (module / manifest).open() as stream:
+                documents.extend(d for d in yaml.safe_load_all(stream) if isinstance(d, dict))
+        write_certificates(self.certificates, common_name="keda", hosts=CERTIFICATE_HOSTS)
+        ca_bundle = base64.b64encode((self.certificates / "ca.crt").read_bytes()).decode()
+        return on_loopback(documents, self.adapter_port, ca_bundle)
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start both as the ServiceAccount, and wait until the APIService is Available."""
+        operator = built_tool(tools_dir(), "keda-operator", what=self.name)
+        adapter = built_tool(tools_dir(), "keda-adapter", what=self.name)
+        api = kube_config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        kubeconfig = self._service_account_kubeconfig(api)
+        certs = str(self.certificates)
+        # What config/manager/manager.yaml and config/metrics-server/deployment.yaml give the
+        # containers: their namespace, every namespace watched. In a pod the namespace of
+        # cluster-scoped objects' Secrets is read from the mounted ServiceAccount; here it
+        # is KEDA's documented override (pkg/util/env_resolver.go).
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": NAMESPACE,
+               "WATCH_NAMESPACE": "", "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE}  # fmt: skip
+        self._processes = [
+            ManagedProcess(
+                "keda-operator",
+                [
+                    operator,
+                    "--zap-log-level=info",
+                    "--zap-encoder=console",
+                    "--leader-elect=false",
+                    f"--cert-dir={certs}",
+                    f"--metrics-service-bind-address=127.0.0.1:{self.grpc_port}",
+                    f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                    f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
+                ],
+                log=self.workdir / "keda-operator.log",
+                env=env,
+            ),
+            ManagedProcess(
+                "keda-adapter",
+                [
+                    adapter,
+                    f"--secure-port={self.adapter_port}",
+                    "--bind-address=127.0.0.1",
+                    f"--client-ca-file={certs}/ca.crt",
+                    f"--tls-cert-file={certs}/tls.crt",
+                    f"--tls-private-key-file={certs}/tls.key",
+                    f"--cert-dir={certs}",
+                    f"--metrics-service-address=127.0.0.1:{self.grpc_port}",
+                    # Its own /metrics listener has no host flag (it binds ":<port>").
+                    f"--port={free_port()}",
+                    # Out of a pod there is no in-cluster config to fall back on.
+                    f"--lister-kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--v=0",
+                ],
+                log=self.workdir / "keda-adapter.log",
+                env=env,
+            ),
+        ]
+        try:
+            for process in self._processes:
+                process.start()
+            self._wait_available(api, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _service_account_kubeconfig(self, api: client.ApiClient) -> Path:
+        """A kubeconfig for KEDA's ServiceAccount, with a token from the TokenRequest API."""
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
+        )
+        token = client.CoreV1Api(api).create_namespaced_service_account_token(
+            SERVICE_ACCOUNT, NAMESPACE, request
+        )
+        document = yaml.safe_load(self.kubeconfig.read_text())
+        assert token.status is not None, "the TokenRequest API returned no token"
+        document["users"] = [{"name": SERVICE_ACCOUNT, "user": {"token": token.status.token}}]
+        for context in document["contexts"]:
+            context["context"]["user"] = SERVICE_ACCOUNT
+        path = self.workdir / "keda-operator.kubeconfig"
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def _wait_available(self, api: client.ApiClient, timeout: float) -> None:
+        """Until the operator reports ready and the API server reaches the metrics server."""
+        registration = client.ApiregistrationV1Api(api)
+
+        def available() -> bool:
+            status = registration.read_api_service(API_SERVICE).status
+            registered = any(
+                c.type == "Available" and c.status == "True"
+                for c in (status.conditions if status else None) or []
+            )
+            return registered and self._operator_ready()
+
+        def alive() -> str | None:
+            return next((r for p in self._processes if (r := p.exit_reason())), None)
+
+        try:
+            wait_until(available, timeout=timeout, what=f"APIService {API_SERVICE} Available",
+                       interval=1, alive=alive)  # fmt: skip
+        except (TimeoutError, RuntimeError) as exc:
+            dead = [p for p in self._processes if p.exit_reason()] or self._processes[-1:]
+            raise HarnessError(self.name, reason=str(exc), log=dead[0].log) from exc
+
+    def _operator_ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of each process's log, to show why an object was not reconciled."""
+        return "\n".join(
+            f"--- {p.log}:\n" + "\n".join(p.log.read_text(errors="replace").splitlines()[-lines:])
+            for p in self._processes
+            if p.log.exists()
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.stop(timeout=20)
+        self._processes.clear()
