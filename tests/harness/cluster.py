@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
@@ -49,6 +50,31 @@ def kwok_node(name: str) -> dict[str, Any]:
         },
         "status": {"allocatable": _NODE_CAPACITY, "capacity": _NODE_CAPACITY},
     }
+
+
+def service_account_kubeconfig(
+    admin: Path, namespace: str, account: str, path: Path, *, hours: int = 4
+) -> Path:
+    """A kubeconfig that acts as ServiceAccount `namespace/account`, from `admin`'s cluster.
+
+    An operator run here as a process gets exactly the RBAC its manifests grant its
+    ServiceAccount, as in its pod: the token comes from the TokenRequest API, as the
+    kubelet's projected token does. It lasts `hours`; a session ends well within them.
+    """
+    api = kube_config.new_client_from_config(config_file=str(admin))  # type: ignore[no-untyped-call]
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600)
+    )
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        account, namespace, request
+    )
+    assert token.status is not None, "the TokenRequest API returned no token"
+    document = yaml.safe_load(admin.read_text())
+    document["users"] = [{"name": account, "user": {"token": token.status.token}}]
+    for context in document["contexts"]:
+        context["context"]["user"] = account
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 class Cluster:

@@ -262,6 +262,35 @@ def go_module_dir(what: str, module: str, version: str, log: Path) -> Path:
     return Path(str(json.loads(output)["Dir"]))
 
 
+def pinned_module(component: str, version: str, what: str) -> GoModuleCrds:
+    """The Go module the pinned chart's CRDs come from, which must be the one `what` is built at."""
+    from infra.config import Versions  # noqa: PLC0415 - the program's pins, only when asked
+
+    source = crd_sources(Versions())[component]
+    if not isinstance(source, GoModuleCrds) or source.version != version:
+        raise HarnessError(
+            what,
+            reason=f"built at {version}, but the pinned CRDs come from {source}",
+            fix=f"set the version {what} is built at to the CRDs' module version, "
+            "then: make control-plane",
+        )
+    return source
+
+
+def module_manifests(
+    source: GoModuleCrds, paths: tuple[str, ...], *, what: str, log: Path
+) -> list[dict[str, Any]]:
+    """The objects in `paths` of the module's source, as upstream ships them."""
+    module = go_module_dir(what, source.module, source.version, log)
+    documents: list[dict[str, Any]] = []
+    for path in paths:
+        with (module / path).open() as stream:
+            documents.extend(
+                d for d in yaml.load_all(stream, Loader=_SafeLoader) if isinstance(d, dict)
+            )
+    return documents
+
+
 def _copy_from_go_module(what: str, source: GoModuleCrds, into: Path, log: Path) -> None:
     module_dir = go_module_dir(what, source.module, source.version, log)
     crd_dir = module_dir / source.directory

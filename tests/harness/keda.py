@@ -22,14 +22,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-from infra.config import Versions
 from kubernetes import client
 from kubernetes import config as kube_config
 
 from tests.harness.cache import built_tool
+from tests.harness.cluster import service_account_kubeconfig
 from tests.harness.controlplane import write_certificates
-from tests.harness.crds import GoModuleCrds, crd_sources, go_module_dir
+from tests.harness.crds import module_manifests, pinned_module
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess
 from tests.harness.webhooks import KEDA_VERSION, tools_dir
@@ -57,17 +56,6 @@ MANIFESTS = (
 # operator's gRPC service at, and the name the aggregator verifies the adapter by
 # (<service>.<namespace>.svc).
 CERTIFICATE_HOSTS = ["127.0.0.1", "localhost", f"{METRICS_SERVICE}.{NAMESPACE}.svc"]
-# A token lasts this long; the engine session ends well within it.
-TOKEN_SECONDS = 4 * 3600
-
-
-def _module() -> GoModuleCrds:
-    source = crd_sources(Versions())["keda"]
-    if not isinstance(source, GoModuleCrds) or source.version != KEDA_VERSION:
-        raise HarnessError(
-            "KEDA", reason=f"built at {KEDA_VERSION}, but the pinned CRDs come from {source}"
-        )
-    return source
 
 
 def on_loopback(documents: list[dict[str, Any]], port: int, ca_bundle: str) -> list[dict[str, Any]]:
@@ -101,12 +89,9 @@ class Keda:
 
     def manifests(self) -> list[dict[str, Any]]:
         """KEDA's own RBAC, Service and APIService, to apply before `start`."""
-        source = _module()
-        module = go_module_dir("KEDA", source.module, source.version, self.workdir / "go-mod.log")
-        documents: list[dict[str, Any]] = []
-        for manifest in MANIFESTS:
-            with (module / manifest).open() as stream:
-                documents.extend(d for d in yaml.safe_load_all(stream) if isinstance(d, dict))
+        source = pinned_module("keda", KEDA_VERSION, self.name)
+        documents = module_manifests(source, MANIFESTS, what=self.name,
+                                     log=self.workdir / "go-mod.log")  # fmt: skip
         write_certificates(self.certificates, common_name="keda", hosts=CERTIFICATE_HOSTS)
         ca_bundle = base64.b64encode((self.certificates / "ca.crt").read_bytes()).decode()
         return on_loopback(documents, self.adapter_port, ca_bundle)
@@ -116,7 +101,9 @@ class Keda:
         operator = built_tool(tools_dir(), "keda-operator", what=self.name)
         adapter = built_tool(tools_dir(), "keda-adapter", what=self.name)
         api = kube_config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
-        kubeconfig = self._service_account_kubeconfig(api)
+        kubeconfig = service_account_kubeconfig(
+            self.kubeconfig, NAMESPACE, SERVICE_ACCOUNT, self.workdir / "keda-operator.kubeconfig"
+        )
         certs = str(self.certificates)
         # What config/manager/manager.yaml and config/metrics-server/deployment.yaml give the
         # containers: their namespace, every namespace watched. In a pod the namespace of
@@ -170,23 +157,6 @@ class Keda:
         except BaseException:
             self.stop()
             raise
-
-    def _service_account_kubeconfig(self, api: client.ApiClient) -> Path:
-        """A kubeconfig for KEDA's ServiceAccount, with a token from the TokenRequest API."""
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
-        )
-        token = client.CoreV1Api(api).create_namespaced_service_account_token(
-            SERVICE_ACCOUNT, NAMESPACE, request
-        )
-        document = yaml.safe_load(self.kubeconfig.read_text())
-        assert token.status is not None, "the TokenRequest API returned no token"
-        document["users"] = [{"name": SERVICE_ACCOUNT, "user": {"token": token.status.token}}]
-        for context in document["contexts"]:
-            context["context"]["user"] = SERVICE_ACCOUNT
-        path = self.workdir / "keda-operator.kubeconfig"
-        path.write_text(yaml.safe_dump(document))
-        return path
 
     def _wait_available(self, api: client.ApiClient, timeout: float) -> None:
         """Until the operator reports ready and the API server reaches the metrics server."""

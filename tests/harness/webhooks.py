@@ -22,12 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from infra.config import Versions
-
 from tests.harness.cache import built_tool, cache_dir
 from tests.harness.controlplane import write_certificates
-from tests.harness.crds import GoModuleCrds, crd_sources, go_module_dir
+from tests.harness.crds import GoModuleCrds, module_manifests, pinned_module
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess
 from tide.ports import free_port
@@ -178,18 +175,7 @@ SERVERS = (
 
 
 def _module_source(server: WebhookServer) -> GoModuleCrds:
-    """The Go module crds.py installs this project's CRDs from, which must be the one built."""
-    source = crd_sources(Versions())[server.component]
-    if not isinstance(source, GoModuleCrds) or source.version != server.version:
-        raise HarnessError(
-            server.name,
-            reason=f"built at {server.version}, but the pinned CRDs come from {source}",
-            fix=(
-                "set the version in tests/harness/webhooks.py to the CRDs' module version, "
-                "then: make control-plane"
-            ),
-        )
-    return source
+    return pinned_module(server.component, server.version, server.name)
 
 
 def on_loopback(documents: list[dict[str, Any]], port: int, ca_bundle: str) -> list[dict[str, Any]]:
@@ -284,18 +270,13 @@ class AdmissionWebhooks:
         documents: list[dict[str, Any]] = []
         for server, ports, _ in self._running:
             source = _module_source(server)
-            module = go_module_dir(
-                server.name, source.module, source.version, self.workdir / "go-mod.log"
-            )
-            upstream: list[dict[str, Any]] = []
-            for manifest in server.manifests:
-                with (module / manifest).open() as stream:
-                    upstream.extend(d for d in yaml.safe_load_all(stream) if isinstance(d, dict))
+            log = self.workdir / "go-mod.log"
+            upstream = module_manifests(source, server.manifests, what=server.name, log=log)
             found = on_loopback(upstream, ports.webhook, ca_bundle)
             if not found:
                 raise HarnessError(
                     server.name,
-                    reason=f"no webhook configuration in {', '.join(server.manifests)} of {module}",
+                    reason=f"no webhook configuration in {', '.join(server.manifests)} of {source}",
                     fix=f"correct the manifests of {server.binary} in tests/harness/webhooks.py",
                 )
             documents.extend(found)
