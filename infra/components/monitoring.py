@@ -38,6 +38,17 @@ OPERATOR_WITHOUT_HOOKS = {
 }
 
 
+# Prometheus selects monitors and rules from every namespace, not only the chart's: with
+# `*NilUsesHelmValues: false` and no selector given, the chart renders each selector as
+# `{}` (templates/prometheus/prometheus.yaml), which prometheus-operator reads as "all".
+PROMETHEUS_SPEC = {
+    "serviceMonitorSelectorNilUsesHelmValues": False,
+    "podMonitorSelectorNilUsesHelmValues": False,
+    "ruleSelectorNilUsesHelmValues": False,
+    "retention": "3d",
+}
+
+
 # The chart scrapes these control-plane components and alerts when they are absent
 # (KubeSchedulerDown, KubeControllerManagerDown, KubeProxyDown, the etcd group); each of
 # its rule files is rendered only when the component's `enabled` value is true. kind
@@ -102,13 +113,7 @@ class Monitoring(PlatformComponent):
                 },
                 "prometheus": {
                     "service": exposed(args.exposure.prometheus_node_port),
-                    "prometheusSpec": {
-                        # Select monitors and rules from every namespace, not only the chart's.
-                        "serviceMonitorSelectorNilUsesHelmValues": False,
-                        "podMonitorSelectorNilUsesHelmValues": False,
-                        "ruleSelectorNilUsesHelmValues": False,
-                        "retention": "3d",
-                    },
+                    "prometheusSpec": PROMETHEUS_SPEC,
                 },
                 "grafana": {
                     "adminPassword": self.grafana_password,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from infra import kind
 from infra.config import Versions
 from infra.local_stack import LocalStack
 
@@ -89,6 +91,43 @@ def local_stack(
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         },
     )
+
+
+# The kind stack the operators reconcile: deployed once by `make up`'s own `pulumi up`.
+OPERATED = "eng-ops"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A stack `pulumi up` put on the harness cluster."""
+
+    prefix: str
+    # The harness cluster as kubectl's current context, as its user would have it.
+    kubeconfig: Path
+
+    @property
+    def apps(self) -> str:
+        return f"{self.prefix}-apps"
+
+    @property
+    def data(self) -> str:
+        return f"{self.prefix}-data"
+
+    @property
+    def monitoring(self) -> str:
+        return f"{self.prefix}-monitoring"
+
+
+@pytest.fixture(scope="session")
+def operated_stack(cluster: Cluster, cluster_api: ApiServer, engine_dir: Path) -> Deployed:
+    """The kind stack, operators external, deployed as `make up` deploys it."""
+    kubeconfig = stack_kubeconfig(cluster, engine_dir / "kubeconfig-operated")
+    stack = local_stack("kind", engine_dir, kubeconfig, home="stack-operated", **{
+        "tide:namespacePrefix": OPERATED,
+        "tide:image": {"repository": "tide", "tag": "engine-1", "pullPolicy": "IfNotPresent"},
+    })  # fmt: skip
+    kind.pulumi_up(stack)
+    return Deployed(prefix=OPERATED, kubeconfig=cluster.kubeconfig)
 
 
 # Step times and resource counts, printed after the test summary.

@@ -27,13 +27,12 @@ import aio_pika
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
-from infra import kind
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from infra.local_stack import ROOT
 
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.operators import StackBrokers
-from tests.engine.conftest import REPORTS, local_stack, stack_kubeconfig
+from tests.engine.conftest import OPERATED, REPORTS, Deployed
 from tests.harness.brokers import broker_dir
 from tests.harness.cluster import Cluster
 from tests.harness.keda import Keda
@@ -42,9 +41,8 @@ from tide.scaling import PAUSED_REPLICAS
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(1800)
-PREFIX = "eng-scale"
-APPS = f"{PREFIX}-apps"
-DATA = f"{PREFIX}-data"
+APPS = f"{OPERATED}-apps"
+DATA = f"{OPERATED}-data"
 KEDA = "keda.sh/v1alpha1"
 # Scale-up: KEDA polls every 10 s (the chart's pollingInterval), the HPA controller syncs
 # every 15 s and at most doubles (or adds 4 pods) per 15 s. Under load, well within this.
@@ -223,15 +221,10 @@ def _holds(api: ApiServer, service: str, count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployed(
-    cluster: Cluster, cluster_api: ApiServer, engine_dir: Path
-) -> Iterator[tuple[StackBrokers, Keda, Path]]:
-    kubeconfig = stack_kubeconfig(cluster, engine_dir / "kubeconfig-scale")
-    stack = local_stack("kind", engine_dir, kubeconfig, home="stack-scale", **{
-        "tide:namespacePrefix": PREFIX,
-        "tide:image": {"repository": "tide", "tag": "engine-1", "pullPolicy": "IfNotPresent"},
-    })  # fmt: skip
-    kind.pulumi_up(stack)
+def keda_on_lag(
+    cluster: Cluster, cluster_api: ApiServer, engine_dir: Path, operated_stack: Deployed
+) -> Iterator[tuple[StackBrokers, Keda]]:
+    """The stack's brokers provisioned from its objects, and KEDA reconciling it."""
     brokers = StackBrokers(broker_dir(), cluster_api, data=DATA, apps=APPS)
     brokers.start()
     keda = Keda(engine_dir / "keda", kubeconfig=cluster.kubeconfig)
@@ -240,16 +233,17 @@ def deployed(
         rejected = cluster_api.apply_all(keda.manifests())
         assert not rejected, "KEDA's manifests refused:\n" + "\n".join(map(str, rejected))
         keda.start()
-        yield brokers, keda, cluster.kubeconfig
+        yield brokers, keda
     finally:
         keda.stop()
         brokers.stop()
 
 
 def test_each_group_scales_on_its_lag_holds_a_count_by_hand_and_scales_back(
-    cluster_api: ApiServer, deployed: tuple[StackBrokers, Keda, Path]
+    cluster_api: ApiServer, operated_stack: Deployed, keda_on_lag: tuple[StackBrokers, Keda]
 ) -> None:
-    brokers, keda, kubeconfig = deployed
+    brokers, keda = keda_on_lag
+    kubeconfig = operated_stack.kubeconfig
     scaled = _scaled_objects(cluster_api)
     autoscaled = {g.service for g in CATALOG.consumer_groups} | {
         w.service for w in CATALOG.queue_workers
