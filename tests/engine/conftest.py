@@ -93,8 +93,11 @@ def local_stack(
     )
 
 
-# The kind stack the operators reconcile: deployed once by `make up`'s own `pulumi up`.
+# The kind stack the operators reconcile: deployed once by `make up`'s own `pulumi up`,
+# beside the lifecycle test's kind stack, so on NodePorts of its own.
 OPERATED = "eng-ops"
+OPERATED_EXPOSURE = {"serviceType": "NodePort", "apiNodePort": 32080, "grafanaNodePort": 32030,
+                     "prometheusNodePort": 32090}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ def operated_stack(cluster: Cluster, cluster_api: ApiServer, engine_dir: Path) -
     stack = local_stack("kind", engine_dir, kubeconfig, home="stack-operated", **{
         "tide:namespacePrefix": OPERATED,
         "tide:image": {"repository": "tide", "tag": "engine-1", "pullPolicy": "IfNotPresent"},
+        "tide:exposure": OPERATED_EXPOSURE,
     })  # fmt: skip
     kind.pulumi_up(stack)
     return Deployed(prefix=OPERATED, kubeconfig=cluster.kubeconfig)

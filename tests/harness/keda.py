@@ -17,8 +17,6 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from tests.harness.cluster import service_account_kubeconfig
 from tests.harness.controlplane import write_certificates
 from tests.harness.crds import module_manifests, pinned_module
 from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess
+from tests.harness.process import ManagedProcess, answers_ok
 from tests.harness.webhooks import KEDA_VERSION, tools_dir
 from tide.ports import free_port
 from tide.waiting import wait_until
@@ -168,7 +166,7 @@ class Keda:
                 c.type == "Available" and c.status == "True"
                 for c in (status.conditions if status else None) or []
             )
-            return registered and self._operator_ready()
+            return registered and answers_ok(f"http://127.0.0.1:{self.health_port}/readyz")
 
         def alive() -> str | None:
             return next((r for p in self._processes if (r := p.exit_reason())), None)
@@ -180,14 +178,6 @@ class Keda:
             dead = [p for p in self._processes if p.exit_reason()] or self._processes[-1:]
             raise HarnessError(self.name, reason=str(exc), log=dead[0].log) from exc
 
-    def _operator_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.health_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of each process's log, to show why an object was not reconciled."""
         return "\n".join(
@@ -197,6 +187,16 @@ class Keda:
         )
 
     def stop(self) -> None:
+        """Unregister the metrics API, then stop both, as uninstalling KEDA does: an APIService
+        whose server is gone fails discovery, and the namespace controller, which must
+        list every API to empty a namespace, could then delete no namespace."""
+        if self._processes:
+            api = kube_config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+            try:
+                client.ApiregistrationV1Api(api).delete_api_service(API_SERVICE)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
         for process in reversed(self._processes):
             process.stop(timeout=20)
         self._processes.clear()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import gzip
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from tests.harness.cache import built_tool
 from tests.harness.cluster import service_account_kubeconfig
 from tests.harness.crds import module_manifests, pinned_module
 from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess
+from tests.harness.process import ManagedProcess, answers_ok
 from tests.harness.webhooks import tools_dir
 from tide.ports import free_port
 from tide.waiting import wait_until
@@ -94,19 +92,13 @@ class PrometheusOperator:
         )
         self._process.start()
         try:
-            wait_until(self._healthy, timeout=timeout, what=f"{self.name} answering /healthz",
+            health = f"http://127.0.0.1:{self.port}/healthz"
+            wait_until(lambda: answers_ok(health), timeout=timeout, what=f"{self.name} answering",
                        interval=0.5, alive=self._process.exit_reason)  # fmt: skip
         except (TimeoutError, RuntimeError) as exc:
             log = self._process.log
             self.stop()
             raise HarnessError(self.name, reason=str(exc), log=log) from exc
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def generated(self, namespace: str, prometheus: str, timeout: float = 120.0) -> Generated:
         """The configuration and rule files the operator wrote for `prometheus`."""
