@@ -25,7 +25,7 @@ from typing import Any
 
 import aio_pika
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from infra.local_stack import ROOT
@@ -112,24 +112,53 @@ def _point_keda_at_loopback(api: ApiServer, brokers: StackBrokers) -> None:
         assert api.apply(patch) is None
 
 
-def _backlog(brokers: StackBrokers) -> dict[str, int]:
-    """Messages per topic: enough that every group reading it wants twice its partitions."""
-    per_topic: dict[str, int] = {}
+def _trigger_credentials(api: ApiServer, brokers: StackBrokers, service: str) -> dict[str, str]:
+    """The parameters `service`'s TriggerAuthentication gives KEDA, read from their Secrets."""
+    resource = api.client.resources.get(api_version=KEDA, kind="TriggerAuthentication")
+    refs = resource.get(name=service, namespace=APPS).to_dict()["spec"]["secretTargetRef"]
+    return {r["parameter"]: brokers.secret(APPS, r["name"])[r["key"]] for r in refs}
+
+
+def _backlog(api: ApiServer, brokers: StackBrokers) -> dict[str, int]:
+    """Messages per topic: enough that every group reading it wants twice its partitions.
+
+    Written through the SCRAM listener KEDA reads from, as the user that a group's
+    TriggerAuthentication names: the credentials KEDA is given work on that listener.
+    """
+    per_topic: dict[str, tuple[int, str]] = {}
     for group in CATALOG.consumer_groups:
         for topic in group.topics:
-            partitions = CATALOG.topic(topic).partitions
-            wanted = 2 * partitions * group.autoscaling.lag_threshold
-            per_topic[topic] = max(per_topic.get(topic, 0), wanted)
-    producer = Producer({"bootstrap.servers": brokers.kafka.bootstrap, "linger.ms": 20})
-    for topic, count in per_topic.items():
+            wanted = 2 * CATALOG.topic(topic).partitions * group.autoscaling.lag_threshold
+            if wanted > per_topic.get(topic, (0, ""))[0]:
+                per_topic[topic] = (wanted, group.service)
+    failed: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            failed.append(str(error))
+
+    for topic, (count, service) in per_topic.items():
+        credentials = _trigger_credentials(api, brokers, service)
+        assert credentials["sasl"] == "scram_sha512", credentials["sasl"]
+        producer = Producer({
+            "bootstrap.servers": brokers.kafka.sasl_bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": credentials["username"],
+            "sasl.password": credentials["password"],
+            "linger.ms": 20,
+        })  # fmt: skip
         partitions = CATALOG.topic(topic).partitions
         for index in range(count):
-            # Spread evenly: KEDA counts the lag of each partition.
-            producer.produce(topic, b"{}", partition=index % partitions)
+            # Spread evenly: KEDA counts the lag of each partition. Keyed, because a
+            # compacted topic (content-events) refuses a record without a key.
+            producer.produce(topic, b"{}", key=str(index).encode(), partition=index % partitions,
+                             on_delivery=delivered)  # fmt: skip
             if index % 10_000 == 0:
                 producer.poll(0)
-    assert producer.flush(60) == 0, "the backlog was not all written"
-    return per_topic
+        assert producer.flush(60) == 0, f"the backlog on {topic} was not all written"
+        assert not failed, f"{len(failed)} records refused on {topic}: {failed[0]}"
+    return {topic: count for topic, (count, _) in per_topic.items()}
 
 
 async def _queue(url: str, queue: str, *, publish: int = 0, purge: bool = False) -> None:
@@ -276,7 +305,7 @@ def test_each_group_scales_on_its_lag_holds_a_count_by_hand_and_scales_back(
     # A backlog on every topic and queue: each group climbs to its ceiling, never past it.
     timelines = timelines_from_now()
     started = time.monotonic()
-    written = _backlog(brokers)
+    written = _backlog(cluster_api, brokers)
     for worker in CATALOG.queue_workers:
         count = 2 * worker.autoscaling.max_replicas * worker.autoscaling.lag_threshold
         asyncio.run(_queue(brokers.rabbitmq.url, worker.queue, publish=count))
