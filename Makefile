@@ -80,13 +80,14 @@ engine-tools: $(STAMP) ## build the Pulumi CLI, language host and Kubernetes pro
 	bash tests/harness/tools/build-engine.sh $$($(PY) -m tests.harness.engine)
 
 .PHONY: control-plane
-control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd, KEDA's webhooks, operator and metrics server, CloudNativePG's manager and prometheus-operator (once; 20-30 minutes)
+control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd, KEDA's webhooks, operator and metrics server, CloudNativePG's manager, prometheus-operator and the RabbitMQ cluster operator (once; 20-30 minutes)
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the operators"; exit 1; }
 	@keda=$$(sed -n 's/^KEDA_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	cnpg=$$(sed -n 's/^CNPG_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	po=$$(sed -n 's/^VERSION = "\(.*\)"/\1/p' tests/harness/prometheus_operator.py); \
 	prometheus=$$(sed -n 's/^PROMETHEUS_VERSION = "\(.*\)"/\1/p' tests/harness/prometheus_operator.py); \
-	bash tests/harness/tools/build-operators.sh $$keda $$cnpg $$po $$prometheus $(TOOLS)/operators-keda-$$keda-cnpg-$$cnpg
+	rabbitmq=v$$(sed -n 's/^ *rabbitmq_cluster_operator: str = "\(.*\)"/\1/p' infra/config.py); \
+	bash tests/harness/tools/build-operators.sh $$keda $$cnpg $$po $$prometheus $$rabbitmq $(TOOLS)/operators-keda-$$keda-cnpg-$$cnpg
 
 $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }

@@ -21,7 +21,7 @@ import datetime
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,12 @@ class Played:
     plural: str
     status: Callable[[dict[str, Any]], dict[str, Any]]
     finalizer: str | None = None
+    # Namespaces where the real operator reconciles this kind, so it is not played there.
+    left: tuple[str, ...] = ()
+
+    def leave(self, *namespaces: str) -> Played:
+        """This kind, played everywhere but in `namespaces`."""
+        return replace(self, left=self.left + namespaces)
 
 
 STRIMZI = (
@@ -188,6 +194,8 @@ class PlayedOperators:
                 self._failed(f"list {kind.plural}: {exc.status} {exc.reason}")
             return
         for item in listed["items"]:
+            if item["metadata"]["namespace"] in kind.left:
+                continue
             try:
                 self._reconcile_one(kind, item)
             except ApiException as exc:

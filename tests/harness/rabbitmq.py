@@ -34,8 +34,19 @@ class RabbitMQServer:
 
     name = "RabbitMQ"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        conf_d: dict[str, str] | None = None,
+        login: tuple[str, str] | None = None,
+    ) -> None:
+        """`conf_d`: files loaded after rabbitmq.conf in name order, as from the
+        /etc/rabbitmq/conf.d of a cluster operator's pod; `login`: the user that opens
+        connections, when conf_d or definitions loaded at boot replace the `tide` user."""
         self.workdir = workdir
+        self.conf_d = conf_d or {}
         self.port = port or free_port()
         self.dist_port = free_port()
         # Our own epmd: the system one (port 4369) may belong to someone else.
@@ -43,6 +54,7 @@ class RabbitMQServer:
         # rabbitmq_prometheus's /metrics, as the cluster's RabbitMQ serves it on 15692.
         self.metrics_port = free_port()
         self.password = secrets.token_hex(12)
+        self.login = login or ("tide", self.password)
         self.nodename = f"tide{self.port}@localhost"
         self.log = workdir / "log" / f"{self.nodename}.log"
         self.user = run_as("rabbitmq")
@@ -51,7 +63,8 @@ class RabbitMQServer:
 
     @property
     def url(self) -> str:
-        return f"amqp://tide:{self.password}@127.0.0.1:{self.port}/"
+        user, password = self.login
+        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
 
     def env(self) -> dict[str, str]:
         """The environment for the server and for rabbitmqctl against this node."""
@@ -67,6 +80,7 @@ class RabbitMQServer:
             "RABBITMQ_FEATURE_FLAGS_FILE": str(self.workdir / "mnesia" / "feature_flags"),
             "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
             "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq.conf"),
+            "RABBITMQ_CONFIG_FILES": str(self.workdir / "conf.d"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.workdir / "advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(self.workdir / "rabbitmq-env.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
@@ -74,8 +88,11 @@ class RabbitMQServer:
         }
 
     def _write_config(self) -> None:
-        for directory in (self.workdir, self.workdir / "mnesia", self.workdir / "log"):
+        conf_d = self.workdir / "conf.d"
+        for directory in (self.workdir, self.workdir / "mnesia", self.workdir / "log", conf_d):
             owned_dir(directory, self.user)
+        for name, content in self.conf_d.items():
+            owned_file(conf_d / name, content, self.user)
         owned_file(
             self.workdir / "rabbitmq.conf",
             "\n".join(

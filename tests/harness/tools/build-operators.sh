@@ -2,8 +2,8 @@
 # Builds upstream operators from the Go module proxy at pinned versions into OUT_DIR:
 # keda-admission-webhooks, keda-operator and keda-adapter (KEDA's cmd/webhooks, cmd/operator
 # and cmd/adapter, the metrics API server), cnpg-manager (CloudNativePG's cmd/manager, whose
-# `controller` subcommand serves its webhooks), prometheus-operator-<version> and the
-# promtool-<version> of the Prometheus it deploys.
+# `controller` subcommand serves its webhooks), prometheus-operator-<version>, the
+# promtool-<version> of the Prometheus it deploys and rabbitmq-cluster-operator-<version>.
 #
 # `go install M/cmd/x@V` is refused when M's go.mod has replace directives (KEDA pins
 # k8s.io and Prometheus that way). So each binary is built in a throwaway module that
@@ -14,7 +14,8 @@ keda_version=${1:?KEDA version, e.g. v2.17.2}
 cnpg_version=${2:?CloudNativePG version, e.g. v1.27.0}
 prometheus_operator_version=${3:?prometheus-operator version, e.g. v0.85.0}
 prometheus_version=${4:?the Prometheus version that operator deploys, e.g. v3.5.0}
-out=${5:?output directory}
+rabbitmq_operator_version=${5:?RabbitMQ cluster operator version, e.g. v2.16.0}
+out=${6:?output directory}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -71,3 +72,5 @@ IFS=. read -r major minor patch <<<"${prometheus_version#v}"
 build "promtool-$prometheus_version" github.com/prometheus/prometheus "v0.$((major * 100 + minor)).$patch" \
   github.com/prometheus/prometheus/cmd/promtool \
   "-X github.com/prometheus/common/version.Version=${prometheus_version#v}"
+build "rabbitmq-cluster-operator-$rabbitmq_operator_version" github.com/rabbitmq/cluster-operator/v2 \
+  "$rabbitmq_operator_version" github.com/rabbitmq/cluster-operator/v2 ""
