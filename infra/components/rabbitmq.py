@@ -147,8 +147,11 @@ class RabbitMQ(PlatformComponent):
                 "replicas": settings.replicas,
                 "persistence": persistence,
                 "secretBackend": {"externalSecret": {"name": ADMIN_SECRET}},
+                # Memory request and limit equal: otherwise the operator reports
+                # NoWarnings=False ("memory resource request and limit must be equal"), as
+                # RabbitMQ sizes its high watermark from the limit, which the node may not have.
                 "resources": {
-                    "requests": {"cpu": "200m", "memory": "512Mi"},
+                    "requests": {"cpu": "200m", "memory": "1Gi"},
                     "limits": {"memory": "1Gi"},
                 },
                 "rabbitmq": {

@@ -214,3 +214,11 @@ def test_the_rabbitmq_operators_default_user_is_an_administrator_in_the_definiti
     )
     (rights,) = [p for p in definitions["permissions"] if p["user"] == admin["username"]]
     assert (rights["configure"], rights["write"], rights["read"]) == (".*", ".*", ".*")
+
+
+def test_the_rabbitmq_operator_sees_no_warning_in_the_cluster_resources(program: Program) -> None:
+    # cluster-operator v2.16.0 (internal/status/no_warnings.go) sets NoWarnings=False with
+    # "RabbitMQ container memory resource request and limit must be equal" otherwise.
+    (cluster,) = program.of_type(":RabbitmqCluster")
+    resources = cluster.inputs["spec"]["resources"]
+    assert resources["requests"]["memory"] == resources["limits"]["memory"], resources
