@@ -19,12 +19,20 @@ from tests.harness import engine
 from tests.harness.cluster import Cluster
 from tests.harness.crds import crd_documents
 from tests.harness.played_operators import CLOUDNATIVE_PG, RABBITMQ, STRIMZI, PlayedOperators
+from tests.harness.rabbitmq_operator import RabbitMQOperator
 
 # The context the kind stack names (Pulumi.kind.yaml, kubernetes:context).
 KIND_CONTEXT = "kind-tide"
 # The context kubectl has selected: a cluster that refuses every connection. A stack
 # that ignored its own context would land here, and fail.
 ELSEWHERE = "elsewhere"
+# The kind stack the operators reconcile: deployed once by `make up`'s own `pulumi up`,
+# beside the lifecycle test's kind stack, so on NodePorts of its own. Its RabbitmqCluster
+# is the real RabbitMQ cluster operator's; the lifecycle stacks' are played (the cloud
+# stack's claims would need a storage provisioner).
+OPERATED = "eng-ops"
+OPERATED_EXPOSURE = {"serviceType": "NodePort", "apiNodePort": 32080, "grafanaNodePort": 32030,
+                     "prometheusNodePort": 32090}  # fmt: skip
 
 
 def stack_kubeconfig(cluster: Cluster, path: Path) -> Path:
@@ -60,12 +68,14 @@ def cluster(engine_dir: Path) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def cluster_api(cluster: Cluster) -> Iterator[ApiServer]:
-    """Upstream CRDs installed, and Strimzi, CloudNativePG and RabbitMQ status played."""
+    """Upstream CRDs installed, and Strimzi, CloudNativePG and (but for the operated stack's)
+    RabbitMQ status played."""
     api = ApiServer(cluster.kubeconfig)
     api.install(crd_documents(Versions()))
     # cert-manager's own namespace, where a cluster that runs it keeps ClusterIssuer secrets.
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cert-manager"}})
-    played = PlayedOperators(cluster.kubeconfig, STRIMZI + CLOUDNATIVE_PG + RABBITMQ)
+    rabbitmq = tuple(kind.leave(f"{OPERATED}-data") for kind in RABBITMQ)
+    played = PlayedOperators(cluster.kubeconfig, STRIMZI + CLOUDNATIVE_PG + rabbitmq)
     played.start()
     try:
         yield api
@@ -93,13 +103,6 @@ def local_stack(
     )
 
 
-# The kind stack the operators reconcile: deployed once by `make up`'s own `pulumi up`,
-# beside the lifecycle test's kind stack, so on NodePorts of its own.
-OPERATED = "eng-ops"
-OPERATED_EXPOSURE = {"serviceType": "NodePort", "apiNodePort": 32080, "grafanaNodePort": 32030,
-                     "prometheusNodePort": 32090}  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Deployed:
     """A stack `pulumi up` put on the harness cluster."""
@@ -122,8 +125,27 @@ class Deployed:
 
 
 @pytest.fixture(scope="session")
-def operated_stack(cluster: Cluster, cluster_api: ApiServer, engine_dir: Path) -> Deployed:
-    """The kind stack, operators external, deployed as `make up` deploys it."""
+def rabbitmq_operator(
+    cluster: Cluster, cluster_api: ApiServer, engine_dir: Path
+) -> Iterator[RabbitMQOperator]:
+    """The RabbitMQ cluster operator, from its module, watching the operated stack's data."""
+    operator = RabbitMQOperator(engine_dir / "rabbitmq-operator", kubeconfig=cluster.kubeconfig,
+                                namespaces=(f"{OPERATED}-data",))  # fmt: skip
+    rejected = cluster_api.apply_all(operator.manifests())
+    assert not rejected, f"{operator.name}'s manifests refused:\n" + "\n".join(map(str, rejected))
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+@pytest.fixture(scope="session")
+def operated_stack(
+    cluster: Cluster, cluster_api: ApiServer, engine_dir: Path, rabbitmq_operator: RabbitMQOperator
+) -> Deployed:
+    """The kind stack, operators external, deployed as `make up` deploys it; its RabbitMQ
+    cluster reconciled by the real operator."""
     kubeconfig = stack_kubeconfig(cluster, engine_dir / "kubeconfig-operated")
     stack = local_stack("kind", engine_dir, kubeconfig, home="stack-operated", **{
         "tide:namespacePrefix": OPERATED,
