@@ -133,7 +133,10 @@ def test_the_operator_makes_tides_cluster_ready(
     objects = "; ".join(
         f"{kind} {', '.join(sorted(names))}" for kind, names in sorted(made.items())
     )
-    states = ", ".join(f"{kind}={c['status']}" for kind, c in sorted(conditions.items()))
+    states = ", ".join(
+        f"{kind}={c['status']}" + (f" ({c.get('message')})" if c["status"] != "True" else "")
+        for kind, c in sorted(conditions.items())
+    )
     REPORTS.append(f"RabbitMQ cluster operator made: {objects}; conditions {states}")
     assert made.get("StatefulSet") == [f"{CLUSTER_NAME}-server"]
     # Tide gives the operator its default user's Secret: the operator makes none of its own,
