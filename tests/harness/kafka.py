@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import signal
 import uuid
 from pathlib import Path
 
@@ -195,11 +194,11 @@ class KafkaBroker:
         """SIGSTOP the broker: it takes connections and requests and answers none (a long
         GC pause, a stalled node), so a client's produce is in doubt until `thaw`."""
         if self._process is not None:
-            self._process.signal(signal.SIGSTOP)
+            self._process.freeze()
 
     def thaw(self) -> None:
         if self._process is not None:
-            self._process.signal(signal.SIGCONT)
+            self._process.thaw()
 
     def restart(self, timeout: float = 90.0) -> None:
         self.stop()

@@ -205,6 +205,19 @@ class ManagedProcess:
         if self._proc is not None and self._proc.poll() is None:
             os.killpg(self._proc.pid, sig)
 
+    def freeze(self) -> None:
+        """SIGSTOP the command and its children, not the reaper that leads their group: a
+        stopped reaper could not kill the group if this test process died before `thaw`,
+        and the stopped server would outlive the session."""
+        if self._proc is not None and self._proc.poll() is None:
+            for pid in _group_members(self._proc.pid):
+                if pid != self._proc.pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.signal(signal.SIGCONT)
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; always reaps the process."""
         proc = self._proc

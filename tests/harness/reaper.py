@@ -2,7 +2,8 @@
 
 `python -m tests.harness.reaper <parent pid> <argv...>`: the command runs as
 this process's child, in the process group this process leads (ManagedProcess
-starts it in a new session), so group signals (SIGSTOP, SIGKILL) reach both.
+starts it in a new session), so group signals (SIGKILL, SIGCONT) reach both;
+a freeze (SIGSTOP) spares this process, which must stay awake to do its job.
 SIGTERM and SIGINT are the command's to act on; this process exits with its code.
 If the parent dies without stopping it (SIGKILL, a segfault, CI's timeout),
 the whole group is killed within a second: no broker outlives its session.

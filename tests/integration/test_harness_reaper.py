@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.harness.process import ManagedProcess
 from tide.waiting import wait_until
 
@@ -23,8 +25,12 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-def test_a_test_process_killed_by_sigkill_takes_its_servers_with_it(tmp_path: Path) -> None:
-    # A stand-in for pytest: starts a long-running "server" the harness way, then hangs.
+@pytest.mark.parametrize("frozen", [False, True], ids=["running", "frozen"])
+def test_a_test_process_killed_by_sigkill_takes_its_servers_with_it(
+    tmp_path: Path, frozen: bool
+) -> None:
+    # A stand-in for pytest: starts a long-running "server" the harness way, then hangs;
+    # frozen, as a chaos test leaves Kafka between its freeze and thaw.
     script = textwrap.dedent(
         f"""
         import sys, time
@@ -32,6 +38,8 @@ def test_a_test_process_killed_by_sigkill_takes_its_servers_with_it(tmp_path: Pa
         from tests.harness.process import ManagedProcess
         server = ManagedProcess("server", ["sleep", "600"], log=Path({str(tmp_path / "s.log")!r}))
         server.start()
+        if {frozen}:
+            server.freeze()
         print(server.pid, flush=True)
         time.sleep(600)
         """
