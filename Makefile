@@ -80,7 +80,7 @@ engine-tools: $(STAMP) ## build the Pulumi CLI, language host and Kubernetes pro
 	bash tests/harness/tools/build-engine.sh $$($(PY) -m tests.harness.engine)
 
 .PHONY: control-plane
-control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build kube-apiserver, etcd, KEDA's webhooks, operator and metrics server, CloudNativePG's manager, prometheus-operator and the RabbitMQ cluster operator (once; 20-30 minutes)
+control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTROL_PLANE)/etcd ## build kube-apiserver, the kubelet, kube-proxy, etcd, KEDA's webhooks, operator and metrics server, CloudNativePG's manager, prometheus-operator and the RabbitMQ cluster operator (once; 20-30 minutes)
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the operators"; exit 1; }
 	@keda=$$(sed -n 's/^KEDA_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	cnpg=$$(sed -n 's/^CNPG_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
@@ -89,7 +89,7 @@ control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd ## build ku
 	rabbitmq=v$$(sed -n 's/^ *rabbitmq_cluster_operator: str = "\(.*\)"/\1/p' infra/config.py); \
 	bash tests/harness/tools/build-operators.sh $$keda $$cnpg $$po $$prometheus $$rabbitmq $(TOOLS)/operators-keda-$$keda-cnpg-$$cnpg
 
-$(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
+$(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTROL_PLANE)/etcd: tests/harness/tools/build-control-plane.sh
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }
 	bash tests/harness/tools/build-control-plane.sh $(KUBE_VERSION) $(ETCD_VERSION) $(CONTROL_PLANE)
 

@@ -86,9 +86,9 @@ class Cluster:
 
     name = "Kubernetes cluster (controllers, scheduler, KWOK)"
 
-    def __init__(self, workdir: Path, *, nodes: int = 2) -> None:
+    def __init__(self, workdir: Path, *, nodes: int = 2, address: str = "127.0.0.1") -> None:
         self.workdir = workdir
-        self.plane = ControlPlane(workdir)
+        self.plane = ControlPlane(workdir, address=address)
         self.nodes = [f"kwok-node-{index}" for index in range(nodes)]
         self._processes: list[ManagedProcess] = []
 

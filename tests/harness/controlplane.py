@@ -36,7 +36,8 @@ def tools_dir() -> Path:
     return cache_dir() / "tools" / f"controlplane-{KUBE_VERSION}"
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
+    """A Kubernetes binary `make control-plane` built at KUBE_VERSION."""
     return built_tool(tools_dir(), name)
 
 
@@ -70,13 +71,30 @@ def write_certificates(directory: Path, *, common_name: str, hosts: list[str]) -
     )  # fmt: skip
 
 
+def client_certificate(ca_dir: Path, name: str, *, organization: str, common_name: str) -> None:
+    """`name`.crt and `name`.key in `ca_dir`: a client certificate its CA signs, for
+    O=`organization`, CN=`common_name` (Kubernetes' group and user)."""
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/O={organization}/CN={common_name}",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        cwd=ca_dir,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
+        cwd=ca_dir,
+    )  # fmt: skip
+
+
 class ControlPlane:
     """etcd plus kube-apiserver on free loopback ports, with a kubeconfig for a cluster admin."""
 
     name = "Kubernetes control plane"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, address: str = "127.0.0.1") -> None:
+        """`address`: where kube-apiserver listens; a real node's kubelet must reach it."""
         self.workdir = workdir
+        self.address = address
         self.port = free_port()
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
@@ -86,18 +104,22 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.address}:{self.port}"
 
     def start(self, timeout: float = 90.0) -> None:
-        etcd, apiserver = _binary("etcd"), _binary("kube-apiserver")
+        etcd, apiserver = binary("etcd"), binary("kube-apiserver")
         certs = self.workdir / "certs"
-        write_certificates(certs, common_name="kube-apiserver", hosts=["127.0.0.1", "localhost"])
+        write_certificates(certs, common_name="kube-apiserver",
+                           hosts=sorted({self.address, "127.0.0.1", "localhost"}))  # fmt: skip
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=certs)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=certs)
         (certs / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
         # The aggregation layer's front proxy: the API server presents this client certificate
         # to an extension API server (KEDA's metrics server), which trusts the CA for it
         # through the extension-apiserver-authentication ConfigMap, as on kubeadm's clusters.
+        # What the API server presents to kubelets (logs, exec, port-forward).
+        client_certificate(certs, "kubelet-client", organization="system:masters",
+                           common_name="kube-apiserver-kubelet-client")  # fmt: skip
         front_proxy = certs / "front-proxy"
         write_certificates(front_proxy, common_name=FRONT_PROXY_CLIENT, hosts=["127.0.0.1"])
         self._etcd = ManagedProcess(
@@ -121,15 +143,19 @@ class ControlPlane:
             [
                 apiserver,
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.port}",
                 f"--cert-dir={certs}",
                 f"--tls-cert-file={certs / 'tls.crt'}",
                 f"--tls-private-key-file={certs / 'tls.key'}",
                 f"--client-ca-file={certs / 'ca.crt'}",
                 f"--token-auth-file={certs / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
+                # Node: a kubelet acts as system:node:<name> on its own node and pods.
+                "--authorization-mode=Node,RBAC",
+                f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={certs / 'kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--anonymous-auth=false",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={certs / 'sa.pub'}",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy at pinned versions into OUT_DIR.
+# Builds kube-apiserver, the kubelet, kube-proxy and etcd from the Go module proxy at pinned versions into OUT_DIR.
 #
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` is refused because
 # k8s.io/kubernetes replaces its staging modules with local paths. A throwaway
@@ -14,22 +14,27 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
-if [ ! -x "$out/kube-apiserver" ]; then
-  echo "building kube-apiserver $kube_version from the Go module proxy (5-10 minutes on 2 cores)"
-  staging_version="v0.${kube_version#v1.}"
-  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
-  mkdir -p "$work/apiserver"
-  {
-    echo "module tide.local/controlplane"
-    echo "go 1.24"
-    echo "require k8s.io/kubernetes $kube_version"
-    sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/.*#replace \1 => \1 '"$staging_version"'#p' "$gomod"
-  } >"$work/apiserver/go.mod"
-  (cd "$work/apiserver" && CGO_ENABLED=0 go build -trimpath \
-     -ldflags "-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kube_version" | cut -d. -f2)" \
-     -o "$out/kube-apiserver.part" k8s.io/kubernetes/cmd/kube-apiserver)
-  mv "$out/kube-apiserver.part" "$out/kube-apiserver"
-fi
+staging_version="v0.${kube_version#v1.}"
+ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kube_version" | cut -d. -f2)"
+# kube-apiserver, and the kubelet and kube-proxy of the harness's real node, from one
+# throwaway module.
+for component in kube-apiserver kubelet kube-proxy; do
+  [ -x "$out/$component" ] && continue
+  echo "building $component $kube_version from the Go module proxy (5-10 minutes on 2 cores)"
+  if [ ! -f "$work/kubernetes/go.mod" ]; then
+    gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+    mkdir -p "$work/kubernetes"
+    {
+      echo "module tide.local/controlplane"
+      echo "go 1.24"
+      echo "require k8s.io/kubernetes $kube_version"
+      sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/.*#replace \1 => \1 '"$staging_version"'#p' "$gomod"
+    } >"$work/kubernetes/go.mod"
+  fi
+  (cd "$work/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
+     -o "$out/$component.part" "k8s.io/kubernetes/cmd/$component")
+  mv "$out/$component.part" "$out/$component"
+done
 
 if [ ! -x "$out/etcd" ]; then
   echo "building etcd $etcd_version from the Go module proxy"

@@ -1,0 +1,394 @@
+"""A real node: kubelet and its own containerd in a network and mount namespace of their own.
+
+The node lives in a network namespace the harness makes, joined to the host by one veth
+pair whose two ends carry documentation-range addresses; pods get addresses from another
+documentation range on a bridge inside that namespace. Its processes share a private
+mount namespace in which /run, /var/lib and /var/log are fresh tmpfs mounts, so nothing
+the kubelet, containerd, runc or the CNI plugins write there (pod logs, CNI results,
+shim sockets) reaches the host, and every mount they make vanishes with them. The
+iptables chains the kubelet and the CNI plugins add are the namespace's own.
+
+What the node still changes on the host, and puts back:
+- the kubelet's cgroups, all below one cgroup root of its own in every v1 controller;
+- three global sysctls the kubelet sets at start (vm.overcommit_memory, kernel.panic,
+  kernel.panic_on_oops), restored as soon as it is up and again at the end;
+- the namespace itself and its veth pair.
+A run that is killed leaves a state file behind; the next run puts that back first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tests.harness.errors import HarnessError
+from tests.harness.process import ManagedProcess, require
+from tide.waiting import wait_until
+
+# The kubelet's kernel tunables (pkg/kubelet/cm/container_manager_linux.go setupKernelTunables).
+KUBELET_SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic",
+                   "kernel.panic_on_oops")  # fmt: skip
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Where a run records what it changed, for the next run to put back if this one is killed.
+STATE_DIR = Path("/run/tide-node")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """The node's link to the host, and its pods' range (RFC 5737 documentation ranges)."""
+
+    host: str = "203.0.113.249"
+    node: str = "203.0.113.250"
+    prefix: int = 30
+    pods: str = "203.0.113.128/26"
+
+
+def _sysctl(name: str) -> str:
+    return Path("/proc/sys", *name.split(".")).read_text().strip()
+
+
+def _set_sysctl(name: str, value: str) -> None:
+    Path("/proc/sys", *name.split(".")).write_text(value)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run([require("ip"), *args], check=True, capture_output=True, text=True)
+
+
+def _controllers(*, unified: bool = False) -> list[Path]:
+    """Every cgroup v1 hierarchy (the kubelet needs its root in each); with `unified`, also
+    the cgroup2 one of hybrid mode, where the kubelet makes cgroups of its own too."""
+    return [
+        path
+        for path in sorted(CGROUP_ROOT.iterdir())
+        if path.is_dir()
+        and (unified or path.name != "unified")
+        and (path / "cgroup.procs").exists()
+    ]
+
+
+def _remove_cgroups(name: str) -> None:
+    """Kill what runs below `name` in every controller, then remove its cgroups, deepest first."""
+    for controller in _controllers(unified=True):
+        root = controller / name
+        if not root.exists():
+            continue
+        for procs in root.rglob("cgroup.procs"):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    for controller in _controllers(unified=True):
+        root = controller / name
+        if not root.exists():
+            continue
+
+        def empty() -> bool:
+            return not any(p.read_text().strip() for p in root.rglob("cgroup.procs"))  # noqa: B023
+
+        wait_until(empty, timeout=20, what=f"{root} emptied")
+        for directory in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if directory.is_dir():
+                directory.rmdir()
+        root.rmdir()
+
+
+class Node:
+    """One kubelet node, registered with the control plane at `api_url` as `name`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        name: str,
+        kubeconfig: Path,
+        ca: Path,
+        kubelet: str,
+        addresses: Addresses | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.name = name
+        self.kubeconfig = kubeconfig
+        self.ca = ca
+        self.kubelet_binary = kubelet
+        self.addresses = addresses or Addresses()
+        self.id = f"tide-node-{os.getpid()}"
+        self.veth = f"tn{os.getpid() % 100000}"
+        self.socket = workdir / "containerd" / "containerd.sock"
+        self._holder: ManagedProcess | None = None
+        self._processes: list[ManagedProcess] = []
+
+    # -- host state ---------------------------------------------------------------------
+
+    @property
+    def _state_file(self) -> Path:
+        return STATE_DIR / f"{self.id}.json"
+
+    def _record(self) -> None:
+        STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+        state = {"netns": self.id, "veth": self.veth, "cgroup": self.id,
+                 "sysctls": {name: _sysctl(name) for name in KUBELET_SYSCTLS}}  # fmt: skip
+        self._state_file.write_text(json.dumps(state))
+
+    @staticmethod
+    def restore(state_file: Path) -> None:
+        """Put back what the run that wrote `state_file` changed, and forget it."""
+        state = json.loads(state_file.read_text())
+        for name, value in state["sysctls"].items():
+            _set_sysctl(name, value)
+        # The node's own processes first (the kubelet would restart pods), containerd's shims
+        # among them: they outlive containerd by design. Then what runs in its cgroups.
+        for pid in _pids_naming(state["netns"]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _remove_cgroups(state["cgroup"])
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _ip("netns", "delete", state["netns"])
+        wait_until(lambda: not _link_exists(state["veth"]), timeout=20,
+                   what=f"veth {state['veth']} gone with its namespace")  # fmt: skip
+        state_file.unlink()
+        with contextlib.suppress(OSError):  # left while another run's state is in it
+            STATE_DIR.rmdir()
+
+    @classmethod
+    def restore_all(cls) -> list[str]:
+        """What killed runs left behind, put back; their names."""
+        if not STATE_DIR.exists():
+            return []
+        restored = []
+        for state_file in sorted(STATE_DIR.glob("tide-node-*.json")):
+            cls.restore(state_file)
+            restored.append(state_file.stem)
+        return restored
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Put back what killed runs left, then make the node's network namespace and link:
+        the API server listens on the link's host end, so this comes before it starts."""
+        self.restore_all()
+        self._record()
+        try:
+            self._network()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self, images: list[Path], timeout: float = 120.0) -> None:
+        """Start containerd and the kubelet in the node's namespaces, import `images`
+        (docker save archives), and wait until the node is Ready."""
+        try:
+            self._start_holder()
+            self._start_containerd()
+            for image in images:
+                self._nsenter(["ctr", "--address", str(self.socket), "-n", "k8s.io", "images",
+                               "import", str(image)])  # fmt: skip
+            self._start_kubelet()
+            self._wait_ready(timeout)
+            # Set once at its start: put back now, so the host runs with its own values.
+            for name, value in json.loads(self._state_file.read_text())["sysctls"].items():
+                _set_sysctl(name, value)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _network(self) -> None:
+        a = self.addresses
+        _ip("netns", "add", self.id)
+        _ip("link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.id)
+        _ip("addr", "add", f"{a.host}/{a.prefix}", "dev", self.veth)
+        _ip("link", "set", self.veth, "up")
+        _ip("-n", self.id, "addr", "add", f"{a.node}/{a.prefix}", "dev", "eth0")
+        _ip("-n", self.id, "link", "set", "eth0", "up")
+        _ip("-n", self.id, "link", "set", "lo", "up")
+
+    def _start_holder(self) -> None:
+        """The process whose namespaces the node's processes enter: the node's network, and
+        a private mount namespace with its own /run, /var/lib and /var/log."""
+        mounts = " && ".join(
+            f"mount -t tmpfs tide-node {d}" for d in ("/run", "/var/lib", "/var/log")
+        )
+        self._holder = ManagedProcess(
+            "node-namespaces",
+            [require("unshare"), "--mount", "--propagation", "private",
+             require("nsenter"), f"--net=/run/netns/{self.id}",
+             "sh", "-c", f"{mounts} && echo ready && exec sleep infinity"],
+            log=self.workdir / "namespaces.log",
+        )  # fmt: skip
+        self._holder.start()
+        wait_until(lambda: "ready" in self._holder.log.read_text(), timeout=10,  # type: ignore[union-attr]
+                   what="the node's namespaces", alive=self._holder.exit_reason)  # fmt: skip
+
+    def _holder_pid(self) -> int:
+        """The `sleep` the holder's shell became (the reaper leads the group)."""
+        assert self._holder is not None, "start() first"
+        netns = os.stat(f"/run/netns/{self.id}").st_ino
+        for pid in _pids_in_netns(netns):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"):
+                return pid
+        raise HarnessError("node", reason="the namespace holder is gone")
+
+    def _nsenter(self, argv: list[str]) -> None:
+        subprocess.run([require("nsenter"), "-t", str(self._holder_pid()), "-m", "-n", *argv],
+                       check=True, capture_output=True, text=True)  # fmt: skip
+
+    def _enter(self, name: str, argv: list[str]) -> ManagedProcess:
+        process = ManagedProcess(
+            name,
+            [require("nsenter"), "-t", str(self._holder_pid()), "-m", "-n", *argv],
+            log=self.workdir / f"{name}.log",
+        )
+        process.start()
+        self._processes.append(process)
+        return process
+
+    def _start_containerd(self) -> None:
+        state = self.workdir / "containerd"
+        cni = self.workdir / "cni"
+        cni.mkdir(parents=True, exist_ok=True)
+        (cni / "10-tide.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0", "name": "tide", "plugins": [
+                {"type": "bridge", "bridge": "tide0", "isGateway": True, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": self.addresses.pods}]],
+                          "dataDir": str(self.workdir / "ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                # Docker leaves the FORWARD policy at DROP; this plugin admits pod traffic.
+                {"type": "firewall"},
+            ]}))  # fmt: skip
+        config = self.workdir / "containerd.toml"
+        # restrict_oom_score_adj: root here may not set oom_score_adj below its own, and
+        # without it every sandbox fails ("can't get final child's PID from pipe: EOF").
+        config.write_text(f"""version = 2
+root = "{state}/root"
+state = "{state}/state"
+[grpc]
+  address = "{self.socket}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+""")
+        containerd = self._enter("containerd", [require("containerd"), "--config", str(config)])
+        wait_until(self.socket.exists, timeout=30, what="containerd serving",
+                   alive=containerd.exit_reason)  # fmt: skip
+
+    def _start_kubelet(self) -> None:
+        a = self.addresses
+        for controller in _controllers():
+            (controller / self.id).mkdir(exist_ok=True)
+        config = self.workdir / "kubelet.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": f"/{self.id}",
+            "failSwapOn": False,
+            "address": a.node,
+            "port": 10250,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "containerRuntimeEndpoint": f"unix://{self.socket}",
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
+                               "x509": {"clientCAFile": str(self.ca)}},
+            "authorization": {"mode": "AlwaysAllow"},
+            "resolvConf": str(self._resolv_conf()),
+            "enforceNodeAllocatable": [],
+            "evictionHard": {},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+        }))  # fmt: skip
+        self._enter("kubelet", [
+            self.kubelet_binary, f"--config={config}", f"--kubeconfig={self.kubeconfig}",
+            f"--root-dir={self.workdir / 'kubelet'}", f"--hostname-override={self.name}",
+            f"--node-ip={a.node}", "--v=1",
+        ])  # fmt: skip
+
+    def _resolv_conf(self) -> Path:
+        path = self.workdir / "resolv.conf"
+        path.write_text("")  # no upstream resolver: nothing leaves the node by name
+        return path
+
+    def _wait_ready(self, timeout: float) -> None:
+        from kubernetes import client, config  # noqa: PLC0415
+
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(self.kubeconfig)))  # type: ignore[no-untyped-call]
+
+        def ready() -> bool:
+            try:
+                node = api.read_node(self.name)
+            except client.ApiException:
+                return False
+            conditions = (node.status.conditions if node.status else None) or []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        def alive() -> str | None:
+            return next((r for p in self._processes if (r := p.exit_reason())), None)
+
+        wait_until(ready, timeout=timeout, what=f"node {self.name} Ready", interval=1, alive=alive)
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.stop(timeout=20)
+        self._processes = []
+        if self._holder is not None:
+            self._holder.stop(timeout=10)
+            self._holder = None
+        if self._state_file.exists():
+            self.restore(self._state_file)
+
+
+PAUSE_IMAGE = "tide.local/pause:1"
+
+
+def _pids_in_netns(inode: int) -> list[int]:
+    pids = []
+    for ns in Path("/proc").glob("[0-9]*/ns/net"):
+        with contextlib.suppress(OSError):
+            if os.stat(ns).st_ino == inode:
+                pids.append(int(ns.parent.parent.name))
+    return pids
+
+
+def _pids_naming(netns: str) -> list[int]:
+    """Every process in the named network namespace (the holder, containerd, the kubelet
+    and containerd's shims, which outlive containerd by design)."""
+    try:
+        inode = os.stat(f"/run/netns/{netns}").st_ino
+    except FileNotFoundError:
+        return []
+    return _pids_in_netns(inode)
+
+
+def _link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def kubelet_kubeconfig(admin: Path, ca_dir: Path, node: str, path: Path) -> Path:
+    """A kubeconfig for the kubelet of `node`, from `admin`'s cluster: a client certificate
+    for system:node:<node> in system:nodes, which the Node authorizer scopes to its node."""
+    from tests.harness.controlplane import client_certificate  # noqa: PLC0415
+
+    client_certificate(ca_dir, f"kubelet-{node}", organization="system:nodes",
+                       common_name=f"system:node:{node}")  # fmt: skip
+    document = yaml.safe_load(admin.read_text())
+    document["users"] = [{"name": node, "user": {
+        "client-certificate": str(ca_dir / f"kubelet-{node}.crt"),
+        "client-key": str(ca_dir / f"kubelet-{node}.key")}}]  # fmt: skip
+    for context in document["contexts"]:
+        context["context"]["user"] = node
+    path.write_text(yaml.safe_dump(document))
+    return path
