@@ -40,10 +40,16 @@ CONTROL_PLANE := $(TOOLS)/controlplane-$(KUBE_VERSION)
 # Central), PostgreSQL, RabbitMQ, promtool for alert-rule tests, iptables for the
 # network-partition chaos test, Prometheus and its PostgreSQL exporter for the alert
 # tests and `make local`, and Docker with debootstrap and openssl for the
-# deploy tier (Tide's image on a local base image).
+# deploy tier (Tide's image on a local base image); for the node tier, containerd,
+# runc and the CNI plugins the kubelet runs pods with, iproute2 and util-linux for its
+# namespaces, and gcc to build the pause image (a Docker install that brought its own
+# containerd and runc keeps them).
 SYSTEM_PACKAGES := openjdk-17-jre-headless maven postgresql rabbitmq-server prometheus \
                    prometheus-postgres-exporter \
-                   iptables debootstrap openssl $(if $(shell command -v dockerd),,docker.io)
+                   iptables debootstrap openssl $(if $(shell command -v dockerd),,docker.io) \
+                   $(if $(shell command -v containerd),,containerd) \
+                   $(if $(shell command -v runc),,runc) \
+                   containernetworking-plugins iproute2 util-linux gcc libc6-dev
 
 .PHONY: help
 help: ## list the targets

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # friends select exactly a directory's tests without decorating each one.
     for item in items:
         parts = item.path.parts
-        for tier in ("unit", "integration", "chaos", "deploy", "engine", "e2e"):
+        for tier in ("unit", "integration", "chaos", "deploy", "engine", "node", "e2e"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
     # No registry can be installed here (README, "Schema registry"): tests that need

@@ -158,11 +158,15 @@ class Node:
 
     @classmethod
     def restore_all(cls) -> list[str]:
-        """What killed runs left behind, put back; their names."""
+        """What killed runs left behind, put back; their names. Each state file is named by
+        the process that ran its node."""
         if not STATE_DIR.exists():
             return []
         restored = []
         for state_file in sorted(STATE_DIR.glob("tide-node-*.json")):
+            owner = int(state_file.stem.rsplit("-", 1)[1])
+            if Path(f"/proc/{owner}").exists():
+                continue  # a run still going (its test process is alive) keeps its node
             cls.restore(state_file)
             restored.append(state_file.stem)
         return restored
