@@ -59,7 +59,9 @@ def _set_sysctl(name: str, value: str) -> None:
 
 
 def _ip(*args: str) -> None:
-    subprocess.run([require("ip"), *args], check=True, capture_output=True, text=True)
+    result = subprocess.run([require("ip"), *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise HarnessError("node network", reason=f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
 def _controllers(*, unified: bool = False) -> list[Path]:
@@ -148,7 +150,7 @@ class Node:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _remove_cgroups(state["cgroup"])
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(HarnessError):  # already gone
             _ip("netns", "delete", state["netns"])
         wait_until(lambda: not _link_exists(state["veth"]), timeout=20,
                    what=f"veth {state['veth']} gone with its namespace")  # fmt: skip
@@ -176,6 +178,12 @@ class Node:
     def prepare(self) -> None:
         """Put back what killed runs left, then make the node's network namespace and link:
         the API server listens on the link's host end, so this comes before it starts."""
+        if os.geteuid() != 0:
+            raise HarnessError(
+                "node",
+                reason="a node needs root: namespaces, cgroups, veth links, sysctls",
+                fix="run make test as root (CI does)",
+            )
         self.restore_all()
         self._record()
         try:
