@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from tests.harness.addresses import KWOK_NODE_IP, KWOK_PODS
 from tests.harness.controlplane import ControlPlane
 from tests.harness.engine import binary
 from tests.harness.errors import HarnessError
@@ -26,13 +27,6 @@ from tide.ports import free_port
 from tide.waiting import wait_until
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-# Pod IPs KWOK hands out (an RFC 5737 documentation range; nothing here dials a pod).
-KWOK_POD_CIDR = "198.51.100.0/24"
-# The address and port each KWOK node reports for its kubelet: KWOK's own server on loopback.
-# The API server dials it for `kubectl exec` and `logs` (the RabbitMQ operator execs into
-# its first pod); a documentation range is no safe choice, as a machine's own network may
-# use one (192.0.2.0/24 is this CI machine's), and the dial would go out on it.
-KWOK_NODE_IP = "127.0.0.1"
 # Enough room that Tide's requests (and both stacks at once) never leave a pod Pending.
 _NODE_CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "500Gi"}
 
@@ -148,7 +142,7 @@ class Cluster:
                     binary("kwok"),
                     f"--kubeconfig={kubeconfig}",
                     f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                    f"--cidr={KWOK_POD_CIDR}",
+                    f"--cidr={KWOK_PODS}",
                     f"--node-ip={KWOK_NODE_IP}",
                     f"--node-port={kubelet_port}",
                     f"--server-address={KWOK_NODE_IP}:{kubelet_port}",

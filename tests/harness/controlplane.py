@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.harness.addresses import SERVICES
 from tests.harness.cache import built_tool, cache_dir
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess
@@ -25,7 +26,6 @@ from tide.waiting import wait_until
 # The oldest Kubernetes Tide supports; the binaries are built at exactly these versions.
 KUBE_VERSION = "v1.33.13"
 ETCD_VERSION = "v3.5.21"
-SERVICE_CIDR = "10.96.0.0/16"
 # The identity the tests act as: a member of system:masters, like a cluster admin.
 ADMIN_TOKEN = "tide-harness-admin"
 # kubeadm's name for the aggregation layer's client certificate.
@@ -160,7 +160,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={certs / 'sa.pub'}",
                 f"--service-account-signing-key-file={certs / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={SERVICES}",
                 # No kubelets: nothing would keep the `kubernetes` Endpoints current.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",

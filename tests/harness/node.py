@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.harness.addresses import NODE_LINK, NODE_LINK_HOST, NODE_LINK_NODE, NODE_PODS
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess, require
 from tide.waiting import wait_until
@@ -42,12 +43,12 @@ STATE_DIR = Path("/run/tide-node")
 
 @dataclass(frozen=True)
 class Addresses:
-    """The node's link to the host, and its pods' range (RFC 5737 documentation ranges)."""
+    """The node's link to the host, and its pods' range (tests/harness/addresses.py)."""
 
-    host: str = "203.0.113.249"
-    node: str = "203.0.113.250"
-    prefix: int = 30
-    pods: str = "203.0.113.128/26"
+    host: str = NODE_LINK_HOST
+    node: str = NODE_LINK_NODE
+    prefix: int = int(NODE_LINK.split("/")[1])
+    pods: str = NODE_PODS
 
 
 def _sysctl(name: str) -> str:

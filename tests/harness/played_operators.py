@@ -29,9 +29,10 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
+from tests.harness.addresses import LOAD_BALANCER_IP
+
 TOPIC_FINALIZER = "strimzi.io/topic-operator"
 STRIMZI_VERSION = "0.48.0"
-LOAD_BALANCER_IP = "203.0.113.10"
 
 
 def _now() -> str:
