@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import os
 import subprocess
 import time
@@ -89,11 +90,16 @@ def _condition(scaled: dict[str, Any], kind_: str) -> bool:
     return any(c["type"] == kind_ and c["status"] == "True" for c in conditions)
 
 
-def _point_keda_at_loopback(api: ApiServer, brokers: StackBrokers) -> None:
-    """Rewrite the in-cluster broker addresses KEDA dials to the harness's, nothing else."""
+def _point_keda_at_loopback(api: ApiServer, brokers: StackBrokers) -> list[dict[str, Any]]:
+    """Rewrite the in-cluster broker addresses KEDA dials to the harness's, nothing else;
+    the patches that put the rendered addresses back, for the tests that read them after."""
     loopback = brokers.loopback()
+    originals: list[dict[str, Any]] = []
     for name, scaled in _scaled_objects(api).items():
         triggers = scaled["spec"]["triggers"]
+        originals.append({"apiVersion": KEDA, "kind": "ScaledObject",
+                          "metadata": {"name": name, "namespace": APPS},
+                          "spec": {"triggers": copy.deepcopy(triggers)}})  # fmt: skip
         for trigger in triggers:
             address = trigger["metadata"].get("bootstrapServers")
             if address is not None:
@@ -107,9 +113,11 @@ def _point_keda_at_loopback(api: ApiServer, brokers: StackBrokers) -> None:
         url = brokers.secret(APPS, secret)["url"]
         (address,) = [a for a in loopback if a in url]
         local = base64.b64encode(url.replace(address, loopback[address]).encode()).decode()
-        patch = {"apiVersion": "v1", "kind": "Secret", "data": {"url": local},
-                 "metadata": {"name": secret, "namespace": APPS}}  # fmt: skip
+        metadata = {"name": secret, "namespace": APPS}
+        patch = {"apiVersion": "v1", "kind": "Secret", "data": {"url": local}, "metadata": metadata}
+        originals.append({**patch, "data": {"url": base64.b64encode(url.encode()).decode()}})
         assert api.apply(patch) is None
+    return originals
 
 
 def _trigger_credentials(api: ApiServer, brokers: StackBrokers, service: str) -> dict[str, str]:
@@ -257,8 +265,9 @@ def keda_on_lag(
     brokers = StackBrokers(broker_dir(), cluster_api, data=DATA, apps=APPS)
     brokers.start()
     keda = Keda(engine_dir / "keda", kubeconfig=cluster.kubeconfig)
+    originals: list[dict[str, Any]] = []
     try:
-        _point_keda_at_loopback(cluster_api, brokers)
+        originals = _point_keda_at_loopback(cluster_api, brokers)
         rejected = cluster_api.apply_all(keda.manifests())
         assert not rejected, "KEDA's manifests refused:\n" + "\n".join(map(str, rejected))
         keda.start()
@@ -266,6 +275,8 @@ def keda_on_lag(
     finally:
         keda.stop()
         brokers.stop()
+        for original in originals:  # the stack as rendered, for the tests that read it later
+            assert cluster_api.apply(original) is None
 
 
 def test_each_group_scales_on_its_lag_holds_a_count_by_hand_and_scales_back(
