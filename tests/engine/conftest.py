@@ -31,6 +31,7 @@ ELSEWHERE = "elsewhere"
 # is the real RabbitMQ cluster operator's; the lifecycle stacks' are played (the cloud
 # stack's claims would need a storage provisioner).
 OPERATED = "eng-ops"
+OPERATED_DATA = f"{OPERATED}-data"
 OPERATED_EXPOSURE = {"serviceType": "NodePort", "apiNodePort": 32080, "grafanaNodePort": 32030,
                      "prometheusNodePort": 32090}  # fmt: skip
 
@@ -74,7 +75,7 @@ def cluster_api(cluster: Cluster) -> Iterator[ApiServer]:
     api.install(crd_documents(Versions()))
     # cert-manager's own namespace, where a cluster that runs it keeps ClusterIssuer secrets.
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cert-manager"}})
-    rabbitmq = tuple(kind.leave(f"{OPERATED}-data") for kind in RABBITMQ)
+    rabbitmq = tuple(kind.leave(OPERATED_DATA) for kind in RABBITMQ)
     played = PlayedOperators(cluster.kubeconfig, STRIMZI + CLOUDNATIVE_PG + rabbitmq)
     played.start()
     try:
@@ -130,7 +131,7 @@ def rabbitmq_operator(
 ) -> Iterator[RabbitMQOperator]:
     """The RabbitMQ cluster operator, from its module, watching the operated stack's data."""
     operator = RabbitMQOperator(engine_dir / "rabbitmq-operator", kubeconfig=cluster.kubeconfig,
-                                namespaces=(f"{OPERATED}-data",))  # fmt: skip
+                                namespaces=(OPERATED_DATA,))  # fmt: skip
     rejected = cluster_api.apply_all(operator.manifests())
     assert not rejected, f"{operator.name}'s manifests refused:\n" + "\n".join(map(str, rejected))
     operator.start()

@@ -33,7 +33,7 @@ from infra.local_stack import ROOT
 
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.operators import StackBrokers
-from tests.engine.conftest import OPERATED, REPORTS, Deployed
+from tests.engine.conftest import OPERATED, OPERATED_DATA, REPORTS, Deployed
 from tests.harness.brokers import broker_dir
 from tests.harness.cluster import Cluster
 from tests.harness.keda import Keda
@@ -43,7 +43,7 @@ from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(1800)
 APPS = f"{OPERATED}-apps"
-DATA = f"{OPERATED}-data"
+DATA = OPERATED_DATA
 KEDA = "keda.sh/v1alpha1"
 # Scale-up: KEDA polls every 10 s (the chart's pollingInterval), the HPA controller syncs
 # every 15 s and at most doubles (or adds 4 pods) per 15 s. Under load, well within this.

@@ -67,10 +67,15 @@ def service_account_kubeconfig(
         account, namespace, request
     )
     assert token.status is not None, "the TokenRequest API returned no token"
+    return kubeconfig_as(admin, account, {"token": str(token.status.token)}, path)
+
+
+def kubeconfig_as(admin: Path, user: str, credentials: dict[str, str], path: Path) -> Path:
+    """`admin`'s kubeconfig (same cluster and contexts) acting as `user` with `credentials`."""
     document = yaml.safe_load(admin.read_text())
-    document["users"] = [{"name": account, "user": {"token": token.status.token}}]
+    document["users"] = [{"name": user, "user": credentials}]
     for context in document["contexts"]:
-        context["context"]["user"] = account
+        context["context"]["user"] = user
     path.write_text(yaml.safe_dump(document))
     return path
 

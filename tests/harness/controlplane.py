@@ -59,35 +59,31 @@ def write_certificates(directory: Path, *, common_name: str, hosts: list[str]) -
     )  # fmt: skip
     san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
     (directory / "san.cnf").write_text(f"subjectAltName={san}\n")
-    _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
-        "-keyout", "tls.key", "-out", "tls.csr",
-        cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "tls.crt",
-        cwd=directory,
-    )  # fmt: skip
+    _signed(directory, "tls", f"/CN={common_name}", "-extfile", "san.cnf")
 
 
 def client_certificate(ca_dir: Path, name: str, *, organization: str, common_name: str) -> None:
     """`name`.crt and `name`.key in `ca_dir`: a client certificate its CA signs, for
     O=`organization`, CN=`common_name` (Kubernetes' group and user)."""
+    _signed(ca_dir, name, f"/O={organization}/CN={common_name}")
+
+
+def _signed(ca_dir: Path, name: str, subject: str, *extensions: str) -> None:
+    """`name`.key and `name`.crt for `subject`, signed by the CA in `ca_dir`."""
     _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/O={organization}/CN={common_name}",
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
         "-keyout", f"{name}.key", "-out", f"{name}.csr",
         cwd=ca_dir,
     )  # fmt: skip
     _openssl(
         "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
+        "-CAcreateserial", "-days", "2", *extensions, "-out", f"{name}.crt",
         cwd=ca_dir,
     )  # fmt: skip
 
 
 class ControlPlane:
-    """etcd plus kube-apiserver on free loopback ports, with a kubeconfig for a cluster admin."""
+    """etcd plus kube-apiserver on free ports, with a kubeconfig for a cluster admin."""
 
     name = "Kubernetes control plane"
 

@@ -14,10 +14,11 @@ from tests.harness.process import require
 PAUSE_SOURCE = Path(__file__).parent / "tools" / "pause.c"
 
 
-def _layer(files: dict[str, tuple[bytes, int]]) -> bytes:
+def _tar(entries: dict[str, tuple[bytes, int]]) -> bytes:
+    """A tar of `entries` (path -> content, mode)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, (data, mode) in files.items():
+        for path, (data, mode) in entries.items():
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
@@ -29,19 +30,15 @@ def archive(
 ) -> Path:
     """A one-layer image `name` holding `files` (path -> content, mode), in the layout
     `docker save` writes (manifest.json, the config, the layer)."""
-    layer = _layer(files)
+    layer = _tar(files)
     config = json.dumps({
         "architecture": "amd64", "os": "linux", "config": {"Entrypoint": entrypoint},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
     }).encode()  # fmt: skip
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     manifest = json.dumps([{"Config": config_name, "RepoTags": [name], "Layers": ["layer.tar"]}])
-    with tarfile.open(out, "w") as tar:
-        for path, content in (("layer.tar", layer), (config_name, config),
-                              ("manifest.json", manifest.encode())):  # fmt: skip
-            info = tarfile.TarInfo(path)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
+    out.write_bytes(_tar({"layer.tar": (layer, 0o644), config_name: (config, 0o644),
+                          "manifest.json": (manifest.encode(), 0o644)}))  # fmt: skip
     return out
 
 

@@ -23,12 +23,14 @@ import json
 import os
 import signal
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from kubernetes import client
+from kubernetes import config as kube_config
 
 from tests.harness.addresses import NODE_LINK, NODE_LINK_HOST, NODE_LINK_NODE, NODE_PODS
+from tests.harness.cluster import kubeconfig_as
+from tests.harness.controlplane import client_certificate
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess, require
 from tide.waiting import wait_until
@@ -41,22 +43,14 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 STATE_DIR = Path("/run/tide-node")
 
 
-@dataclass(frozen=True)
-class Addresses:
-    """The node's link to the host, and its pods' range (tests/harness/addresses.py)."""
-
-    host: str = NODE_LINK_HOST
-    node: str = NODE_LINK_NODE
-    prefix: int = int(NODE_LINK.split("/")[1])
-    pods: str = NODE_PODS
-
-
-def _sysctl(name: str) -> str:
+def sysctl(name: str) -> str:
     return Path("/proc/sys", *name.split(".")).read_text().strip()
 
 
-def _set_sysctl(name: str, value: str) -> None:
-    Path("/proc/sys", *name.split(".")).write_text(value)
+def _put_back_sysctls(state_file: Path) -> None:
+    """The sysctls a node's run recorded before the kubelet changed them, set again."""
+    for name, value in json.loads(state_file.read_text())["sysctls"].items():
+        Path("/proc/sys", *name.split(".")).write_text(value)
 
 
 def _ip(*args: str) -> None:
@@ -79,18 +73,13 @@ def _controllers(*, unified: bool = False) -> list[Path]:
 
 def _remove_cgroups(name: str) -> None:
     """Kill what runs below `name` in every controller, then remove its cgroups, deepest first."""
-    for controller in _controllers(unified=True):
-        root = controller / name
-        if not root.exists():
-            continue
+    roots = [c / name for c in _controllers(unified=True) if (c / name).exists()]
+    for root in roots:
         for procs in root.rglob("cgroup.procs"):
             for pid in procs.read_text().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-    for controller in _controllers(unified=True):
-        root = controller / name
-        if not root.exists():
-            continue
+    for root in roots:
 
         def empty() -> bool:
             return not any(p.read_text().strip() for p in root.rglob("cgroup.procs"))  # noqa: B023
@@ -103,7 +92,7 @@ def _remove_cgroups(name: str) -> None:
 
 
 class Node:
-    """One kubelet node, registered with the control plane at `api_url` as `name`."""
+    """One kubelet node, registered as `name` with the control plane `kubeconfig` names."""
 
     def __init__(
         self,
@@ -113,18 +102,18 @@ class Node:
         kubeconfig: Path,
         ca: Path,
         kubelet: str,
-        addresses: Addresses | None = None,
     ) -> None:
         self.workdir = workdir
         self.name = name
         self.kubeconfig = kubeconfig
         self.ca = ca
         self.kubelet_binary = kubelet
-        self.addresses = addresses or Addresses()
         self.id = f"tide-node-{os.getpid()}"
         self.veth = f"tn{os.getpid() % 100000}"
         self.socket = workdir / "containerd" / "containerd.sock"
         self._holder: ManagedProcess | None = None
+        # nsenter's argv into the holder's namespaces, once the holder runs.
+        self._inside: list[str] = []
         self._processes: list[ManagedProcess] = []
 
     # -- host state ---------------------------------------------------------------------
@@ -136,15 +125,14 @@ class Node:
     def _record(self) -> None:
         STATE_DIR.mkdir(mode=0o700, exist_ok=True)
         state = {"netns": self.id, "veth": self.veth, "cgroup": self.id,
-                 "sysctls": {name: _sysctl(name) for name in KUBELET_SYSCTLS}}  # fmt: skip
+                 "sysctls": {name: sysctl(name) for name in KUBELET_SYSCTLS}}  # fmt: skip
         self._state_file.write_text(json.dumps(state))
 
     @staticmethod
     def restore(state_file: Path) -> None:
         """Put back what the run that wrote `state_file` changed, and forget it."""
+        _put_back_sysctls(state_file)
         state = json.loads(state_file.read_text())
-        for name, value in state["sysctls"].items():
-            _set_sysctl(name, value)
         # The node's own processes first (the kubelet would restart pods), containerd's shims
         # among them: they outlive containerd by design. Then what runs in its cgroups.
         for pid in _pids_naming(state["netns"]):
@@ -205,19 +193,18 @@ class Node:
             self._start_kubelet()
             self._wait_ready(timeout)
             # Set once at its start: put back now, so the host runs with its own values.
-            for name, value in json.loads(self._state_file.read_text())["sysctls"].items():
-                _set_sysctl(name, value)
+            _put_back_sysctls(self._state_file)
         except BaseException:
             self.stop()
             raise
 
     def _network(self) -> None:
-        a = self.addresses
+        prefix = NODE_LINK.split("/")[1]
         _ip("netns", "add", self.id)
         _ip("link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.id)
-        _ip("addr", "add", f"{a.host}/{a.prefix}", "dev", self.veth)
+        _ip("addr", "add", f"{NODE_LINK_HOST}/{prefix}", "dev", self.veth)
         _ip("link", "set", self.veth, "up")
-        _ip("-n", self.id, "addr", "add", f"{a.node}/{a.prefix}", "dev", "eth0")
+        _ip("-n", self.id, "addr", "add", f"{NODE_LINK_NODE}/{prefix}", "dev", "eth0")
         _ip("-n", self.id, "link", "set", "eth0", "up")
         _ip("-n", self.id, "link", "set", "lo", "up")
 
@@ -237,26 +224,16 @@ class Node:
         self._holder.start()
         wait_until(lambda: "ready" in self._holder.log.read_text(), timeout=10,  # type: ignore[union-attr]
                    what="the node's namespaces", alive=self._holder.exit_reason)  # fmt: skip
-
-    def _holder_pid(self) -> int:
-        """The `sleep` the holder's shell became (the reaper leads the group)."""
-        assert self._holder is not None, "start() first"
-        netns = os.stat(f"/run/netns/{self.id}").st_ino
-        for pid in _pids_in_netns(netns):
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"):
-                return pid
-        raise HarnessError("node", reason="the namespace holder is gone")
+        # The `sleep` the holder's shell became (the reaper leads the group) is the one
+        # process in the node's network namespace so far.
+        (holder,) = _pids_naming(self.id)
+        self._inside = [require("nsenter"), "-t", str(holder), "-m", "-n"]
 
     def _nsenter(self, argv: list[str]) -> None:
-        subprocess.run([require("nsenter"), "-t", str(self._holder_pid()), "-m", "-n", *argv],
-                       check=True, capture_output=True, text=True)  # fmt: skip
+        subprocess.run([*self._inside, *argv], check=True, capture_output=True, text=True)
 
     def _enter(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(
-            name,
-            [require("nsenter"), "-t", str(self._holder_pid()), "-m", "-n", *argv],
-            log=self.workdir / f"{name}.log",
-        )
+        process = ManagedProcess(name, [*self._inside, *argv], log=self.workdir / f"{name}.log")
         process.start()
         self._processes.append(process)
         return process
@@ -268,7 +245,7 @@ class Node:
         (cni / "10-tide.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": "tide", "plugins": [
                 {"type": "bridge", "bridge": "tide0", "isGateway": True, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": self.addresses.pods}]],
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": NODE_PODS}]],
                           "dataDir": str(self.workdir / "ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
                 # Docker leaves the FORWARD policy at DROP; this plugin admits pod traffic.
@@ -299,7 +276,6 @@ state = "{state}/state"
                    alive=containerd.exit_reason)  # fmt: skip
 
     def _start_kubelet(self) -> None:
-        a = self.addresses
         for controller in _controllers():
             (controller / self.id).mkdir(exist_ok=True)
         config = self.workdir / "kubelet.yaml"
@@ -309,7 +285,7 @@ state = "{state}/state"
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": f"/{self.id}",
             "failSwapOn": False,
-            "address": a.node,
+            "address": NODE_LINK_NODE,
             "port": 10250,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
@@ -327,7 +303,7 @@ state = "{state}/state"
         self._enter("kubelet", [
             self.kubelet_binary, f"--config={config}", f"--kubeconfig={self.kubeconfig}",
             f"--root-dir={self.workdir / 'kubelet'}", f"--hostname-override={self.name}",
-            f"--node-ip={a.node}", "--v=1",
+            f"--node-ip={NODE_LINK_NODE}", "--v=1",
         ])  # fmt: skip
 
     def _resolv_conf(self) -> Path:
@@ -336,9 +312,9 @@ state = "{state}/state"
         return path
 
     def _wait_ready(self, timeout: float) -> None:
-        from kubernetes import client, config  # noqa: PLC0415
-
-        api = client.CoreV1Api(config.new_client_from_config(config_file=str(self.kubeconfig)))  # type: ignore[no-untyped-call]
+        api = client.CoreV1Api(
+            kube_config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        )
 
         def ready() -> bool:
             try:
@@ -367,15 +343,6 @@ state = "{state}/state"
 PAUSE_IMAGE = "tide.local/pause:1"
 
 
-def _pids_in_netns(inode: int) -> list[int]:
-    pids = []
-    for ns in Path("/proc").glob("[0-9]*/ns/net"):
-        with contextlib.suppress(OSError):
-            if os.stat(ns).st_ino == inode:
-                pids.append(int(ns.parent.parent.name))
-    return pids
-
-
 def _pids_naming(netns: str) -> list[int]:
     """Every process in the named network namespace (the holder, containerd, the kubelet
     and containerd's shims, which outlive containerd by design)."""
@@ -383,7 +350,12 @@ def _pids_naming(netns: str) -> list[int]:
         inode = os.stat(f"/run/netns/{netns}").st_ino
     except FileNotFoundError:
         return []
-    return _pids_in_netns(inode)
+    pids = []
+    for ns in Path("/proc").glob("[0-9]*/ns/net"):
+        with contextlib.suppress(OSError):
+            if os.stat(ns).st_ino == inode:
+                pids.append(int(ns.parent.parent.name))
+    return pids
 
 
 def _link_exists(name: str) -> bool:
@@ -393,15 +365,9 @@ def _link_exists(name: str) -> bool:
 def kubelet_kubeconfig(admin: Path, ca_dir: Path, node: str, path: Path) -> Path:
     """A kubeconfig for the kubelet of `node`, from `admin`'s cluster: a client certificate
     for system:node:<node> in system:nodes, which the Node authorizer scopes to its node."""
-    from tests.harness.controlplane import client_certificate  # noqa: PLC0415
-
-    client_certificate(ca_dir, f"kubelet-{node}", organization="system:nodes",
+    name = f"kubelet-{node}"
+    client_certificate(ca_dir, name, organization="system:nodes",
                        common_name=f"system:node:{node}")  # fmt: skip
-    document = yaml.safe_load(admin.read_text())
-    document["users"] = [{"name": node, "user": {
-        "client-certificate": str(ca_dir / f"kubelet-{node}.crt"),
-        "client-key": str(ca_dir / f"kubelet-{node}.key")}}]  # fmt: skip
-    for context in document["contexts"]:
-        context["context"]["user"] = node
-    path.write_text(yaml.safe_dump(document))
-    return path
+    credentials = {"client-certificate": str(ca_dir / f"{name}.crt"),
+                   "client-key": str(ca_dir / f"{name}.key")}  # fmt: skip
+    return kubeconfig_as(admin, node, credentials, path)

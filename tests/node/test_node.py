@@ -10,17 +10,11 @@ import pytest
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from tests.harness.addresses import NODE_LINK_HOST, NODE_PODS
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import binary
 from tests.harness.images import pause_image
-from tests.harness.node import (
-    KUBELET_SYSCTLS,
-    PAUSE_IMAGE,
-    Addresses,
-    Node,
-    _sysctl,
-    kubelet_kubeconfig,
-)
+from tests.harness.node import KUBELET_SYSCTLS, PAUSE_IMAGE, Node, kubelet_kubeconfig, sysctl
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -32,7 +26,7 @@ def _host_state() -> dict[str, object]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     paths = ("/var/lib/kubelet", "/var/log/pods", "/var/lib/cni", "/run/tide-node")
     return {
-        "sysctls": {name: _sysctl(name) for name in KUBELET_SYSCTLS},
+        "sysctls": {name: sysctl(name) for name in KUBELET_SYSCTLS},
         "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
         "netns": netns.stdout,
         "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
@@ -50,17 +44,20 @@ def _running(api: client.CoreV1Api, name: str) -> bool:
 def test_a_pod_runs_on_the_real_node_and_the_host_is_left_as_found() -> None:
     Node.restore_all()  # what a killed run left: a second run starts clean
     before = _host_state()
-    addresses = Addresses()
     with tempfile.TemporaryDirectory(prefix="tide-node-") as directory:
         workdir = Path(directory)
         (workdir / "node").mkdir()
-        node = Node(workdir / "node", name=NODE, kubeconfig=workdir / "kubelet.kubeconfig",
-                    ca=workdir / "cluster" / "certs" / "ca.crt", kubelet=binary("kubelet"),
-                    addresses=addresses)  # fmt: skip
+        node = Node(
+            workdir / "node",
+            name=NODE,
+            kubeconfig=workdir / "kubelet.kubeconfig",
+            ca=workdir / "cluster" / "certs" / "ca.crt",
+            kubelet=binary("kubelet"),
+        )
         # The API server listens on the host end of the node's link: the link comes first.
         node.prepare()
         try:
-            with Cluster(workdir / "cluster", nodes=0, address=addresses.host) as cluster:
+            with Cluster(workdir / "cluster", nodes=0, address=NODE_LINK_HOST) as cluster:
                 kubelet_kubeconfig(cluster.kubeconfig, workdir / "cluster" / "certs", NODE,
                                    workdir / "kubelet.kubeconfig")  # fmt: skip
                 node.start([pause_image(PAUSE_IMAGE, workdir)])
@@ -74,7 +71,7 @@ def test_a_pod_runs_on_the_real_node_and_the_host_is_left_as_found() -> None:
                 wait_until(lambda: _running(api, "p"), timeout=120, interval=1,
                            what="the pod Running on the real node")  # fmt: skip
                 pod_ip = api.read_namespaced_pod("p", "default").status.pod_ip
-                assert pod_ip.startswith(addresses.pods.rsplit(".", 1)[0] + ".")
+                assert pod_ip.startswith(NODE_PODS.rsplit(".", 1)[0] + ".")
         finally:
             node.stop()
     assert _host_state() == before
