@@ -45,13 +45,20 @@ class KafkaBroker:
 
     A PLAINTEXT listener serves the tests; a SASL_PLAINTEXT (SCRAM-SHA-512) one serves
     the deploy tier's containers, which run with the cluster's client settings and the
-    SCRAM users that tier creates as Strimzi's User Operator would.
+    SCRAM users that tier creates as Strimzi's User Operator would. With `pods`, a second
+    SCRAM listener serves a real node's pods: bound to an address they reach, advertised
+    as the Service they dial (a name cluster DNS resolves, as Strimzi's bootstrap is).
     """
 
     name = "Kafka"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, pods: tuple[str, str] | None = None
+    ) -> None:
+        """`pods`: (the address to listen on, the host:port to advertise to pods)."""
         self.workdir = workdir
+        self.pods = pods
+        self.pods_port = free_port()
         self.port = port or free_port()
         self.controller_port = free_port()
         self.sasl_port = free_port()
@@ -76,21 +83,33 @@ class KafkaBroker:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}"
+            "listeners": ",".join(
+                [
+                    f"PLAINTEXT://127.0.0.1:{self.port}",
+                    f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    *([f"PODS://{self.pods[0]}:{self.pods_port}"] if self.pods else []),
+                ]
             ),
-            "advertised.listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            "advertised.listeners": ",".join(
+                [
+                    f"PLAINTEXT://127.0.0.1:{self.port}",
+                    f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
+                    *([f"PODS://{self.pods[1]}"] if self.pods else []),
+                ]
             ),
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": (
-                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                "PODS:SASL_PLAINTEXT"
             ),
             "sasl.enabled.mechanisms": "SCRAM-SHA-512",
-            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-            ),
+            **{
+                f"listener.name.{listener}.scram-sha-512.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+                for listener in ("sasl_plaintext", "pods")
+            },
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
             # One node: internal topics cannot have more replicas than brokers.

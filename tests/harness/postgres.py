@@ -30,9 +30,17 @@ class PostgresServer:
     name = "PostgreSQL"
 
     def __init__(
-        self, workdir: Path, *, port: int | None = None, password: str | None = None
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        pods: tuple[str, str] | None = None,
     ) -> None:
+        """`pods`: also serve a real node's pods, as (the address to listen on, the pods'
+        network to admit with a password)."""
         self.workdir = workdir
+        self.pods = pods
         self.port = port or free_port()
         self.password = password or secrets.token_hex(12)
         self.data = workdir / "data"
@@ -79,6 +87,10 @@ class PostgresServer:
         postgres = require("postgres", search=SEARCH)
         if not self.data.exists():
             self._initdb()
+            if self.pods is not None:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.pods[1]} scram-sha-256\n")
+        listen = "127.0.0.1" if self.pods is None else f"127.0.0.1,{self.pods[0]}"
         sockets = self.workdir / "sockets"
         owned_dir(sockets, self.user)
         self._process = ManagedProcess(
@@ -92,7 +104,7 @@ class PostgresServer:
                 "-k",
                 str(sockets),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={listen}",
                 "-c",
                 "max_connections=200",
             ],

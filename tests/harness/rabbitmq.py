@@ -41,11 +41,16 @@ class RabbitMQServer:
         port: int | None = None,
         conf_d: dict[str, str] | None = None,
         login: tuple[str, str] | None = None,
+        pods: str | None = None,
     ) -> None:
         """`conf_d`: files loaded after rabbitmq.conf in name order, as from the
         /etc/rabbitmq/conf.d of a cluster operator's pod; `login`: the user that opens
-        connections, when conf_d or definitions loaded at boot replace the `tide` user."""
+        connections, when conf_d or definitions loaded at boot replace the `tide` user;
+        `pods`: an address a real node's pods reach, where a second AMQP listener serves
+        them (on `pods_port`)."""
         self.workdir = workdir
+        self.pods = pods
+        self.pods_port = free_port()
         self.conf_d = conf_d or {}
         self.port = port or free_port()
         self.dist_port = free_port()
@@ -72,8 +77,6 @@ class RabbitMQServer:
             **os.environ,
             "HOME": str(self.workdir),  # the Erlang cookie lives here
             "RABBITMQ_NODENAME": self.nodename,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "ERL_EPMD_PORT": str(self.epmd_port),
             "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
@@ -102,6 +105,8 @@ class RabbitMQServer:
                     "default_user_tags.administrator = true",
                     "log.console = false",
                     "log.file.level = info",
+                    f"listeners.tcp.local = 127.0.0.1:{self.port}",
+                    *([f"listeners.tcp.pods = {self.pods}:{self.pods_port}"] if self.pods else []),
                     # A laptop's disk may be fuller than production's: do not block publishers.
                     "disk_free_limit.absolute = 50MB",
                     # Per-queue series (rabbitmq_queue_messages{queue}), as on the cluster.
