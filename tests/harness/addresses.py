@@ -21,6 +21,11 @@ DOCUMENTATION = tuple(
 # The API server's Service range, and the address a played load balancer gives out.
 SERVICES = "203.0.113.0/25"
 LOAD_BALANCER_IP = "203.0.113.200"
+# The `kubernetes` Service takes the range's first address; cluster DNS (kube-dns, as
+# kubeadm names it) a fixed one the kubelet hands every pod.
+API_SERVICE_IP = "203.0.113.1"
+DNS_SERVICE_IP = "203.0.113.10"
+CLUSTER_DOMAIN = "cluster.local"
 # The real node's link to the host (host end, node end) and its pods' bridge.
 NODE_LINK = "203.0.113.248/30"
 NODE_LINK_HOST = "203.0.113.249"

@@ -10,13 +10,14 @@ The aggregation layer is configured as kubeadm does, so an extension API server
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.harness.addresses import SERVICES
+from tests.harness.addresses import API_SERVICE_IP, CLUSTER_DOMAIN, SERVICES
 from tests.harness.cache import built_tool, cache_dir
 from tests.harness.errors import HarnessError
 from tests.harness.process import ManagedProcess
@@ -102,11 +103,21 @@ class ControlPlane:
     def url(self) -> str:
         return f"https://{self.address}:{self.port}"
 
+    @property
+    def serves_pods(self) -> bool:
+        """Whether pods on a real node dial it (through the `kubernetes` Service): it listens
+        on the node's link rather than loopback."""
+        return not ipaddress.ip_address(self.address).is_loopback
+
     def start(self, timeout: float = 90.0) -> None:
         etcd, apiserver = binary("etcd"), binary("kube-apiserver")
         certs = self.workdir / "certs"
-        write_certificates(certs, common_name="kube-apiserver",
-                           hosts=sorted({self.address, "127.0.0.1", "localhost"}))  # fmt: skip
+        hosts = {self.address, "127.0.0.1", "localhost"}
+        if self.serves_pods:
+            # What a pod dials: the `kubernetes` Service, by address and by name.
+            hosts |= {API_SERVICE_IP, "kubernetes.default.svc",
+                      f"kubernetes.default.svc.{CLUSTER_DOMAIN}"}  # fmt: skip
+        write_certificates(certs, common_name="kube-apiserver", hosts=sorted(hosts))
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=certs)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=certs)
         (certs / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
@@ -157,8 +168,10 @@ class ControlPlane:
                 f"--service-account-key-file={certs / 'sa.pub'}",
                 f"--service-account-signing-key-file={certs / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICES}",
-                # No kubelets: nothing would keep the `kubernetes` Endpoints current.
-                "--endpoint-reconciler-type=none",
+                # The `kubernetes` Service's endpoint is this server's own address, which
+                # only a real node's pods can reach (and the API server will not publish
+                # loopback): on KWOK-only clusters there is none to keep.
+                f"--endpoint-reconciler-type={'lease' if self.serves_pods else 'none'}",
                 "--profiling=false",
                 f"--requestheader-client-ca-file={front_proxy / 'ca.crt'}",
                 f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",

@@ -28,7 +28,14 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from tests.harness.addresses import NODE_LINK, NODE_LINK_HOST, NODE_LINK_NODE, NODE_PODS
+from tests.harness.addresses import (
+    CLUSTER_DOMAIN,
+    DNS_SERVICE_IP,
+    NODE_LINK,
+    NODE_LINK_HOST,
+    NODE_LINK_NODE,
+    NODE_PODS,
+)
 from tests.harness.cluster import kubeconfig_as
 from tests.harness.controlplane import client_certificate
 from tests.harness.errors import HarnessError
@@ -94,20 +101,12 @@ def _remove_cgroups(name: str) -> None:
 class Node:
     """One kubelet node, registered as `name` with the control plane `kubeconfig` names."""
 
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        name: str,
-        kubeconfig: Path,
-        ca: Path,
-        kubelet: str,
-    ) -> None:
+    def __init__(self, workdir: Path, *, name: str, kubelet: str, kube_proxy: str) -> None:
         self.workdir = workdir
         self.name = name
-        self.kubeconfig = kubeconfig
-        self.ca = ca
+        self.kubeconfig = workdir / "kubelet.kubeconfig"
         self.kubelet_binary = kubelet
+        self.kube_proxy_binary = kube_proxy
         self.id = f"tide-node-{os.getpid()}"
         self.veth = f"tn{os.getpid() % 100000}"
         self.socket = workdir / "containerd" / "containerd.sock"
@@ -181,16 +180,28 @@ class Node:
             self.stop()
             raise
 
-    def start(self, images: list[Path], timeout: float = 120.0) -> None:
-        """Start containerd and the kubelet in the node's namespaces, import `images`
+    def start(
+        self, images: list[Path], *, admin: Path, certs: Path, timeout: float = 120.0
+    ) -> None:
+        """Join the cluster that `admin` (a kubeconfig) names, whose CA is in `certs`: start
+        containerd, the kubelet and kube-proxy in the node's namespaces, import `images`
         (docker save archives), and wait until the node is Ready."""
+        self.ca = certs / "ca.crt"
         try:
+            # The kubelet as system:node:<name> in system:nodes, which the Node authorizer
+            # scopes to its node; kube-proxy as the user the bootstrap policy's
+            # system:node-proxier binding names.
+            _certified_kubeconfig(admin, certs, f"system:node:{self.name}", "system:nodes",
+                                  self.kubeconfig)  # fmt: skip
+            _certified_kubeconfig(admin, certs, "system:kube-proxy", "system:node-proxier",
+                                  self.workdir / "kube-proxy.kubeconfig")  # fmt: skip
             self._start_holder()
             self._start_containerd()
             for image in images:
                 self._nsenter(["ctr", "--address", str(self.socket), "-n", "k8s.io", "images",
                                "import", str(image)])  # fmt: skip
             self._start_kubelet()
+            self._start_kube_proxy()
             self._wait_ready(timeout)
             # Set once at its start: put back now, so the host runs with its own values.
             _put_back_sysctls(self._state_file)
@@ -207,6 +218,9 @@ class Node:
         _ip("-n", self.id, "addr", "add", f"{NODE_LINK_NODE}/{prefix}", "dev", "eth0")
         _ip("-n", self.id, "link", "set", "eth0", "up")
         _ip("-n", self.id, "link", "set", "lo", "up")
+        # Pods answer the host directly (a Service's endpoint there sees the pod's address,
+        # as in a cluster); the route goes with the link.
+        _ip("route", "add", NODE_PODS, "via", NODE_LINK_NODE, "dev", self.veth)
 
     def _start_holder(self) -> None:
         """The process whose namespaces the node's processes enter: the node's network, and
@@ -244,7 +258,9 @@ class Node:
         cni.mkdir(parents=True, exist_ok=True)
         (cni / "10-tide.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": "tide", "plugins": [
-                {"type": "bridge", "bridge": "tide0", "isGateway": True, "hairpinMode": True,
+                # isDefaultGateway: pods route everything through the node, where kube-proxy
+                # translates Service addresses.
+                {"type": "bridge", "bridge": "tide0", "isDefaultGateway": True, "hairpinMode": True,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": NODE_PODS}]],
                           "dataDir": str(self.workdir / "ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
@@ -294,6 +310,8 @@ state = "{state}/state"
                                "x509": {"clientCAFile": str(self.ca)}},
             "authorization": {"mode": "AlwaysAllow"},
             "resolvConf": str(self._resolv_conf()),
+            "clusterDNS": [DNS_SERVICE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             "enforceNodeAllocatable": [],
             "evictionHard": {},
             "imageGCHighThresholdPercent": 100,
@@ -305,6 +323,26 @@ state = "{state}/state"
             f"--root-dir={self.workdir / 'kubelet'}", f"--hostname-override={self.name}",
             f"--node-ip={NODE_LINK_NODE}", "--v=1",
         ])  # fmt: skip
+
+    def _start_kube_proxy(self) -> None:
+        """kube-proxy in iptables mode, in the node's network namespace: the Service rules
+        are the namespace's own. What it would set host-wide is left alone: the conntrack
+        table size (maxPerCore 0), and route_localnet (NodePorts only on the node's address)."""
+        config = self.workdir / "kube-proxy.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.workdir / "kube-proxy.kubeconfig")},
+            "hostnameOverride": self.name,
+            "mode": "iptables",
+            "clusterCIDR": NODE_PODS,
+            "bindAddress": NODE_LINK_NODE,
+            "healthzBindAddress": "127.0.0.1:10256",
+            "metricsBindAddress": "127.0.0.1:10249",
+            "nodePortAddresses": [f"{NODE_LINK_NODE}/32"],
+            "conntrack": {"maxPerCore": 0, "min": 0},
+        }))  # fmt: skip
+        self._enter("kube-proxy", [self.kube_proxy_binary, f"--config={config}", "--v=1"])
 
     def _resolv_conf(self) -> Path:
         path = self.workdir / "resolv.conf"
@@ -362,12 +400,10 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-def kubelet_kubeconfig(admin: Path, ca_dir: Path, node: str, path: Path) -> Path:
-    """A kubeconfig for the kubelet of `node`, from `admin`'s cluster: a client certificate
-    for system:node:<node> in system:nodes, which the Node authorizer scopes to its node."""
-    name = f"kubelet-{node}"
-    client_certificate(ca_dir, name, organization="system:nodes",
-                       common_name=f"system:node:{node}")  # fmt: skip
+def _certified_kubeconfig(admin: Path, ca_dir: Path, user: str, group: str, path: Path) -> Path:
+    """A kubeconfig for `user` in `group` on `admin`'s cluster, by a client certificate."""
+    name = user.replace(":", "-")
+    client_certificate(ca_dir, name, organization=group, common_name=user)
     credentials = {"client-certificate": str(ca_dir / f"{name}.crt"),
                    "client-key": str(ca_dir / f"{name}.key")}  # fmt: skip
-    return kubeconfig_as(admin, node, credentials, path)
+    return kubeconfig_as(admin, name, credentials, path)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, the kubelet, kube-proxy and etcd from the Go module proxy at pinned versions into OUT_DIR.
+# Builds kube-apiserver, the kubelet, kube-proxy, etcd and CoreDNS from the Go module proxy at
+# pinned versions into OUT_DIR.
 #
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` is refused because
 # k8s.io/kubernetes replaces its staging modules with local paths. A throwaway
@@ -8,7 +9,8 @@
 set -euo pipefail
 kube_version=${1:?kube version, e.g. v1.33.13}
 etcd_version=${2:?etcd version, e.g. v3.5.21}
-out=${3:?output directory}
+coredns_version=${3:?CoreDNS version, e.g. v1.12.2}
+out=${4:?output directory}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,4 +45,31 @@ if [ ! -x "$out/etcd" ]; then
   (cd "$work/etcd" && go get "go.etcd.io/etcd/server/v3@$etcd_version" >/dev/null 2>&1 && \
    CGO_ENABLED=0 go build -trimpath -o "$out/etcd.part" go.etcd.io/etcd/server/v3)
   mv "$out/etcd.part" "$out/etcd"
+fi
+
+# CoreDNS for the real node's cluster DNS, built the way its README describes for a
+# custom plugin set: a main package that sets dnsserver.Directives and calls
+# coremain.Run, importing only the plugins tests/harness/cluster_dns.py's Corefile uses
+# (the full build pulls in every cloud SDK). Directives is the chain's order, as in
+# upstream's plugin.cfg: cache must come before kubernetes to answer for it.
+if [ ! -x "$out/coredns" ]; then
+  echo "building CoreDNS $coredns_version from the Go module proxy"
+  mkdir -p "$work/coredns"
+  printf 'module tide.local/coredns\ngo 1.24\nrequire github.com/coredns/coredns %s\n' "$coredns_version" >"$work/coredns/go.mod"
+  plugins="ready health errors cache kubernetes"
+  {
+    echo 'package main'
+    echo 'import ('
+    echo '  "github.com/coredns/coredns/core/dnsserver"'
+    echo '  "github.com/coredns/coredns/coremain"'
+    for plugin in $plugins; do echo "  _ \"github.com/coredns/coredns/plugin/$plugin\""; done
+    echo ')'
+    printf 'func init() { dnsserver.Directives = []string{'
+    for plugin in $plugins; do printf '"%s",' "$plugin"; done
+    echo '} }'
+    echo 'func main() { coremain.Run() }'
+  } >"$work/coredns/main.go"
+  (cd "$work/coredns" && go get "github.com/coredns/coredns@$coredns_version" >/dev/null 2>&1 && \
+   CGO_ENABLED=0 go build -trimpath -o "$out/coredns.part" .)
+  mv "$out/coredns.part" "$out/coredns"
 fi
