@@ -15,7 +15,7 @@ from tests.deploy.rollout import FIRST_TAG, NEXT_TAG, STACKS, deploy, first_rend
 from tests.deploy.stack import Rendered
 from tests.harness.controlplane import ControlPlane
 from tests.harness.crds import crd_documents
-from tests.harness.docker import DockerDaemon, build_service_image, docker
+from tests.harness.docker import docker, service_image
 from tests.harness.webhooks import AdmissionWebhooks
 
 
@@ -52,14 +52,9 @@ def _refusal(server: ApiServer, document: dict[str, Any]) -> str | None:
 @pytest.fixture(scope="session")
 def tide_image() -> Iterator[str]:
     """services/Dockerfile on a debootstrap base, under both tags the stacks render."""
-    daemon = DockerDaemon(Path(tempfile.mkdtemp(prefix="tide-docker-")))
-    daemon.start()
-    try:
-        image = build_service_image(f"tide:{FIRST_TAG}")
+    with service_image(f"tide:{FIRST_TAG}") as image:
         docker("tag", image, f"tide:{NEXT_TAG}")
         yield image
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture(scope="session")

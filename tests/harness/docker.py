@@ -8,9 +8,11 @@ built on it through its `PYTHON_IMAGE` build argument. Users keep the default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.harness.errors import HarnessError
@@ -154,6 +156,17 @@ def base_image() -> str:
     finally:
         subprocess.run(_as_root(["rm", "-rf", str(rootfs)]), capture_output=True, check=False)
     return BASE_IMAGE
+
+
+@contextlib.contextmanager
+def service_image(tag: str) -> Iterator[str]:
+    """Tide's image built as `tag`, with a Docker daemon answering while it is in use."""
+    daemon = DockerDaemon(Path(tempfile.mkdtemp(prefix="tide-docker-")))
+    daemon.start()
+    try:
+        yield build_service_image(tag)
+    finally:
+        daemon.stop()
 
 
 def build_service_image(tag: str) -> str:

@@ -17,6 +17,11 @@ def test_every_configured_range_is_a_documentation_range_of_its_own() -> None:
         assert not first.overlaps(second), f"{a} {first} overlaps {b} {second}"
     balancer = ipaddress.ip_address(addresses.LOAD_BALANCER_IP)
     assert not any(balancer in network for network in ranges.values())
+    # The `kubernetes` Service takes the range's first address; DNS must not collide with it.
+    services = ranges["services"]
+    assert ipaddress.ip_address(addresses.API_SERVICE_IP) == next(services.hosts())
+    assert ipaddress.ip_address(addresses.DNS_SERVICE_IP) in services
+    assert addresses.DNS_SERVICE_IP != addresses.API_SERVICE_IP
     link = ranges["node link"]
     assert ipaddress.ip_address(addresses.NODE_LINK_HOST) in link
     assert ipaddress.ip_address(addresses.NODE_LINK_NODE) in link
