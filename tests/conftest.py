@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests import reports
 from tests.harness import Brokers, BrokerSession
 from tests.harness.brokers import ENV_REGISTRY
 
@@ -56,6 +57,14 @@ def broker_session(brokers: Brokers) -> BrokerSession:
     """The harness itself, for tests that must act on the brokers it started (restart, topology)."""
     assert _session is not None
     return _session
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for section, texts in reports.SECTIONS.items():
+        terminalreporter.section(section)
+        for text in texts:
+            terminalreporter.write_line(text)
+            terminalreporter.write_line("")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

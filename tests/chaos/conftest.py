@@ -17,15 +17,3 @@ def own_kafka(broker_session: BrokerSession) -> KafkaBroker:
             fix="unset TIDE_KAFKA_BOOTSTRAP to let the harness start Kafka",
         )
     return broker_session.kafka
-
-
-# Rendered experiment reports, printed after the test summary (they are the suite's output).
-REPORTS: list[str] = []
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REPORTS:
-        terminalreporter.section("chaos experiment reports")
-        for report in REPORTS:
-            terminalreporter.write_line(report)
-            terminalreporter.write_line("")

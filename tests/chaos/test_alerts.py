@@ -22,10 +22,10 @@ from infra.alerts import hastened, rule_groups
 from infra.dashboards import overview, service_page
 from infra.local import LocalStack
 
-from tests.chaos.conftest import REPORTS
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
 from tests.harness.prometheus import PrometheusServer
+from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
 from tide.chaos.experiments import produce_poison
 from tide.chaos.probes import WATCH_TYPE
@@ -215,9 +215,10 @@ def _wait_resolved(prometheus: PrometheusServer, since: float, name: str, **labe
 
 
 def _report(fault: str, timings: dict[str, float]) -> None:
-    REPORTS.append(
+    report(
+        CHAOS,
         f"alerts on real metrics ({INTERVAL} scrape, for {FOR}, windows {WINDOW}): {fault}: "
-        + ", ".join(f"{what} {seconds:.1f}s" for what, seconds in timings.items())
+        + ", ".join(f"{what} {seconds:.1f}s" for what, seconds in timings.items()),
     )
 
 

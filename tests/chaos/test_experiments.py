@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chaos.conftest import REPORTS
 from tests.conftest import unique
 from tests.harness import Brokers, BrokerSession, HarnessError
 from tests.harness.control import HarnessControl
+from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
 from tide.chaos.experiments import EXPERIMENTS, Chaos, start_platform
 from tide.chaos.processes import LocalPlatform
@@ -47,6 +47,6 @@ def chaos(
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_experiment_holds(chaos: Chaos, name: str) -> None:
-    report = EXPERIMENTS[name](chaos)
-    REPORTS.append(report.render())
-    assert report.held, "\n" + report.render()
+    outcome = EXPERIMENTS[name](chaos)
+    report(CHAOS, outcome.render())
+    assert outcome.held, "\n" + outcome.render()

@@ -155,14 +155,3 @@ def operated_stack(
     })  # fmt: skip
     kind.pulumi_up(stack)
     return Deployed(prefix=OPERATED, kubeconfig=cluster.kubeconfig)
-
-
-# Step times and resource counts, printed after the test summary.
-REPORTS: list[str] = []
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REPORTS:
-        terminalreporter.section("engine tier: pulumi steps")
-        for report in REPORTS:
-            terminalreporter.write_line(report)

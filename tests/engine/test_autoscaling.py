@@ -33,10 +33,11 @@ from infra.local_stack import ROOT
 
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.operators import StackBrokers
-from tests.engine.conftest import OPERATED, OPERATED_DATA, REPORTS, Deployed
+from tests.engine.conftest import OPERATED, OPERATED_DATA, Deployed
 from tests.harness.brokers import broker_dir
 from tests.harness.cluster import Cluster
 from tests.harness.keda import Keda
+from tests.reports import ENGINE, report
 from tide.catalog import CATALOG
 from tide.scaling import PAUSED_REPLICAS
 from tide.waiting import wait_until
@@ -342,7 +343,8 @@ def test_each_group_scales_on_its_lag_holds_a_count_by_hand_and_scales_back(
     for timeline in timelines:
         assert timeline.peak == timeline.maximum, timeline
 
-    REPORTS.append(
+    report(
+        ENGINE,
         f"autoscaling on real lag (backlog {written} messages per topic):\n  "
         + "\n  ".join(
             f"{t.service}: {t.baseline} -> {t.maximum}; first scale-up {t.first_up:.0f} s, "
@@ -350,5 +352,5 @@ def test_each_group_scales_on_its_lag_holds_a_count_by_hand_and_scales_back(
             f"{t.back:.0f} s after it was consumed"
             for t in timelines
             if t.first_up is not None and t.at_max is not None and t.back is not None
-        )
+        ),
     )

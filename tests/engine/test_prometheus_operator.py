@@ -19,9 +19,10 @@ import yaml
 from infra.components.monitoring import PROMETHEUS_SPEC, RELEASE
 
 from tests.deploy.apiserver import ApiServer
-from tests.engine.conftest import REPORTS, Deployed
+from tests.engine.conftest import Deployed
 from tests.harness.cluster import Cluster
 from tests.harness.prometheus_operator import Generated, PrometheusOperator, promtool
+from tests.reports import ENGINE, report
 
 pytestmark = pytest.mark.timeout(600)
 MONITORING = "monitoring.coreos.com/v1"
@@ -116,9 +117,10 @@ def test_every_tide_monitor_has_a_scrape_job_in_the_generated_configuration(
             for index in range(len(monitor["spec"][endpoints])):
                 expected.add(f"{prefix}/{metadata['namespace']}/{metadata['name']}/{index}")
     assert expected <= jobs, f"monitors without a scrape job: {sorted(expected - jobs)}"
-    REPORTS.append(
+    report(
+        ENGINE,
         f"prometheus-operator: {len(expected)} scrape jobs for Tide's monitors; it made "
-        + ", ".join(made)
+        + ", ".join(made),
     )
 
 

@@ -19,8 +19,9 @@ from infra.credentials import SEED_KEY
 from infra.local_stack import ROOT, LocalStack, PulumiError
 
 from tests.deploy.apiserver import ApiServer
-from tests.engine.conftest import KIND_CONTEXT, REPORTS, local_stack, stack_kubeconfig
+from tests.engine.conftest import KIND_CONTEXT, local_stack, stack_kubeconfig
 from tests.harness.cluster import Cluster
+from tests.reports import ENGINE, report
 from tide.catalog import CATALOG
 from tide.waiting import wait_until
 
@@ -272,9 +273,10 @@ def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
     afresh = _steps_by_op(_json(stack, "preview", "--stack", stack_name))
     assert len(afresh["create"]) == created
 
-    REPORTS.append(
+    report(
+        ENGINE,
         f"{stack_name} stack ({created} resources): "
         + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in times.items())
         + "\n  "
-        + "\n  ".join(f"{step}: {value}" for step, value in counts.items())
+        + "\n  ".join(f"{step}: {value}" for step, value in counts.items()),
     )

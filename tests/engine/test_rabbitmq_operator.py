@@ -23,11 +23,12 @@ import pytest
 from infra.components.rabbitmq import CLUSTER_NAME, rabbitmq_credentials_secret
 
 from tests.deploy.apiserver import ApiServer
-from tests.engine.conftest import REPORTS, Deployed
+from tests.engine.conftest import Deployed
 from tests.harness.brokers import broker_dir
 from tests.harness.errors import HarnessError
 from tests.harness.rabbitmq import RabbitMQServer
 from tests.harness.rabbitmq_operator import RabbitMQOperator
+from tests.reports import ENGINE, report
 from tide.catalog import CATALOG
 
 pytestmark = pytest.mark.timeout(600)
@@ -137,7 +138,7 @@ def test_the_operator_makes_tides_cluster_ready(
         f"{kind}={c['status']}" + (f" ({c.get('message')})" if c["status"] != "True" else "")
         for kind, c in sorted(conditions.items())
     )
-    REPORTS.append(f"RabbitMQ cluster operator made: {objects}; conditions {states}")
+    report(ENGINE, f"RabbitMQ cluster operator made: {objects}; conditions {states}")
     assert made.get("StatefulSet") == [f"{CLUSTER_NAME}-server"]
     # Tide gives the operator its default user's Secret: the operator makes none of its own,
     # whose user would not exist once definitions are loaded at boot.

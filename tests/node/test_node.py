@@ -35,6 +35,8 @@ from tests.harness.kafka import KafkaBroker
 from tests.harness.node import KUBELET_SYSCTLS, PAUSE_IMAGE, Node, sysctl
 from tests.harness.postgres import PostgresServer
 from tests.harness.rabbitmq import RabbitMQServer
+from tests.reports import NODE as NODE_REPORT
+from tests.reports import report
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
@@ -179,8 +181,12 @@ def _run(core: client.CoreV1Api, name: str, container: dict[str, object]) -> str
         wait_until(finished, timeout=180, interval=1, what=f"pod {name} finished on the real node")
     except TimeoutError as exc:
         raise TimeoutError(f"{exc}\n{describe_pods(core, 'default')}") from exc
-    phase = core.read_namespaced_pod(name, "default").status.phase
-    assert phase == "Succeeded", f"pod {name} failed:\n{describe_pods(core, 'default')}"
+    pod = core.read_namespaced_pod(name, "default")
+    assert pod.status.phase == "Succeeded", f"pod {name} failed:\n{describe_pods(core, 'default')}"
+    (container,) = pod.status.container_statuses
+    started = container.state.terminated.started_at - pod.metadata.creation_timestamp
+    report(NODE_REPORT, f"pod {name} ({container.image}): container started "
+                 f"{started.total_seconds():.0f} s after the pod was created")  # fmt: skip
     return str(core.read_namespaced_pod_log(name, "default"))
 
 
@@ -207,6 +213,11 @@ def test_cluster_dns_runs_on_the_node_and_passes_its_probes(joined: Joined) -> N
     ).items
     assert pod.spec.node_name == NODE
     assert all(s.ready for s in pod.status.container_statuses)
+    (ready,) = [c for c in pod.status.conditions if c.type == "Ready"]
+    took = (ready.last_transition_time - pod.metadata.creation_timestamp).total_seconds()
+    report(
+        NODE_REPORT, f"CoreDNS pod Ready (its readiness probe passed) {took:.0f} s after creation"
+    )
     service = joined.core.read_namespaced_service("kube-dns", cluster_dns.NAMESPACE)
     assert service.spec.cluster_ip == DNS_SERVICE_IP
 
