@@ -167,9 +167,10 @@ def _serve(core: client.CoreV1Api, name: str, port: int, target: int) -> None:
         "ports": [{"name": "main", "port": target, "protocol": "TCP"}]})  # fmt: skip
 
 
-def _run(core: client.CoreV1Api, name: str, container: dict[str, object]) -> str:
-    """A pod of one container on the real node, run to completion; its log."""
-    main = {"name": "main", "imagePullPolicy": "Never", **container}
+def _python(core: client.CoreV1Api, name: str, script: str) -> str:
+    """`script` run by the Python of Tide's image, in a pod on the real node; its output."""
+    main = {"name": "main", "image": TIDE_IMAGE, "imagePullPolicy": "Never",
+            "command": ["python", "-c", script]}  # fmt: skip
     core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": {
         "nodeName": NODE, "restartPolicy": "Never", "containers": [main]}})  # fmt: skip
 
@@ -234,8 +235,7 @@ def test_tides_image_reaches_postgres_by_its_service_name(joined: Joined) -> Non
         "with psycopg.connect(dsn, connect_timeout=10) as conn:\n"
         "    print(conn.execute('SELECT host(inet_client_addr())').fetchone()[0])\n"
     )
-    log = _run(joined.core, "reach-postgres",
-               {"image": TIDE_IMAGE, "command": ["python", "-c", script]})  # fmt: skip
+    log = _python(joined.core, "reach-postgres", script)
     cluster_ip = joined.core.read_namespaced_service(POSTGRES_SERVICE, NAMESPACE).spec.cluster_ip
     pod_ip = joined.core.read_namespaced_pod("reach-postgres", "default").status.pod_ip
     assert log.split() == [cluster_ip, pod_ip]
@@ -250,8 +250,7 @@ def test_a_name_outside_the_cluster_does_not_resolve(joined: Joined) -> None:
         "except socket.gaierror as exc:\n"
         "    print('unresolved', exc.errno)\n"
     )
-    log = _run(joined.core, "reach-outside",
-               {"image": TIDE_IMAGE, "command": ["python", "-c", script]})  # fmt: skip
+    log = _python(joined.core, "reach-outside", script)
     assert log.startswith("unresolved"), log
 
 
@@ -273,8 +272,7 @@ def test_tides_image_writes_to_kafka_through_its_bootstrap_service(joined: Joine
         "assert producer.flush(60) == 0, 'not delivered'\n"
         "print('delivered')\n"
     )
-    log = _run(joined.core, "reach-kafka",
-               {"image": TIDE_IMAGE, "command": ["python", "-c", script]})  # fmt: skip
+    log = _python(joined.core, "reach-kafka", script)
     assert log.split() == ["delivered"], log
     consumer = Consumer({"bootstrap.servers": joined.kafka.bootstrap, "group.id": "node-test",
                          "auto.offset.reset": "earliest"})  # fmt: skip
@@ -310,8 +308,7 @@ def test_tides_image_publishes_to_rabbitmq_through_its_service(joined: Joined) -
         "    print('published')\n"
         "asyncio.run(main())\n"
     )
-    log = _run(joined.core, "reach-rabbitmq",
-               {"image": TIDE_IMAGE, "command": ["python", "-c", script]})  # fmt: skip
+    log = _python(joined.core, "reach-rabbitmq", script)
     assert log.split() == ["published"], log
 
     async def read_back() -> bytes:
