@@ -99,12 +99,13 @@ def _remove_cgroups(name: str) -> None:
 
 
 class Node:
-    """One kubelet node, registered as `name` with the control plane `kubeconfig` names."""
+    """One kubelet node, registered as `name` with the control plane it `start`s against."""
 
     def __init__(self, workdir: Path, *, name: str, kubelet: str, kube_proxy: str) -> None:
         self.workdir = workdir
         self.name = name
         self.kubeconfig = workdir / "kubelet.kubeconfig"
+        self.proxy_kubeconfig = workdir / "kube-proxy.kubeconfig"
         self.kubelet_binary = kubelet
         self.kube_proxy_binary = kube_proxy
         self.id = f"tide-node-{os.getpid()}"
@@ -194,7 +195,7 @@ class Node:
             _certified_kubeconfig(admin, certs, f"system:node:{self.name}", "system:nodes",
                                   self.kubeconfig)  # fmt: skip
             _certified_kubeconfig(admin, certs, "system:kube-proxy", "system:node-proxier",
-                                  self.workdir / "kube-proxy.kubeconfig")  # fmt: skip
+                                  self.proxy_kubeconfig)  # fmt: skip
             self._start_holder()
             self._start_containerd()
             for image in images:
@@ -332,7 +333,7 @@ state = "{state}/state"
         config.write_text(json.dumps({
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(self.workdir / "kube-proxy.kubeconfig")},
+            "clientConnection": {"kubeconfig": str(self.proxy_kubeconfig)},
             "hostnameOverride": self.name,
             "mode": "iptables",
             "clusterCIDR": NODE_PODS,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.harness.addresses import NODE_PODS
 from tests.harness.errors import HarnessError
 from tests.harness.process import (
     ManagedProcess,
@@ -35,10 +36,10 @@ class PostgresServer:
         *,
         port: int | None = None,
         password: str | None = None,
-        pods: tuple[str, str] | None = None,
+        pods: str | None = None,
     ) -> None:
-        """`pods`: also serve a real node's pods, as (the address to listen on, the pods'
-        network to admit with a password)."""
+        """`pods`: an address a real node's pods reach, where the server also listens and
+        admits them (their range, NODE_PODS) with a password."""
         self.workdir = workdir
         self.pods = pods
         self.port = port or free_port()
@@ -89,8 +90,8 @@ class PostgresServer:
             self._initdb()
             if self.pods is not None:
                 with (self.data / "pg_hba.conf").open("a") as hba:
-                    hba.write(f"host all all {self.pods[1]} scram-sha-256\n")
-        listen = "127.0.0.1" if self.pods is None else f"127.0.0.1,{self.pods[0]}"
+                    hba.write(f"host all all {NODE_PODS} scram-sha-256\n")
+        listen = "127.0.0.1" if self.pods is None else f"127.0.0.1,{self.pods}"
         sockets = self.workdir / "sockets"
         owned_dir(sockets, self.user)
         self._process = ManagedProcess(

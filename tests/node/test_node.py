@@ -118,7 +118,7 @@ def joined(tide_archive: Path) -> Iterator[Joined]:
                 api = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
                 cluster_dns.deploy(api, NODE)
                 core = client.CoreV1Api(api)
-                database = PostgresServer(workdir / "postgres", pods=(NODE_LINK_HOST, NODE_PODS))
+                database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST)
                 advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
                 broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
                 queues = RabbitMQServer(workdir / "rabbitmq", pods=NODE_LINK_HOST)
@@ -127,6 +127,7 @@ def joined(tide_archive: Path) -> Iterator[Joined]:
                     broker.start()
                     queues.start()
                     _kafka_user_and_topic(broker)
+                    core.create_namespace({"metadata": {"name": NAMESPACE}})
                     _serve(core, POSTGRES_SERVICE, postgres.PORT, database.port)
                     _serve(core, KAFKA_SERVICE, kafka.CLIENT_PORT, broker.pods_port)
                     _serve(core, RABBITMQ_SERVICE, rabbitmq.AMQP_PORT, queues.pods_port)
@@ -155,8 +156,6 @@ def _kafka_user_and_topic(broker: KafkaBroker) -> None:
 def _serve(core: client.CoreV1Api, name: str, port: int, target: int) -> None:
     """Service `name` in NAMESPACE, whose one endpoint is `target` on the host end of the
     node's link: what the broker an operator runs would be, played by the harness's."""
-    if not [n for n in core.list_namespace().items if n.metadata.name == NAMESPACE]:
-        core.create_namespace({"metadata": {"name": NAMESPACE}})
     core.create_namespaced_service(NAMESPACE, {
         "metadata": {"name": name},
         "spec": {"ports": [{"name": "main", "port": port, "targetPort": target}]}})  # fmt: skip
