@@ -19,6 +19,7 @@ from tide.topology import Catalog
 CLUSTER_NAME = "tide-rabbitmq"
 AMQP_PORT = 5672
 DEFINITIONS_PATH = "/etc/tide/definitions"
+DEFINITIONS_SECRET = "rabbitmq-definitions"  # noqa: S105 (a Secret's name)
 # The cluster's administrator: the operator's default user, and the management UI's login.
 # RabbitMQ seeds no default user when it loads definitions at boot, so the Secret the
 # operator would make (`<cluster>-default-user`) would name a user that does not exist.
@@ -120,9 +121,7 @@ class RabbitMQ(PlatformComponent):
         )
         definitions_secret = k8s.core.v1.Secret(
             f"{name}-definitions",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name="rabbitmq-definitions", namespace=args.namespace
-            ),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=DEFINITIONS_SECRET, namespace=args.namespace),
             string_data={"definitions.json": document},
             opts=child,
         )
@@ -184,7 +183,7 @@ class RabbitMQ(PlatformComponent):
                                     "volumes": [
                                         {
                                             "name": "definitions",
-                                            "secret": {"secretName": "rabbitmq-definitions"},
+                                            "secret": {"secretName": DEFINITIONS_SECRET},
                                         }
                                     ],
                                 },

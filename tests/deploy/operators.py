@@ -19,17 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka.admin import (
-    AdminClient,
-    NewTopic,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialUpsertion,
-)
+from confluent_kafka.admin import AdminClient
 from infra.components.kafka import CLIENT_PORT, CLUSTER_NAME
 from infra.components.postgres import CLUSTER_NAME as POSTGRES_CLUSTER
 from infra.components.postgres import PORT as POSTGRES_PORT
-from infra.components.rabbitmq import AMQP_PORT
+from infra.components.rabbitmq import AMQP_PORT, DEFINITIONS_SECRET
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
 from psycopg import sql
 
@@ -37,6 +31,7 @@ from tests.deploy.apiserver import ApiServer
 from tests.harness.kafka import KafkaBroker
 from tests.harness.postgres import PostgresServer
 from tests.harness.rabbitmq import RabbitMQServer
+from tests.harness.served_brokers import topic_of, upsert_scram_users
 
 
 class StackBrokers:
@@ -101,38 +96,23 @@ class StackBrokers:
         self._rabbitmq_definitions()
 
     def _rabbitmq_definitions(self) -> None:
-        definitions = self.secret(self.data, "rabbitmq-definitions")["definitions.json"]
+        definitions = self.secret(self.data, DEFINITIONS_SECRET)["definitions.json"]
         self.rabbitmq.import_definitions(json.loads(definitions))
 
     def _topic_operator(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
         topics = [
-            NewTopic(
-                t["metadata"]["name"],
-                num_partitions=t["spec"]["partitions"],
-                replication_factor=1,
-                config={k: str(v) for k, v in t["spec"].get("config", {}).items()},
-            )
-            for t in self.objects("kafka.strimzi.io/v1beta2", "KafkaTopic", self.data)
+            topic_of(t) for t in self.objects("kafka.strimzi.io/v1beta2", "KafkaTopic", self.data)
         ]
         for future in admin.create_topics(topics, operation_timeout=30).values():
             future.result(timeout=60)
 
     def _user_operator(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
-        upserts = []
+        users = {}
         for user in self.objects("kafka.strimzi.io/v1beta2", "KafkaUser", self.apps):
             ref = user["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]
-            password = self.secret(self.apps, ref["name"])[ref["key"]]
-            upserts.append(
-                UserScramCredentialUpsertion(
-                    user["metadata"]["name"],
-                    ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
-                    password.encode(),
-                )
-            )
-        for future in admin.alter_user_scram_credentials(upserts).values():
-            future.result(timeout=60)
+            users[user["metadata"]["name"]] = self.secret(self.apps, ref["name"])[ref["key"]]
+        upsert_scram_users(self.kafka.bootstrap, users)
 
     def loopback(self) -> dict[str, str]:
         """In-cluster `host:port` of each broker -> where it answers here."""

@@ -134,6 +134,9 @@ class Played:
     finalizer: str | None = None
     # Namespaces where the real operator reconciles this kind, so it is not played there.
     left: tuple[str, ...] = ()
+    # What the operator does with an object before it reports it reconciled, where the
+    # harness does it too (tests/harness/served_brokers.py); a failure is retried.
+    provision: Callable[[dict[str, Any]], None] | None = None
 
     def leave(self, *namespaces: str) -> Played:
         """This kind, played everywhere but in `namespaces`."""
@@ -166,6 +169,9 @@ class PlayedOperators:
         self.load_balancers = load_balancers
         # Each distinct failure once: the loop retries every half second.
         self.errors: list[str] = []
+        # The last failure of each object's provisioning, until it succeeds: a broker
+        # may refuse while it starts, and the operator it plays retries too.
+        self.retrying: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="played-operators", daemon=True)
 
@@ -232,6 +238,14 @@ class PlayedOperators:
         generation = metadata.get("generation", 1)
         if (item.get("status") or {}).get("observedGeneration") == generation:
             return
+        if kind.provision is not None:
+            key = f"{kind.plural}/{metadata['namespace']}/{metadata['name']}"
+            try:
+                kind.provision(item)
+            except Exception as exc:  # noqa: BLE001 (any failure is retried, and kept to show)
+                self.retrying[key] = f"{type(exc).__name__}: {exc}"
+                return
+            self.retrying.pop(key, None)
         status = kind.status(item) | {"observedGeneration": generation}
         self.custom.patch_namespaced_custom_object_status(*args, {"status": status})
 

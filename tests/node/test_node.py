@@ -4,8 +4,6 @@ through CoreDNS and kube-proxy, and the host is left as found."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,35 +11,23 @@ from pathlib import Path
 import aio_pika
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import (
-    AdminClient,
-    NewTopic,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialUpsertion,
-)
+from confluent_kafka.admin import AdminClient, NewTopic
 from infra.components import kafka, postgres, rabbitmq
 from kubernetes import client
-from kubernetes import config as kube_config
 
 from tests.harness import cluster_dns
 from tests.harness.addresses import DNS_SERVICE_IP, NODE_LINK_HOST, NODE_PODS
-from tests.harness.cluster import Cluster
-from tests.harness.controlplane import binary
-from tests.harness.diagnostics import describe_pods
-from tests.harness.docker import docker, service_image
-from tests.harness.images import pause_image
 from tests.harness.kafka import KafkaBroker
-from tests.harness.node import KUBELET_SYSCTLS, PAUSE_IMAGE, Node, sysctl
+from tests.harness.node import PAUSE_IMAGE
 from tests.harness.postgres import PostgresServer
 from tests.harness.rabbitmq import RabbitMQServer
+from tests.harness.served_brokers import serve, upsert_scram_users
+from tests.node.conftest import NODE, python_in_pod, real_node
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
-NODE = "tide-node"
-TIDE_IMAGE = "tide:node"
 # Where the program's brokers are in a cluster: CloudNativePG's read-write Service and
 # Strimzi's bootstrap Service, in the data namespace, at the ports the program renders.
 NAMESPACE = "tide-data"
@@ -51,32 +37,6 @@ KAFKA_SERVICE = f"{kafka.CLUSTER_NAME}-kafka-bootstrap"
 RABBITMQ_SERVICE = rabbitmq.CLUSTER_NAME
 KAFKA_USER, KAFKA_PASSWORD = "node-test", "node-test-password"
 TOPIC = "node-test"
-
-NODE_MOUNTS = ("/var/lib/kubelet", "/run/netns/", "/var/lib/cni", "/run/containerd/runc/k8s.io")
-
-
-def _host_state() -> dict[str, object]:
-    """What a node may change on the host."""
-
-    def ip(*args: str) -> str:
-        return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
-
-    paths = ("/var/lib/kubelet", "/var/log/pods", "/var/lib/cni", "/run/tide-node")
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return {
-        "sysctls": {name: sysctl(name) for name in KUBELET_SYSCTLS},
-        # The node's own link and routes (Docker's containers come and go beside the test).
-        "links": sorted(
-            p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith("tn")
-        ),
-        "routes": [r for r in ip("route").splitlines() if "203.0.113." in r or " tn" in r],
-        "netns": ip("netns", "list"),
-        # Mount points the node's runtime could leave, by name: other users of the machine
-        # (Docker's containers, for one) mount and unmount elsewhere while the test runs.
-        "mounts": [m for m in mounts if "tide-node" in m or m.startswith(NODE_MOUNTS)],
-        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/tide-node-*")),
-        "paths": [p for p in paths if Path(p).exists()],
-    }
 
 
 @dataclass(frozen=True)
@@ -88,67 +48,35 @@ class Joined:
 
 
 @pytest.fixture(scope="module")
-def tide_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tide's image as a `docker save` archive the node imports."""
-    archive = tmp_path_factory.mktemp("images") / "tide.tar"
-    with service_image(TIDE_IMAGE) as image:
-        docker("save", "--output", str(archive), image, timeout=300)
-    return archive
-
-
-@pytest.fixture(scope="module")
 def joined(tide_archive: Path) -> Iterator[Joined]:
-    """A cluster whose one node is real, with cluster DNS, and a PostgreSQL on the host
-    behind the Service the program names; the host state is checked once all is gone."""
-    Node.restore_all()  # what a killed run left: a second run starts clean
-    before = _host_state()
-    with tempfile.TemporaryDirectory(prefix="tide-node-") as directory:
-        workdir = Path(directory)
-        workdir.chmod(0o755)  # the brokers run as their own users
-        (workdir / "node").mkdir()
-        node = Node(workdir / "node", name=NODE, kubelet=binary("kubelet"),
-                    kube_proxy=binary("kube-proxy"))  # fmt: skip
-        # The API server listens on the host end of the node's link: the link comes first.
-        node.prepare()
+    """A cluster whose one node is real, with cluster DNS, and the harness's PostgreSQL,
+    Kafka and RabbitMQ behind the Services the program names."""
+    with real_node(tide_archive, kwok_nodes=0) as (workdir, _cluster, api):
+        core = client.CoreV1Api(api)
+        database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST)
+        advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
+        broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
+        queues = RabbitMQServer(workdir / "rabbitmq", pods=NODE_LINK_HOST)
         try:
-            with Cluster(workdir / "cluster", nodes=0, address=NODE_LINK_HOST) as cluster:
-                images = [pause_image(PAUSE_IMAGE, workdir),
-                          cluster_dns.coredns_image(workdir), tide_archive]  # fmt: skip
-                node.start(images, admin=cluster.kubeconfig, certs=workdir / "cluster" / "certs")
-                api = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-                cluster_dns.deploy(api, NODE)
-                core = client.CoreV1Api(api)
-                database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST)
-                advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
-                broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
-                queues = RabbitMQServer(workdir / "rabbitmq", pods=NODE_LINK_HOST)
-                try:
-                    database.start()
-                    broker.start()
-                    queues.start()
-                    _kafka_user_and_topic(broker)
-                    core.create_namespace({"metadata": {"name": NAMESPACE}})
-                    _serve(core, POSTGRES_SERVICE, postgres.PORT, database.port)
-                    _serve(core, KAFKA_SERVICE, kafka.CLIENT_PORT, broker.pods_port)
-                    _serve(core, RABBITMQ_SERVICE, rabbitmq.AMQP_PORT, queues.pods_port)
-                    yield Joined(core, database, broker, queues)
-                finally:
-                    queues.close()
-                    broker.stop()
-                    database.stop()
+            database.start()
+            broker.start()
+            queues.start()
+            _kafka_user_and_topic(broker)
+            core.create_namespace({"metadata": {"name": NAMESPACE}})
+            _serve(core, POSTGRES_SERVICE, postgres.PORT, database.port)
+            _serve(core, KAFKA_SERVICE, kafka.CLIENT_PORT, broker.pods_port)
+            _serve(core, RABBITMQ_SERVICE, rabbitmq.AMQP_PORT, queues.pods_port)
+            yield Joined(core, database, broker, queues)
         finally:
-            node.stop()
-    assert _host_state() == before, "the node left the host changed"
+            queues.close()
+            broker.stop()
+            database.stop()
 
 
 def _kafka_user_and_topic(broker: KafkaBroker) -> None:
     """A SCRAM user, as Strimzi's User Operator makes one, and a topic to write to."""
+    upsert_scram_users(broker.bootstrap, {KAFKA_USER: KAFKA_PASSWORD})
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    upsert = UserScramCredentialUpsertion(
-        KAFKA_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), KAFKA_PASSWORD.encode()
-    )
-    for future in admin.alter_user_scram_credentials([upsert]).values():
-        future.result(timeout=60)
     for future in admin.create_topics([NewTopic(TOPIC, 1, 1)]).values():
         future.result(timeout=60)
 
@@ -156,38 +84,7 @@ def _kafka_user_and_topic(broker: KafkaBroker) -> None:
 def _serve(core: client.CoreV1Api, name: str, port: int, target: int) -> None:
     """Service `name` in NAMESPACE, whose one endpoint is `target` on the host end of the
     node's link: what the broker an operator runs would be, played by the harness's."""
-    core.create_namespaced_service(NAMESPACE, {
-        "metadata": {"name": name},
-        "spec": {"ports": [{"name": "main", "port": port, "targetPort": target}]}})  # fmt: skip
-    client.DiscoveryV1Api(core.api_client).create_namespaced_endpoint_slice(NAMESPACE, {
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [NODE_LINK_HOST]}],
-        "ports": [{"name": "main", "port": target, "protocol": "TCP"}]})  # fmt: skip
-
-
-def _python(core: client.CoreV1Api, name: str, script: str) -> str:
-    """`script` run by the Python of Tide's image, in a pod on the real node; its output."""
-    main = {"name": "main", "image": TIDE_IMAGE, "imagePullPolicy": "Never",
-            "command": ["python", "-c", script]}  # fmt: skip
-    core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": {
-        "nodeName": NODE, "restartPolicy": "Never", "containers": [main]}})  # fmt: skip
-
-    def finished() -> bool:
-        phase = core.read_namespaced_pod(name, "default").status.phase
-        return phase in ("Succeeded", "Failed")
-
-    try:
-        wait_until(finished, timeout=180, interval=1, what=f"pod {name} finished on the real node")
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}\n{describe_pods(core, 'default')}") from exc
-    pod = core.read_namespaced_pod(name, "default")
-    assert pod.status.phase == "Succeeded", f"pod {name} failed:\n{describe_pods(core, 'default')}"
-    (container,) = pod.status.container_statuses
-    started = container.state.terminated.started_at - pod.metadata.creation_timestamp
-    report(NODE_REPORT, f"pod {name} ({container.image}): container started "
-                 f"{started.total_seconds():.0f} s after the pod was created")  # fmt: skip
-    return str(core.read_namespaced_pod_log(name, "default"))
+    serve(core, NAMESPACE, name, port, target, NODE_LINK_HOST)
 
 
 def test_a_pod_runs_on_the_real_node_with_an_address_from_the_pod_range(
@@ -234,7 +131,7 @@ def test_tides_image_reaches_postgres_by_its_service_name(joined: Joined) -> Non
         "with psycopg.connect(dsn, connect_timeout=10) as conn:\n"
         "    print(conn.execute('SELECT host(inet_client_addr())').fetchone()[0])\n"
     )
-    log = _python(joined.core, "reach-postgres", script)
+    log = python_in_pod(joined.core, "reach-postgres", script)
     cluster_ip = joined.core.read_namespaced_service(POSTGRES_SERVICE, NAMESPACE).spec.cluster_ip
     pod_ip = joined.core.read_namespaced_pod("reach-postgres", "default").status.pod_ip
     assert log.split() == [cluster_ip, pod_ip]
@@ -249,7 +146,7 @@ def test_a_name_outside_the_cluster_does_not_resolve(joined: Joined) -> None:
         "except socket.gaierror as exc:\n"
         "    print('unresolved', exc.errno)\n"
     )
-    log = _python(joined.core, "reach-outside", script)
+    log = python_in_pod(joined.core, "reach-outside", script)
     assert log.startswith("unresolved"), log
 
 
@@ -271,7 +168,7 @@ def test_tides_image_writes_to_kafka_through_its_bootstrap_service(joined: Joine
         "assert producer.flush(60) == 0, 'not delivered'\n"
         "print('delivered')\n"
     )
-    log = _python(joined.core, "reach-kafka", script)
+    log = python_in_pod(joined.core, "reach-kafka", script)
     assert log.split() == ["delivered"], log
     consumer = Consumer({"bootstrap.servers": joined.kafka.bootstrap, "group.id": "node-test",
                          "auto.offset.reset": "earliest"})  # fmt: skip
@@ -307,7 +204,7 @@ def test_tides_image_publishes_to_rabbitmq_through_its_service(joined: Joined) -
         "    print('published')\n"
         "asyncio.run(main())\n"
     )
-    log = _python(joined.core, "reach-rabbitmq", script)
+    log = python_in_pod(joined.core, "reach-rabbitmq", script)
     assert log.split() == ["published"], log
 
     async def read_back() -> bytes:

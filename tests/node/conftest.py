@@ -1,0 +1,118 @@
+"""The node tier's shared parts: Tide's image for the node, and a cluster with one real node
+(plus KWOK nodes where asked), cluster DNS, and the host checked as found afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from tests.harness import cluster_dns
+from tests.harness.addresses import NODE_LINK_HOST
+from tests.harness.cluster import Cluster
+from tests.harness.controlplane import binary
+from tests.harness.diagnostics import describe_pods
+from tests.harness.docker import docker, service_image
+from tests.harness.images import pause_image
+from tests.harness.node import KUBELET_SYSCTLS, PAUSE_IMAGE, Node, sysctl
+from tests.reports import NODE as NODE_REPORT
+from tests.reports import report
+from tide.waiting import wait_until
+
+NODE = "tide-node"
+TIDE_IMAGE = "tide:node"
+NODE_MOUNTS = ("/var/lib/kubelet", "/run/netns/", "/var/lib/cni", "/run/containerd/runc/k8s.io")
+
+
+def _host_state() -> dict[str, object]:
+    """What a node may change on the host."""
+
+    def ip(*args: str) -> str:
+        return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+    paths = ("/var/lib/kubelet", "/var/log/pods", "/var/lib/cni", "/run/tide-node")
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return {
+        "sysctls": {name: sysctl(name) for name in KUBELET_SYSCTLS},
+        # The node's own link and routes (Docker's containers come and go beside the test).
+        "links": sorted(
+            p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith("tn")
+        ),
+        "routes": [r for r in ip("route").splitlines() if "203.0.113." in r or " tn" in r],
+        "netns": ip("netns", "list"),
+        # Mount points the node's runtime could leave, by name: other users of the machine
+        # (Docker's containers, for one) mount and unmount elsewhere while the test runs.
+        "mounts": [m for m in mounts if "tide-node" in m or m.startswith(NODE_MOUNTS)],
+        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/tide-node-*")),
+        "paths": [p for p in paths if Path(p).exists()],
+    }
+
+
+@pytest.fixture(scope="session")
+def tide_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tide's image as a `docker save` archive the node imports."""
+    archive = tmp_path_factory.mktemp("images") / "tide.tar"
+    with service_image(TIDE_IMAGE) as image:
+        docker("save", "--output", str(archive), image, timeout=300)
+    return archive
+
+
+@contextmanager
+def real_node(
+    tide_archive: Path, *, kwok_nodes: int
+) -> Iterator[tuple[Path, Cluster, client.ApiClient]]:
+    """A control plane on the host end of the node's link, the real node joined to it with
+    Tide's, the pause and CoreDNS's images, and CoreDNS running there; the host state is
+    checked once all is gone, so a test that leaves it changed fails."""
+    Node.restore_all()  # what a killed run left: a second run starts clean
+    before = _host_state()
+    with tempfile.TemporaryDirectory(prefix="tide-node-") as directory:
+        workdir = Path(directory)
+        workdir.chmod(0o755)  # the brokers run as their own users
+        (workdir / "node").mkdir()
+        node = Node(workdir / "node", name=NODE, kubelet=binary("kubelet"),
+                    kube_proxy=binary("kube-proxy"))  # fmt: skip
+        # The API server listens on the host end of the node's link: the link comes first.
+        node.prepare()
+        try:
+            cluster = Cluster(workdir / "cluster", nodes=kwok_nodes, address=NODE_LINK_HOST)
+            with cluster:
+                images = [pause_image(PAUSE_IMAGE, workdir),
+                          cluster_dns.coredns_image(workdir), tide_archive]  # fmt: skip
+                node.start(images, admin=cluster.kubeconfig, certs=workdir / "cluster" / "certs")
+                api = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+                cluster_dns.deploy(api, NODE)
+                yield workdir, cluster, api
+        finally:
+            node.stop()
+    assert _host_state() == before, "the node left the host changed"
+
+
+def python_in_pod(core: client.CoreV1Api, name: str, script: str) -> str:
+    """`script` run by the Python of Tide's image, in a pod on the real node; its output."""
+    main = {"name": "main", "image": TIDE_IMAGE, "imagePullPolicy": "Never",
+            "command": ["python", "-c", script]}  # fmt: skip
+    core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": {
+        "nodeName": NODE, "restartPolicy": "Never", "containers": [main]}})  # fmt: skip
+
+    def finished() -> bool:
+        phase = core.read_namespaced_pod(name, "default").status.phase
+        return phase in ("Succeeded", "Failed")
+
+    try:
+        wait_until(finished, timeout=180, interval=1, what=f"pod {name} finished on the real node")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{describe_pods(core, 'default')}") from exc
+    pod = core.read_namespaced_pod(name, "default")
+    assert pod.status.phase == "Succeeded", f"pod {name} failed:\n{describe_pods(core, 'default')}"
+    (container,) = pod.status.container_statuses
+    started = container.state.terminated.started_at - pod.metadata.creation_timestamp
+    report(NODE_REPORT, f"pod {name} ({container.image}): container started "
+                 f"{started.total_seconds():.0f} s after the pod was created")  # fmt: skip
+    return str(core.read_namespaced_pod_log(name, "default"))
