@@ -26,5 +26,6 @@ if platform.monitoring.grafana_password is not None:
         outputs.GRAFANA_ADMIN_PASSWORD, pulumi.Output.secret(platform.monitoring.grafana_password)
     )
 pulumi.export(outputs.KAFKA_BOOTSTRAP, platform.kafka.bootstrap)
-pulumi.export(outputs.SCHEMA_REGISTRY_URL, platform.registry.url)
+if platform.registry is not None:
+    pulumi.export(outputs.SCHEMA_REGISTRY_URL, platform.registry.url)
 pulumi.export(outputs.NAMESPACES, names)

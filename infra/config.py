@@ -145,6 +145,12 @@ class StackConfig(_Section):
     node_exporter: bool = Field(
         default=True, description="kind nodes are containers: host metrics there mean little"
     )
+    # "deploy": Apicurio Registry in the data namespace, on its own database, every schema
+    # registered by a Job; producers write registry-framed JSON. "none": no registry, and
+    # no database or role for one; producers validate each event against the same
+    # schemas and write plain JSON (tide.codecs.json_schema), as `make local` does. For a
+    # cluster that cannot run Apicurio's image; a registry is added back by `deploy`.
+    schema_registry: Literal["deploy", "none"] = "deploy"
 
     @model_validator(mode="after")
     def _cloud_is_production_shaped(self) -> Self:

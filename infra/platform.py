@@ -39,7 +39,7 @@ from tide.topology import Catalog
 class Platform:
     namespaces: Namespaces
     kafka: KafkaCluster
-    registry: SchemaRegistry
+    registry: SchemaRegistry | None
     monitoring: Monitoring
     services: dict[str, TideService]
 
@@ -185,20 +185,23 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             image=config.versions.postgres_image,
             tide_image=config.image,
             credentials=credentials,
+            registry=config.schema_registry == "deploy",
         ),
         opts=pulumi.ResourceOptions(depends_on=[operators["postgres-operator"], *in_namespaces]),
     )
-    registry = SchemaRegistry(
-        "registry",
-        SchemaRegistryArgs(
-            namespace=ns.data,
-            apps_namespace=ns.apps,
-            version=config.versions.apicurio_registry,
-            postgres_host=postgres.host,
-            tide_image=config.image,
-        ),
-        opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database]),
-    )
+    registry = None
+    if postgres.registry_database is not None:
+        registry = SchemaRegistry(
+            "registry",
+            SchemaRegistryArgs(
+                namespace=ns.data,
+                apps_namespace=ns.apps,
+                version=config.versions.apicurio_registry,
+                postgres_host=postgres.host,
+                tide_image=config.image,
+            ),
+            opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database]),
+        )
     autoscaling = operators["keda"]
     monitoring = Monitoring(
         "monitoring",
@@ -220,7 +223,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
         data_namespace=ns.data,
         monitoring_namespace=ns.monitoring,
         kafka_bootstrap=kafka.bootstrap,
-        schema_registry_url=registry.url,
+        schema_registry_url=registry.url if registry is not None else None,
     )
     services = {
         service.name: TideService(
@@ -235,7 +238,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
                     users,
                     rabbitmq,
                     postgres.migrations,
-                    registry.registration,
+                    *([registry.registration] if registry is not None else []),
                     autoscaling,
                     monitoring,
                 ]

@@ -35,6 +35,8 @@ class PostgresArgs:
     image: str
     tide_image: Image
     credentials: Credentials
+    # The schema registry's own role and database (StackConfig.schema_registry).
+    registry: bool = True
 
 
 def cloudnative_pg_chart(name: str, *, namespace: str, version: str) -> HelmRelease:
@@ -52,7 +54,8 @@ class Postgres(PlatformComponent):
     """The event store's database; a Job applies Tide's migrations once the cluster is Ready."""
 
     cluster: k8s.apiextensions.CustomResource
-    registry_database: k8s.apiextensions.CustomResource
+    # None on a stack without a registry.
+    registry_database: k8s.apiextensions.CustomResource | None
     host: str
     password: pulumi.Output[str]
     migrations: k8s.batch.v1.Job
@@ -70,19 +73,33 @@ class Postgres(PlatformComponent):
             string_data={"username": OWNER, "password": self.password},
             opts=child,
         )
-        registry_password = args.credentials.password(f"postgres/{REGISTRY_ROLE}")
-        registry_secret = k8s.core.v1.Secret(
-            f"{name}-registry",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=REGISTRY_SECRET,
-                namespace=args.namespace,
-                # CloudNativePG reconciles a managed role's password from a labelled secret.
-                labels={"cnpg.io/reload": "true"},
-            ),
-            type="kubernetes.io/basic-auth",
-            string_data={"username": REGISTRY_ROLE, "password": registry_password},
-            opts=child,
-        )
+        registry_secrets = []
+        managed_roles = []
+        if args.registry:
+            registry_password = args.credentials.password(f"postgres/{REGISTRY_ROLE}")
+            registry_secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-registry",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=REGISTRY_SECRET,
+                        namespace=args.namespace,
+                        # CloudNativePG reconciles a managed role's password from a
+                        # labelled secret.
+                        labels={"cnpg.io/reload": "true"},
+                    ),
+                    type="kubernetes.io/basic-auth",
+                    string_data={"username": REGISTRY_ROLE, "password": registry_password},
+                    opts=child,
+                )
+            )
+            managed_roles.append(
+                {
+                    "name": REGISTRY_ROLE,
+                    "ensure": "present",
+                    "login": True,
+                    "passwordSecret": {"name": REGISTRY_SECRET},
+                }
+            )
         self.host = f"{CLUSTER_NAME}-rw.{args.namespace}.svc"
         apps_secret = k8s.core.v1.Secret(
             f"{name}-apps-dsn",
@@ -117,44 +134,37 @@ class Postgres(PlatformComponent):
                         "secret": {"name": OWNER_SECRET},
                     }
                 },
-                "managed": {
-                    "roles": [
-                        {
-                            "name": REGISTRY_ROLE,
-                            "ensure": "present",
-                            "login": True,
-                            "passwordSecret": {"name": REGISTRY_SECRET},
-                        }
-                    ]
-                },
+                **({"managed": {"roles": managed_roles}} if managed_roles else {}),
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "256Mi"},
                     "limits": {"memory": "1Gi"},
                 },
             },
             opts=self.child(
-                depends_on=[owner, registry_secret],
+                depends_on=[owner, *registry_secrets],
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
             ),
         )
-        self.registry_database = k8s.apiextensions.CustomResource(
-            f"{name}-registry-database",
-            api_version="postgresql.cnpg.io/v1",
-            kind="Database",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=f"{CLUSTER_NAME}-{REGISTRY_DATABASE}",
-                namespace=args.namespace,
-                # The operator sets status.applied once the database exists.
-                annotations={"pulumi.com/waitFor": "jsonpath={.status.applied}=true"},
-            ),
-            spec={
-                "name": REGISTRY_DATABASE,
-                "owner": REGISTRY_ROLE,
-                "cluster": {"name": CLUSTER_NAME},
-                "ensure": "present",
-            },
-            opts=self.child(depends_on=[self.cluster]),
-        )
+        self.registry_database = None
+        if args.registry:
+            self.registry_database = k8s.apiextensions.CustomResource(
+                f"{name}-registry-database",
+                api_version="postgresql.cnpg.io/v1",
+                kind="Database",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{CLUSTER_NAME}-{REGISTRY_DATABASE}",
+                    namespace=args.namespace,
+                    # The operator sets status.applied once the database exists.
+                    annotations={"pulumi.com/waitFor": "jsonpath={.status.applied}=true"},
+                ),
+                spec={
+                    "name": REGISTRY_DATABASE,
+                    "owner": REGISTRY_ROLE,
+                    "cluster": {"name": CLUSTER_NAME},
+                    "ensure": "present",
+                },
+                opts=self.child(depends_on=[self.cluster]),
+            )
         self.migrations = tide_job(
             f"{name}-migrate",
             namespace=args.apps_namespace,

@@ -33,7 +33,8 @@ class Endpoints:
     data_namespace: str
     monitoring_namespace: str
     kafka_bootstrap: str
-    schema_registry_url: str
+    # None: the stack runs no registry (StackConfig.schema_registry).
+    schema_registry_url: str | None
 
 
 def service_values(
@@ -48,11 +49,17 @@ def service_values(
     needs = process_needs(catalog, name)
     env: dict[str, str] = {"TIDE_SERVICE": service.name, "TIDE_LOG_FORMAT": "json"}
     secret_env: dict[str, dict[str, str]] = {}
-    for dependency in needs.dependencies:
+    # A stack without a registry gives no URL: the process then writes plain JSON.
+    dependencies = [
+        d
+        for d in needs.dependencies
+        if d is not Dependency.SCHEMA_REGISTRY or endpoints.schema_registry_url is not None
+    ]
+    for dependency in dependencies:
         given, secrets = _dependency_env(dependency, name, config, endpoints)
         env |= given
         secret_env |= secrets
-    egress_ports = sorted({DATA_PORTS[dependency] for dependency in needs.dependencies})
+    egress_ports = sorted({DATA_PORTS[dependency] for dependency in dependencies})
     secret_files: list[dict[str, str]] = []
     if Dependency.KAFKA in needs.dependencies and config.kafka.tls:
         # The listener's certificate is signed by the CA cert-manager made
@@ -132,6 +139,7 @@ def _dependency_env(
                 },
             )
         case Dependency.SCHEMA_REGISTRY:
+            assert endpoints.schema_registry_url is not None, "no registry to give"
             return {dependency.variable: endpoints.schema_registry_url}, {}
         case Dependency.RABBITMQ:
             secret = rabbitmq_credentials_secret(service)

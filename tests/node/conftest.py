@@ -1,5 +1,5 @@
-"""The node tier's shared parts: Tide's image for the node, and a cluster with one real node
-(plus KWOK nodes where asked), cluster DNS, and the host checked as found afterwards."""
+"""The node tier's shared parts: Tide's image for the node, a cluster whose one node is real,
+with cluster DNS, the host checked as found afterwards, and a script run in a pod there."""
 
 from __future__ import annotations
 
@@ -64,9 +64,7 @@ def tide_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def real_node(
-    tide_archive: Path, *, kwok_nodes: int
-) -> Iterator[tuple[Path, Cluster, client.ApiClient]]:
+def real_node(tide_archive: Path) -> Iterator[tuple[Path, Cluster, client.ApiClient]]:
     """A control plane on the host end of the node's link, the real node joined to it with
     Tide's, the pause and CoreDNS's images, and CoreDNS running there; the host state is
     checked once all is gone, so a test that leaves it changed fails."""
@@ -81,8 +79,7 @@ def real_node(
         # The API server listens on the host end of the node's link: the link comes first.
         node.prepare()
         try:
-            cluster = Cluster(workdir / "cluster", nodes=kwok_nodes, address=NODE_LINK_HOST)
-            with cluster:
+            with Cluster(workdir / "cluster", nodes=0, address=NODE_LINK_HOST) as cluster:
                 images = [pause_image(PAUSE_IMAGE, workdir),
                           cluster_dns.coredns_image(workdir), tide_archive]  # fmt: skip
                 node.start(images, admin=cluster.kubeconfig, certs=workdir / "cluster" / "certs")

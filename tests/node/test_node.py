@@ -51,7 +51,7 @@ class Joined:
 def joined(tide_archive: Path) -> Iterator[Joined]:
     """A cluster whose one node is real, with cluster DNS, and the harness's PostgreSQL,
     Kafka and RabbitMQ behind the Services the program names."""
-    with real_node(tide_archive, kwok_nodes=0) as (workdir, _cluster, api):
+    with real_node(tide_archive) as (workdir, _cluster, api):
         core = client.CoreV1Api(api)
         database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST)
         advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"

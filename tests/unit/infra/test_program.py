@@ -244,3 +244,23 @@ def test_a_catalog_change_to_the_rabbitmq_topology_rolls_the_nodes() -> None:
     )
     with patch("tide.catalog.CATALOG", changed):
         assert digest(run("kind")) != before
+
+
+def test_a_stack_without_a_registry_deploys_none_and_its_services_write_plain_json() -> None:
+    """`tide:schemaRegistry: none`: no Apicurio, no Job that registers schemas, no database
+    or role for them; no service is given a registry URL or a way to one, so each writes
+    plain JSON validated against the same schemas (tide.codecs.json_schema)."""
+    program = run("kind", stack_config("kind") | {"tide:schemaRegistry": "none"})
+    registry = sorted(f"{r.type} {r.name}" for r in program.resources if "registry" in r.name)
+    assert registry == [], registry
+    commands = {tuple(job.inputs["spec"]["template"]["spec"]["containers"][0]["args"])
+                for job in program.of_type("kubernetes:batch/v1:Job")}  # fmt: skip
+    assert commands == {("tide", "db", "migrate")}
+    (cluster,) = program.of_type("postgresql.cnpg.io/v1:Cluster")
+    assert "managed" not in cluster.inputs["spec"]
+    for service in CATALOG.services:
+        namespace = program.named("helm.sh/v4:Chart", service.name).inputs["namespace"]
+        values = program.named("helm.sh/v4:Chart", service.name).inputs["values"]
+        (deployment,) = by_kind(render(values, namespace=namespace), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert "TIDE_SCHEMA_REGISTRY_URL" not in {e["name"] for e in container["env"]}
