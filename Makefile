@@ -152,7 +152,7 @@ chaos: setup ## the cluster chaos suite (tests/e2e) against the cluster in KUBEC
 
 .PHONY: test
 test: setup tools ## unit, deploy, integration and local chaos suites against real brokers and a real API server
-	PYTHONFAULTHANDLER=1 $(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -m 'not e2e' --durations=30 $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: setup bin/helm ## only the unit tier (no brokers, no control plane)

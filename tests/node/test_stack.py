@@ -15,6 +15,7 @@ stack settings describe. Everything else is the kind stack as `make up` deploys 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +26,16 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from infra import kind
+from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.config import Versions
 from kubernetes import client
 
 from tests.deploy.apiserver import ApiServer
+from tests.e2e import test_cluster_chaos as cluster_chaos
+from tests.e2e.conftest import DRAIN_TIMEOUT_S
+from tests.e2e.conftest import Cluster as ChaosCluster
 from tests.engine.conftest import local_stack, stack_kubeconfig
-from tests.harness.addresses import NODE_LINK_HOST
+from tests.harness.addresses import NODE_LINK_HOST, NODE_LINK_NODE
 from tests.harness.crds import crd_documents
 from tests.harness.diagnostics import describe_pods
 from tests.harness.played_operators import PlayedOperators
@@ -82,6 +87,45 @@ def deployed(tide_archive: Any) -> Iterator[Deployed]:
         finally:
             played.stop()
             brokers.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(deployed: Deployed) -> ChaosCluster:
+    """The node's cluster as the cluster chaos suite sees one: the API through its NodePort
+    on the node's address (as kind maps it to localhost), Kafka as the operator user on
+    the harness broker's SCRAM listener (kind's external NodePort listener)."""
+    core = deployed.core
+    service = core.read_namespaced_service("video-service", APPS)
+    (port,) = [p.node_port for p in service.spec.ports]
+    secret = core.read_namespaced_secret(kafka_credentials_secret(OPERATOR), APPS)
+    password = base64.b64decode(secret.data["password"]).decode()
+    return ChaosCluster(
+        core=core,
+        apps=client.AppsV1Api(core.api_client),
+        apps_namespace=APPS,
+        data_namespace=DATA,
+        api_url=f"http://{NODE_LINK_NODE}:{port}",
+        kafka={
+            "bootstrap.servers": deployed.brokers.kafka.sasl_bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": OPERATOR,
+            "sasl.password": password,
+        },
+        stack="kind",
+    )
+
+
+@pytest.fixture(scope="module")
+def ledger(cluster: ChaosCluster, deployed: Deployed) -> Ledger:
+    """Where the no-loss checks look: the harness's Kafka and PostgreSQL themselves."""
+    dsn = deployed.brokers.postgres.dsn
+    return Ledger(CATALOG, cluster.kafka, dsn, drain_timeout_s=DRAIN_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def videos(ledger: Ledger) -> list[str]:
+    return catalogue(ledger, timeout=300)
 
 
 def test_tides_services_run_on_the_real_node_and_pass_their_probes(deployed: Deployed) -> None:
@@ -150,15 +194,16 @@ def test_the_subscription_api_answers_through_its_service(deployed: Deployed) ->
     assert [row[0] for row in stored] == ["subscription.started", "payment.captured"], stored
 
 
-def test_a_finished_watch_posted_to_the_api_becomes_a_notification(deployed: Deployed) -> None:
+def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
+    deployed: Deployed, videos: list[str]
+) -> None:
     """From a pod on the node, a finished watch posted to the video-service through its
     Service: every group that reads it counts it (profile, badge), recommendation
     recommends, notification-dispatch queues a job on RabbitMQ and the worker sends it;
     nothing is dead-lettered on the way."""
     user = "u-node"
     brokers = deployed.brokers
-    ledger = Ledger(CATALOG, {"bootstrap.servers": brokers.kafka.bootstrap}, brokers.postgres.dsn)
-    (video, *_) = catalogue(ledger, timeout=120)
+    video = videos[0]
     service = deployed.core.read_namespaced_service("video-service", APPS)
     (port,) = [p.port for p in service.spec.ports]
     url = f"http://video-service.{APPS}.svc:{port}/v1/events"
@@ -221,3 +266,15 @@ def _dead_letters(brokers: ServedBrokers) -> dict[str, int]:
 
     found |= {queue: n for queue, n in asyncio.run(depths()).items() if n}
     return found
+
+
+def test_the_cluster_chaos_suite_deletes_a_groups_pods_under_load_and_loses_nothing(
+    cluster: ChaosCluster, ledger: Ledger, videos: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cluster chaos suite's experiment (tests/e2e, `make chaos`), as it runs on kind,
+    against the node's stack: personalization's pods deleted while the API takes load
+    through its NodePort; the API refuses nothing, p99 stays in bound, the pods come back,
+    every group drains, and every accepted event has exactly its effects."""
+    cluster_chaos.test_deleting_a_groups_pods_leaves_the_rest_unaffected(cluster, ledger, videos)
+    figures = capsys.readouterr().out.strip().removeprefix("e2e: ")
+    report(NODE_REPORT, f"cluster chaos, personalization's pods deleted under load: {figures}")
