@@ -33,7 +33,7 @@ class Load:
     result: LoadResult
 
 
-def _under_load(
+def under_load(
     cluster: Cluster, videos: list[str], fault: Callable[[], None], seconds: float = 20
 ) -> Load:
     users = [f"e2e-{uuid.uuid4().hex[:6]}-{i}" for i in range(8)]
@@ -52,7 +52,7 @@ def _under_load(
     return Load(users, result)
 
 
-def _steady(ledger: Ledger, load: Load, *, refusals_allowed: bool = False) -> None:
+def steady(ledger: Ledger, load: Load, *, refusals_allowed: bool = False) -> None:
     """The API took the load, every group drained, and nothing was lost or doubled."""
     result = load.result
     if not refusals_allowed:
@@ -94,13 +94,13 @@ def test_deleting_a_groups_pods_leaves_the_rest_unaffected(
         for pod in cluster.pods(cluster.apps_namespace, selector):
             cluster.delete_pod(cluster.apps_namespace, pod)
 
-    load = _under_load(cluster, videos, delete_pods)
+    load = under_load(cluster, videos, delete_pods)
     wait_until(
         lambda: cluster.ready_pods(cluster.apps_namespace, selector) >= 1,
         timeout=300,
         what="personalization pods back",
     )
-    _steady(ledger, load)
+    steady(ledger, load)
 
 
 def test_scaling_a_group_to_zero_and_back_loses_nothing(
@@ -121,7 +121,7 @@ def test_scaling_a_group_to_zero_and_back_loses_nothing(
             check=True,
         )
 
-    load = _under_load(cluster, videos, lambda: tide_scale("0"))
+    load = under_load(cluster, videos, lambda: tide_scale("0"))
     wait_until(
         lambda: (
             cluster.ready_pods(cluster.apps_namespace, "app.kubernetes.io/name=recommendation") == 0
@@ -130,7 +130,7 @@ def test_scaling_a_group_to_zero_and_back_loses_nothing(
         what="recommendation at zero",
     )
     tide_scale("auto")  # KEDA takes over again and scales on the lag that built up
-    _steady(ledger, load)
+    steady(ledger, load)
 
 
 def test_killing_the_rabbitmq_pod_delays_jobs_only(
@@ -142,13 +142,13 @@ def test_killing_the_rabbitmq_pod_delays_jobs_only(
         for pod in cluster.pods(cluster.data_namespace, selector):
             cluster.delete_pod(cluster.data_namespace, pod, grace_period_seconds=0)
 
-    load = _under_load(cluster, videos, kill)
+    load = under_load(cluster, videos, kill)
     wait_until(
         lambda: cluster.ready_pods(cluster.data_namespace, selector) >= 1,
         timeout=600,
         what="RabbitMQ back",
     )
-    _steady(ledger, load)
+    steady(ledger, load)
 
 
 def test_deleting_a_kafka_broker_pod_on_the_cloud_stack(
@@ -162,5 +162,5 @@ def test_deleting_a_kafka_broker_pod_on_the_cloud_stack(
         pod = cluster.pods(cluster.data_namespace, selector)[0]
         cluster.delete_pod(cluster.data_namespace, pod)
 
-    load = _under_load(cluster, videos, delete_one)
-    _steady(ledger, load)
+    load = under_load(cluster, videos, delete_one)
+    steady(ledger, load)

@@ -268,6 +268,12 @@ def _dead_letters(brokers: ServedBrokers) -> dict[str, int]:
     return found
 
 
+def _chaos_report(experiment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The figures the suite prints (load, drain, no-loss tally), after the test summary."""
+    lines = [line.removeprefix("e2e: ") for line in capsys.readouterr().out.split("\n") if line]
+    report(NODE_REPORT, f"cluster chaos, {experiment}:\n  " + "\n  ".join(lines))
+
+
 def test_the_cluster_chaos_suite_deletes_a_groups_pods_under_load_and_loses_nothing(
     cluster: ChaosCluster, ledger: Ledger, videos: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -276,5 +282,27 @@ def test_the_cluster_chaos_suite_deletes_a_groups_pods_under_load_and_loses_noth
     through its NodePort; the API refuses nothing, p99 stays in bound, the pods come back,
     every group drains, and every accepted event has exactly its effects."""
     cluster_chaos.test_deleting_a_groups_pods_leaves_the_rest_unaffected(cluster, ledger, videos)
-    figures = capsys.readouterr().out.strip().removeprefix("e2e: ")
-    report(NODE_REPORT, f"cluster chaos, personalization's pods deleted under load: {figures}")
+    _chaos_report("personalization's pods deleted under load", capsys)
+
+
+def test_the_cluster_chaos_suite_kills_rabbitmq_and_only_jobs_wait(
+    cluster: ChaosCluster,
+    ledger: Ledger,
+    videos: list[str],
+    deployed: Deployed,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The suite's RabbitMQ experiment. On kind it deletes the broker's pod with no grace
+    period and its StatefulSet starts it again; here the broker behind the operator's
+    Service is the harness's, so it is killed (SIGKILL) and started again on the same
+    data, as the StatefulSet would. The API refuses nothing meanwhile, and every
+    notification job queued around the kill is still sent exactly once."""
+    rabbitmq = deployed.brokers.rabbitmq
+
+    def kill_and_restart() -> None:
+        rabbitmq.kill()
+        rabbitmq.restart()
+
+    load = cluster_chaos.under_load(cluster, videos, kill_and_restart)
+    cluster_chaos.steady(ledger, load)
+    _chaos_report("RabbitMQ killed under load and started again", capsys)
