@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from tests.deploy.apiserver import ApiServer
 from tests.harness.kafka import KafkaBroker
 from tests.harness.postgres import PostgresServer
 from tests.harness.rabbitmq import RabbitMQServer
-from tests.harness.served_brokers import topic_of, upsert_scram_users
+from tests.harness.served_brokers import start_together, topic_of, upsert_scram_users
 
 
 class StackBrokers:
@@ -70,13 +69,7 @@ class StackBrokers:
         return owner
 
     def start(self) -> None:
-        servers = (self.kafka, self.rabbitmq, self.postgres)
-        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            futures = [pool.submit(server.start) for server in servers]
-        errors = [exc for future in futures if (exc := future.exception()) is not None]
-        if errors:
-            self.stop()  # what did start must not outlive the failure
-            raise errors[0]
+        start_together((self.kafka, self.rabbitmq, self.postgres), stop=self.stop)
         self._topic_operator()
         self._user_operator()
         self._rabbitmq_definitions()

@@ -3,8 +3,9 @@
 Both run on this machine as KEDA's `keda-operator` ServiceAccount, with the RBAC, the
 Service and the `v1beta1.external.metrics.k8s.io` APIService of KEDA's own manifests,
 read from its Go module at the pinned version. Only addresses and certificates change:
-- the metrics Service becomes an ExternalName for loopback, and the APIService names the
-  metrics server's port and the harness's CA (the aggregator dials an ExternalName
+- the metrics Service becomes an ExternalName for the metrics server's address (loopback,
+  or a real node's address where both run as host-network pods would), and the
+  APIService names its port and the harness's CA (the aggregator dials an ExternalName
   Service at the APIService's port, k8s.io/apiserver pkg/util/proxy ResolveCluster);
 - the two talk gRPC over loopback with one certificate the harness signs, where upstream
   mounts the `kedaorg-certs` Secret its cert rotation writes.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +58,15 @@ MANIFESTS = (
 CERTIFICATE_HOSTS = ["127.0.0.1", "localhost", f"{METRICS_SERVICE}.{NAMESPACE}.svc"]
 
 
-def on_loopback(documents: list[dict[str, Any]], port: int, ca_bundle: str) -> list[dict[str, Any]]:
-    """KEDA's manifests, the metrics Service and APIService pointed at loopback `port`."""
+def served_at(
+    documents: list[dict[str, Any]], port: int, ca_bundle: str, address: str = "127.0.0.1"
+) -> list[dict[str, Any]]:
+    """KEDA's manifests, the metrics Service and APIService pointed at `address`:`port`."""
     rewritten = []
     for upstream in documents:
         document = copy.deepcopy(upstream)
         if document["kind"] == "Service" and document["metadata"]["name"] == METRICS_SERVICE:
-            document["spec"] = {"type": "ExternalName", "externalName": "127.0.0.1"}
+            document["spec"] = {"type": "ExternalName", "externalName": address}
         elif document["kind"] == "APIService":
             document["spec"]["service"]["port"] = port
             document["spec"]["caBundle"] = ca_bundle
@@ -75,8 +79,20 @@ class Keda:
 
     name = "KEDA operator and metrics API server"
 
-    def __init__(self, workdir: Path, *, kubeconfig: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        kubeconfig: Path,
+        address: str = "127.0.0.1",
+        wrap: Callable[[list[str]], list[str]] = lambda argv: argv,
+    ) -> None:
+        """`address`: where the API server reaches the metrics server and the harness the
+        operator's health probe; `wrap`: how each process is run (on a real node, as a
+        host-network pod: tests/harness/node.py `host_network`)."""
         self.workdir = workdir
+        self.address = address
+        self.wrap = wrap
         workdir.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = kubeconfig
         self.certificates = workdir / "certs"
@@ -92,7 +108,7 @@ class Keda:
                                      log=self.workdir / "go-mod.log")  # fmt: skip
         write_certificates(self.certificates, common_name="keda", hosts=CERTIFICATE_HOSTS)
         ca_bundle = base64.b64encode((self.certificates / "ca.crt").read_bytes()).decode()
-        return on_loopback(documents, self.adapter_port, ca_bundle)
+        return served_at(documents, self.adapter_port, ca_bundle, self.address)
 
     def start(self, timeout: float = 180.0) -> None:
         """Start both as the ServiceAccount, and wait until the APIService is Available."""
@@ -112,38 +128,42 @@ class Keda:
         self._processes = [
             ManagedProcess(
                 "keda-operator",
-                [
-                    operator,
-                    "--zap-log-level=info",
-                    "--zap-encoder=console",
-                    "--leader-elect=false",
-                    f"--cert-dir={certs}",
-                    f"--metrics-service-bind-address=127.0.0.1:{self.grpc_port}",
-                    f"--metrics-bind-address=127.0.0.1:{free_port()}",
-                    f"--health-probe-bind-address=127.0.0.1:{self.health_port}",
-                ],
+                self.wrap(
+                    [
+                        operator,
+                        "--zap-log-level=info",
+                        "--zap-encoder=console",
+                        "--leader-elect=false",
+                        f"--cert-dir={certs}",
+                        f"--metrics-service-bind-address=127.0.0.1:{self.grpc_port}",
+                        f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                        f"--health-probe-bind-address={self.address}:{self.health_port}",
+                    ]
+                ),
                 log=self.workdir / "keda-operator.log",
                 env=env,
             ),
             ManagedProcess(
                 "keda-adapter",
-                [
-                    adapter,
-                    f"--secure-port={self.adapter_port}",
-                    "--bind-address=127.0.0.1",
-                    f"--client-ca-file={certs}/ca.crt",
-                    f"--tls-cert-file={certs}/tls.crt",
-                    f"--tls-private-key-file={certs}/tls.key",
-                    f"--cert-dir={certs}",
-                    f"--metrics-service-address=127.0.0.1:{self.grpc_port}",
-                    # Its own /metrics listener has no host flag (it binds ":<port>").
-                    f"--port={free_port()}",
-                    # Out of a pod there is no in-cluster config to fall back on.
-                    f"--lister-kubeconfig={kubeconfig}",
-                    f"--authentication-kubeconfig={kubeconfig}",
-                    f"--authorization-kubeconfig={kubeconfig}",
-                    "--v=0",
-                ],
+                self.wrap(
+                    [
+                        adapter,
+                        f"--secure-port={self.adapter_port}",
+                        f"--bind-address={self.address}",
+                        f"--client-ca-file={certs}/ca.crt",
+                        f"--tls-cert-file={certs}/tls.crt",
+                        f"--tls-private-key-file={certs}/tls.key",
+                        f"--cert-dir={certs}",
+                        f"--metrics-service-address=127.0.0.1:{self.grpc_port}",
+                        # Its own /metrics listener has no host flag (it binds ":<port>").
+                        f"--port={free_port()}",
+                        # Out of a pod there is no in-cluster config to fall back on.
+                        f"--lister-kubeconfig={kubeconfig}",
+                        f"--authentication-kubeconfig={kubeconfig}",
+                        f"--authorization-kubeconfig={kubeconfig}",
+                        "--v=0",
+                    ]
+                ),
                 log=self.workdir / "keda-adapter.log",
                 env=env,
             ),
@@ -166,7 +186,7 @@ class Keda:
                 c.type == "Available" and c.status == "True"
                 for c in (status.conditions if status else None) or []
             )
-            return registered and answers_ok(f"http://127.0.0.1:{self.health_port}/readyz")
+            return registered and answers_ok(f"http://{self.address}:{self.health_port}/readyz")
 
         def alive() -> str | None:
             return next((r for p in self._processes if (r := p.exit_reason())), None)

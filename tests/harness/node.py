@@ -35,6 +35,7 @@ from tests.harness.addresses import (
     NODE_LINK_HOST,
     NODE_LINK_NODE,
     NODE_PODS,
+    SERVICES,
 )
 from tests.harness.cluster import kubeconfig_as
 from tests.harness.controlplane import client_certificate
@@ -219,6 +220,16 @@ class Node:
         _ip("-n", self.id, "addr", "add", f"{NODE_LINK_NODE}/{prefix}", "dev", "eth0")
         _ip("-n", self.id, "link", "set", "eth0", "up")
         _ip("-n", self.id, "link", "set", "lo", "up")
+        # The node's own processes (host-network pods) need a route to a ClusterIP for the
+        # kernel to let them connect at all: kube-proxy rewrites the destination only after
+        # routing (its OUTPUT chain). A node has its default route for that; this one has
+        # the Services' range towards the host. What kube-proxy did not rewrite (an address
+        # no Service has) is refused at the link, never sent on: these rules come first in
+        # the node's own tables, before the kubelet's, CNI's and kube-proxy's.
+        _ip("-n", self.id, "route", "add", SERVICES, "via", NODE_LINK_HOST, "dev", "eth0")
+        for chain in ("OUTPUT", "FORWARD"):
+            _ip("netns", "exec", self.id, require("iptables"), "-I", chain, "1",
+                "-d", SERVICES, "-o", "eth0", "-j", "REJECT")  # fmt: skip
         # Pods answer the host directly (a Service's endpoint there sees the pod's address,
         # as in a cluster); the route goes with the link.
         _ip("route", "add", NODE_PODS, "via", NODE_LINK_NODE, "dev", self.veth)
@@ -243,6 +254,19 @@ class Node:
         # process in the node's network namespace so far.
         (holder,) = _pids_naming(self.id)
         self._inside = [require("nsenter"), "-t", str(holder), "-m", "-n"]
+
+    def host_network(self, argv: list[str]) -> list[str]:
+        """`argv` as a pod with hostNetwork and dnsPolicy ClusterFirstWithHostNet runs: in the
+        node's network namespace, resolving names through cluster DNS. The resolv.conf is
+        bound over /etc/resolv.conf in a mount namespace of the process's own, so neither
+        the host nor the node's kubelet sees it."""
+        assert self._inside, "start the node first"
+        resolv = self.workdir / "cluster-first.resolv.conf"
+        search = f"svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+        resolv.write_text(f"nameserver {DNS_SERVICE_IP}\nsearch {search}\noptions ndots:5\n")
+        bind = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        return [*self._inside, require("unshare"), "--mount", "--propagation", "private",
+                "sh", "-c", bind, str(resolv), *argv]  # fmt: skip
 
     def _nsenter(self, argv: list[str]) -> None:
         subprocess.run([*self._inside, *argv], check=True, capture_output=True, text=True)

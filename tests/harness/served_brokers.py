@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException
@@ -39,6 +40,10 @@ from tests.harness.kafka import KafkaBroker
 from tests.harness.played_operators import CLOUDNATIVE_PG, RABBITMQ, STRIMZI, Played
 from tests.harness.postgres import PostgresServer
 from tests.harness.rabbitmq import RabbitMQServer
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
 
 
 def serve(core: client.CoreV1Api, namespace: str, name: str, port: int, target: int,
@@ -73,6 +78,17 @@ def upsert_scram_users(bootstrap: str, users: dict[str, str]) -> None:
         future.result(timeout=60)
 
 
+def start_together(servers: Sequence[Startable], *, stop: Callable[[], None]) -> None:
+    """Start `servers` at once, each taking seconds; if any fails, `stop` stops what did
+    start, which must not outlive the failure, and the first error is raised."""
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        futures = [pool.submit(server.start) for server in servers]
+    errors = [exc for future in futures if (exc := future.exception()) is not None]
+    if errors:
+        stop()
+        raise errors[0]
+
+
 def topic_of(resource: dict[str, Any]) -> NewTopic:
     """The topic Strimzi's Topic Operator makes for a `KafkaTopic` (one broker here)."""
     spec = resource["spec"]
@@ -97,13 +113,7 @@ class ServedBrokers:
         self.rabbitmq = RabbitMQServer(workdir / "rabbitmq", pods=address)
 
     def start(self) -> None:
-        servers = (self.kafka, self.postgres, self.rabbitmq)
-        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            futures = [pool.submit(server.start) for server in servers]
-        errors = [exc for future in futures if (exc := future.exception()) is not None]
-        if errors:
-            self.stop()  # what did start must not outlive the failure
-            raise errors[0]
+        start_together((self.kafka, self.postgres, self.rabbitmq), stop=self.stop)
 
     def stop(self) -> None:
         self.rabbitmq.close()

@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,18 @@ def tide_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return archive
 
 
+@dataclass(frozen=True)
+class NodeCluster:
+    """A control plane and the real node joined to it, with a directory for their peers."""
+
+    workdir: Path
+    cluster: Cluster
+    api: client.ApiClient
+    node: Node
+
+
 @contextmanager
-def real_node(tide_archive: Path) -> Iterator[tuple[Path, Cluster, client.ApiClient]]:
+def real_node(tide_archive: Path) -> Iterator[NodeCluster]:
     """A control plane on the host end of the node's link, the real node joined to it with
     Tide's, the pause and CoreDNS's images, and CoreDNS running there; the host state is
     checked once all is gone, so a test that leaves it changed fails."""
@@ -85,7 +96,7 @@ def real_node(tide_archive: Path) -> Iterator[tuple[Path, Cluster, client.ApiCli
                 node.start(images, admin=cluster.kubeconfig, certs=workdir / "cluster" / "certs")
                 api = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
                 cluster_dns.deploy(api, NODE)
-                yield workdir, cluster, api
+                yield NodeCluster(workdir, cluster, api, node)
         finally:
             node.stop()
     assert _host_state() == before, "the node left the host changed"

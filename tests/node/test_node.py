@@ -51,8 +51,9 @@ class Joined:
 def joined(tide_archive: Path) -> Iterator[Joined]:
     """A cluster whose one node is real, with cluster DNS, and the harness's PostgreSQL,
     Kafka and RabbitMQ behind the Services the program names."""
-    with real_node(tide_archive) as (workdir, _cluster, api):
-        core = client.CoreV1Api(api)
+    with real_node(tide_archive) as joined:
+        workdir = joined.workdir
+        core = client.CoreV1Api(joined.api)
         database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST)
         advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
         broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))

@@ -38,9 +38,10 @@ from tests.engine.conftest import local_stack, stack_kubeconfig
 from tests.harness.addresses import NODE_LINK_HOST, NODE_LINK_NODE
 from tests.harness.crds import crd_documents
 from tests.harness.diagnostics import describe_pods
+from tests.harness.keda import Keda
 from tests.harness.played_operators import PlayedOperators
 from tests.harness.served_brokers import ServedBrokers
-from tests.node.conftest import NODE, TIDE_IMAGE, python_in_pod, real_node
+from tests.node.conftest import NODE, TIDE_IMAGE, NodeCluster, python_in_pod, real_node
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.catalog import CATALOG
@@ -55,6 +56,7 @@ APPS, DATA = f"{PREFIX}-apps", f"{PREFIX}-data"
 
 @dataclass(frozen=True)
 class Deployed:
+    joined: NodeCluster
     core: client.CoreV1Api
     brokers: ServedBrokers
     pods: list[dict[str, Any]]
@@ -62,8 +64,9 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def deployed(tide_archive: Any) -> Iterator[Deployed]:
-    with real_node(tide_archive) as (workdir, cluster, api):
-        core = client.CoreV1Api(api)
+    with real_node(tide_archive) as joined:
+        workdir, cluster = joined.workdir, joined.cluster
+        core = client.CoreV1Api(joined.api)
         brokers = ServedBrokers(workdir / "brokers", core, address=NODE_LINK_HOST, data=DATA)
         played = PlayedOperators(cluster.kubeconfig, brokers.played())
         try:
@@ -83,7 +86,7 @@ def deployed(tide_archive: Any) -> Iterator[Deployed]:
                     f"{exc}\nprovisioning retried: {played.retrying}\n{describe_pods(core, APPS)}"
                 ) from exc
             pods = [p.to_dict() for p in core.list_pod_for_all_namespaces().items]
-            yield Deployed(core, brokers, pods)
+            yield Deployed(joined, core, brokers, pods)
         finally:
             played.stop()
             brokers.stop()
@@ -306,3 +309,37 @@ def test_the_cluster_chaos_suite_kills_rabbitmq_and_only_jobs_wait(
     load = cluster_chaos.under_load(cluster, videos, kill_and_restart)
     cluster_chaos.steady(ledger, load)
     _chaos_report("RabbitMQ killed under load and started again", capsys)
+
+
+def test_the_cluster_chaos_suite_scales_a_group_to_zero_and_keda_brings_it_back(
+    cluster: ChaosCluster,
+    ledger: Ledger,
+    videos: list[str],
+    deployed: Deployed,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The suite's scaling experiment: `tide scale recommendation 0` under load, then
+    `auto`, and KEDA scales recommendation's real pods back up on the lag that built up.
+    KEDA's operator and metrics server (from KEDA's module) run as host-network pods
+    would on the node, resolving the brokers' Services through cluster DNS; the HPA
+    controller reads their metrics through the aggregation layer."""
+    joined = deployed.joined
+    kubeconfig = joined.cluster.kubeconfig
+    keda = Keda(joined.workdir / "keda", kubeconfig=kubeconfig, address=NODE_LINK_NODE,
+                wrap=joined.node.host_network)  # fmt: skip
+    rejected = ApiServer(kubeconfig).apply_all(keda.manifests())
+    assert not rejected, "KEDA's manifests refused:\n" + "\n".join(map(str, rejected))
+    keda.start()
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # what `tide scale` acts on
+        cluster_chaos.test_scaling_a_group_to_zero_and_back_loses_nothing(cluster, ledger, videos)
+        # `auto` only lifts KEDA's pause: the pods that drained the lag are KEDA's doing.
+        autoscaling = client.AutoscalingV2Api(deployed.core.api_client)
+        hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler("keda-hpa-recommendation", APPS)
+        assert hpa.status.current_replicas >= 1, hpa.status
+    except BaseException as exc:
+        raise AssertionError(f"{exc}\n{keda.log_tail()}") from exc
+    finally:
+        keda.stop()
+    _chaos_report("recommendation scaled to zero under load, then back by KEDA", capsys)
