@@ -17,14 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from confluent_kafka.admin import AdminClient
 from infra.components.kafka import CLIENT_PORT, CLUSTER_NAME
 from infra.components.postgres import CLUSTER_NAME as POSTGRES_CLUSTER
 from infra.components.postgres import PORT as POSTGRES_PORT
 from infra.components.rabbitmq import AMQP_PORT, DEFINITIONS_SECRET
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
-from psycopg import sql
 
 from tests.deploy.apiserver import ApiServer
 from tests.harness.kafka import KafkaBroker
@@ -81,10 +79,7 @@ class StackBrokers:
         the initdb Secret when that Secret changes; RabbitMQ, restarted as the README says,
         loads the definitions, new password hashes included, at boot."""
         self._user_operator()
-        password = self._postgres_owner()["password"]
-        with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE tide PASSWORD {}").format(sql.Literal(password)))
-        self.postgres.password = password
+        self.postgres.set_password(self._postgres_owner()["password"])
         self.rabbitmq.restart()
         self._rabbitmq_definitions()
 

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from tests.harness.addresses import NODE_PODS
 from tests.harness.errors import HarnessError
@@ -154,6 +155,12 @@ class PostgresServer:
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()
+
+    def set_password(self, password: str) -> None:
+        """The `tide` role's new password, as CloudNativePG sets the owner's from its Secret."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE tide PASSWORD {}").format(sql.Literal(password)))
+        self.password = password
 
     def restart(self, timeout: float = 60.0) -> None:
         """Stop and start on the same data directory and port."""

@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import psycopg
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
@@ -34,7 +33,6 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from infra.components import kafka, postgres, rabbitmq
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from psycopg import sql
 
 from tests.harness.kafka import KafkaBroker
 from tests.harness.played_operators import CLOUDNATIVE_PG, RABBITMQ, STRIMZI, Played
@@ -106,7 +104,6 @@ class ServedBrokers:
     def __init__(self, workdir: Path, core: client.CoreV1Api, *, address: str, data: str) -> None:
         self.core = core
         self.address = address
-        self.data = data
         advertised = f"{kafka.CLUSTER_NAME}-kafka-bootstrap.{data}.svc:{kafka.CLIENT_PORT}"
         self.kafka = KafkaBroker(workdir / "kafka", pods=(address, advertised))
         self.postgres = PostgresServer(workdir / "postgres", pods=address)
@@ -167,10 +164,7 @@ class ServedBrokers:
         owner = self._secret(resource["metadata"]["namespace"], initdb["secret"]["name"])
         # The harness made its superuser and database under Tide's names.
         assert owner["username"] == initdb["owner"] == "tide", owner["username"]
-        with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
-            password = sql.Literal(owner["password"])
-            conn.execute(sql.SQL("ALTER ROLE tide PASSWORD {}").format(password))
-        self.postgres.password = owner["password"]
+        self.postgres.set_password(owner["password"])
         service = f"{resource['metadata']['name']}-rw"
         self._serve(resource, service, postgres.PORT, self.postgres.port)
 

@@ -24,7 +24,6 @@ from typing import Any
 import aio_pika
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from infra import kind
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.config import Versions
@@ -47,6 +46,7 @@ from tests.reports import report
 from tide.catalog import CATALOG
 from tide.chaos.experiments import catalogue
 from tide.chaos.probes import WATCH_TYPE, Ledger, UserEffects, effects
+from tide.dlq import DeadLetterQueue
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(1500)
@@ -174,23 +174,33 @@ def test_the_migrate_job_ran_on_the_real_node_against_postgres(deployed: Deploye
     assert {"events", "outbox", "processed_events"} <= tables, tables
 
 
+def _post(
+    core: client.CoreV1Api, pod: str, service: str, path: str, body: dict[str, Any]
+) -> tuple[int, float]:
+    """`body` posted as JSON from a pod on the node to `service`'s Service in the apps
+    namespace: the answer's status, and when (epoch seconds, the node's clock) it was sent."""
+    (port,) = [p.port for p in core.read_namespaced_service(service, APPS).spec.ports]
+    url = f"http://{service}.{APPS}.svc:{port}{path}"
+    script = (
+        "import time, urllib.request\n"
+        f"request = urllib.request.Request({url!r}, data={json.dumps(body)!r}.encode(),\n"
+        "    method='POST', headers={'Content-Type': 'application/json'})\n"
+        "posted = time.time()\n"
+        "with urllib.request.urlopen(request, timeout=30) as answer:\n"
+        "    print(answer.status, posted)\n"
+    )
+    status, posted = python_in_pod(core, pod, script).split()
+    return int(status), float(posted)
+
+
 def test_the_subscription_api_answers_through_its_service(deployed: Deployed) -> None:
     """From a pod on the node: a subscription started through the API's Service is stored
     in the harness's PostgreSQL, as the event store's first events of its stream (the
     start, and the first payment it takes)."""
-    service = deployed.core.read_namespaced_service("subscription", APPS)
-    (port,) = [p.port for p in service.spec.ports]
-    url = f"http://subscription.{APPS}.svc:{port}/v1/subscriptions/sub-node-1/start"
-    body = json.dumps({"user_id": "u-node", "plan": "standard"})
-    script = (
-        "import urllib.request\n"
-        f"request = urllib.request.Request({url!r}, data={body!r}.encode(), method='POST',\n"
-        "                                 headers={'Content-Type': 'application/json'})\n"
-        "with urllib.request.urlopen(request, timeout=30) as answer:\n"
-        "    print(answer.status)\n"
-    )
-    log = python_in_pod(deployed.core, "start-subscription", script)
-    assert log.split() == ["200"], log
+    body = {"user_id": "u-node", "plan": "standard"}
+    path = "/v1/subscriptions/sub-node-1/start"
+    status, _posted = _post(deployed.core, "start-subscription", "subscription", path, body)
+    assert status == 200
     with psycopg.connect(deployed.brokers.postgres.dsn) as conn:
         stored = conn.execute(
             "SELECT type FROM events WHERE stream_id LIKE %s ORDER BY position", ("%sub-node-1",)
@@ -208,22 +218,11 @@ def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
     user = "u-node"
     brokers = deployed.brokers
     video = videos[0]
-    service = deployed.core.read_namespaced_service("video-service", APPS)
-    (port,) = [p.port for p in service.spec.ports]
-    url = f"http://video-service.{APPS}.svc:{port}/v1/events"
-    body = json.dumps({"type": WATCH_TYPE, "data": {
+    body = {"type": WATCH_TYPE, "data": {
         "user_id": user, "video_id": video, "session_id": f"{user}-s1", "watched_s": 60,
-        "finished": True}})  # fmt: skip
-    script = (
-        "import time, urllib.request\n"
-        f"request = urllib.request.Request({url!r}, data={body!r}.encode(), method='POST',\n"
-        "                                 headers={'Content-Type': 'application/json'})\n"
-        "posted = time.time()\n"
-        "with urllib.request.urlopen(request, timeout=30) as answer:\n"
-        "    print(answer.status, posted)\n"
-    )
-    status, posted = python_in_pod(deployed.core, "post-watch", script).split()
-    assert status == "202"
+        "finished": True}}  # fmt: skip
+    status, posted = _post(deployed.core, "post-watch", "video-service", "/v1/events", body)
+    assert status == 202
 
     def notified() -> bool:
         return effects(brokers.postgres.dsn, [user])[user].notifications >= 1
@@ -236,7 +235,7 @@ def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
             (user,),
         ).fetchone()
     assert row is not None
-    took = float(row[0]) - float(posted)
+    took = float(row[0]) - posted
     report(NODE_REPORT, f"a finished watch, from its POST to the API on the node to its "
                         f"notification sent: {took:.2f} s")  # fmt: skip
     assert not _dead_letters(brokers), _dead_letters(brokers)
@@ -244,19 +243,12 @@ def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
 
 def _dead_letters(brokers: ServedBrokers) -> dict[str, int]:
     """Records or messages in any dead-letter topic or queue."""
-    consumer = Consumer({"bootstrap.servers": brokers.kafka.bootstrap, "group.id": "node-dlq"})
-    found: dict[str, int] = {}
-    try:
-        for group in CATALOG.consumer_groups:
-            metadata = consumer.list_topics(group.dlq_topic, timeout=10)
-            for partition in metadata.topics[group.dlq_topic].partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(group.dlq_topic, partition), timeout=10
-                )
-                if high > low:
-                    found[group.dlq_topic] = found.get(group.dlq_topic, 0) + high - low
-    finally:
-        consumer.close()
+    client_config = {"bootstrap.servers": brokers.kafka.bootstrap}
+    found = {
+        group.dlq_topic: depth
+        for group in CATALOG.consumer_groups
+        if (depth := DeadLetterQueue(client_config, group).depth())
+    }
 
     async def depths() -> dict[str, int]:
         connection = await aio_pika.connect(brokers.rabbitmq.url, timeout=30)
