@@ -35,6 +35,7 @@ PLATFORM        := $(shell uname -s | tr A-Z a-z)-$(shell uname -m | sed 's/x86_
 KUBE_VERSION  := $(shell sed -n 's/^KUBE_VERSION = "\(.*\)"/\1/p' tests/harness/controlplane.py)
 ETCD_VERSION  := $(shell sed -n 's/^ETCD_VERSION = "\(.*\)"/\1/p' tests/harness/controlplane.py)
 COREDNS_VERSION := $(shell sed -n 's/^COREDNS_VERSION = "\(.*\)"/\1/p' tests/harness/cluster_dns.py)
+NETWORK_POLICIES_VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' tests/harness/network_policies.py)
 CONTROL_PLANE := $(TOOLS)/controlplane-$(KUBE_VERSION)
 
 # Debian packages the test harness runs: Java 17 + Maven (Kafka from Maven
@@ -87,7 +88,7 @@ engine-tools: $(STAMP) ## build the Pulumi CLI, language host and Kubernetes pro
 	bash tests/harness/tools/build-engine.sh $$($(PY) -m tests.harness.engine)
 
 .PHONY: control-plane
-control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTROL_PLANE)/etcd $(CONTROL_PLANE)/coredns ## build kube-apiserver, the kubelet, kube-proxy, etcd, CoreDNS, KEDA's webhooks, operator and metrics server, CloudNativePG's manager, prometheus-operator and the RabbitMQ cluster operator (once; 20-30 minutes)
+control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTROL_PLANE)/etcd $(CONTROL_PLANE)/coredns $(CONTROL_PLANE)/kube-network-policies ## build kube-apiserver, the kubelet, kube-proxy, etcd, CoreDNS, kube-network-policies, KEDA's webhooks, operator and metrics server, CloudNativePG's manager, prometheus-operator and the RabbitMQ cluster operator (once; 20-30 minutes)
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build the operators"; exit 1; }
 	@keda=$$(sed -n 's/^KEDA_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
 	cnpg=$$(sed -n 's/^CNPG_VERSION = "\(.*\)"/\1/p' tests/harness/webhooks.py); \
@@ -96,9 +97,9 @@ control-plane: $(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTRO
 	rabbitmq=v$$(sed -n 's/^ *rabbitmq_cluster_operator: str = "\(.*\)"/\1/p' infra/config.py); \
 	bash tests/harness/tools/build-operators.sh $$keda $$cnpg $$po $$prometheus $$rabbitmq $(TOOLS)/operators-keda-$$keda-cnpg-$$cnpg
 
-$(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTROL_PLANE)/etcd $(CONTROL_PLANE)/coredns: tests/harness/tools/build-control-plane.sh
+$(CONTROL_PLANE)/kube-apiserver $(CONTROL_PLANE)/kubelet $(CONTROL_PLANE)/etcd $(CONTROL_PLANE)/coredns $(CONTROL_PLANE)/kube-network-policies: tests/harness/tools/build-control-plane.sh
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build kube-apiserver"; exit 1; }
-	bash tests/harness/tools/build-control-plane.sh $(KUBE_VERSION) $(ETCD_VERSION) $(COREDNS_VERSION) $(CONTROL_PLANE)
+	bash tests/harness/tools/build-control-plane.sh $(KUBE_VERSION) $(ETCD_VERSION) $(COREDNS_VERSION) $(NETWORK_POLICIES_VERSION) $(CONTROL_PLANE)
 
 bin/actionlint: Makefile
 	@command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (https://go.dev/dl) to build actionlint"; exit 1; }

@@ -60,6 +60,15 @@ def service_account_kubeconfig(
     kubelet's projected token does. It lasts `hours`; a session ends well within them.
     """
     api = kube_config.new_client_from_config(config_file=str(admin))  # type: ignore[no-untyped-call]
+    token = service_account_token(api, namespace, account, hours=hours)
+    return kubeconfig_as(admin, account, {"token": token}, path)
+
+
+def service_account_token(
+    api: client.ApiClient, namespace: str, account: str, *, hours: int = 4
+) -> str:
+    """A token of ServiceAccount `namespace/account` from the TokenRequest API, as the
+    kubelet projects into a pod, lasting `hours`."""
     request = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600)
     )
@@ -67,7 +76,7 @@ def service_account_kubeconfig(
         account, namespace, request
     )
     assert token.status is not None, "the TokenRequest API returned no token"
-    return kubeconfig_as(admin, account, {"token": str(token.status.token)}, path)
+    return str(token.status.token)
 
 
 def kubeconfig_as(admin: Path, user: str, credentials: dict[str, str], path: Path) -> Path:

@@ -200,7 +200,7 @@ class Node:
             self._start_holder()
             self._start_containerd()
             for image in images:
-                self._nsenter(["ctr", "--address", str(self.socket), "-n", "k8s.io", "images",
+                self.run(["ctr", "--address", str(self.socket), "-n", "k8s.io", "images",
                                "import", str(image)])  # fmt: skip
             self._start_kubelet()
             self._start_kube_proxy()
@@ -255,21 +255,30 @@ class Node:
         (holder,) = _pids_naming(self.id)
         self._inside = [require("nsenter"), "-t", str(holder), "-m", "-n"]
 
-    def host_network(self, argv: list[str]) -> list[str]:
+    def host_network(self, argv: list[str], *, service_account: Path | None = None) -> list[str]:
         """`argv` as a pod with hostNetwork and dnsPolicy ClusterFirstWithHostNet runs: in the
         node's network namespace, resolving names through cluster DNS. The resolv.conf is
         bound over /etc/resolv.conf in a mount namespace of the process's own, so neither
-        the host nor the node's kubelet sees it."""
+        the host nor the node's kubelet sees it; so is `service_account` (a directory with
+        `token`, `ca.crt` and `namespace`) where a pod has its ServiceAccount mounted."""
         assert self._inside, "start the node first"
         resolv = self.workdir / "cluster-first.resolv.conf"
         search = f"svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
         resolv.write_text(f"nameserver {DNS_SERVICE_IP}\nsearch {search}\noptions ndots:5\n")
-        bind = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        bind = 'mount --bind "$0" /etc/resolv.conf'
+        if service_account is not None:
+            # /var/run is /run, the node's own tmpfs: the mount point is made there.
+            bind += (f" && mkdir -p {POD_SERVICE_ACCOUNT}"
+                     f" && mount --bind {service_account} {POD_SERVICE_ACCOUNT}")  # fmt: skip
         return [*self._inside, require("unshare"), "--mount", "--propagation", "private",
-                "sh", "-c", bind, str(resolv), *argv]  # fmt: skip
+                "sh", "-c", f'{bind} && exec "$@"', str(resolv), *argv]  # fmt: skip
 
-    def _nsenter(self, argv: list[str]) -> None:
-        subprocess.run([*self._inside, *argv], check=True, capture_output=True, text=True)
+    def run(self, argv: list[str]) -> None:
+        """`argv` run to completion in the node's namespaces (as the node's root user)."""
+        result = subprocess.run([*self._inside, *argv], capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        if result.returncode != 0:
+            raise HarnessError("node", reason=f"{' '.join(argv)}: {result.stderr.strip()}")
 
     def _enter(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, [*self._inside, *argv], log=self.workdir / f"{name}.log")
@@ -404,6 +413,8 @@ state = "{state}/state"
 
 
 PAUSE_IMAGE = "tide.local/pause:1"
+# Where the kubelet mounts a pod's ServiceAccount (client-go's rest.InClusterConfig reads it).
+POD_SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def _pids_naming(netns: str) -> list[int]:

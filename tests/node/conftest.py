@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -104,23 +105,69 @@ def real_node(tide_archive: Path) -> Iterator[NodeCluster]:
 
 def python_in_pod(core: client.CoreV1Api, name: str, script: str) -> str:
     """`script` run by the Python of Tide's image, in a pod on the real node; its output."""
-    main = {"name": "main", "image": TIDE_IMAGE, "imagePullPolicy": "Never",
-            "command": ["python", "-c", script]}  # fmt: skip
-    core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": {
-        "nodeName": NODE, "restartPolicy": "Never", "containers": [main]}})  # fmt: skip
+    (log,) = pythons_in_pods(core, [PythonPod(name, script)])
+    return log
+
+
+@dataclass(frozen=True)
+class PythonPod:
+    """A script for the Python of Tide's image, with its arguments; by default in a bare pod
+    in `default`, or as a pod of `template` (a Deployment's pod template, as the API
+    serializes it: its labels, ServiceAccount, security context and environment) with the
+    first container's command replaced and its probes dropped."""
+
+    name: str
+    script: str
+    args: tuple[str, ...] = ()
+    namespace: str = "default"
+    template: dict[str, Any] | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        command = {"command": ["python", "-c", self.script], "args": list(self.args)}
+        if self.template is None:
+            labels: dict[str, str] = {}
+            containers = [{"name": "main", "image": TIDE_IMAGE, "imagePullPolicy": "Never",
+                           **command}]  # fmt: skip
+            spec: dict[str, Any] = {}
+        else:
+            labels = {k: v for k, v in self.template["metadata"]["labels"].items()
+                      if k != "pod-template-hash"}  # fmt: skip
+            spec = dict(self.template["spec"])
+            first = {k: v for k, v in spec["containers"][0].items() if not k.endswith("Probe")}
+            containers = [{**first, **command}]
+        return {"metadata": {"name": self.name, "labels": labels},
+                "spec": {**spec, "nodeName": NODE, "restartPolicy": "Never",
+                         "containers": containers}}  # fmt: skip
+
+
+def pythons_in_pods(core: client.CoreV1Api, pods: list[PythonPod]) -> list[str]:
+    """Each of `pods` run at once on the real node, to completion; their outputs, in order."""
+    for pod in pods:
+        core.create_namespaced_pod(pod.namespace, pod.manifest())
 
     def finished() -> bool:
-        phase = core.read_namespaced_pod(name, "default").status.phase
-        return phase in ("Succeeded", "Failed")
+        phases = [core.read_namespaced_pod(p.name, p.namespace).status.phase for p in pods]
+        return all(phase in ("Succeeded", "Failed") for phase in phases)
 
+    namespaces = sorted({p.namespace for p in pods})
     try:
-        wait_until(finished, timeout=180, interval=1, what=f"pod {name} finished on the real node")
+        names = ", ".join(p.name for p in pods)
+        wait_until(finished, timeout=180, interval=1, what=f"pods {names} finished on the node")
     except TimeoutError as exc:
-        raise TimeoutError(f"{exc}\n{describe_pods(core, 'default')}") from exc
-    pod = core.read_namespaced_pod(name, "default")
-    assert pod.status.phase == "Succeeded", f"pod {name} failed:\n{describe_pods(core, 'default')}"
-    (container,) = pod.status.container_statuses
-    started = container.state.terminated.started_at - pod.metadata.creation_timestamp
-    report(NODE_REPORT, f"pod {name} ({container.image}): container started "
-                 f"{started.total_seconds():.0f} s after the pod was created")  # fmt: skip
-    return str(core.read_namespaced_pod_log(name, "default"))
+        raise TimeoutError(f"{exc}\n{_described(core, namespaces)}") from exc
+    logs = []
+    for spec in pods:
+        pod = core.read_namespaced_pod(spec.name, spec.namespace)
+        assert pod.status.phase == "Succeeded", (
+            f"pod {spec.name} failed:\n{_described(core, namespaces)}"
+        )
+        (container,) = pod.status.container_statuses
+        started = container.state.terminated.started_at - pod.metadata.creation_timestamp
+        report(NODE_REPORT, f"pod {spec.name} ({container.image}): container started "
+                     f"{started.total_seconds():.0f} s after the pod was created")  # fmt: skip
+        logs.append(str(core.read_namespaced_pod_log(spec.name, spec.namespace)))
+    return logs
+
+
+def _described(core: client.CoreV1Api, namespaces: list[str]) -> str:
+    return "\n".join(describe_pods(core, namespace) for namespace in namespaces)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 from infra import kind
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
+from infra.components.namespaces import DATA_PORTS
 from infra.config import Versions
 from kubernetes import client
 
@@ -38,9 +40,18 @@ from tests.harness.addresses import NODE_LINK_HOST, NODE_LINK_NODE
 from tests.harness.crds import crd_documents
 from tests.harness.diagnostics import describe_pods
 from tests.harness.keda import Keda
+from tests.harness.network_policies import NetworkPolicies, sync_error
 from tests.harness.played_operators import PlayedOperators
 from tests.harness.served_brokers import ServedBrokers
-from tests.node.conftest import NODE, TIDE_IMAGE, NodeCluster, python_in_pod, real_node
+from tests.node.conftest import (
+    NODE,
+    TIDE_IMAGE,
+    NodeCluster,
+    PythonPod,
+    python_in_pod,
+    pythons_in_pods,
+    real_node,
+)
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.catalog import CATALOG
@@ -339,3 +350,141 @@ def test_the_cluster_chaos_suite_scales_a_group_to_zero_and_keda_brings_it_back(
     finally:
         keda.stop()
     _chaos_report("recommendation scaled to zero under load, then back by KEDA", capsys)
+
+
+# A stand-in for the brokers of the data namespace: it accepts on every client port Tide's
+# policies name. The harness's brokers serve the stack from the host, outside any policy.
+LISTENER = """
+import selectors, socket, sys
+selector = selectors.DefaultSelector()
+for port in sys.argv[1:]:
+    selector.register(socket.create_server(("", int(port))), selectors.EVENT_READ)
+print("listening", flush=True)
+while True:
+    for key, _ in selector.select():
+        key.fileobj.accept()[0].close()
+"""
+# Each target dialled in order: one that should connect is retried until it does or a
+# minute passes (the engine learns a new pod's address from the API just after it starts),
+# so the ones that should not, dialled once after, are judged on the pod's known address.
+DIAL = """
+import json, socket, sys, time
+results = []
+for host, port, patient in json.loads(sys.argv[1]):
+    deadline = time.monotonic() + (60 if patient else 0)
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=4).close()
+            connected = True
+        except OSError:
+            connected = False
+        if connected or time.monotonic() >= deadline:
+            break
+    results.append(connected)
+print(json.dumps(results))
+"""
+
+
+@dataclass(frozen=True)
+class Flow:
+    source: str  # the dialling pod's role
+    what: str
+    host: str
+    port: int
+    allowed: bool
+
+
+def _pod_ip(core: client.CoreV1Api, deployment: client.V1Deployment) -> str:
+    selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
+    namespace = deployment.metadata.namespace
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    return next(p.status.pod_ip for p in pods if p.status.phase == "Running")
+
+
+def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1Deployment]:
+    """One allowed and one refused flow into and out of each namespace, from what the
+    program rendered: a worker's own policy names the data ports it needs; the API takes
+    HTTP from anywhere, a worker's HTTP port only from the monitoring namespace; the data
+    namespace takes Tide's ports from the apps namespace only, and reaches nothing but its
+    own pods (and the API server's ports)."""
+    networking = client.NetworkingV1Api(deployed.core.api_client)
+    apps = client.AppsV1Api(deployed.core.api_client)
+    # A worker with a data port its policy leaves out (personalization has no RabbitMQ).
+    workers = [
+        (policy.metadata.name, {port.port for rule in policy.spec.egress for port in rule.ports})
+        for policy in networking.list_namespaced_network_policy(APPS).items
+        if policy.spec.egress and all(rule._from for rule in policy.spec.ingress or [])
+        and policy.metadata.name in {s.name for s in CATALOG.services}
+    ]  # fmt: skip
+    name, ports = next((n, p) for n, p in workers if set(DATA_PORTS.values()) - p)
+    needed, unneeded = min(ports), min(set(DATA_PORTS.values()) - ports)
+    worker = apps.read_namespaced_deployment(name, APPS)
+    api = apps.read_namespaced_deployment("video-service", APPS)
+    http = 8080  # the chart's http.port, the container's only port
+    postgres = deployed.brokers.postgres.port
+    flows = [
+        Flow("worker", f"{name} to the data namespace on {needed}", listener_ip, needed, True),
+        Flow("worker", f"{name} to the data namespace on {unneeded}", listener_ip, unneeded,
+             False),
+        Flow("outsider", "default namespace to the API's pod", _pod_ip(deployed.core, api), http,
+             True),
+        Flow("outsider", f"default namespace to {name}'s HTTP port",
+             _pod_ip(deployed.core, worker), http, False),
+        Flow("outsider", f"default namespace to the data namespace on {needed}", listener_ip,
+             needed, False),
+        Flow("broker", f"data namespace to its own pods on {needed}", listener_ip, needed, True),
+        Flow("broker", "data namespace to PostgreSQL outside the cluster", NODE_LINK_HOST,
+             postgres, False),
+    ]  # fmt: skip
+    return flows, worker
+
+
+def _dial(deployed: Deployed, flows: list[Flow], worker: client.V1Deployment, run: str
+          ) -> dict[str, bool]:  # fmt: skip
+    """Every flow dialled from its source pod, all sources at once; connected or not."""
+    template = deployed.core.api_client.sanitize_for_serialization(worker.spec.template)
+    sources = {"worker": {"namespace": APPS, "template": template},
+               "outsider": {"namespace": "default"}, "broker": {"namespace": DATA}}  # fmt: skip
+    pods = []
+    for source, placement in sources.items():
+        targets = [[f.host, f.port, f.allowed] for f in flows if f.source == source]
+        pods.append(PythonPod(f"{source}-{run}", DIAL, (json.dumps(targets),), **placement))
+    results: dict[str, bool] = {}
+    for pod, log in zip(pods, pythons_in_pods(deployed.core, pods), strict=True):
+        dialled = [f for f in flows if pod.name.startswith(f"{f.source}-")]
+        results |= {f.what: c for f, c in zip(dialled, json.loads(log), strict=True)}
+    return results
+
+
+def test_network_policies_pass_what_the_catalog_allows_and_refuse_the_rest(
+    deployed: Deployed,
+) -> None:
+    """kube-network-policies (kind's engine, tests/harness/network_policies.py) enforces the
+    policies the program rendered. Dialled first without it, every flow connects (each
+    target listens); with it, the flows the catalog allows still do and the others are
+    refused, in and out of both namespaces. Last in this module: the stack's own pods
+    reach the harness's brokers outside the cluster, which the policies refuse."""
+    joined = deployed.joined
+    listener = PythonPod("broker-stand-in", LISTENER, tuple(map(str, DATA_PORTS.values())),
+                         namespace=DATA)  # fmt: skip
+    deployed.core.create_namespaced_pod(DATA, listener.manifest())
+
+    def listening() -> bool:
+        with contextlib.suppress(client.ApiException):
+            return "listening" in deployed.core.read_namespaced_pod_log(listener.name, DATA)
+        return False
+
+    wait_until(listening, timeout=120, interval=1, what="the data namespace's stand-in")
+    listener_ip = deployed.core.read_namespaced_pod(listener.name, DATA).status.pod_ip
+    flows, worker = _flows(deployed, listener_ip)
+    unenforced = _dial(deployed, flows, worker, "open")
+    assert all(unenforced.values()), f"a target does not listen: {unenforced}"
+    engine = NetworkPolicies(joined.workdir / "network-policies", joined.node, joined.api,
+                             joined.workdir / "cluster" / "certs" / "ca.crt")  # fmt: skip
+    with engine.enforcing():
+        enforced = _dial(deployed, flows, worker, "enforced")
+    expected = {f.what: f.allowed for f in flows}
+    report(NODE_REPORT, "network policies enforced by kube-network-policies:\n  " + "\n  ".join(
+        f"{what}: {'connects' if ok else 'refused'}" for what, ok in enforced.items()))  # fmt: skip
+    report(NODE_REPORT, f"kube-network-policies' own nftables sync: {sync_error(engine.log())}")
+    assert enforced == expected, f"{enforced}\n{engine.log()[-4000:]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, the kubelet, kube-proxy, etcd and CoreDNS from the Go module proxy at
-# pinned versions into OUT_DIR.
+# Builds kube-apiserver, the kubelet, kube-proxy, etcd, CoreDNS and kube-network-policies from
+# the Go module proxy at pinned versions into OUT_DIR.
 #
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` is refused because
 # k8s.io/kubernetes replaces its staging modules with local paths. A throwaway
@@ -10,7 +10,8 @@ set -euo pipefail
 kube_version=${1:?kube version, e.g. v1.33.13}
 etcd_version=${2:?etcd version, e.g. v3.5.21}
 coredns_version=${3:?CoreDNS version, e.g. v1.12.2}
-out=${4:?output directory}
+network_policies_version=${4:?kube-network-policies version, e.g. v0.8.0}
+out=${5:?output directory}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -72,4 +73,15 @@ if [ ! -x "$out/coredns" ]; then
   (cd "$work/coredns" && go get "github.com/coredns/coredns@$coredns_version" >/dev/null 2>&1 && \
    CGO_ENABLED=0 go build -trimpath -o "$out/coredns.part" .)
   mv "$out/coredns.part" "$out/coredns"
+fi
+
+# kube-network-policies, the NetworkPolicy engine kind ships, for the real node. Its main
+# package is ./cmd (upstream's Dockerfile builds it the same way, CGO off).
+if [ ! -x "$out/kube-network-policies" ]; then
+  echo "building kube-network-policies $network_policies_version from the Go module proxy"
+  mkdir -p "$work/netpol"
+  printf 'module tide.local/netpol\ngo 1.24\nrequire sigs.k8s.io/kube-network-policies %s\n' "$network_policies_version" >"$work/netpol/go.mod"
+  (cd "$work/netpol" && go get "sigs.k8s.io/kube-network-policies@$network_policies_version" >/dev/null 2>&1 && \
+   CGO_ENABLED=0 go build -trimpath -o "$out/kube-network-policies.part" sigs.k8s.io/kube-network-policies/cmd)
+  mv "$out/kube-network-policies.part" "$out/kube-network-policies"
 fi
