@@ -49,9 +49,9 @@ KEDA = "keda.sh/v1alpha1"
 # Scale-up: KEDA polls every 10 s (the chart's pollingInterval), the HPA controller syncs
 # every 15 s and at most doubles (or adds 4 pods) per 15 s. Under load, well within this.
 SCALE_UP_WITHIN_S = 240
-# Scale-down: the HPA's default 300 s stabilization window, or KEDA's 120 s cooldown to
-# zero, after the next poll sees no lag.
-SCALE_DOWN_WITHIN_S = 540
+# Scale-down: the HPA's stabilization window (the harness cluster's 60 s, not the 300 s
+# default) or KEDA's 120 s cooldown to zero, after the next poll sees no lag.
+SCALE_DOWN_WITHIN_S = 360
 # A count set by hand must survive this many KEDA polls and HPA syncs.
 HOLD_S = 40
 
