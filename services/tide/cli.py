@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tide.catalog import CATALOG
+from tide.catalog_commands import catalog_app
 from tide.needs import command_needs
 from tide.observability import configure_logging
 from tide.settings import MissingSettingError, Settings
@@ -31,6 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
 app.add_typer(topics_app, name="topics")
+app.add_typer(catalog_app, name="catalog")
 # Errors are single lines a log collector keeps whole: never wrapped at the terminal width,
 # and plain text: a message quoting `[a-z0-9-]` lost it to Rich's markup.
 err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
