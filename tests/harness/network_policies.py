@@ -117,17 +117,18 @@ class NetworkPolicies:
         try:
             self._process.start()
             log = self._process.log
-            wait_until(lambda: "Caches are synced" in log.read_text(), timeout=timeout,
-                       what=f"{NAME}'s informers synced",
-                       alive=self._process.exit_reason)  # fmt: skip
+            try:
+                wait_until(lambda: "Caches are synced" in log.read_text(), timeout=timeout,
+                           what=f"{NAME}'s informers synced",
+                           alive=self._process.exit_reason)  # fmt: skip
+            except (TimeoutError, RuntimeError) as exc:
+                raise HarnessError(self.name, reason=str(exc), log=log) from exc
             self._iptables("-N", CHAIN)
             installed = True
             for rule in _hand_off():
                 self._iptables("-A", CHAIN, *rule)
             self._iptables("-I", "POSTROUTING", "1", "-j", CHAIN)
             yield
-        except (TimeoutError, RuntimeError) as exc:
-            raise HarnessError(self.name, reason=str(exc), log=self._process.log) from exc
         finally:
             if installed:
                 self._iptables("-D", "POSTROUTING", "-j", CHAIN)

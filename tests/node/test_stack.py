@@ -409,9 +409,10 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
     own pods (and the API server's ports)."""
     networking = client.NetworkingV1Api(deployed.core.api_client)
     apps = client.AppsV1Api(deployed.core.api_client)
-    # A worker with a data port its policy leaves out (personalization has no RabbitMQ).
+    # A worker with a data port its policy leaves out (one that has no use for RabbitMQ).
     workers = [
-        (policy.metadata.name, {port.port for rule in policy.spec.egress for port in rule.ports})
+        (policy.metadata.name,
+         {port.port for rule in policy.spec.egress for port in rule.ports or []})
         for policy in networking.list_namespaced_network_policy(APPS).items
         if policy.spec.egress and all(rule._from for rule in policy.spec.ingress or [])
         and policy.metadata.name in {s.name for s in CATALOG.services}
