@@ -6,16 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from tide.catalog_file import CatalogFileError, json_schema, load_catalog
+from tide.console import EXIT_CONFIG, err, out
 
 catalog_app = typer.Typer(help="Catalog files: a platform's topics, groups, queues, events.",
                           no_args_is_help=True)  # fmt: skip
-# Problems are single lines a CI log keeps whole (see tide.cli).
-_err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
-_out = Console(soft_wrap=True, markup=False, highlight=False)
-EXIT_INVALID = 3  # tide.cli's configuration error
 
 
 @catalog_app.command()
@@ -25,14 +21,15 @@ def check(file: Annotated[Path, typer.Argument(help="the catalog file (YAML)")])
         catalog = load_catalog(file)
     except CatalogFileError as exc:
         for problem in exc.problems:
-            _err.print(f"error: {file}: {problem}")
-        raise typer.Exit(EXIT_INVALID) from None
+            err.print(f"error: {file}: {problem}")
+        raise typer.Exit(EXIT_CONFIG) from None
     derived = sum(len(g.retry_topics) + 1 for g in catalog.consumer_groups)
-    _out.print(
+    out.print(
         f"{file}: {len(catalog.topics)} topics, {len(catalog.services)} services, "
         f"{len(catalog.consumer_groups)} consumer groups ({derived} retry and DLQ topics), "
         f"{len(catalog.queues)} queues, {len(catalog.queue_workers)} queue workers, "
-        f"{len(catalog.events)} event types"
+        f"{len(catalog.events)} event types",
+        soft_wrap=True,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tide.topology import Catalog
+from tide.topology import Catalog, CatalogRulesError
 
 # What names an entry of each list, for messages: `consumer_groups[analytics].retry`.
 _ENTRY_KEYS = ("name", "type", "service")
@@ -40,10 +40,12 @@ def load_catalog(path: Path) -> Catalog:
         raise CatalogFileError(path, [f"cannot be read: {exc}"]) from None
     try:
         data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+    except yaml.YAMLError as exc:
+        # A parse error carries its position; a reader error (a control character) its own.
+        mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise CatalogFileError(path, [f"{where}not valid YAML: {exc.problem}"]) from None
+        reason = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise CatalogFileError(path, [f"{where}not valid YAML: {reason}"]) from None
     if not isinstance(data, dict):
         raise CatalogFileError(
             path, ["must be a mapping of sections (topics, services, consumer_groups, ...)"]
@@ -51,7 +53,9 @@ def load_catalog(path: Path) -> Catalog:
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:
-        raise CatalogFileError(path, [_problem(data, e) for e in exc.errors()]) from None
+        raise CatalogFileError(
+            path, [p for e in exc.errors() for p in _problems(data, e)]
+        ) from None
 
 
 def json_schema() -> str:
@@ -64,10 +68,15 @@ def json_schema() -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def _problem(data: dict[str, Any], error: Any) -> str:
+def _problems(data: dict[str, Any], error: Any) -> list[str]:
+    """One line per problem. The rules across entries (`Catalog._rules`) come as one error
+    listing them all, each naming its entries; they run once every entry is well formed."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, CatalogRulesError):
+        return list(cause.problems)
     message = str(error["msg"]).removeprefix("Value error, ")
     where = _where(data, error["loc"])
-    return f"{where}: {message}" if where else message
+    return [f"{where}: {message}" if where else message]
 
 
 def _where(data: dict[str, Any], loc: tuple[str | int, ...]) -> str:

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from tide.catalog import CATALOG
 from tide.catalog_commands import catalog_app
+from tide.console import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, err, out
 from tide.needs import command_needs
 from tide.observability import configure_logging
 from tide.settings import MissingSettingError, Settings
@@ -33,16 +33,6 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
 app.add_typer(topics_app, name="topics")
 app.add_typer(catalog_app, name="catalog")
-# Errors are single lines a log collector keeps whole: never wrapped at the terminal width,
-# and plain text: a message quoting `[a-z0-9-]` lost it to Rich's markup.
-err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
-out = Console()
-
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-# A broker, database or registry did not answer. One-shot commands (the Jobs) exit
-# with it at once: Kubernetes restarts a Job's pod with its own backoff.
-EXIT_UNAVAILABLE = 4
 
 
 # `--debug`: a failure prints its traceback instead of one line (set by the callback).

@@ -254,6 +254,14 @@ class EventType(_Entry):
         return f"{self.topic or self.exchange}-{self.type}"
 
 
+class CatalogRulesError(ValueError):
+    """The rules across entries that do not hold, each naming its entries."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("catalog is invalid:\n  - " + "\n  - ".join(problems))
+
+
 class Catalog(_Entry):
     """The whole platform, validated as one: the rules below hold or it does not load."""
 
@@ -385,7 +393,7 @@ class Catalog(_Entry):
             *_event_problems(self),
         ]
         if problems:
-            raise ValueError("catalog is invalid:\n  - " + "\n  - ".join(problems))
+            raise CatalogRulesError(problems)
         return self
 
 

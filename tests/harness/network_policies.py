@@ -89,9 +89,16 @@ class NetworkPolicies:
     def _iptables(self, *args: str) -> None:
         self.node.run(["iptables", "-w", "-t", "mangle", *args])
 
+    def _listening(self) -> bool:
+        """The engine has bound its queue (it does so after its informers sync and its
+        first rule sync): the node's /proc/net lists one line per bound queue, its number
+        first."""
+        bound = self.node.run(["cat", "/proc/net/netfilter/nfnetlink_queue"])
+        return any(line.split()[:1] == [str(QUEUE)] for line in bound.splitlines())
+
     @contextmanager
     def enforcing(self, timeout: float = 60.0) -> Iterator[None]:
-        """Start the engine; once its informers have synced, hand it every new pod
+        """Start the engine; once it has bound its queue, hand it every new pod
         connection. On the way out the hand-off goes first, so nothing is left queued to
         an engine that has stopped (the queue has no bypass: upstream fails closed)."""
         utils.create_from_yaml(self.api, yaml_objects=manifests())  # type: ignore[no-untyped-call]
@@ -113,29 +120,33 @@ class NetworkPolicies:
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                  "KUBERNETES_SERVICE_HOST": API_SERVICE_IP, "KUBERNETES_SERVICE_PORT": "443"},
         )  # fmt: skip
-        installed = False
+        created = hooked = False
         try:
             self._process.start()
             log = self._process.log
             try:
-                wait_until(lambda: "Caches are synced" in log.read_text(), timeout=timeout,
-                           what=f"{NAME}'s informers synced",
+                wait_until(self._listening, timeout=timeout, interval=0.5,
+                           what=f"{NAME} bound to queue {QUEUE}",
                            alive=self._process.exit_reason)  # fmt: skip
             except (TimeoutError, RuntimeError) as exc:
                 raise HarnessError(self.name, reason=str(exc), log=log) from exc
             self._iptables("-N", CHAIN)
-            installed = True
+            created = True
             for rule in _hand_off():
                 self._iptables("-A", CHAIN, *rule)
             self._iptables("-I", "POSTROUTING", "1", "-j", CHAIN)
+            hooked = True
             yield
         finally:
-            if installed:
-                self._iptables("-D", "POSTROUTING", "-j", CHAIN)
-                self._iptables("-F", CHAIN)
-                self._iptables("-X", CHAIN)
-            self._process.stop()
-            self._process = None
+            try:
+                if hooked:
+                    self._iptables("-D", "POSTROUTING", "-j", CHAIN)
+                if created:
+                    self._iptables("-F", CHAIN)
+                    self._iptables("-X", CHAIN)
+            finally:
+                self._process.stop()
+                self._process = None
 
     def log(self) -> str:
         path = self.workdir / f"{NAME}.log"

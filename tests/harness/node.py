@@ -273,12 +273,14 @@ class Node:
         return [*self._inside, require("unshare"), "--mount", "--propagation", "private",
                 "sh", "-c", f'{bind} && exec "$@"', str(resolv), *argv]  # fmt: skip
 
-    def run(self, argv: list[str]) -> None:
-        """`argv` run to completion in the node's namespaces (as the node's root user)."""
+    def run(self, argv: list[str]) -> str:
+        """`argv` run to completion in the node's namespaces (as the node's root user); its
+        output."""
         result = subprocess.run([*self._inside, *argv], capture_output=True, text=True,
                                 check=False)  # fmt: skip
         if result.returncode != 0:
             raise HarnessError("node", reason=f"{' '.join(argv)}: {result.stderr.strip()}")
+        return result.stdout
 
     def _enter(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, [*self._inside, *argv], log=self.workdir / f"{name}.log")

@@ -28,6 +28,7 @@ import pytest
 from infra import kind
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
+from infra.components.service import HTTP_PORT
 from infra.config import Versions
 from kubernetes import client
 
@@ -405,23 +406,25 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
     """One allowed and one refused flow into and out of each namespace, from what the
     program rendered: a worker's own policy names the data ports it needs; the API takes
     HTTP from anywhere, a worker's HTTP port only from the monitoring namespace; the data
-    namespace takes Tide's ports from the apps namespace only, and reaches nothing but its
-    own pods (and the API server's ports)."""
+    namespace takes broker ports from the apps namespace (and anything from the operators'
+    and monitoring namespaces), and reaches its own pods and the API server's ports."""
     networking = client.NetworkingV1Api(deployed.core.api_client)
     apps = client.AppsV1Api(deployed.core.api_client)
-    # A worker with a data port its policy leaves out (one that has no use for RabbitMQ).
+    # A worker (not public) running a pod, with a data port its policy leaves out.
+    running = {d.metadata.name for d in apps.list_namespaced_deployment(APPS).items
+               if d.status.ready_replicas}  # fmt: skip
     workers = [
         (policy.metadata.name,
          {port.port for rule in policy.spec.egress for port in rule.ports or []})
         for policy in networking.list_namespaced_network_policy(APPS).items
         if policy.spec.egress and all(rule._from for rule in policy.spec.ingress or [])
-        and policy.metadata.name in {s.name for s in CATALOG.services}
+        and policy.metadata.name in running
     ]  # fmt: skip
     name, ports = next((n, p) for n, p in workers if set(DATA_PORTS.values()) - p)
     needed, unneeded = min(ports), min(set(DATA_PORTS.values()) - ports)
     worker = apps.read_namespaced_deployment(name, APPS)
     api = apps.read_namespaced_deployment("video-service", APPS)
-    http = 8080  # the chart's http.port, the container's only port
+    http = HTTP_PORT
     postgres = deployed.brokers.postgres.port
     flows = [
         Flow("worker", f"{name} to the data namespace on {needed}", listener_ip, needed, True),
@@ -481,7 +484,7 @@ def test_network_policies_pass_what_the_catalog_allows_and_refuse_the_rest(
     unenforced = _dial(deployed, flows, worker, "open")
     assert all(unenforced.values()), f"a target does not listen: {unenforced}"
     engine = NetworkPolicies(joined.workdir / "network-policies", joined.node, joined.api,
-                             joined.workdir / "cluster" / "certs" / "ca.crt")  # fmt: skip
+                             joined.cluster.workdir / "certs" / "ca.crt")  # fmt: skip
     with engine.enforcing():
         enforced = _dial(deployed, flows, worker, "enforced")
     expected = {f.what: f.allowed for f in flows}

@@ -56,10 +56,6 @@ def _problems(path: Path) -> list[str]:
     return caught.value.problems
 
 
-def test_the_reference_platform_is_a_catalog_file() -> None:
-    assert load_catalog(REFERENCE_CATALOG) == CATALOG
-
-
 def test_a_teams_own_platform_loads_and_derives_its_retry_topics_and_dlqs(tmp_path: Path) -> None:
     catalog = load_catalog(_write(tmp_path, ORDERS))
     assert catalog.group("billing").dlq_topic == "billing.dlq"
@@ -93,11 +89,15 @@ def test_an_entry_rule_names_its_entry(tmp_path: Path) -> None:
     ]
 
 
-def test_a_rule_across_entries_names_both(tmp_path: Path) -> None:
-    text = ORDERS.replace("topics: [orders], handler: \"orders.billing", "topics: [order], "
-                          "handler: \"orders.billing")  # fmt: skip
-    (problem,) = _problems(_write(tmp_path, text))
-    assert "consumer group 'billing': topic 'order' is not in the catalog" in problem
+def test_rules_across_entries_are_one_line_each_naming_their_entries(tmp_path: Path) -> None:
+    text = ORDERS.replace("max_replicas: 3}", "max_replicas: 9}").replace(
+        'topics: [orders], handler: "orders.shipping', 'topics: [order], handler: "orders.shipping'
+    )
+    assert _problems(_write(tmp_path, text)) == [
+        "consumer group 'billing': max_replicas 9 exceeds the 3 partitions of topic 'orders' "
+        "(replicas beyond the partition count would sit idle)",
+        "consumer group 'shipping': topic 'order' is not in the catalog",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -106,6 +106,7 @@ def test_a_rule_across_entries_names_both(tmp_path: Path) -> None:
         ("topics: [\n", "line 2, column 1: not valid YAML"),
         ("- just a list\n", "must be a mapping of sections"),
         ("", "must be a mapping of sections"),
+        ("topics: \x01\n", "not valid YAML: unacceptable character #x0001"),
     ],
 )
 def test_a_file_that_is_not_a_catalog_says_so(tmp_path: Path, text: str, expected: str) -> None:
@@ -139,5 +140,6 @@ def test_tide_catalog_check_prints_what_a_file_declares_or_every_problem(tmp_pat
     bad.write_text(ORDERS.replace("max_replicas: 3", "max_replicas: 9"))
     refused = runner.invoke(app, ["catalog", "check", str(bad)])
     assert refused.exit_code == 3
-    assert f"error: {bad}: catalog is invalid:" in refused.output
-    assert "consumer group 'billing': max_replicas 9 exceeds the 3 partitions" in refused.output
+    assert refused.output.startswith(
+        f"error: {bad}: consumer group 'billing': max_replicas 9 exceeds the 3 partitions"
+    )
