@@ -84,6 +84,7 @@ class NetworkPolicies:
         self.node = node
         self.api = api
         self.ca = ca
+        self.log_path = workdir / f"{NAME}.log"
         self._process: ManagedProcess | None = None
 
     def _iptables(self, *args: str) -> None:
@@ -115,7 +116,7 @@ class NetworkPolicies:
                  "--metrics-bind-address=127.0.0.1:9080", "--v=2"],
                 service_account=account,
             ),
-            log=self.workdir / f"{NAME}.log",
+            log=self.log_path,
             # What the kubelet gives every pod: the `kubernetes` Service's address.
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                  "KUBERNETES_SERVICE_HOST": API_SERVICE_IP, "KUBERNETES_SERVICE_PORT": "443"},
@@ -149,8 +150,7 @@ class NetworkPolicies:
                 self._process = None
 
     def log(self) -> str:
-        path = self.workdir / f"{NAME}.log"
-        return path.read_text() if path.exists() else ""
+        return self.log_path.read_text() if self.log_path.exists() else ""
 
 
 def sync_error(log: str) -> str | None:

@@ -250,7 +250,8 @@ def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
     took = float(row[0]) - posted
     report(NODE_REPORT, f"a finished watch, from its POST to the API on the node to its "
                         f"notification sent: {took:.2f} s")  # fmt: skip
-    assert not _dead_letters(brokers), _dead_letters(brokers)
+    dead = _dead_letters(brokers)
+    assert not dead, dead
 
 
 def _dead_letters(brokers: ServedBrokers) -> dict[str, int]:
@@ -411,8 +412,8 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
     networking = client.NetworkingV1Api(deployed.core.api_client)
     apps = client.AppsV1Api(deployed.core.api_client)
     # A worker (not public) running a pod, with a data port its policy leaves out.
-    running = {d.metadata.name for d in apps.list_namespaced_deployment(APPS).items
-               if d.status.ready_replicas}  # fmt: skip
+    deployments = {d.metadata.name: d for d in apps.list_namespaced_deployment(APPS).items}
+    running = {name for name, d in deployments.items() if d.status.ready_replicas}
     workers = [
         (policy.metadata.name,
          {port.port for rule in policy.spec.egress for port in rule.ports or []})
@@ -422,8 +423,7 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
     ]  # fmt: skip
     name, ports = next((n, p) for n, p in workers if set(DATA_PORTS.values()) - p)
     needed, unneeded = min(ports), min(set(DATA_PORTS.values()) - ports)
-    worker = apps.read_namespaced_deployment(name, APPS)
-    api = apps.read_namespaced_deployment("video-service", APPS)
+    worker, api = deployments[name], deployments["video-service"]
     http = HTTP_PORT
     postgres = deployed.brokers.postgres.port
     flows = [
