@@ -15,16 +15,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from tide import heap, metrics
-from tide.apps.subscription import create_app as create_subscription_app
-from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
-from tide.handlers import load_handler
+from tide.handlers import AppContext, NotRunnableError, load_app, load_handler
 from tide.health import HealthServer, PortInUseError, bind
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Liveness
-from tide.needs import Dependency, Needs, NotRunnableError, Runner, process_needs, runner_of
+from tide.needs import Dependency, Needs, Runner, process_needs, runner_of
 from tide.rabbitmq.bus import (
     BlockingRabbitPublisher,
     QueueConsumer,
@@ -36,7 +34,7 @@ from tide.settings import Settings
 from tide.store.retention import MarkPruner
 from tide.topology import Catalog
 
-# NotRunnableError lives with the needs that raise it; `tide run` catches it from here.
+# NotRunnableError lives with the loaders that raise it; `tide run` catches it from here.
 __all__ = [
     "NotDrainedError",
     "NotRunnableError",
@@ -77,10 +75,8 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
             metrics.PUBLISH_FAILURES.labels(event.type, "timeout")
     heap.settle()  # everything is imported and the catalog loaded: none of it is garbage
     match runner:
-        case Runner.PLAYER_API:
-            _run_api(settings, catalog)
-        case Runner.SUBSCRIPTION_API:
-            _run_subscription(settings, catalog)
+        case Runner.API:
+            _run_api(name, settings, catalog)
         case Runner.CONSUMER_GROUPS:
             _run_consumer_groups(name, settings, catalog, needs)
         case Runner.QUEUE_WORKERS:
@@ -92,7 +88,7 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
 
 def check_needs(name: str, settings: Settings, catalog: Catalog) -> Needs:
     """What `name` needs, once `settings` give it; MissingSettingError names each variable missing
-    (exit 3), NotRunnableError when no runner exists for it."""
+    (exit 3)."""
     needs = process_needs(catalog, name)
     settings.require(*needs.required_settings)
     return needs
@@ -118,24 +114,18 @@ def serve(app: FastAPI, host: str, port: int) -> None:
         raise NotDrainedError("the HTTP server stopped before its shutdown drained")
 
 
-def _run_api(settings: Settings, catalog: Catalog) -> None:
+def _run_api(name: str, settings: Settings, catalog: Catalog) -> None:
+    service = catalog.service(name)
+    if service.app is None:  # the catalog refuses this; a hand-built one may not
+        raise NotRunnableError(f"service {name!r} has role api but names no app")
+    factory = load_app(service.app)  # before the publisher: nothing to close if it fails
     publisher = EventPublisher(
         settings.kafka_client_config(),
         EventCodec(catalog, settings.schema_registry_url),
         timeout_s=settings.publish_timeout_s,
     )
-    app = create_app(catalog, publisher, max_body_bytes=settings.max_body_bytes)
+    app = factory(AppContext(service, catalog, publisher, settings))
     # uvicorn drains in-flight requests on SIGTERM, then the lifespan flushes the producer.
-    serve(app, "0.0.0.0", settings.http_port)  # noqa: S104 - in a container
-
-
-def _run_subscription(settings: Settings, catalog: Catalog) -> None:
-    publisher = EventPublisher(
-        settings.kafka_client_config(),
-        EventCodec(catalog, settings.schema_registry_url),
-        timeout_s=settings.publish_timeout_s,
-    )
-    app = create_subscription_app(settings.postgres_dsn.get_secret_value(), publisher)
     serve(app, "0.0.0.0", settings.http_port)  # noqa: S104 - in a container
 
 

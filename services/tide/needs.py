@@ -15,10 +15,6 @@ from tide.catalog import CATALOG
 from tide.topology import Catalog, Role
 
 
-class NotRunnableError(RuntimeError):
-    """The catalog names a service this build cannot run as a process."""
-
-
 class Dependency(StrEnum):
     """A platform service a process connects to; the value names its port in the data namespace."""
 
@@ -70,29 +66,23 @@ class Needs:
 class Runner(StrEnum):
     """How `tide.launch` runs a service: one runner per kind of process."""
 
-    PLAYER_API = "player-api"  # tide.apps.video_service: accepts events into Kafka
-    SUBSCRIPTION_API = "subscription-api"  # tide.apps.subscription: event store + outbox relay
+    API = "api"  # the app the catalog's `app` builds, publishing to Kafka
     CONSUMER_GROUPS = "consumer-groups"  # a ConsumerRunner per catalog consumer group
     QUEUE_WORKERS = "queue-workers"  # a QueueConsumer per catalog queue worker
 
-
-# The HTTP services are applications, not catalog wiring: each is one module of tide.apps.
-_API_RUNNERS = {"video-service": Runner.PLAYER_API, "subscription": Runner.SUBSCRIPTION_API}
 
 _KAFKA_CODEC = frozenset({Dependency.SCHEMA_REGISTRY})
 
 
 def runner_of(catalog: Catalog, service_name: str) -> Runner:
-    """The runner `tide.launch` starts for a service; NotRunnableError when there is none."""
-    service = catalog.service(service_name)
-    if service.role is Role.CONSUMER:
-        return Runner.CONSUMER_GROUPS
-    if service.role is Role.WORKER:
-        return Runner.QUEUE_WORKERS
-    runner = _API_RUNNERS.get(service_name)
-    if runner is None:
-        raise NotRunnableError(f"service {service_name!r} has no process runner in this release")
-    return runner
+    """The runner `tide.launch` starts for a service, by its role."""
+    match catalog.service(service_name).role:
+        case Role.API:
+            return Runner.API
+        case Role.CONSUMER:
+            return Runner.CONSUMER_GROUPS
+        case Role.WORKER:
+            return Runner.QUEUE_WORKERS
 
 
 def process_needs(catalog: Catalog, service_name: str) -> Needs:
@@ -100,11 +90,11 @@ def process_needs(catalog: Catalog, service_name: str) -> Needs:
     runner = runner_of(catalog, service_name)
     kafka, postgres = Dependency.KAFKA, Dependency.POSTGRES
     match runner:
-        case Runner.PLAYER_API:
-            return Needs(required=frozenset({kafka}), optional=_KAFKA_CODEC)
-        case Runner.SUBSCRIPTION_API:
-            # Commands append to the event store; the outbox relay publishes to Kafka.
-            return Needs(required=frozenset({kafka, postgres}), optional=_KAFKA_CODEC)
+        case Runner.API:
+            # The app publishes what it accepts; one that keeps state (an event store and
+            # its outbox, say) says so in the catalog.
+            required = {kafka, postgres} if catalog.service(service_name).database else {kafka}
+            return Needs(required=frozenset(required), optional=_KAFKA_CODEC)
         case Runner.CONSUMER_GROUPS:
             # Every group records its exactly-once marks in PostgreSQL (tide.store.processed),
             # whatever its handler does; events bound for an exchange go through RabbitMQ.

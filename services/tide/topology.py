@@ -144,10 +144,34 @@ class Service(_Entry):
     replicas: int = Field(
         default=1, ge=1, description="fixed replicas for services KEDA does not scale"
     )
+    app: str | None = Field(
+        default=None,
+        description="role api: 'module:function' building its app from a tide.handlers.AppContext",
+    )
+    database: bool = Field(
+        default=False,
+        description="role api: it keeps state in PostgreSQL (consumers and workers always do)",
+    )
+
+    @model_validator(mode="after")
+    def _app(self) -> Self:
+        if self.role is Role.API:
+            if self.app is None:
+                raise ValueError("role api needs app: 'package.module:function' building its app")
+            if not _HANDLER.match(self.app):
+                raise ValueError(f"app {self.app!r} must look like 'package.module:function'")
+        elif self.app is not None or self.database:
+            raise ValueError(f"app and database are for role api, not role {self.role}")
+        return self
 
     @property
     def command(self) -> tuple[str, ...]:
         return ("tide", "run", self.name)
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents `source` of what this service produces."""
+        return f"/{self.name}"
 
 
 class ConsumerGroup(_Entry):
@@ -232,7 +256,11 @@ class EventType(_Entry):
     exchange: K8sName | None = None
     routing_key: str = ""
     key: str = Field(description="payload field whose value is the Kafka key (the aggregate id)")
-    source: str = Field(description="CloudEvents `source` of producers of this type")
+    schemas: str = Field(
+        default="",
+        pattern=r"^([a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*)?$",
+        description="Python package holding '<type>.v<version>.json' (default: the catalog's)",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -273,7 +301,29 @@ class Catalog(_Entry):
     bindings: tuple[Binding, ...] = ()
     queue_workers: tuple[QueueWorker, ...] = ()
     events: tuple[EventType, ...] = ()
+    schemas: str = Field(
+        pattern=r"^[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*$",
+        description="Python package holding each event's JSON Schema, '<type>.v<version>.json'",
+    )
     kind: Literal["tide.catalog/v1"] = "tide.catalog/v1"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _events_schemas(cls, data: object) -> object:
+        # Every event reads its schema from the catalog's package unless it names its own,
+        # so a schema lookup needs only the event.
+        if isinstance(data, dict) and isinstance(data.get("schemas"), str):
+            events = data.get("events") or ()
+            data = {
+                **data,
+                "events": [
+                    {**e, "schemas": e.get("schemas") or data["schemas"]}
+                    if isinstance(e, dict)
+                    else e
+                    for e in events
+                ],
+            }
+        return data
 
     def isolated(self, suffix: str) -> Catalog:
         """The same platform with every topic, group, exchange and queue name suffixed:

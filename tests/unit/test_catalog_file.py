@@ -20,10 +20,11 @@ PUBLISHED_SCHEMA = ROOT / "schemas" / "catalog.schema.json"
 # A platform that is not the reference one: one API, two groups, one queue worker.
 ORDERS = """
 kind: tide.catalog/v1
+schemas: orders.schemas
 topics:
   - {name: orders, partitions: 3, retention_ms: 86400000}
 services:
-  - {name: orders-api, role: api, produces: [orders]}
+  - {name: orders-api, role: api, produces: [orders], app: "orders.api:app"}
   - {name: billing, role: consumer}
   - {name: shipping, role: consumer, publishes_to_exchanges: [parcels]}
   - {name: courier, role: worker}
@@ -39,7 +40,7 @@ queue_workers:
   - {service: courier, queue: parcels, handler: "orders.courier:handle",
      autoscaling: {max_replicas: 4}}
 events:
-  - {type: order.placed, topic: orders, key: order_id, source: /orders-api}
+  - {type: order.placed, topic: orders, key: order_id}
 """
 
 

@@ -28,6 +28,7 @@ from tide.catalog import CATALOG
 from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
+from tide.handlers import AppContext
 from tide.health import add_health_routes, problems, timed
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Heartbeat, Liveness, supervised
@@ -200,6 +201,11 @@ MAX_BODY_BYTES = 4096  # a start command is a user id and a plan
 class StartIn(BaseModel):
     user_id: UserId = Field(description="the user the subscription is for")
     plan: Plan = Field(description="the plan, which sets the price of each payment")
+
+
+def app(context: AppContext) -> FastAPI:
+    """The catalog's factory for this API (`tide run subscription`)."""
+    return create_app(context.settings.postgres_dsn.get_secret_value(), context.publisher)
 
 
 def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> FastAPI:

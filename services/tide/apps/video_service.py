@@ -27,12 +27,12 @@ from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
+from tide.handlers import AppContext
 from tide.health import add_health_routes, problems, timed, unavailable
 from tide.kafka.producer import EventPublisher, NotSentError, PublishError
 from tide.topology import Catalog
 
 log = logging.getLogger(__name__)
-SOURCE = "/video-service"
 # Every 503 says so: the event id is derived from the key and the content (or is the
 # client's own), so a second copy in Kafka has no second effect.
 _SAFE_RETRY = (
@@ -80,8 +80,8 @@ class Accepted(BaseModel):
 
 
 _PLAYBACK = {"user_id": "u-42", "video_id": "v-dune", "session_id": "s-7f3a"}
-# The types a player may send, each with an example request's data, shown in the OpenAPI
-# document (and checked against it).
+# An example request's data per type a player sends, shown in the OpenAPI document (and
+# checked against it). Which types are accepted is the catalog's: those on its topics.
 EXAMPLES: dict[str, dict[str, Any]] = {
     "video.watch.started": {**_PLAYBACK, "device": "tv", "position_s": 0},
     "video.heartbeat": {**_PLAYBACK, "position_s": 620.5, "quality": "1080p"},
@@ -89,15 +89,20 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "video.watch.completed": {**_PLAYBACK, "watched_s": 7200, "finished": True},
     "video.rated": {"user_id": "u-42", "video_id": "v-dune", "rating": 5},
 }
-ACCEPTED_TYPES = tuple(EXAMPLES)
 
 
-def request_schema(catalog: Catalog) -> dict[str, Any]:
+def accepted_types(catalog: Catalog, service: str) -> tuple[str, ...]:
+    """The event types `service` may be sent: every type on the topics it produces to."""
+    produces = set(catalog.service(service).produces)
+    return tuple(dict.fromkeys(e.type for e in catalog.events if e.topic in produces))
+
+
+def request_schema(catalog: Catalog, accepted: tuple[str, ...]) -> dict[str, Any]:
     """The body, one variant per accepted type with that type's own data schema: what the
     endpoint enforces, so clients and generated requests (schemathesis) see every bound."""
     envelope = EventIn.model_json_schema()
     variants = []
-    for name in ACCEPTED_TYPES:
+    for name in accepted:
         data = {k: v for k, v in schema(catalog.event(name)).items() if k != "$schema"}
         type_ = {"const": name, "description": envelope["properties"]["type"]["description"]}
         properties = {**envelope["properties"], "type": type_, "data": data}
@@ -105,9 +110,27 @@ def request_schema(catalog: Catalog) -> dict[str, Any]:
     return {"oneOf": variants}
 
 
-def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: int) -> FastAPI:
+def app(context: AppContext) -> FastAPI:
+    """The catalog's factory for this API (`tide run video-service`)."""
+    return create_app(
+        context.catalog,
+        context.publisher,
+        max_body_bytes=context.settings.max_body_bytes,
+        service=context.service.name,
+    )
+
+
+def create_app(
+    catalog: Catalog,
+    publisher: EventPublisher,
+    *,
+    max_body_bytes: int,
+    service: str = "video-service",
+) -> FastAPI:
     """The API around one shared publisher (closed with the app)."""
     replays = Replays()
+    accepted_here = accepted_types(catalog, service)
+    source = catalog.service(service).source
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,7 +138,7 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
         undelivered = publisher.close()
         # Each undelivered event was answered 503 (or never answered): not a clean drain.
         app.state.drained = undelivered == 0
-        log.info("video-service drained (%d undelivered)", undelivered)
+        log.info("%s drained (%d undelivered)", service, undelivered)
 
     app = FastAPI(title="Tide video-service", version="1", lifespan=lifespan)
 
@@ -129,10 +152,11 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": request_schema(catalog),
+                        "schema": request_schema(catalog, accepted_here),
                         "examples": {
-                            name: {"value": {"type": name, "data": data}}
-                            for name, data in EXAMPLES.items()
+                            name: {"value": {"type": name, "data": EXAMPLES[name]}}
+                            for name in accepted_here
+                            if name in EXAMPLES
                         },
                     }
                 },
@@ -162,11 +186,11 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
             incoming = EventIn.model_validate(payload)
         except ValueError as exc:
             return _problem(422, "invalid request", str(exc).splitlines()[0] + ": " + _first(exc))
-        if incoming.type not in ACCEPTED_TYPES:
+        if incoming.type not in accepted_here:
             return _problem(
                 422,
                 "unknown event type",
-                f"{incoming.type!r}; accepted: {', '.join(ACCEPTED_TYPES)}",
+                f"{incoming.type!r}; accepted: {', '.join(accepted_here)}",
             )
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None and incoming.id is not None:
@@ -189,7 +213,7 @@ def create_app(catalog: Catalog, publisher: EventPublisher, *, max_body_bytes: i
             identity["id"] = incoming.id or replays.event_id(key, fingerprint)
         event = CloudEvent(
             type=incoming.type,
-            source=SOURCE,
+            source=source,
             data=incoming.data,
             **identity,
             **({"correlationid": incoming.correlation_id} if incoming.correlation_id else {}),

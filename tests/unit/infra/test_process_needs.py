@@ -20,14 +20,9 @@ from pydantic import SecretStr
 from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Declared, Program
 from tide.catalog import CATALOG
+from tide.handlers import NotRunnableError, load_app
 from tide.launch import check_needs
-from tide.needs import (
-    Dependency,
-    Needs,
-    NotRunnableError,
-    command_needs,
-    process_needs,
-)
+from tide.needs import Dependency, Needs, command_needs, process_needs
 from tide.settings import MissingSettingError, Settings
 from tide.topology import Role, Service
 
@@ -280,8 +275,19 @@ def test_a_job_command_needs_what_its_cli_command_checks() -> None:
         command_needs(["tide", "topics", "create"])
 
 
-def test_an_api_with_no_runner_cannot_be_deployed() -> None:
-    extra = Service(name="search", role=Role.API)
-    catalog = CATALOG.model_copy(update={"services": (*CATALOG.services, extra)})
-    with pytest.raises(NotRunnableError, match="'search'"):
-        process_needs(catalog, "search")
+def test_an_api_without_an_app_is_refused_by_the_catalog() -> None:
+    with pytest.raises(ValueError, match="role api needs app"):
+        Service(name="search", role=Role.API)
+
+
+def test_an_api_needs_postgres_only_when_the_catalog_says_it_keeps_state() -> None:
+    stateless = Service(name="search", role=Role.API, app="search.api:app")
+    catalog = CATALOG.model_copy(update={"services": (*CATALOG.services, stateless)})
+    assert process_needs(catalog, "search").required == {Dependency.KAFKA}
+    assert process_needs(CATALOG, "subscription").required == {
+        Dependency.KAFKA, Dependency.POSTGRES}  # fmt: skip
+
+
+def test_an_app_that_cannot_be_imported_is_named() -> None:
+    with pytest.raises(NotRunnableError, match=r"'search\.api:app' named in the catalog"):
+        load_app("search.api:app")
