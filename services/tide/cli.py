@@ -10,13 +10,13 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from tide.catalog import CATALOG
 from tide.catalog_commands import catalog_app
 from tide.console import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, err, out
 from tide.needs import command_needs
@@ -44,9 +44,21 @@ def _options(
     debug: Annotated[
         bool, typer.Option("--debug", help="on failure, print the traceback too")
     ] = False,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="your platform's catalog file (default: $TIDE_CATALOG_FILE, else the"
+            " reference OTT platform)",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     global _debug  # noqa: PLW0603 - one flag for the whole invocation
     _debug = debug
+    if catalog is not None:
+        # Through the environment, so `tide run --all` hands it to every child it starts.
+        os.environ["TIDE_CATALOG_FILE"] = str(catalog.resolve())
 
 
 def main() -> None:
@@ -119,9 +131,11 @@ def run(
         run_service,
     )
 
-    known = [s.name for s in CATALOG.services]
+    settings = _settings()
+    catalog = settings.catalog()
+    known = [s.name for s in catalog.services]
     if all_:
-        _run_all()
+        _run_all(known)
         return
     if service is None:
         err.print("error: name a service or pass --all; known: " + ", ".join(known))
@@ -129,9 +143,8 @@ def run(
     if service not in known:
         err.print(f"error: unknown service {service!r}; known: " + ", ".join(known))
         raise typer.Exit(EXIT_USAGE)
-    settings = _settings()
     try:
-        run_service(service, settings, settings.catalog())
+        run_service(service, settings, catalog)
     except (MissingSettingError, NotRunnableError, PortInUseError, QueueMissingError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
@@ -141,13 +154,13 @@ def run(
         raise typer.Exit(1) from None
 
 
-def _run_all() -> None:
+def _run_all(services: list[str]) -> None:
     """One supervised child per service, each on its own HTTP port (tide.supervisor)."""
     from tide.supervisor import Supervisor  # noqa: PLC0415
 
     configure_logging("text", "INFO")
     base = int(os.environ.get("TIDE_HTTP_PORT", "8080"))
-    supervisor = Supervisor([s.name for s in CATALOG.services], base)
+    supervisor = Supervisor(services, base)
     # SIGTERM to the parent drains every child, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
@@ -574,7 +587,7 @@ def scale(
         raise typer.Exit(EXIT_USAGE)
     target: int | Literal["auto"] = "auto" if replicas == "auto" else int(replicas)
     try:
-        plan = scale_plan(CATALOG, service, target, namespace)
+        plan = scale_plan(_settings().catalog(), service, target, namespace)
     except ScaleRefusedError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
@@ -10,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tide.catalog import CATALOG
+from tide.catalog_file import CatalogFileError, load_catalog
 from tide.topology import Catalog
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -21,6 +24,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDE_", extra="ignore", frozen=True)
 
     service: str = Field(default="", description="catalog service this process runs")
+    catalog_file: str = Field(
+        default="",
+        description="the platform's catalog (YAML); empty: the reference OTT platform's",
+    )
     catalog_suffix: str = Field(
         default="",
         pattern=r"^[a-z0-9-]{0,20}$",
@@ -69,6 +76,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"TIDE_POSTGRES_DSN has port {parsed['port']!r}, not a number")
         return value
 
+    @field_validator("catalog_file")
+    @classmethod
+    def _catalog_loads(cls, value: str) -> str:
+        # Read once at start: a catalog that does not validate is configuration, exit 3.
+        if value:
+            try:
+                _load(value)
+            except CatalogFileError as exc:
+                raise ValueError(f"TIDE_CATALOG_FILE: {exc}") from None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -86,8 +104,10 @@ class Settings(BaseSettings):
         return self
 
     def catalog(self) -> Catalog:
-        """The catalog this process runs: the reference one, isolated when a suffix is set."""
-        return CATALOG.isolated(self.catalog_suffix) if self.catalog_suffix else CATALOG
+        """The catalog this process runs (its file's, else the reference one), isolated when
+        a suffix is set."""
+        catalog = _load(self.catalog_file) if self.catalog_file else CATALOG
+        return catalog.isolated(self.catalog_suffix) if self.catalog_suffix else catalog
 
     def require(self, *names: str) -> None:
         """Fail at start, naming the variables, when a process lacks what it needs."""
@@ -119,6 +139,11 @@ class Settings(BaseSettings):
                 "sasl.password": self.kafka_password.get_secret_value(),
             }
         return config
+
+
+@cache
+def _load(path: str) -> Catalog:
+    return load_catalog(Path(path))
 
 
 class MissingSettingError(RuntimeError):
