@@ -184,8 +184,8 @@ bin/vegeta: Makefile
 	@ln -sf $(TOOLS)/vegeta-$(VEGETA_VERSION)/vegeta $@
 
 .PHONY: local
-local: setup ## the whole platform on this machine (no Docker): brokers, services, load, Prometheus with the deployed rules, a live view; Ctrl-C stops it
-	$(PY) -m infra.local $(LOCAL_ARGS)
+local: setup ## the whole platform on this machine (no Docker): brokers, services, load, Prometheus with the deployed rules, a live view; CATALOG=file runs your own; Ctrl-C stops it
+	$(PY) -m infra.local $(if $(CATALOG),--catalog $(CATALOG)) $(LOCAL_ARGS)
 
 .PHONY: brokers
 brokers: setup ## start Kafka, RabbitMQ and PostgreSQL here and print their TIDE_* variables

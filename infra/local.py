@@ -41,6 +41,7 @@ from tests.harness.process import ManagedProcess, require
 from tests.harness.prometheus import PrometheusServer
 
 from infra.alerts import rule_groups
+from tide.catalog_file import CatalogFileError, load_catalog
 from tide.chaos.experiments import catalogue
 from tide.chaos.probes import Ledger
 from tide.chaos.workload import ApiLoad, SubscriptionLoad
@@ -50,7 +51,7 @@ from tide.rabbitmq.definitions import definitions
 from tide.settings import Settings
 from tide.store.migrations import migrate
 from tide.supervisor import Supervisor
-from tide.topology import Catalog
+from tide.topology import Catalog, Role
 from tide.waiting import wait_until
 
 READY_TIMEOUT_S = 120.0
@@ -60,6 +61,9 @@ READY_TIMEOUT_S = 120.0
 class LocalStack:
     """Everything `make local` runs on top of the brokers; `start` then `stop`.
 
+    `catalog_file` is a team's own platform (TIDE_CATALOG_FILE); without it, the reference
+    OTT platform runs and its workload drives it. A platform of your own gets no workload:
+    its traffic is its clients'.
     `catalog_suffix` isolates the platform's topics, groups and queues (Catalog.isolated),
     so the alert tests share the session's brokers with the other tests. `interval` is
     Prometheus's scrape and evaluation interval; `rules` defaults to what the program
@@ -69,6 +73,7 @@ class LocalStack:
     session: BrokerSession
     brokers: Brokers
     workdir: Path
+    catalog_file: str = ""
     catalog_suffix: str = ""
     interval: str = "5s"
     rules: list[dict[str, Any]] | None = None
@@ -88,6 +93,8 @@ class LocalStack:
     @property
     def env(self) -> dict[str, str]:
         env = self.brokers.as_env()
+        if self.catalog_file:
+            env["TIDE_CATALOG_FILE"] = self.catalog_file
         if self.catalog_suffix:
             env["TIDE_CATALOG_SUFFIX"] = self.catalog_suffix
         return env
@@ -106,14 +113,22 @@ class LocalStack:
     def logs(self) -> Path:
         return self.workdir / "logs"
 
-    # The API the workload posts to, and the one the live view reports on.
-    api_service = "video-service"
+    @property
+    def api_service(self) -> str:
+        """The API the live view reports on (and the workload posts to): the catalog's
+        public one, else its first."""
+        apis = [s for s in self.catalog.services if s.role is Role.API]
+        if not apis:
+            return ""
+        return next((s for s in apis if s.public), apis[0]).name
 
     @property
     def api_url(self) -> str:
         return self.url(self.api_service)
 
     def url(self, service: str) -> str:
+        if not service:
+            return "(no API)"
         child = next(c for c in self._supervisor.children if c.service == service)
         return f"http://127.0.0.1:{child.port}"
 
@@ -190,6 +205,8 @@ class LocalStack:
         )
         self._lap("services ready", began)
 
+        if self.catalog_file:
+            return  # the reference workload speaks the OTT platform's events only
         step("workload: a catalogue, then watches at a steady rate")
         ledger = Ledger(
             catalog, settings.kafka_client_config(), settings.postgres_dsn.get_secret_value()
@@ -330,11 +347,26 @@ def main(
     duration: Annotated[
         float, typer.Option(min=0, help="stop after this many seconds (0: at Ctrl-C)")
     ] = 0,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="your platform's catalog file, its package installed in .venv (default:"
+            " $TIDE_CATALOG_FILE, else the reference OTT platform with its workload)",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """The whole platform on this machine, a steady workload and a live view; Ctrl-C stops it."""
     from infra.local_view import LiveView  # noqa: PLC0415
 
     console = Console()
+    catalog_file = str(catalog.resolve()) if catalog else os.environ.get("TIDE_CATALOG_FILE", "")
+    if catalog_file:
+        try:  # before any broker starts: a catalog that does not load is the whole error
+            load_catalog(Path(catalog_file))
+        except CatalogFileError as exc:
+            console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(3) from None
     # `kill -USR1` prints every thread's stack: what a stop that does not end is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     began = time.monotonic()
@@ -353,6 +385,7 @@ def main(
                 session,
                 brokers,
                 workdir,
+                catalog_file=catalog_file,
                 catalog_suffix=os.environ.get("TIDE_CATALOG_SUFFIX", ""),
                 interval=interval,
                 rate=rate,

@@ -118,7 +118,7 @@ class LiveView:
             ("Tide local", "bold"),
             f"  live {started_in:.0f} s after the command, for {uptime_s:,.0f} s now",
             f"  API {stack.api_url}  Prometheus {stack.prometheus.url}",
-            f"  load {stack.rate:g} watches/s",
+            f"  load {stack.rate:g} watches/s" if stack.load is not None else "  no workload",
         )
         # Narrow enough for an 80-column terminal: rate = records processed per second,
         # retrying = retry backlog, in DLQ = DLQ depth, dead-lettered = ever.

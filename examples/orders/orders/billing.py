@@ -1,0 +1,21 @@
+"""Invoices each order placed; an order in a currency it cannot bill goes to its DLQ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tide.errors import PermanentError
+from tide.events.envelope import CloudEvent
+from tide.handlers import HandlerContext
+
+CURRENCIES = frozenset({"EUR", "USD"})
+
+
+def handle(event: CloudEvent, ctx: HandlerContext) -> Iterable[CloudEvent]:
+    order = event.data
+    if order["currency"] not in CURRENCIES:
+        # No retry can fix it: straight to billing.dlq, for a person to look at.
+        raise PermanentError(f"cannot bill in {order['currency']}")
+    amount = f"{order['total_cents'] // 100}.{order['total_cents'] % 100:02d} {order['currency']}"
+    data = {"order_id": order["order_id"], "customer_id": order["customer_id"], "amount": amount}
+    return (event.caused("invoice.issued", ctx.source, data),)
