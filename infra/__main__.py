@@ -1,4 +1,5 @@
-"""Tide's Pulumi program: read the stack config, build the platform from the catalog, export."""
+"""Tide's Pulumi program: read the stack config, build the platform from the stack's catalog
+(`tide:catalog`, else the reference one), export."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from infra.config import ConfigError, load
 from infra.credentials import Credentials
 from infra.outputs import endpoint_urls
 from infra.platform import build
-from tide.catalog import CATALOG
 
 try:
     stack_config = load()
@@ -17,7 +17,7 @@ except ConfigError as error:
     # One clear message, not a traceback: the key, and what it may be.
     raise pulumi.RunError(str(error)) from None
 
-platform = build(stack_config, CATALOG, Credentials.from_stack_config())
+platform = build(stack_config, stack_config.platform_catalog(), Credentials.from_stack_config())
 names = vars(platform.namespaces.names)
 for key, value in endpoint_urls(stack_config, names).items():
     pulumi.export(key, value)

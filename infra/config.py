@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, Self
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from infra.image import SOURCE_TAG, context_digest
+from tide.catalog import CATALOG
+from tide.catalog_file import CatalogFileError, load_catalog
+from tide.topology import Catalog
 
 NAMESPACE = "tide"
+# Where Pulumi.yaml is: a relative `tide:catalog` is read from here.
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 class _Section(BaseModel):
@@ -151,6 +164,24 @@ class StackConfig(_Section):
     # schemas and write plain JSON (tide.codecs.json_schema), as `make local` does. For a
     # cluster that cannot run Apicurio's image; a registry is added back by `deploy`.
     schema_registry: Literal["deploy", "none"] = "deploy"
+    # The platform's catalog file (YAML), relative to the project directory; unset: the
+    # reference OTT platform. The image must hold the packages it names (handlers, apps,
+    # event schemas); the pods read this catalog from a ConfigMap (infra.components.catalog).
+    catalog: str | None = Field(default=None, min_length=1)
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_loads(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                load_catalog(_project_path(value))
+            except CatalogFileError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def platform_catalog(self) -> Catalog:
+        """The catalog this stack deploys."""
+        return CATALOG if self.catalog is None else load_catalog(_project_path(self.catalog))
 
     @model_validator(mode="after")
     def _cloud_is_production_shaped(self) -> Self:
@@ -167,6 +198,11 @@ class StackConfig(_Section):
             if problems:
                 raise ValueError("; ".join(problems))
         return self
+
+
+def _project_path(value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else PROJECT_DIR / path
 
 
 class ConfigError(Exception):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 
 from infra.components.autoscaling import keda_chart
+from infra.components.catalog import catalog_config_map, catalog_mount
 from infra.components.kafka import KafkaCluster, KafkaClusterArgs
 from infra.components.kafka_tls import KafkaListenerTls, KafkaListenerTlsArgs, cert_manager_chart
 from infra.components.kafka_users import KafkaUsers, KafkaUsersArgs
@@ -189,6 +190,11 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
         ),
         opts=pulumi.ResourceOptions(depends_on=[operators["postgres-operator"], *in_namespaces]),
     )
+    # Every Tide pod reads the catalog the program built the platform from.
+    mount = catalog_mount(catalog)
+    catalog_file = catalog_config_map(
+        "catalog", namespace=ns.apps, catalog=catalog, opts=after_namespaces
+    )
     registry = None
     if postgres.registry_database is not None:
         registry = SchemaRegistry(
@@ -199,8 +205,9 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
                 version=config.versions.apicurio_registry,
                 postgres_host=postgres.host,
                 tide_image=config.image,
+                catalog=mount,
             ),
-            opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database]),
+            opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database, catalog_file]),
         )
     autoscaling = operators["keda"]
     monitoring = Monitoring(
@@ -229,11 +236,13 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
         service.name: TideService(
             service.name,
             TideServiceArgs(
-                namespace=ns.apps, values=service_values(catalog, service.name, config, endpoints)
+                namespace=ns.apps,
+                values=service_values(catalog, service.name, config, endpoints, mount),
             ),
             # Everything a service needs exists and is Ready before its pods start.
             opts=pulumi.ResourceOptions(
                 depends_on=[
+                    catalog_file,
                     topics,
                     users,
                     rabbitmq,

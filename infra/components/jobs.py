@@ -8,6 +8,7 @@ import json
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.components.catalog import CatalogMount
 from infra.config import Image
 
 # Pods with this label may reach the data namespace (see Namespaces' jobs policy).
@@ -31,6 +32,7 @@ def tide_job(
     command: list[str],
     env_from_secrets: dict[str, tuple[str, str]],
     env: dict[str, pulumi.Input[str]] | None = None,
+    catalog: CatalogMount | None = None,
     opts: pulumi.ResourceOptions,
 ) -> k8s.batch.v1.Job:
     """A Job that Pulumi waits on: the dependents of a migration run only after it succeeded.
@@ -51,6 +53,8 @@ def tide_job(
         )
         for var, (secret, key) in env_from_secrets.items()
     ]
+    if catalog is not None:
+        env = {**(env or {}), "TIDE_CATALOG_FILE": catalog.file}
     variables += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in (env or {}).items()]
     runs = json.dumps(
         {
@@ -59,6 +63,8 @@ def tide_job(
             "secrets": sorted(env_from_secrets.items()),
             # Values known now; an Output (a generated secret) cannot be hashed before it exists.
             "env": {k: v if isinstance(v, str) else "<output>" for k, v in (env or {}).items()},
+            # A new catalog (new event schemas, say) is a new Job.
+            **({"catalog": catalog.checksum} if catalog is not None else {}),
         },
         sort_keys=True,
     )
@@ -74,6 +80,7 @@ def tide_job(
                 metadata=k8s.meta.v1.ObjectMetaArgs(labels=JOB_LABELS),
                 spec=k8s.core.v1.PodSpecArgs(
                     restart_policy="OnFailure",
+                    volumes=[catalog.volume()] if catalog is not None else None,
                     security_context=k8s.core.v1.PodSecurityContextArgs(
                         run_as_non_root=True, run_as_user=10001, run_as_group=10001
                     ),
@@ -84,6 +91,7 @@ def tide_job(
                             image_pull_policy=image.pull_policy,
                             args=command,
                             env=variables,
+                            volume_mounts=[catalog.volume_mount()] if catalog else None,
                             security_context=RESTRICTED_CONTAINER,
                             resources=k8s.core.v1.ResourceRequirementsArgs(
                                 requests={"cpu": "50m", "memory": "64Mi"},

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
+from infra.components.catalog import CatalogMount
 from infra.components.jobs import RESTRICTED_CONTAINER, tide_job
 from infra.components.postgres import PORT, REGISTRY_DATABASE, REGISTRY_SECRET
 from infra.config import Image
@@ -26,6 +27,8 @@ class SchemaRegistryArgs:
     version: str
     postgres_host: str
     tide_image: Image
+    # The stack's catalog, whose event schemas the Job registers.
+    catalog: CatalogMount | None = None
 
 
 class SchemaRegistry(PlatformComponent):
@@ -138,6 +141,7 @@ class SchemaRegistry(PlatformComponent):
             command=["tide", "registry", "register"],
             env_from_secrets={},
             env={"TIDE_SCHEMA_REGISTRY_URL": self.url},
+            catalog=args.catalog,
             opts=self.child(depends_on=[self.deployment, service]),
         )
         self.register_outputs({"url": self.url})

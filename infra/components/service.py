@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from infra.components.autoscaling import scaler_values
 from infra.components.base import PlatformComponent
+from infra.components.catalog import CatalogMount
 from infra.components.kafka import CA_CERT_KEY, CA_SECRET
 from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
@@ -38,12 +39,17 @@ class Endpoints:
 
 
 def service_values(
-    catalog: Catalog, name: str, config: StackConfig, endpoints: Endpoints
+    catalog: Catalog,
+    name: str,
+    config: StackConfig,
+    endpoints: Endpoints,
+    catalog_mount: CatalogMount | None = None,
 ) -> dict[str, Any]:
     """The chart values of one service; everything it learns comes from here (12-factor).
 
     Its settings, secrets and egress follow from what its process needs
-    (`tide.needs`), the same needs `tide run` checks before it starts.
+    (`tide.needs`), the same needs `tide run` checks before it starts. With
+    `catalog_mount` it reads the stack's catalog from that ConfigMap.
     """
     service = catalog.service(name)
     needs = process_needs(catalog, name)
@@ -89,6 +95,7 @@ def service_values(
         "env": env,
         "secretEnv": secret_env,
         "secretFiles": secret_files,
+        **({"catalog": catalog_mount.chart_values()} if catalog_mount is not None else {}),
         # Only what the catalog calls public leaves the cluster; every other API is
         # reached from inside it (kubectl port-forward for a person).
         "service": {

@@ -11,6 +11,7 @@ The one-shot Jobs are held to the same rules.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,16 +55,53 @@ def _secrets(program: Program, namespace: str) -> dict[tuple[str, str], Any]:
     return found
 
 
-def _environment(container: dict[str, Any], program: Program, namespace: str) -> dict[str, str]:
+def _config_maps(program: Program, namespace: str) -> dict[tuple[str, str], str]:
+    """Every (ConfigMap, key) the program creates in `namespace`, with its text."""
+    found: dict[tuple[str, str], str] = {}
+    for config_map in program.of_type("kubernetes:core/v1:ConfigMap"):
+        metadata = config_map.inputs["metadata"]
+        if metadata.get("namespace") == namespace:
+            for key, value in (config_map.inputs.get("data") or {}).items():
+                found[(metadata["name"], key)] = value
+    return found
+
+
+def _environment(
+    pod: dict[str, Any], program: Program, namespace: str, root: Path
+) -> dict[str, str]:
     """The container's variables as the kubelet sets them: a Secret key becomes the value the
-    program declared for it, so a DSN or URL is checked as the process will parse it."""
+    program declared for it, so a DSN or URL is checked as the process will parse it; a
+    ConfigMap volume becomes files under `root`, and a variable naming one of them the path
+    there, so the process reads what the program wrote."""
+    (container,) = pod["containers"]
     assert "envFrom" not in container, "only `env` is modelled here"
     secrets = _secrets(program, namespace)
+    config_maps = _config_maps(program, namespace)
+    volumes = {volume["name"]: volume for volume in pod.get("volumes") or []}
+    mounted: dict[str, Path] = {}
+    for mount in container.get("volumeMounts") or []:
+        source = volumes[mount["name"]].get("configMap")
+        if source is None:
+            continue
+        here = root / mount["mountPath"].lstrip("/")
+        here.mkdir(parents=True, exist_ok=True)
+        for item in source["items"]:
+            where = (source["name"], item["key"])
+            assert where in config_maps, (
+                f"volume {mount['name']!r} reads key {item['key']!r} of ConfigMap "
+                f"{source['name']!r}, which the program does not create in {namespace!r}"
+            )
+            (here / item["path"]).write_text(config_maps[where])
+        mounted[mount["mountPath"]] = here
     environment: dict[str, str] = {}
     for variable in container.get("env", []):
         name = variable["name"]
         if "valueFrom" not in variable:
-            environment[name] = variable["value"]
+            value = variable["value"]
+            for path, here in mounted.items():
+                if value.startswith(f"{path}/"):
+                    value = str(here / value.removeprefix(f"{path}/"))
+            environment[name] = value
             continue
         ref = variable["valueFrom"]["secretKeyRef"]
         where = (ref["name"], ref["key"])
@@ -90,11 +128,10 @@ def _is_set(settings: Settings, name: str) -> bool:
     return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
 
 
-def _container(documents: list[dict[str, Any]]) -> dict[str, Any]:
+def _pod(documents: list[dict[str, Any]]) -> dict[str, Any]:
     (deployment,) = by_kind(documents, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    container_: dict[str, Any] = container
-    return container_
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
 
 
 def _dialled(value: str) -> tuple[str, int]:
@@ -173,11 +210,14 @@ def _assert_reachable(
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_starts_on_exactly_the_environment_its_deployment_renders(
-    program: Program, service: str, monkeypatch: pytest.MonkeyPatch
+    program: Program, service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     namespace, documents = _render(program, service)
-    settings = _settings(_environment(_container(documents), program, namespace), monkeypatch)
+    settings = _settings(_environment(_pod(documents), program, namespace, tmp_path), monkeypatch)
     assert settings.service == service
+    # It reads the catalog the program built the platform from, from the mounted ConfigMap.
+    assert settings.catalog_file.startswith(str(tmp_path))
+    assert settings.catalog() == CATALOG
     # What `tide run` checks before it builds anything: MissingSettingError names the variable.
     needs = check_needs(service, settings, settings.catalog())
     # What it uses when given (the registry) is given too: a deployment has one.
@@ -187,11 +227,10 @@ def test_each_service_starts_on_exactly_the_environment_its_deployment_renders(
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_network_policy_opens_every_dependency_it_dials(
-    program: Program, service: str, monkeypatch: pytest.MonkeyPatch
+    program: Program, service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     namespace, documents = _render(program, service)
-    container = _container(documents)
-    settings = _settings(_environment(container, program, namespace), monkeypatch)
+    settings = _settings(_environment(_pod(documents), program, namespace, tmp_path), monkeypatch)
     (policy,) = by_kind(documents, "NetworkPolicy")
     needs = process_needs(CATALOG, service)
     _assert_reachable(needs, settings, [policy["spec"]], program, namespace, service)
@@ -204,32 +243,42 @@ def _jobs(program: Program) -> list[Declared]:
     return jobs
 
 
+def _job_pod(job: Declared) -> dict[str, Any]:
+    pod: dict[str, Any] = job.inputs["spec"]["template"]["spec"]
+    return pod
+
+
 def _job_container(job: Declared) -> dict[str, Any]:
-    (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
+    (container,) = _job_pod(job)["containers"]
     container_: dict[str, Any] = container
     return container_
 
 
 def test_each_job_starts_on_exactly_the_environment_it_is_given(
-    program: Program, monkeypatch: pytest.MonkeyPatch
+    program: Program, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for job in _jobs(program):
         namespace = job.inputs["metadata"]["namespace"]
         container = _job_container(job)
-        settings = _settings(_environment(container, program, namespace), monkeypatch)
+        root = tmp_path / job.name
+        settings = _settings(_environment(_job_pod(job), program, namespace, root), monkeypatch)
+        if container["args"] == ["tide", "registry", "register"]:
+            # It registers the schemas of the catalog the program built from.
+            assert settings.catalog() == CATALOG
         needs = command_needs(container["args"])
         # The check `tide db migrate` and `tide registry register` make before they start.
         settings.require(*needs.required_settings)
 
 
 def test_each_job_network_policy_opens_every_dependency_it_dials(
-    program: Program, monkeypatch: pytest.MonkeyPatch
+    program: Program, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for job in _jobs(program):
         namespace = job.inputs["metadata"]["namespace"]
         labels = job.inputs["spec"]["template"]["metadata"]["labels"]
         container = _job_container(job)
-        settings = _settings(_environment(container, program, namespace), monkeypatch)
+        root = tmp_path / job.name
+        settings = _settings(_environment(_job_pod(job), program, namespace, root), monkeypatch)
         egress = [
             policy.inputs["spec"]
             for policy in program.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from unittest.mock import patch
+from pathlib import Path
 
 import pytest
 from infra import outputs
+from infra.components.catalog import CONFIG_MAP, KEY, catalog_text
 from infra.components.kafka_users import OPERATOR
 from infra.components.monitoring import RELEASE
 from infra.components.rabbitmq import TOPOLOGY_ANNOTATION
@@ -15,7 +16,17 @@ from infra.config import ConfigError, parse
 from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Program, run, stack_config
 from tide.catalog import CATALOG
-from tide.topology import Queue
+from tide.catalog_file import load_catalog
+from tide.topology import Catalog, Queue, Topic
+
+ORDERS = Path(__file__).parents[3] / "examples" / "orders" / "catalog.yaml"
+
+
+def _with_catalog(catalog: Catalog, tmp_path: Path) -> dict[str, str]:
+    """The kind stack, naming a catalog file that holds `catalog`."""
+    path = tmp_path / "catalog.yaml"
+    path.write_text(catalog_text(catalog))
+    return stack_config("kind") | {"tide:catalog": str(path)}
 
 
 def test_every_catalog_topic_has_a_kafka_topic_plus_retry_and_dlq_topics(program: Program) -> None:
@@ -229,7 +240,7 @@ def test_disruption_budgets_let_a_node_drain_at_the_fewest_replicas(cloud: Progr
         assert allowed >= 1, f"{service.name}: a drain could never evict its pod"
 
 
-def test_a_catalog_change_to_the_rabbitmq_topology_rolls_the_nodes() -> None:
+def test_a_catalog_change_to_the_rabbitmq_topology_rolls_the_nodes(tmp_path: Path) -> None:
     # RabbitMQ reads its definitions at boot; a new digest on the pod template restarts the
     # nodes one by one, and each imports the catalog's new queues as it starts.
     def digest(program: Program) -> str:
@@ -242,8 +253,60 @@ def test_a_catalog_change_to_the_rabbitmq_topology_rolls_the_nodes() -> None:
     changed = CATALOG.model_copy(
         update={"queues": (*CATALOG.queues, Queue(name="extra-queue", delivery_limit=3))}
     )
-    with patch("tide.catalog.CATALOG", changed):
-        assert digest(run("kind")) != before
+    assert digest(run("kind", _with_catalog(changed, tmp_path))) != before
+
+
+def _pod_annotations(program: Program, service: str) -> dict[str, str]:
+    chart = program.named("helm.sh/v4:Chart", service)
+    documents = render(chart.inputs["values"], namespace=chart.inputs["namespace"])
+    (deployment,) = by_kind(documents, "Deployment")
+    annotations: dict[str, str] = deployment["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def test_a_stack_deploys_the_catalog_file_it_names(tmp_path: Path) -> None:
+    program = run("kind", stack_config("kind") | {"tide:catalog": str(ORDERS)})
+    orders = load_catalog(ORDERS)
+    charts = {chart.name for chart in program.of_type("helm.sh/v4:Chart")}
+    assert {s.name for s in orders.services} <= charts
+    assert not {s.name for s in CATALOG.services} & charts, "no reference service is deployed"
+    topics = {t.inputs["metadata"]["name"] for t in program.of_type(":KafkaTopic")}
+    assert {"orders", "invoices", "billing.retry.1s", "billing.retry.10s", "billing.dlq"} <= topics
+    (rule,) = program.of_type("PrometheusRule")
+    dead_letter_alerts = {
+        r["labels"].get("consumergroup")
+        for group in rule.inputs["spec"]["groups"]
+        for r in group["rules"]
+        if r["alert"] == "TideDeadLettersGrowing"
+    }
+    assert dead_letter_alerts == {"billing", "shipping"}
+    # The pods read the catalog the program deployed, as the program validated it.
+    (config_map,) = [
+        c for c in program.of_type("core/v1:ConfigMap")
+        if c.inputs["metadata"]["name"] == CONFIG_MAP
+    ]  # fmt: skip
+    written = tmp_path / KEY
+    written.write_text(config_map.inputs["data"][KEY])
+    assert load_catalog(written) == orders
+
+
+def test_a_catalog_change_rolls_every_service(tmp_path: Path) -> None:
+    # A ConfigMap change alone restarts no pod: each pod template carries its digest.
+    before = _pod_annotations(run("kind"), "badges")["checksum/catalog"]
+    extra = Topic(name="extra-topic", partitions=1, retention_ms=3_600_000)
+    changed = CATALOG.model_copy(update={"topics": (*CATALOG.topics, extra)})
+    after = _pod_annotations(run("kind", _with_catalog(changed, tmp_path)), "badges")
+    assert after["checksum/catalog"] != before
+
+
+def test_a_catalog_file_that_does_not_load_stops_the_program_naming_it(tmp_path: Path) -> None:
+    broken = tmp_path / "platform.yaml"
+    broken.write_text(ORDERS.read_text().replace("partitions: 3", "partitions: many", 1))
+    with pytest.raises(ConfigError) as caught:
+        parse({"flavor": "kind", "catalog": str(broken)})
+    assert f"tide:catalog: Value error, {broken}: topics[orders].partitions:" in str(caught.value)
+    with pytest.raises(Exception, match="no such file"):
+        run("kind", stack_config("kind") | {"tide:catalog": str(tmp_path / "missing.yaml")})
 
 
 def test_a_stack_without_a_registry_deploys_none_and_its_services_write_plain_json() -> None:
