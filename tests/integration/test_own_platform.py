@@ -93,12 +93,11 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
         dead = _events(consumer, codec, catalog.group(f"billing-{suffix}").dlq_topic)
         wait_until(lambda: bool(invoices()), timeout=60, what="an invoice issued", alive=alive)
         wait_until(lambda: bool(dead()), timeout=60, what="the poison order dead-lettered")
-        # A record may be written twice (a redelivered order, re-handled): the same id both
-        # times, which consumers dedupe. One invoice is one id.
-        (invoice,) = {e.id: e for e in invoices()}.values()
+        # Once, though the unbillable order may have failed the batch the paid one was in.
+        (invoice,) = invoices()
         assert invoice.type == "invoice.issued"
         assert invoice.data == {"order_id": suffix, "customer_id": "c-1", "amount": "12.50 EUR"}
-        (poison,) = {e.id: e for e in dead()}.values()
+        (poison,) = dead()
         assert poison.data["order_id"] == f"{suffix}-x"
         # Both orders ship: the courier, behind RabbitMQ, picks up two parcels exactly once.
         queue = catalog.queue_workers[0].queue

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from tests.conftest import unique
 from tide.codecs.json_schema import EventCodec
@@ -260,3 +260,56 @@ def test_when_kafka_does_not_acknowledge_what_a_batch_caused_nothing_of_it_commi
     assert handler.rows() == Counter(), "effects committed without their caused events"
     with psycopg.connect(database) as conn:
         assert count_processed(conn, group.name) == 0
+
+
+def test_a_record_that_fails_leaves_what_the_records_before_it_caused_in_kafka_once(
+    catalog: Catalog,
+    processor: Processors,
+    table: str,
+    database: str,
+    consumer: Callable[..., Consumer],
+) -> None:
+    """b fails: its batch rolls back and a is handled again. What a caused is sent only by
+    the transaction that commits, so it is in Kafka once, not once per attempt."""
+    events = [rating("a"), rating("b"), rating("c")]
+    runner = processor(Recommends(database, table, failing=frozenset({"b"})))
+    batch = records(EventCodec(catalog), *events)
+    first = runner.process_batch(batch)
+    rest = runner.process_batch(batch[len(first) :])
+    assert [o.done for o in first] == [True, False]
+    assert [o.done for o in rest] == [True]
+    topic = str(catalog.event("recommendation.generated").topic)
+    sent = Counter(_ids_to_the_end(consumer(unique("read")), topic))
+    once = {events[n].caused("recommendation.generated", "/test", {}).id: 1 for n in (0, 2)}
+    assert sent == once
+
+
+def _ids_to_the_end(reader: Consumer, topic: str) -> list[str]:
+    """Every record's event id on `topic`, read up to its end as it is now (what was
+    acknowledged before the call is there)."""
+    metadata = reader.list_topics(topic, timeout=10).topics[topic]
+    ends: dict[int, int] = {}
+
+    def known_ends() -> bool:
+        # A new topic's leaders may not be known yet: NOT_LEADER_FOR_PARTITION, then they are.
+        try:
+            for p in metadata.partitions:
+                ends[p] = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+        except KafkaException:
+            return False
+        return True
+
+    wait_until(known_ends, timeout=30, what=f"{topic}'s end offsets")
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    positions = dict.fromkeys(ends, 0)
+    ids: list[str] = []
+
+    def read_all() -> bool:
+        for message in reader.consume(100, timeout=0.5):
+            assert message.error() is None, message.error()
+            ids.append(Record.of(message).text_headers()["ce_id"])
+            positions[message.partition()] = message.offset() + 1
+        return all(positions[p] >= end for p, end in ends.items())
+
+    wait_until(read_all, timeout=30, what=f"{topic} read to its end")
+    return ids

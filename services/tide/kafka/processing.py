@@ -25,7 +25,7 @@ from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
 from tide.observability import correlation
-from tide.routing import Acked, EventSink
+from tide.routing import EventSink
 from tide.store.processed import Failure, emit_caused, handle_batch_once
 from tide.topology import ConsumerGroup
 
@@ -196,28 +196,28 @@ class RecordProcessor:
 
     def _attempt(self, events: Sequence[CloudEvent]) -> tuple[list[bool], Failure | None]:
         """One transaction for the events (see handle_batch_once). What the handlers caused
-        is sent as they run and its acks are awaited together before the commit: waiting on
-        each in turn (linger and a round trip per event) capped recommendation at 135/s."""
+        is held until every handler of the batch has run, then sent at once and its acks
+        awaited together before the commit: a record that fails rolls its batch back with
+        nothing sent, so the records before it, handled again, cause their events once.
+        (Waiting on each in turn, linger and a round trip per event, capped
+        recommendation at 135/s.)"""
         db = self._connection()
-        emitted: list[Acked] = []
+        caused: list[CloudEvent] = []
         context = HandlerContext(db=db, consumer=self.group.name, source=self.source)
-
-        def emit(caused: CloudEvent) -> None:
-            emitted.append(self.publisher.emit(caused))
 
         def run(event: CloudEvent) -> None:
             started = time.perf_counter()
             with correlation(event.correlationid):
                 try:
-                    emit_caused(self.handler, event, context, emit)
+                    emit_caused(self.handler, event, context, caused.append)
                 finally:
                     self._seconds.observe(time.perf_counter() - started)
 
-        def acked() -> None:
-            for wait in emitted:
+        def send_and_await() -> None:
+            for wait in [self.publisher.emit(event) for event in caused]:
                 wait()
 
-        return handle_batch_once(db, self.group.name, events, run, acked)
+        return handle_batch_once(db, self.group.name, events, run, send_and_await)
 
     def _failure(self, record: Record, event: CloudEvent, error: Exception) -> Outcome:
         with correlation(event.correlationid):

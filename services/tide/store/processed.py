@@ -39,12 +39,12 @@ def handle_batch_once(
     before_commit: Callable[[], None] | None = None,
 ) -> tuple[list[bool], Failure | None]:
     """One transaction: mark the events processed by `consumer`, then `run` each that was
-    not yet (its handler, and the emitting of what it caused), then `before_commit` (which
-    waits for what they emitted to be acknowledged) unless a `run` failed.
+    not yet (its handler), then `before_commit` (which sends what they caused and waits
+    for it to be acknowledged) unless a `run` failed.
 
     Returns which events were duplicates (nothing ran for them), and the first failure of
     `run`, which rolled the whole transaction back. Errors of the marks or the commit
-    propagate. What a handler caused is emitted before the commit, so a crash in between
+    propagate. What a handler caused is sent before the commit, so a crash in between
     re-runs the handler, which emits the same derived ids again, and their consumers
     dedupe those in turn. An error of `before_commit` propagates, like the commit's.
     """
