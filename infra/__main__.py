@@ -1,5 +1,6 @@
-"""Tide's Pulumi program: read the stack config, build the platform from the stack's catalog
-(`tide:catalog`, else the reference one), export."""
+"""Tide's own Pulumi program, one user of `TidePlatform` as a team's program would be:
+read the stack config, deploy the stack's catalog (`tide:catalog`, else the reference one),
+export the outputs `make up` and the tests read."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import pulumi
 
 from infra import outputs
 from infra.config import ConfigError, load
-from infra.credentials import Credentials
-from infra.outputs import endpoint_urls
-from infra.platform import build
+from infra.platform import TidePlatform, TidePlatformArgs
 
 try:
     stack_config = load()
@@ -17,15 +16,17 @@ except ConfigError as error:
     # One clear message, not a traceback: the key, and what it may be.
     raise pulumi.RunError(str(error)) from None
 
-platform = build(stack_config, stack_config.platform_catalog(), Credentials.from_stack_config())
-names = vars(platform.namespaces.names)
-for key, value in endpoint_urls(stack_config, names).items():
-    pulumi.export(key, value)
-if platform.monitoring.grafana_password is not None:
-    pulumi.export(
-        outputs.GRAFANA_ADMIN_PASSWORD, pulumi.Output.secret(platform.monitoring.grafana_password)
-    )
-pulumi.export(outputs.KAFKA_BOOTSTRAP, platform.kafka.bootstrap)
-if platform.registry is not None:
-    pulumi.export(outputs.SCHEMA_REGISTRY_URL, platform.registry.url)
-pulumi.export(outputs.NAMESPACES, names)
+# Its parts keep the URNs they had as the stack's own resources (aliases in `build`), so a
+# stack deployed before the component existed updates in place.
+platform = TidePlatform(
+    "platform",
+    TidePlatformArgs(catalog=stack_config.platform_catalog(), settings=stack_config),
+)
+for key, url in platform.endpoints.items():
+    pulumi.export(key, url)
+if platform.grafana_admin_password is not None:
+    pulumi.export(outputs.GRAFANA_ADMIN_PASSWORD, platform.grafana_admin_password)
+pulumi.export(outputs.KAFKA_BOOTSTRAP, platform.kafka_bootstrap)
+if platform.schema_registry_url is not None:
+    pulumi.export(outputs.SCHEMA_REGISTRY_URL, platform.schema_registry_url)
+pulumi.export(outputs.NAMESPACES, platform.namespaces)

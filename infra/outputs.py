@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infra.config import StackConfig
+from tide.topology import Catalog, Role
 
 API_URL = "apiUrl"
 GRAFANA_URL = "grafanaUrl"
@@ -13,8 +14,13 @@ SCHEMA_REGISTRY_URL = "schemaRegistryUrl"
 NAMESPACES = "namespaces"
 
 
-def endpoint_urls(config: StackConfig, namespaces: dict[str, str]) -> dict[str, str]:
-    """Where people reach the API, and Grafana and Prometheus when Tide installs them."""
+def endpoint_urls(
+    config: StackConfig, namespaces: dict[str, str], catalog: Catalog
+) -> dict[str, str]:
+    """Where people reach the catalog's public API, and Grafana and Prometheus when Tide
+    installs them."""
+    apis = [s for s in catalog.services if s.role is Role.API]
+    public = next((s for s in apis if s.public), apis[0] if apis else None)
     if config.flavor == "kind":
         # k8s/kind/cluster.yaml maps the NodePorts to these host ports.
         urls = {
@@ -25,7 +31,9 @@ def endpoint_urls(config: StackConfig, namespaces: dict[str, str]) -> dict[str, 
     else:
         monitoring = namespaces["monitoring"]
         urls = {
-            API_URL: f"kubectl -n {namespaces['apps']} port-forward svc/video-service 8080",
+            API_URL: f"kubectl -n {namespaces['apps']} port-forward svc/{public.name} 8080"
+            if public is not None
+            else "(the catalog has no API)",
             GRAFANA_URL: (
                 f"kubectl -n {monitoring} port-forward svc/tide-monitoring-grafana 3000:80"
             ),

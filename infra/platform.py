@@ -1,12 +1,14 @@
-"""The whole platform, composed from components in dependency order."""
+"""The whole platform, composed from components in dependency order: `TidePlatform`, the
+component a Pulumi program instantiates with its catalog, its image and its settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pulumi
 
+from infra import outputs
 from infra.components.autoscaling import keda_chart
 from infra.components.catalog import catalog_config_map, catalog_mount
 from infra.components.kafka import KafkaCluster, KafkaClusterArgs
@@ -31,7 +33,7 @@ from infra.components.upstream import (
     Operator,
     UpstreamApi,
 )
-from infra.config import StackConfig
+from infra.config import Image, StackConfig
 from infra.credentials import Credentials
 from tide.topology import Catalog
 
@@ -97,28 +99,42 @@ def upstream_operators(
     return operators
 
 
-def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Platform:
+def build(
+    config: StackConfig,
+    catalog: Catalog,
+    credentials: Credentials,
+    parent: pulumi.Resource | None = None,
+) -> Platform:
+    """Declare the platform; with `parent`, every top-level part is its child, aliased to
+    the stack's root where stacks deployed before TidePlatform existed kept it."""
     installs = config.operators == "install"
+    aliases = [pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)] if parent is not None else None
+
+    def options(depends_on: Sequence[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(
+            parent=parent, depends_on=list(depends_on or []), aliases=aliases
+        )
+
     ns = NamespaceNames.of(config.namespace_prefix)
     namespaces_args = NamespacesArgs(
         prefix=config.namespace_prefix, privileged_monitoring=config.node_exporter
     )
     if installs:
-        namespaces = Namespaces("namespaces", namespaces_args)
+        namespaces = Namespaces("namespaces", namespaces_args, opts=options())
         operators = upstream_operators(
-            config, ns, pulumi.ResourceOptions(depends_on=list(namespaces.resources.values()))
+            config, ns, options(depends_on=list(namespaces.resources.values()))
         )
     else:
         # The checks first: a missing or incompatible operator stops `pulumi up` before
         # a single object exists.
-        operators = upstream_operators(config, ns, None)
+        operators = upstream_operators(config, ns, options())
         namespaces = Namespaces(
             "namespaces",
             namespaces_args,
-            opts=pulumi.ResourceOptions(depends_on=list(operators.values())),
+            opts=options(depends_on=list(operators.values())),
         )
     in_namespaces = list(namespaces.resources.values())
-    after_namespaces = pulumi.ResourceOptions(depends_on=in_namespaces)
+    after_namespaces = options(depends_on=in_namespaces)
     strimzi = operators["strimzi"]
     listener_tls: list[pulumi.Resource] = []
     if config.kafka.tls:
@@ -132,7 +148,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
                     apps_namespace=ns.apps,
                     issuer_namespace=issuer_namespace,
                 ),
-                opts=pulumi.ResourceOptions(depends_on=[operators["cert-manager"], *in_namespaces]),
+                opts=options(depends_on=[operators["cert-manager"], *in_namespaces]),
             )
         )
     kafka = KafkaCluster(
@@ -144,7 +160,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             external_node_ports=config.flavor == "kind",
         ),
         # Custom resources after their operator: on destroy, they go first.
-        opts=pulumi.ResourceOptions(depends_on=[strimzi, *listener_tls, *in_namespaces]),
+        opts=options(depends_on=[strimzi, *listener_tls, *in_namespaces]),
     )
     topics = KafkaTopics(
         "topics",
@@ -154,7 +170,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             replication_factor=config.kafka.replication_factor,
             min_insync_replicas=config.kafka.min_insync_replicas,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[kafka]),
+        opts=options(depends_on=[kafka]),
     )
     users = KafkaUsers(
         "kafka-users",
@@ -164,7 +180,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             credentials=credentials,
             tls=config.kafka.tls,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[kafka]),
+        opts=options(depends_on=[kafka]),
     )
     rabbitmq = RabbitMQ(
         "rabbitmq",
@@ -175,7 +191,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             settings=config.rabbitmq,
             credentials=credentials,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[operators["rabbitmq-operator"], *in_namespaces]),
+        opts=options(depends_on=[operators["rabbitmq-operator"], *in_namespaces]),
     )
     postgres = Postgres(
         "postgres",
@@ -188,7 +204,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
             credentials=credentials,
             registry=config.schema_registry == "deploy",
         ),
-        opts=pulumi.ResourceOptions(depends_on=[operators["postgres-operator"], *in_namespaces]),
+        opts=options(depends_on=[operators["postgres-operator"], *in_namespaces]),
     )
     # Every Tide pod reads the catalog the program built the platform from.
     mount = catalog_mount(catalog)
@@ -207,7 +223,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
                 tide_image=config.image,
                 catalog=mount,
             ),
-            opts=pulumi.ResourceOptions(depends_on=[postgres.registry_database, catalog_file]),
+            opts=options(depends_on=[postgres.registry_database, catalog_file]),
         )
     autoscaling = operators["keda"]
     monitoring = Monitoring(
@@ -240,7 +256,7 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
                 values=service_values(catalog, service.name, config, endpoints, mount),
             ),
             # Everything a service needs exists and is Ready before its pods start.
-            opts=pulumi.ResourceOptions(
+            opts=options(
                 depends_on=[
                     catalog_file,
                     topics,
@@ -262,3 +278,69 @@ def build(config: StackConfig, catalog: Catalog, credentials: Credentials) -> Pl
         monitoring=monitoring,
         services=services,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TidePlatformArgs:
+    """What a Pulumi program gives Tide: the platform's catalog, the stack's settings, and
+    optionally the image (else `settings.image`) and the credentials (else derived from
+    the stack's `tide:credentialSeed`)."""
+
+    catalog: Catalog
+    settings: StackConfig
+    image: Image | None = None
+    credentials: Credentials | None = None
+
+
+class TidePlatform(pulumi.ComponentResource):
+    """The event platform one catalog describes: Kafka, RabbitMQ, PostgreSQL, the registry,
+    monitoring, and a Deployment per catalog service with its retry topics, DLQs, users,
+    autoscaling and alerts derived.
+
+        platform = TidePlatform("shop", TidePlatformArgs(catalog=..., settings=...))
+        pulumi.export("kafkaBootstrap", platform.kafka_bootstrap)
+    """
+
+    kafka_bootstrap: pulumi.Output[str]
+    """Kafka's bootstrap address inside the cluster (SCRAM listener)."""
+    schema_registry_url: pulumi.Output[str] | None
+    """The registry's Confluent-compatible URL; None on a stack without one."""
+    namespaces: dict[str, str]
+    """The namespaces by role: system, data, apps, monitoring (known before deploying)."""
+    endpoints: dict[str, str]
+    """Where people reach the public API, Grafana and Prometheus, by infra.outputs' names
+    (known before deploying)."""
+    grafana_admin_password: pulumi.Output[str] | None
+    """Grafana's admin password (a secret); None when the cluster's own Grafana is used."""
+    parts: Platform
+    """The components, for a program that adds to them."""
+
+    def __init__(
+        self, name: str, args: TidePlatformArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("tide:index:Platform", name, None, opts)
+        settings = args.settings
+        if args.image is not None:
+            settings = settings.model_copy(update={"image": args.image})
+        credentials = args.credentials or Credentials.from_stack_config()
+        self.parts = parts = build(settings, args.catalog, credentials, parent=self)
+        names = vars(parts.namespaces.names)
+        self.kafka_bootstrap = pulumi.Output.from_input(parts.kafka.bootstrap)
+        self.schema_registry_url = (
+            pulumi.Output.from_input(parts.registry.url) if parts.registry is not None else None
+        )
+        self.namespaces = names
+        self.endpoints = outputs.endpoint_urls(settings, names, args.catalog)
+        password = parts.monitoring.grafana_password
+        self.grafana_admin_password = (
+            pulumi.Output.secret(password) if password is not None else None
+        )
+        self.register_outputs(
+            {
+                "kafkaBootstrap": self.kafka_bootstrap,
+                "schemaRegistryUrl": self.schema_registry_url,
+                "namespaces": self.namespaces,
+                "endpoints": self.endpoints,
+                "grafanaAdminPassword": self.grafana_admin_password,
+            }
+        )

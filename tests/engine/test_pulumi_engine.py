@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from infra import kind, outputs
 from infra.credentials import SEED_KEY
 from infra.local_stack import ROOT, LocalStack, PulumiError
@@ -79,6 +80,26 @@ def _steps_by_op(preview: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
         type_, name = urn.split("::")[-2].split("$")[-1], urn.split("::")[-1]
         found.setdefault(step["op"], []).append((type_, name))
     return found
+
+
+# Tide's program before TidePlatform: the same parts, declared at the stack's root.
+_BEFORE_THE_COMPONENT = """
+from infra.config import load
+from infra.credentials import Credentials
+from infra.platform import build
+
+config = load()
+build(config, config.platform_catalog(), Credentials.from_stack_config())
+"""
+
+
+def _program_before_the_component(stack: LocalStack, engine_dir: Path) -> None:
+    program = engine_dir / "program-before-the-component"
+    program.mkdir(exist_ok=True)
+    (program / "__main__.py").write_text(_BEFORE_THE_COMPONENT)
+    project = yaml.safe_load((stack.project / "Pulumi.yaml").read_text())
+    project["main"] = str(program)
+    (stack.project / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
 
 
 def _namespaces(api: ApiServer, prefix: str) -> set[str]:
@@ -168,10 +189,15 @@ def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
     created = len(ops["create"])
     assert created > 100
 
-    # up: every resource created, the provider's awaits satisfied.
+    # up: every resource created, the provider's awaits satisfied. The kind stack is put up
+    # by the program as it was before TidePlatform (its parts at the stack's root), so the
+    # next step shows that such a stack updates in place.
+    before = stack_name == "kind"
+    if before:
+        _program_before_the_component(stack, engine_dir)
     up = _timed("up", times, stack, "up", "--stack", stack_name, "--yes", "--skip-preview")
     counts["up"] = up
-    assert _changes(up) == {"create": created}
+    assert _changes(up) == {"create": created - 1 if before else created}
     apps = f"{prefix}-apps"
     deployments = _deployments(cluster_api, apps)
     assert set(deployments) >= {s.name for s in CATALOG.services}
@@ -179,10 +205,12 @@ def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
         status = deployment["status"] or {}
         assert status.get("readyReplicas") == deployment["spec"]["replicas"], name
 
-    # up again: nothing to do.
+    # up again: nothing to do. After the program before TidePlatform, only the component
+    # itself is new: every part keeps its URN through its alias, nothing is replaced.
+    stack.write_project()
     again = _timed("up again", times, stack, "up", "--stack", stack_name, "--yes", "--skip-preview")
     counts["up again"] = again
-    assert _changes(again) == {}
+    assert _changes(again) == ({"create": 1} if before else {})
 
     if stack_name == "kind":
         # A cluster recreated behind the state's back (kind delete cluster, a Docker reset):

@@ -66,9 +66,10 @@ class Program:
 TEST_SEED = "unit-test-seed-" + "0" * 32
 
 
-def stack_config(stack: str) -> dict[str, str]:
-    """The tracked stack file's config, plus the credential seed a real stack holds."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+def stack_config(stack: str, project: Path = ROOT) -> dict[str, str]:
+    """The tracked stack file's config (Tide's, or `project`'s), plus the credential seed a
+    real stack holds."""
+    document = yaml.safe_load((project / f"Pulumi.{stack}.yaml").read_text())["config"]
     config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
     return config | {f"tide:{SEED_KEY}": TEST_SEED}
 
@@ -98,10 +99,14 @@ class _Mocks(pulumi.runtime.Mocks):
 
 
 def run(
-    stack: str, config: dict[str, str] | None = None, *, served: tuple[str, ...] = SERVED_VERSIONS
+    stack: str,
+    config: dict[str, str] | None = None,
+    *,
+    served: tuple[str, ...] = SERVED_VERSIONS,
+    main: Path = ROOT / "infra" / "__main__.py",
 ) -> Program:
-    """Run infra/__main__.py for `stack` (or explicit config) and return what it declared;
-    CRDs the program reads serve the API versions in `served`."""
+    """Run the program `main` (Tide's own by default) for `stack` (or explicit config) and
+    return what it declared; CRDs the program reads serve the API versions in `served`."""
     declared: dict[tuple[str, str], Declared] = {}
     # Pulumi's test runner drives the current event loop; async tests elsewhere in
     # the session may have closed theirs, so give it a fresh one.
@@ -110,7 +115,13 @@ def run(
     pulumi.runtime.set_mocks(_Mocks(declared, served), project="tide", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config if config is not None else stack_config(stack))
 
+    # Pulumi keeps stack transformations for the process: a later run would call this one
+    # too and rewrite this run's record with its own resources of the same type and name.
+    recording = [True]
+
     def record(args: pulumi.ResourceTransformationArgs) -> None:
+        if not recording[0]:
+            return
         entry = declared.setdefault((args.type_, args.name), Declared(args.type_, args.name))
         entry.depends_on = {_name(d) for d in _as_list(args.opts.depends_on)}
         entry.props = dict(args.props)
@@ -120,13 +131,14 @@ def run(
     @pulumi.runtime.test  # type: ignore[misc]
     def program() -> pulumi.Output[Any]:
         pulumi.runtime.register_stack_transformation(record)
-        namespace = runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+        namespace = runpy.run_path(str(main), run_name="__main__")
         del namespace
         return pulumi.Output.from_input(True)
 
     try:
         program()
     finally:
+        recording[0] = False
         # Each run gets its own loop; an unclosed one is a ResourceWarning (an error here).
         # pulumi.runtime.sync_await also gives each mock worker thread a loop of its own
         # and never closes it: close those that are done too.

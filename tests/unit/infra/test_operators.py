@@ -97,7 +97,7 @@ def test_unserved_names_the_crd_and_versions() -> None:
 
 def test_external_monitoring_exports_no_grafana_or_prometheus_of_tides() -> None:
     config = parse(json.loads(json.dumps({"flavor": "kind", "operators": "external"})))
-    urls = outputs.endpoint_urls(config, {"apps": "a", "monitoring": "m"})
+    urls = outputs.endpoint_urls(config, {"apps": "a", "monitoring": "m"}, CATALOG)
     assert set(urls) == {outputs.API_URL}
 
 
