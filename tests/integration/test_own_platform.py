@@ -28,6 +28,7 @@ from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.ports import free_port
 from tide.settings import Settings
+from tide.store.processed import count_processed
 from tide.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -136,7 +137,4 @@ def _events(
 
 def _processed(dsn: str, consumer: str) -> int:
     with psycopg.connect(dsn) as db:
-        row = db.execute(
-            "SELECT count(*) FROM processed_events WHERE consumer = %s", (consumer,)
-        ).fetchone()
-    return int(row[0]) if row else 0
+        return count_processed(db, consumer)

@@ -213,8 +213,8 @@ def test_what_a_batch_caused_is_in_kafka_once_the_batch_is_done(
     database: str,
     consumer: Callable[..., Consumer],
 ) -> None:
-    """The caused events are sent as the handlers run and acknowledged together before the
-    commit: each is in Kafka, and each record's effect committed once."""
+    """The caused events are sent once the batch's handlers have run, and acknowledged
+    together before the commit: each is in Kafka, and each record's effect committed once."""
     users = [f"u{n}" for n in range(20)]
     events = [rating(user) for user in users]
     outcomes = processor(Recommends(database, table)).process_batch(
