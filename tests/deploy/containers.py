@@ -76,6 +76,7 @@ def workloads(objects: list[dict[str, Any]], image_prefix: str) -> list[Workload
     return found
 
 
+# (namespace, name) -> the object's data: a Secret's decoded, or a ConfigMap's.
 SecretReader = Callable[[str, str], dict[str, str]]
 
 
@@ -105,7 +106,11 @@ def environment(
 
 
 def run_arguments(
-    workload: Workload, env: dict[str, str], secrets: SecretReader, scratch: Path
+    workload: Workload,
+    env: dict[str, str],
+    secrets: SecretReader,
+    scratch: Path,
+    config_maps: SecretReader,
 ) -> list[str]:
     """`docker run` flags that reproduce the pod's security context, volumes and limits."""
     pod_context = workload.pod["spec"].get("securityContext", {})
@@ -126,7 +131,7 @@ def run_arguments(
         args.append(f"--memory={_bytes(limits['memory'])}")
     if "cpu" in limits:
         args.append(f"--cpus={_cpus(limits['cpu'])}")
-    args += _volume_flags(workload, secrets, scratch)
+    args += _volume_flags(workload, secrets, config_maps, scratch)
     for name, value in env.items():
         args.append(f"--env={name}={value}")
     if workload.container.get("command"):
@@ -134,8 +139,11 @@ def run_arguments(
     return args
 
 
-def _volume_flags(workload: Workload, secrets: SecretReader, scratch: Path) -> list[str]:
-    """emptyDir as a tmpfs of its size limit; a Secret's keys as read-only files."""
+def _volume_flags(
+    workload: Workload, secrets: SecretReader, config_maps: SecretReader, scratch: Path
+) -> list[str]:
+    """emptyDir as a tmpfs of its size limit; a Secret's or ConfigMap's keys as read-only
+    files."""
     flags = []
     volumes = {v["name"]: v for v in workload.pod["spec"].get("volumes", [])}
     for mount in workload.container.get("volumeMounts", []):
@@ -143,10 +151,15 @@ def _volume_flags(workload: Workload, secrets: SecretReader, scratch: Path) -> l
         if "emptyDir" in volume:
             size = _bytes(volume["emptyDir"].get("sizeLimit", "64Mi"))
             flags.append(f"--tmpfs={mount['mountPath']}:size={size},mode=1777")
-        elif "secret" in volume:
-            data = secrets(workload.namespace, volume["secret"]["secretName"])
+        elif "secret" in volume or "configMap" in volume:
+            if "secret" in volume:
+                source = volume["secret"]
+                data = secrets(workload.namespace, source["secretName"])
+            else:
+                source = volume["configMap"]
+                data = config_maps(workload.namespace, source["name"])
             directory = Path(tempfile.mkdtemp(dir=scratch))
-            for item in volume["secret"].get("items") or [{"key": k, "path": k} for k in data]:
+            for item in source.get("items") or [{"key": k, "path": k} for k in data]:
                 (directory / item["path"]).write_text(data[item["key"]])
                 (directory / item["path"]).chmod(0o644)
             directory.chmod(0o755)

@@ -49,6 +49,12 @@ class StackBrokers:
         assert document is not None, f"Secret {namespace}/{name} does not exist"
         return {k: base64.b64decode(v).decode() for k, v in (document.get("data") or {}).items()}
 
+    def config_map(self, namespace: str, name: str) -> dict[str, str]:
+        document = self.api.get({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": name, "namespace": namespace}})  # fmt: skip
+        assert document is not None, f"ConfigMap {namespace}/{name} does not exist"
+        return dict(document.get("data") or {})
+
     def objects(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
         resource = self.api.client.resources.get(api_version=api_version, kind=kind)
         return [item.to_dict() for item in resource.get(namespace=namespace).items]

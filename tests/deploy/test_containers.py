@@ -89,7 +89,9 @@ def test_every_tide_container_runs_from_its_rendered_spec(
     # Jobs first: the migration is what every service's database work needs.
     for workload in sorted(jobs, key=lambda w: REGISTRY_VARIABLE in str(w.container)):
         env = environment(workload, stack_brokers.secret, stack_brokers.loopback(), drop=set())
-        flags = run_arguments(workload, env, stack_brokers.secret, scratch)
+        flags = run_arguments(
+            workload, env, stack_brokers.secret, scratch, stack_brokers.config_map
+        )
         code, logs = run_job(workload, flags, workload.container["image"], workload.name)
         if REGISTRY_VARIABLE in env:
             assert code != 0, logs
@@ -102,7 +104,9 @@ def test_every_tide_container_runs_from_its_rendered_spec(
         env = environment(
             workload, stack_brokers.secret, stack_brokers.loopback(), drop={REGISTRY_VARIABLE}
         )
-        flags = run_arguments(workload, env, stack_brokers.secret, scratch)
+        flags = run_arguments(
+            workload, env, stack_brokers.secret, scratch, stack_brokers.config_map
+        )
         results[str(workload)] = _run_service(
             workload, flags, workload.container["image"], workload.name
         )

@@ -99,7 +99,9 @@ class Services:
             workload, self.brokers.secret, self.brokers.loopback(), drop={REGISTRY_VARIABLE}
         )
         env["TIDE_HTTP_PORT"] = str(port)
-        flags = run_arguments(workload, env, self.brokers.secret, self.scratch)
+        flags = run_arguments(
+            workload, env, self.brokers.secret, self.scratch, self.brokers.config_map
+        )
         name = f"rotation-{workload.name}-{self.restarts}"
         self.restarts += 1
         container = start(workload, self.image, flags, name)
@@ -138,7 +140,7 @@ def _migrate(job: Workload, brokers: StackBrokers, image: str) -> None:
     env = environment(job, brokers.secret, brokers.loopback(), drop=set())
     if REGISTRY_VARIABLE in env:
         return
-    flags = run_arguments(job, env, brokers.secret, Path(tempfile.mkdtemp()))
+    flags = run_arguments(job, env, brokers.secret, Path(tempfile.mkdtemp()), brokers.config_map)
     code, logs = run_job(job, flags, image, f"rotation-{job.name}")
     assert code == 0, f"{job}\n{logs}"
 
