@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from infra.image import SOURCE_TAG, context_digest
 from tide.catalog import CATALOG
-from tide.catalog_file import CatalogFileError, load_catalog
+from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
 
 NAMESPACE = "tide"
@@ -174,14 +174,14 @@ class StackConfig(_Section):
     def _catalog_loads(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                load_catalog(_project_path(value))
+                read_catalog(_project_path(value))
             except CatalogFileError as exc:
                 raise ValueError(str(exc)) from None
         return value
 
     def platform_catalog(self) -> Catalog:
         """The catalog this stack deploys."""
-        return CATALOG if self.catalog is None else load_catalog(_project_path(self.catalog))
+        return CATALOG if self.catalog is None else read_catalog(_project_path(self.catalog))
 
     @model_validator(mode="after")
     def _cloud_is_production_shaped(self) -> Self:
@@ -200,9 +200,9 @@ class StackConfig(_Section):
         return self
 
 
-def _project_path(value: str) -> Path:
+def _project_path(value: str) -> str:
     path = Path(value)
-    return path if path.is_absolute() else PROJECT_DIR / path
+    return str(path if path.is_absolute() else PROJECT_DIR / path)
 
 
 class ConfigError(Exception):

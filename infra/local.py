@@ -41,7 +41,7 @@ from tests.harness.process import ManagedProcess, require
 from tests.harness.prometheus import PrometheusServer
 
 from infra.alerts import rule_groups
-from tide.catalog_file import CatalogFileError, load_catalog
+from tide.catalog_file import CatalogFileError, read_catalog
 from tide.chaos.experiments import catalogue
 from tide.chaos.probes import Ledger
 from tide.chaos.workload import ApiLoad, SubscriptionLoad
@@ -51,7 +51,7 @@ from tide.rabbitmq.definitions import definitions
 from tide.settings import Settings
 from tide.store.migrations import migrate
 from tide.supervisor import Supervisor
-from tide.topology import Catalog, Role
+from tide.topology import Catalog
 from tide.waiting import wait_until
 
 READY_TIMEOUT_S = 120.0
@@ -117,10 +117,8 @@ class LocalStack:
     def api_service(self) -> str:
         """The API the live view reports on (and the workload posts to): the catalog's
         public one, else its first."""
-        apis = [s for s in self.catalog.services if s.role is Role.API]
-        if not apis:
-            return ""
-        return next((s for s in apis if s.public), apis[0]).name
+        front = self.catalog.front_api()
+        return front.name if front is not None else ""
 
     @property
     def api_url(self) -> str:
@@ -363,7 +361,7 @@ def main(
     catalog_file = str(catalog.resolve()) if catalog else os.environ.get("TIDE_CATALOG_FILE", "")
     if catalog_file:
         try:  # before any broker starts: a catalog that does not load is the whole error
-            load_catalog(Path(catalog_file))
+            read_catalog(catalog_file)
         except CatalogFileError as exc:
             console.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(3) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra.config import StackConfig
-from tide.topology import Catalog, Role
+from tide.topology import Catalog
 
 API_URL = "apiUrl"
 GRAFANA_URL = "grafanaUrl"
@@ -19,8 +19,7 @@ def endpoint_urls(
 ) -> dict[str, str]:
     """Where people reach the catalog's public API, and Grafana and Prometheus when Tide
     installs them."""
-    apis = [s for s in catalog.services if s.role is Role.API]
-    public = next((s for s in apis if s.public), apis[0] if apis else None)
+    public = catalog.front_api()
     if config.flavor == "kind":
         # k8s/kind/cluster.yaml maps the NodePorts to these host ports.
         urls = {

@@ -209,7 +209,7 @@ def build(
     # Every Tide pod reads the catalog the program built the platform from.
     mount = catalog_mount(catalog)
     catalog_file = catalog_config_map(
-        "catalog", namespace=ns.apps, catalog=catalog, opts=after_namespaces
+        "catalog", namespace=ns.apps, mount=mount, opts=after_namespaces
     )
     registry = None
     if postgres.registry_database is not None:

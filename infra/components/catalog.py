@@ -30,10 +30,14 @@ def catalog_text(catalog: Catalog) -> str:
 
 @dataclass(frozen=True)
 class CatalogMount:
-    """Where a pod finds the catalog, and the digest that rolls the pods when it changes."""
+    """The catalog's text as the pods read it, where they find it, and the digest that rolls
+    them when it changes."""
 
-    config_map: str
-    checksum: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
     @property
     def file(self) -> str:
@@ -42,7 +46,7 @@ class CatalogMount:
     def chart_values(self) -> dict[str, Any]:
         """`charts/tide-service`'s `catalog` values."""
         return {
-            "configMap": self.config_map,
+            "configMap": CONFIG_MAP,
             "key": KEY,
             "mountPath": MOUNT_PATH,
             "checksum": self.checksum,
@@ -52,7 +56,7 @@ class CatalogMount:
         return k8s.core.v1.VolumeArgs(
             name="catalog",
             config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                name=self.config_map, items=[k8s.core.v1.KeyToPathArgs(key=KEY, path=KEY)]
+                name=CONFIG_MAP, items=[k8s.core.v1.KeyToPathArgs(key=KEY, path=KEY)]
             ),
         )
 
@@ -61,12 +65,11 @@ class CatalogMount:
 
 
 def catalog_mount(catalog: Catalog) -> CatalogMount:
-    digest = hashlib.sha256(catalog_text(catalog).encode()).hexdigest()
-    return CatalogMount(config_map=CONFIG_MAP, checksum=digest[:16])
+    return CatalogMount(catalog_text(catalog))
 
 
 def catalog_config_map(
-    name: str, *, namespace: str, catalog: Catalog, opts: pulumi.ResourceOptions
+    name: str, *, namespace: str, mount: CatalogMount, opts: pulumi.ResourceOptions
 ) -> k8s.core.v1.ConfigMap:
     return k8s.core.v1.ConfigMap(
         name,
@@ -75,6 +78,6 @@ def catalog_config_map(
             namespace=namespace,
             labels={"app.kubernetes.io/part-of": "tide"},
         ),
-        data={KEY: catalog_text(catalog)},
+        data={KEY: mount.text},
         opts=opts,
     )

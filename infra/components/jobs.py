@@ -91,7 +91,7 @@ def tide_job(
                             image_pull_policy=image.pull_policy,
                             args=command,
                             env=variables,
-                            volume_mounts=[catalog.volume_mount()] if catalog else None,
+                            volume_mounts=[catalog.volume_mount()] if catalog is not None else None,
                             security_context=RESTRICTED_CONTAINER,
                             resources=k8s.core.v1.ResourceRequirementsArgs(
                                 requests={"cpu": "50m", "memory": "64Mi"},

@@ -9,6 +9,7 @@ schemas/catalog.schema.json for editor completion).
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ class CatalogFileError(ValueError):
         self.path = path
         self.problems = problems
         super().__init__(f"{path}: " + "\n  ".join(problems))
+
+
+@cache
+def read_catalog(path: str) -> Catalog:
+    """`load_catalog`, once per path for the process: a process, the program and `make local`
+    check a catalog at start and use it after, reading the file once."""
+    return load_catalog(Path(path))
 
 
 def load_catalog(path: Path) -> Catalog:

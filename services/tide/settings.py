@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
@@ -12,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tide.catalog import CATALOG
-from tide.catalog_file import CatalogFileError, load_catalog
+from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -82,7 +80,7 @@ class Settings(BaseSettings):
         # Read once at start: a catalog that does not validate is configuration, exit 3.
         if value:
             try:
-                _load(value)
+                read_catalog(value)
             except CatalogFileError as exc:
                 raise ValueError(f"TIDE_CATALOG_FILE: {exc}") from None
         return value
@@ -106,7 +104,7 @@ class Settings(BaseSettings):
     def catalog(self) -> Catalog:
         """The catalog this process runs (its file's, else the reference one), isolated when
         a suffix is set."""
-        catalog = _load(self.catalog_file) if self.catalog_file else CATALOG
+        catalog = read_catalog(self.catalog_file) if self.catalog_file else CATALOG
         return catalog.isolated(self.catalog_suffix) if self.catalog_suffix else catalog
 
     def require(self, *names: str) -> None:
@@ -139,11 +137,6 @@ class Settings(BaseSettings):
                 "sasl.password": self.kafka_password.get_secret_value(),
             }
         return config
-
-
-@cache
-def _load(path: str) -> Catalog:
-    return load_catalog(Path(path))
 
 
 class MissingSettingError(RuntimeError):

@@ -370,6 +370,11 @@ class Catalog(_Entry):
             raise LookupError(f"unknown event type {type_!r}; known: {known}")
         return max(matches, key=lambda e: e.version)
 
+    def front_api(self) -> Service | None:
+        """The API people reach first: the public one, else the first API; None without one."""
+        apis = [s for s in self.services if s.role is Role.API]
+        return next((s for s in apis if s.public), apis[0] if apis else None)
+
     def groups_of(self, service: str) -> tuple[ConsumerGroup, ...]:
         return tuple(g for g in self.consumer_groups if g.service == service)
 
