@@ -27,6 +27,8 @@ from tide.waiting import wait_until
 # Debian's /usr/sbin wrapper switches to the system `rabbitmq` user and its data;
 # the real scripts underneath honour the RABBITMQ_* variables set below.
 SEARCH = ["/usr/lib/rabbitmq/bin"]
+_BIND_ATTEMPTS = 3
+_FIX = "apt-get install -y rabbitmq-server; or set TIDE_RABBITMQ_URL to a running one"
 
 
 class RabbitMQServer:
@@ -143,22 +145,42 @@ class RabbitMQServer:
                 what=f"epmd listening on port {self.epmd_port}",
                 alive=self._epmd.exit_reason,
             )
-        self._process = ManagedProcess(
-            "rabbitmq-server",
-            [server],
-            log=self.workdir / "stdout.log",
-            env=self.env(),
-            user=self.user,
-        )
-        self._process.start_serving(
-            self._accepts_amqp,
-            server=self.name,
-            what=f"RabbitMQ accepting AMQP on 127.0.0.1:{self.port}",
-            timeout=timeout,
-            interval=0.5,
-            fix="apt-get install -y rabbitmq-server; or set TIDE_RABBITMQ_URL to a running one",
-            log=self.log,
-        )
+        for attempt in range(_BIND_ATTEMPTS):
+            seen = self.log.stat().st_size if self.log.exists() else 0
+            self._process = ManagedProcess(
+                "rabbitmq-server",
+                [server],
+                log=self.workdir / "stdout.log",
+                env=self.env(),
+                user=self.user,
+            )
+            try:
+                self._process.start_serving(
+                    self._accepts_amqp,
+                    server=self.name,
+                    what=f"RabbitMQ accepting AMQP on 127.0.0.1:{self.port}",
+                    timeout=timeout,
+                    interval=0.5,
+                    fix=_FIX,
+                    log=self.log,
+                )
+                return
+            except HarnessError:
+                if attempt + 1 == _BIND_ATTEMPTS or not self._lost_a_side_port(seen):
+                    raise
+            # Another process bound a side port between our pick and the node's boot:
+            # the node stops whole when one listener fails. Clients know only the AMQP
+            # port, so the others can move.
+            self.pods_port, self.dist_port, self.metrics_port = (free_port() for _ in range(3))
+            self._write_config()
+
+    def _lost_a_side_port(self, offset: int) -> bool:
+        """Whether the boot that logged past `offset` failed to bind a port other than AMQP's."""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        # The failed node is gone: if its AMQP port is still held, someone else has it.
+        return "eaddrinuse" in text and not port_is_open(self.port)
 
     def _accepts_amqp(self) -> bool:
         if not port_is_open(self.port):

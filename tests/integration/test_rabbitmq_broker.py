@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+
 import aio_pika
 import pytest
 from pamqp.commands import Basic
 
 from tests.conftest import unique
 from tests.harness import Brokers
+from tests.harness.brokers import broker_dir
+from tests.harness.process import port_is_open
+from tests.harness.rabbitmq import RabbitMQServer
 from tide.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,3 +91,21 @@ async def _wait_for_depth(queue: aio_pika.abc.AbstractQueue, depth: int) -> None
         return (await queue.declare()).message_count == depth
 
     await wait_until_async(reached, deadline_s=20, what=f"{queue.name} holding {depth} messages")
+
+
+def test_a_side_port_taken_before_the_node_binds_it_moves() -> None:
+    # Servers pick their ports before they bind them; another process may bind one
+    # first. A node that lost only its metrics port must still come up for its clients.
+    root = broker_dir()  # the node runs as its own user, which pytest's tmp_path shuts out
+    server = RabbitMQServer(root / "rabbitmq")
+    taken = server.metrics_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            server.start()
+            assert server.metrics_port != taken
+            assert port_is_open(server.metrics_port)  # the moved /metrics is served
+        finally:
+            server.close()
+            shutil.rmtree(root, ignore_errors=True)
