@@ -6,6 +6,9 @@ SHELL := bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The image installs exactly these, hash-checked; `make lock` writes it, tests check it.
+LOCK      := services/requirements.lock
+LOCK_ARGS := --generate-hashes --universal --python-version 3.11 --quiet
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])' 2>/dev/null)
 
 # Caches that outlive a clone (Maven repository, Go-built tools); see tests/harness/cache.py.
@@ -67,13 +70,19 @@ system-deps: ## install the Debian packages the brokers need (apt, needs root or
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "system packages present: $(SYSTEM_PACKAGES)"; fi
 
+.PHONY: lock
+lock: setup ## re-pin the runtime's packages with hashes (services/requirements.lock) after editing pyproject.toml's dependencies
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_ARGS) -o $(LOCK)
+
 .PHONY: setup
 setup: $(STAMP) ## create .venv and install Tide with its dev, infra and bench extras
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tide needs Python 3.11+, found " + sys.version)'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The runtime at the versions the image ships, then the extras around them.
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
 	$(PY) -m pip install -q -e '.[infra,dev,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
