@@ -11,7 +11,7 @@ LOCK      := services/requirements.lock
 LOCK_ARGS := --generate-hashes --universal --python-version 3.11 --quiet
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])' 2>/dev/null)
 
-# Caches that outlive a clone (Maven repository, Go-built tools); see tests/harness/cache.py.
+# Caches that outlive a clone (Maven repository, Go-built tools); see dev/tide_dev/cache.py.
 CACHE := $(or $(TIDE_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tide)
 TOOLS := $(CACHE)/tools
 # The tool builds share one Go build cache of their own (kube-apiserver and
@@ -77,13 +77,14 @@ lock: setup ## re-pin the runtime's packages with hashes (services/requirements.
 .PHONY: setup
 setup: $(STAMP) ## create .venv and install Tide with its dev, infra and bench extras
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml dev/pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tide needs Python 3.11+, found " + sys.version)'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The runtime at the versions the image ships, then the extras around them.
 	$(PY) -m pip install -q --require-hashes -r $(LOCK)
-	$(PY) -m pip install -q -e '.[infra,dev,bench]'
+	# Tide, then its tools for this machine (dev/: local brokers, `make local`).
+	$(PY) -m pip install -q -e '.[infra,dev,bench]' -e ./dev
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -194,11 +195,11 @@ bin/vegeta: Makefile
 
 .PHONY: local
 local: setup ## the whole platform on this machine (no Docker): brokers, services, load, Prometheus with the deployed rules, a live view; CATALOG=file runs your own; Ctrl-C stops it
-	$(PY) -m infra.local $(if $(CATALOG),--catalog $(CATALOG)) $(LOCAL_ARGS)
+	$(PY) -m tide_dev.local $(if $(CATALOG),--catalog $(CATALOG)) $(LOCAL_ARGS)
 
 .PHONY: brokers
 brokers: setup ## start Kafka, RabbitMQ and PostgreSQL here and print their TIDE_* variables
-	$(PY) -m tests.harness
+	$(PY) -m tide_dev
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches in the work tree (not ~/.cache/tide)

@@ -29,7 +29,6 @@ from typing import Any, cast
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from tests.harness.maven import runtime_classpath
 
 from bench import peers, reference
 from bench.clock import Clock
@@ -47,6 +46,7 @@ from tide.kafka.producer import producer_config
 from tide.kafka.topics import ensure_topics
 from tide.store.processed import Failure
 from tide.topology import ConsumerGroup
+from tide_dev.maven import runtime_classpath
 
 TARGET = 0.7
 # Tide's sync runner with its mark against FastStream: at least par with its batch

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
-from tests.harness.maven import runtime_classpath
 
 from bench import peers, reference
 from bench.measure import Mode, Rounds, Row, interleaved, timed
@@ -28,6 +27,7 @@ from bench.setting import Setting
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher, producer_config
+from tide_dev.maven import runtime_classpath
 
 TARGET = 0.7
 TARGET_PEER = 1.0  # Tide against FastStream's faster backend

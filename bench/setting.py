@@ -8,13 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import BrokerSession
-
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.topics import ensure_topics
 from tide.store.migrations import migrate
 from tide.topology import Catalog
+from tide_dev import BrokerSession
 
 
 @dataclass(frozen=True)

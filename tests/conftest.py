@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests import reports
-from tests.harness import Brokers, BrokerSession
-from tests.harness.brokers import ENV_REGISTRY
+from tide_dev import Brokers, BrokerSession
+from tide_dev.brokers import ENV_REGISTRY
 
 # The runtime fixtures (database, private catalog topics, running groups) serve
 # both the integration and the chaos suites.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import BrokerSession, HarnessError
-from tests.harness.kafka import KafkaBroker
+from tide_dev import BrokerSession, HarnessError
+from tide_dev.kafka import KafkaBroker
 
 
 @pytest.fixture

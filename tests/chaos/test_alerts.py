@@ -1,6 +1,6 @@
 """The deployed alert rules and dashboards, evaluated by a real Prometheus on real metrics.
 
-The platform runs as `make local` runs it (infra.local.LocalStack): every service under
+The platform runs as `make local` runs it (tide_dev.local.LocalStack): every service under
 supervision, `tide kafka-exporter`, Kafka's JMX exporter agent, rabbitmq_prometheus, and
 Prometheus loaded with `rule_groups(catalog)`, the groups the Pulumi program deploys.
 
@@ -20,17 +20,17 @@ import promql_parser
 import pytest
 from infra.alerts import hastened, rule_groups
 from infra.dashboards import overview, service_page
-from infra.local import LocalStack
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.prometheus import PrometheusServer
 from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
 from tide.chaos.experiments import produce_poison
 from tide.chaos.probes import WATCH_TYPE
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.local import LocalStack
+from tide_dev.prometheus import PrometheusServer
 
 INTERVAL = "1s"  # scrape and evaluation
 FOR = "5s"

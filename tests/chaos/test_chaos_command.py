@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.control import HarnessControl, serve
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
+from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.control import HarnessControl, serve
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.kafka import KafkaBroker
 from tests.integration.test_consumer_runner import fast_retries
 from tests.runtime_fixtures import create_topics
 from tide.codecs.json_schema import EventCodec
@@ -22,6 +21,7 @@ from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev.kafka import KafkaBroker
 
 pytestmark = pytest.mark.timeout(300)
 

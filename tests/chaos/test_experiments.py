@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.control import HarnessControl
 from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
 from tide.chaos.experiments import EXPERIMENTS, Chaos, start_platform
 from tide.chaos.processes import LocalPlatform
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
+from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.control import HarnessControl
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -13,8 +13,6 @@ from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
 from tests.conftest import unique
-from tests.harness import Brokers
-from tests.harness.kafka import KafkaBroker
 from tests.integration.test_consumer_runner import effects, fast_retries, recording
 from tests.runtime_fixtures import RunningGroup
 from tide.apps.video_service import create_app
@@ -23,6 +21,8 @@ from tide.handlers import Handler
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev import Brokers
+from tide_dev.kafka import KafkaBroker
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -9,8 +9,6 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers
-from tests.harness.kafka import KafkaBroker
 from tests.runtime_fixtures import RunningGroup
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
@@ -20,6 +18,8 @@ from tide.store.event_store import EventStore
 from tide.store.outbox import OutboxRelay
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy
 from tide.waiting import wait_until_async
+from tide_dev import Brokers
+from tide_dev.kafka import KafkaBroker
 
 pytestmark = pytest.mark.timeout(240)
 SUBSCRIPTIONS, PAYMENTS = 10, 30

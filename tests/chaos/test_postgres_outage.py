@@ -9,7 +9,6 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from tests.harness import BrokerSession, HarnessError
 from tests.integration.test_consumer_runner import (
     effects,
     fast_retries,
@@ -21,6 +20,7 @@ from tide.handlers import Handler
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev import BrokerSession, HarnessError
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.harness import Brokers
 from tests.harness.partition import PartitionableLink
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import running_runner
@@ -19,6 +18,7 @@ from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,8 +8,6 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession, HarnessError
-from tests.harness.rabbitmq import RabbitMQServer
 from tests.runtime_fixtures import queue_consumer
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
@@ -17,6 +15,8 @@ from tide.handlers import HandlerContext
 from tide.rabbitmq.bus import STOP_BOUND_S, RabbitPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
+from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.rabbitmq import RabbitMQServer
 
 pytestmark = pytest.mark.timeout(240)
 JOBS = 40

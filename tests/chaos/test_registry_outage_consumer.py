@@ -15,7 +15,6 @@ import struct
 import pytest
 from confluent_kafka import Producer
 
-from tests.harness import Brokers
 from tests.integration.test_consumer_runner import fast_retries, rating, recording
 from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
@@ -25,6 +24,7 @@ from tide.ports import free_port
 from tide.status import backlogs
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(180)
 

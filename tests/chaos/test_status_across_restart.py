@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from tests.harness import Brokers
-from tests.harness.kafka import KafkaBroker
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
+from tide_dev.kafka import KafkaBroker
 
 pytestmark = pytest.mark.timeout(240)
 

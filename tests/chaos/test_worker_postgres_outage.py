@@ -14,7 +14,6 @@ import aio_pika
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession, HarnessError
 from tests.integration.test_rabbitmq_bus import _sent, _start_worker, _true, job, recording
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
@@ -22,6 +21,7 @@ from tide.rabbitmq.bus import RabbitPublisher
 from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
+from tide_dev import Brokers, BrokerSession, HarnessError
 
 pytestmark = pytest.mark.timeout(240)
 # Down longer than the old worker took to spend a delivery limit of 1: a first attempt on

@@ -25,10 +25,10 @@ from infra.components.rabbitmq import AMQP_PORT, DEFINITIONS_SECRET
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
 
 from tests.deploy.apiserver import ApiServer
-from tests.harness.kafka import KafkaBroker
-from tests.harness.postgres import PostgresServer
-from tests.harness.rabbitmq import RabbitMQServer
 from tests.harness.served_brokers import start_together, topic_of, upsert_scram_users
+from tide_dev.kafka import KafkaBroker
+from tide_dev.postgres import PostgresServer
+from tide_dev.rabbitmq import RabbitMQServer
 
 
 class StackBrokers:

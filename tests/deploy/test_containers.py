@@ -32,8 +32,8 @@ from tests.deploy.containers import (
 from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import prefix_of
 from tests.deploy.stack import Rendered
-from tests.harness.brokers import broker_dir
-from tests.harness.process import ensure_free
+from tide_dev.brokers import broker_dir
+from tide_dev.process import ensure_free
 
 
 @pytest.fixture(scope="session")

@@ -40,14 +40,14 @@ from tests.deploy.containers import (
 from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import FIRST_TAG, deploy
 from tests.deploy.stack import Rendered, config_for, identity, render_stack
-from tests.harness.brokers import broker_dir
-from tests.harness.process import ensure_free
 from tide.catalog import CATALOG
 from tide.chaos.experiments import catalogue
 from tide.chaos.probes import Ledger
 from tide.chaos.workload import ApiLoad
 from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.brokers import broker_dir
+from tide_dev.process import ensure_free
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -34,13 +34,13 @@ from infra.local_stack import ROOT
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.operators import StackBrokers
 from tests.engine.conftest import OPERATED, OPERATED_DATA, Deployed
-from tests.harness.brokers import broker_dir
 from tests.harness.cluster import Cluster
 from tests.harness.keda import Keda
 from tests.reports import ENGINE, report
 from tide.catalog import CATALOG
 from tide.scaling import PAUSED_REPLICAS
 from tide.waiting import wait_until
+from tide_dev.brokers import broker_dir
 
 pytestmark = pytest.mark.timeout(1800)
 APPS = f"{OPERATED}-apps"

@@ -24,12 +24,12 @@ from infra.components.rabbitmq import CLUSTER_NAME, rabbitmq_credentials_secret
 
 from tests.deploy.apiserver import ApiServer
 from tests.engine.conftest import Deployed
-from tests.harness.brokers import broker_dir
-from tests.harness.errors import HarnessError
-from tests.harness.rabbitmq import RabbitMQServer
 from tests.harness.rabbitmq_operator import RabbitMQOperator
 from tests.reports import ENGINE, report
 from tide.catalog import CATALOG
+from tide_dev.brokers import broker_dir
+from tide_dev.errors import HarnessError
+from tide_dev.rabbitmq import RabbitMQServer
 
 pytestmark = pytest.mark.timeout(600)
 CONF_D = "/etc/rabbitmq/conf.d/"

@@ -1,6 +1,5 @@
-"""Real brokers for Tide's tests and benchmarks: from the environment, else started here."""
+"""The clusters Tide's tests deploy to: control plane, controllers, KWOK and a real node.
 
-from tests.harness.brokers import Brokers, BrokerSession
-from tests.harness.errors import HarnessError
-
-__all__ = ["BrokerSession", "Brokers", "HarnessError"]
+The brokers they run against come from `tide_dev` (dev/), as `make local` and the
+benchmarks get theirs.
+"""

@@ -18,11 +18,11 @@ import urllib.request
 from pathlib import Path
 
 from tests.harness.addresses import API_SERVICE_IP, CLUSTER_DOMAIN, SERVICES
-from tests.harness.cache import built_tool, cache_dir
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess
 from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.cache import built_tool, cache_dir
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess
 
 # The oldest Kubernetes Tide supports; the binaries are built at exactly these versions.
 KUBE_VERSION = "v1.33.13"

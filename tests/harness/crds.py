@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import yaml
 
-from tests.harness.cache import cache_dir
-from tests.harness.errors import HarnessError
-from tests.harness.maven import MAVEN_DIR, runtime_classpath
-from tests.harness.process import require
+from tide_dev.cache import cache_dir
+from tide_dev.errors import HarnessError
+from tide_dev.maven import MAVEN_DIR, runtime_classpath
+from tide_dev.process import require
 
 if TYPE_CHECKING:
     from infra.config import Versions
@@ -81,7 +81,7 @@ class StrimziCrdRun:
 
 @dataclass(frozen=True)
 class StrimziGeneratedCrds:
-    """Strimzi's CRDs, generated from `io.strimzi:api` as resolved by a pom in tests/harness/maven/.
+    """Strimzi's CRDs, generated from `io.strimzi:api` as resolved by a pom in dev/tide_dev/maven/.
 
     That pom runs crd-generator 0.45.0 (0.48.0 is not on Maven Central; 1.x needs Java 21),
     which does not know @CelValidation: the generated CRDs lack the few CEL rules upstream

@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, require
 from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess, require
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "tide-harness-base:bookworm"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness.cache import built_tool, cache_dir
 from tests.harness.controlplane import KUBE_VERSION
+from tide_dev.cache import built_tool, cache_dir
 
 # The CLI: the newest pulumi/pkg release the proxy serves (PyPI's SDK stops at 3.272.0;
 # pyproject.toml pins that). `make up` downloads the same CLI release.

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from tests.harness.process import require
+from tide_dev.process import require
 
 PAUSE_SOURCE = Path(__file__).parent / "tools" / "pause.c"
 

@@ -31,10 +31,10 @@ from kubernetes import client, utils
 from tests.harness.addresses import API_SERVICE_IP, NODE_PODS
 from tests.harness.cluster import service_account_token
 from tests.harness.controlplane import binary
-from tests.harness.errors import HarnessError
 from tests.harness.node import Node
-from tests.harness.process import ManagedProcess
 from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess
 
 VERSION = "v0.8.0"
 NAME = "kube-network-policies"

@@ -39,9 +39,9 @@ from tests.harness.addresses import (
 )
 from tests.harness.cluster import kubeconfig_as
 from tests.harness.controlplane import client_certificate
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, require
 from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess, require
 
 # The kubelet's kernel tunables (pkg/kubelet/cm/container_manager_linux.go setupKernelTunables).
 KUBELET_SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic",

@@ -15,8 +15,8 @@ import subprocess
 import threading
 from types import TracebackType
 
-from tests.harness.process import require
 from tide.ports import free_port
+from tide_dev.process import require
 
 
 class PartitionableLink:

@@ -20,14 +20,14 @@ from typing import Any
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from tests.harness.cache import built_tool
 from tests.harness.cluster import service_account_kubeconfig
 from tests.harness.crds import module_manifests, pinned_module
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, answers_ok
 from tests.harness.webhooks import tools_dir
 from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.cache import built_tool
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess, answers_ok
 
 # The operator kube-prometheus-stack 77.6.2 ships (its CRDs come from the same module).
 VERSION = "v0.85.0"

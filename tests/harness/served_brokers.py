@@ -34,10 +34,11 @@ from infra.components import kafka, postgres, rabbitmq
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness.kafka import KafkaBroker
+from tests.harness.addresses import NODE_PODS
 from tests.harness.played_operators import CLOUDNATIVE_PG, RABBITMQ, STRIMZI, Played
-from tests.harness.postgres import PostgresServer
-from tests.harness.rabbitmq import RabbitMQServer
+from tide_dev.kafka import KafkaBroker
+from tide_dev.postgres import PostgresServer
+from tide_dev.rabbitmq import RabbitMQServer
 
 
 class Startable(Protocol):
@@ -106,7 +107,7 @@ class ServedBrokers:
         self.address = address
         advertised = f"{kafka.CLUSTER_NAME}-kafka-bootstrap.{data}.svc:{kafka.CLIENT_PORT}"
         self.kafka = KafkaBroker(workdir / "kafka", pods=(address, advertised))
-        self.postgres = PostgresServer(workdir / "postgres", pods=address)
+        self.postgres = PostgresServer(workdir / "postgres", pods=address, pods_range=NODE_PODS)
         self.rabbitmq = RabbitMQServer(workdir / "rabbitmq", pods=address)
 
     def start(self) -> None:

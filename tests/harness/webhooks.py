@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cache import built_tool, cache_dir
 from tests.harness.controlplane import write_certificates
 from tests.harness.crds import GoModuleCrds, module_manifests, pinned_module
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess
 from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.cache import built_tool, cache_dir
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess
 
 # The binaries are built at exactly these versions; each must be the one whose CRDs
 # tests/harness/crds.py installs for the pinned chart (checked in `start`).

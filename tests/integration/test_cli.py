@@ -13,10 +13,10 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tide.catalog import CATALOG
 from tide.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, app
 from tide.ports import free_port
+from tide_dev import Brokers
 
 runner = CliRunner()
 

@@ -12,7 +12,6 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.harness import Brokers
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import producer_replacements, running_runner
 from tide.codecs.json_schema import EventCodec
@@ -22,6 +21,7 @@ from tide.kafka import wedge
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(180)
 

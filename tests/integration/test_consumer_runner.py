@@ -11,7 +11,6 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tests.runtime_fixtures import RunningGroup
 from tide.errors import PermanentError, TransientError
 from tide.events.envelope import CloudEvent
@@ -20,6 +19,7 @@ from tide.kafka import dead_letters as dl
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup, RetryPolicy
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,6 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from tests.harness import Brokers
 from tests.integration.test_consumer_runner import effects, fast_retries, rating, recording
 from tests.runtime_fixtures import RunningGroup
 from tide.cli import app
@@ -22,6 +21,7 @@ from tide.kafka import dead_letters as dl
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(180)
 

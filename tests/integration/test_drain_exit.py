@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Brokers
 from tide.chaos.processes import LocalPlatform
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(180)
 

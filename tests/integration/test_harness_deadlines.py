@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from tests.harness import HarnessError
-from tests.harness.brokers import broker_dir
-from tests.harness.postgres import PostgresServer
-from tests.harness.process import port_is_open
+from tide_dev import HarnessError
+from tide_dev.brokers import broker_dir
+from tide_dev.postgres import PostgresServer
+from tide_dev.process import port_is_open
 
 
 def test_broker_missing_its_deadline_is_stopped_and_reported() -> None:

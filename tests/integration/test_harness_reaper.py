@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.process import ManagedProcess
 from tide.waiting import wait_until
+from tide_dev.process import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_a_test_process_killed_by_sigkill_takes_its_servers_with_it(
         f"""
         import sys, time
         from pathlib import Path
-        from tests.harness.process import ManagedProcess
+        from tide_dev.process import ManagedProcess
         server = ManagedProcess("server", ["sleep", "600"], log=Path({str(tmp_path / "s.log")!r}))
         server.start()
         if {frozen}:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.harness import Brokers
 from tests.integration.test_consumer_runner import fast_retries, rating
 from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
@@ -20,6 +19,7 @@ from tide.kafka.producer import EventPublisher
 from tide.liveness import Liveness
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 BOUND_S = 3.0  # the process default is tide.liveness.LOOP_BOUND_S; short here

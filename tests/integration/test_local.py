@@ -1,4 +1,4 @@
-"""`make local` (python -m infra.local) as a user runs it: live, then Ctrl-C leaves nothing."""
+"""`make local` (python -m tide_dev.local) as a user runs it: live, then Ctrl-C leaves nothing."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
+from tide_dev import Brokers, BrokerSession
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 120
@@ -67,7 +67,7 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "120",
     }
-    command = [sys.executable, "-m", "infra.local", "--interval", "1s", "--rate", "10"]
+    command = [sys.executable, "-m", "tide_dev.local", "--interval", "1s", "--rate", "10"]
     lines: list[str] = []
     with subprocess.Popen(
         command,

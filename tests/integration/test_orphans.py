@@ -8,8 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.harness import Brokers
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 ROOT = Path(__file__).resolve().parents[2]
 

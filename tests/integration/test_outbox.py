@@ -14,7 +14,6 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tide.cli import app
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
@@ -22,6 +21,7 @@ from tide.kafka.producer import EventPublisher
 from tide.store.outbox import OutboxRelay
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,13 +23,13 @@ import pytest
 from confluent_kafka import Consumer
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.ports import free_port
 from tide.settings import Settings
 from tide.store.processed import count_processed
 from tide.waiting import wait_until
+from tide_dev import Brokers, BrokerSession
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -14,7 +14,6 @@ import struct
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.harness import Brokers
 from tests.integration.test_consumer_runner import fast_retries, rating
 from tide.apps.subscription import create_app as create_subscription_app
 from tide.apps.video_service import create_app
@@ -24,6 +23,7 @@ from tide.kafka.processing import Record, RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.ports import free_port
 from tide.topology import Catalog
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers
+from tide_dev import Brokers
 
 
 @pytest.fixture

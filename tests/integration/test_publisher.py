@@ -8,7 +8,6 @@ import pytest
 from confluent_kafka import Consumer
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tests.runtime_fixtures import producer_replacements
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec, InvalidEventError
@@ -18,6 +17,7 @@ from tide.kafka.producer import EventPublisher, PublishError
 from tide.ports import free_port
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(90)
 

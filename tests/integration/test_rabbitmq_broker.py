@@ -10,11 +10,11 @@ import pytest
 from pamqp.commands import Basic
 
 from tests.conftest import unique
-from tests.harness import Brokers
-from tests.harness.brokers import broker_dir
-from tests.harness.process import port_is_open
-from tests.harness.rabbitmq import RabbitMQServer
 from tide.waiting import wait_until_async
+from tide_dev import Brokers
+from tide_dev.brokers import broker_dir
+from tide_dev.process import port_is_open
+from tide_dev.rabbitmq import RabbitMQServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tests.runtime_fixtures import queue_consumer
 from tide.codecs.json_schema import EventCodec
 from tide.errors import TransientError
@@ -20,6 +19,7 @@ from tide.handlers import Handler, HandlerContext
 from tide.rabbitmq.bus import RabbitPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 

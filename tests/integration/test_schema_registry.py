@@ -11,12 +11,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from typer.testing import CliRunner
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tide.catalog import CATALOG
 from tide.cli import app
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema_text
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.registry
 

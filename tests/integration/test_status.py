@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.harness import Brokers
 from tests.integration.test_consumer_runner import rating, recording
 from tests.runtime_fixtures import RunningGroup
 from tide.cli import app
@@ -19,6 +18,7 @@ from tide.handlers import Handler
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from tests.conftest import unique
-from tests.harness import Brokers
 from tests.runtime_fixtures import (
     CONFORMANCE,
     NestedBody,
@@ -35,6 +34,7 @@ from tide.store.event_store import EventStore
 from tide.store.projections import ProjectionRunner
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import unique
-from tests.harness import Brokers, BrokerSession
 from tests.runtime_fixtures import create_topics
 from tide.catalog import CATALOG
 from tide.ports import free_port
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
+from tide_dev import Brokers, BrokerSession
 
 
 def _ready(port: int) -> bool:

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from tests.harness import Brokers
 from tests.runtime_fixtures import (
     CONFORMANCE,
     NestedBody,
@@ -32,6 +31,7 @@ from tide.kafka.producer import EventPublisher
 from tide.ports import free_port
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev import Brokers
 
 pytestmark = pytest.mark.timeout(180)
 MAX_BODY = 4096

@@ -17,15 +17,15 @@ from kubernetes import client
 
 from tests.harness import cluster_dns
 from tests.harness.addresses import DNS_SERVICE_IP, NODE_LINK_HOST, NODE_PODS
-from tests.harness.kafka import KafkaBroker
 from tests.harness.node import PAUSE_IMAGE
-from tests.harness.postgres import PostgresServer
-from tests.harness.rabbitmq import RabbitMQServer
 from tests.harness.served_brokers import serve, upsert_scram_users
 from tests.node.conftest import NODE, python_in_pod, real_node
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.waiting import wait_until
+from tide_dev.kafka import KafkaBroker
+from tide_dev.postgres import PostgresServer
+from tide_dev.rabbitmq import RabbitMQServer
 
 pytestmark = pytest.mark.timeout(900)
 # Where the program's brokers are in a cluster: CloudNativePG's read-write Service and
@@ -54,7 +54,7 @@ def joined(tide_archive: Path) -> Iterator[Joined]:
     with real_node(tide_archive) as joined:
         workdir = joined.workdir
         core = client.CoreV1Api(joined.api)
-        database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST)
+        database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST, pods_range=NODE_PODS)
         advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
         broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
         queues = RabbitMQServer(workdir / "rabbitmq", pods=NODE_LINK_HOST)

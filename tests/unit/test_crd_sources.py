@@ -8,7 +8,7 @@ import pytest
 from infra.config import Versions
 
 from tests.harness import crds
-from tests.harness.errors import HarnessError
+from tide_dev.errors import HarnessError
 
 CRD = """\
 apiVersion: apiextensions.k8s.io/v1

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import HarnessError
-from tests.harness.kafka import KafkaBroker
-from tests.harness.maven import runtime_classpath
-from tests.harness.process import require
+from tide_dev import HarnessError
+from tide_dev.kafka import KafkaBroker
+from tide_dev.maven import runtime_classpath
+from tide_dev.process import require
 
 
 def test_missing_executable_names_the_debian_package_to_install() -> None:

@@ -7,15 +7,16 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
+from infra import components
 
-from tests.harness.errors import HarnessError
-from tests.harness.maven import runtime_classpath
-from tests.harness.process import ManagedProcess, ensure_free, require
 from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
+from tide_dev.maven import runtime_classpath
+from tide_dev.process import ManagedProcess, ensure_free, require
 
 # The JMX exporter's rules, the file the cluster's Kafka gets as its `metricsConfig`.
-METRICS_RULES = Path(__file__).parents[2] / "infra" / "components" / "kafka_metrics.yaml"
+METRICS_RULES = Path(components.__file__).parent / "kafka_metrics.yaml"
 
 LOG4J2 = """\
 status = warn

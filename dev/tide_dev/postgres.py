@@ -9,9 +9,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.harness.addresses import NODE_PODS
-from tests.harness.errors import HarnessError
-from tests.harness.process import (
+from tide.ports import free_port
+from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
+from tide_dev.process import (
     ManagedProcess,
     ensure_free,
     owned_dir,
@@ -19,8 +20,6 @@ from tests.harness.process import (
     require,
     run_as,
 )
-from tide.ports import free_port
-from tide.waiting import wait_until
 
 # Debian keeps the server binaries out of PATH, one directory per major version.
 SEARCH = sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)
@@ -38,11 +37,15 @@ class PostgresServer:
         port: int | None = None,
         password: str | None = None,
         pods: str | None = None,
+        pods_range: str = "",
     ) -> None:
         """`pods`: an address a real node's pods reach, where the server also listens and
-        admits them (their range, NODE_PODS) with a password."""
+        admits the pods of `pods_range` with a password."""
+        if pods is not None and not pods_range:
+            raise ValueError("a PostgreSQL that listens for pods needs their address range")
         self.workdir = workdir
         self.pods = pods
+        self.pods_range = pods_range
         self.port = port or free_port()
         self.password = password or secrets.token_hex(12)
         self.data = workdir / "data"
@@ -91,7 +94,7 @@ class PostgresServer:
             self._initdb()
             if self.pods is not None:
                 with (self.data / "pg_hba.conf").open("a") as hba:
-                    hba.write(f"host all all {NODE_PODS} scram-sha-256\n")
+                    hba.write(f"host all all {self.pods_range} scram-sha-256\n")
         listen = "127.0.0.1" if self.pods is None else f"127.0.0.1,{self.pods}"
         sockets = self.workdir / "sockets"
         owned_dir(sockets, self.user)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import aio_pika
 
-from tests.harness.errors import HarnessError
-from tests.harness.process import (
+from tide.ports import free_port
+from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
+from tide_dev.process import (
     ManagedProcess,
     ensure_free,
     owned_dir,
@@ -21,8 +23,6 @@ from tests.harness.process import (
     require,
     run_as,
 )
-from tide.ports import free_port
-from tide.waiting import wait_until
 
 # Debian's /usr/sbin wrapper switches to the system `rabbitmq` user and its data;
 # the real scripts underneath honour the RABBITMQ_* variables set below.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.harness.errors import HarnessError
+from tide_dev.errors import HarnessError
 
 
 def cache_dir() -> Path:

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, ensure_free, require
 from tide.ports import free_port
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess, ensure_free, require
 
 
 class PrometheusServer:

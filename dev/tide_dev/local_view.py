@@ -15,12 +15,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from rich import box
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Column, Table
-from rich.text import Text
-
 from infra.dashboards import (
     any_of,
     api_p99,
@@ -31,10 +25,16 @@ from infra.dashboards import (
     group_processed,
     lag,
 )
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Column, Table
+from rich.text import Text
+
 from tide.dlq import DeadLetterQueue
 
 if TYPE_CHECKING:
-    from infra.local import LocalStack
+    from tide_dev.local import LocalStack
 
 REFRESH_S = 2.0
 

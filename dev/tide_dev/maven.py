@@ -6,15 +6,15 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.harness.cache import cache_dir
-from tests.harness.errors import HarnessError
-from tests.harness.process import require
+from tide_dev.cache import cache_dir
+from tide_dev.errors import HarnessError
+from tide_dev.process import require
 
 MAVEN_DIR = Path(__file__).parent / "maven"
 
 
 def runtime_classpath(project: str) -> str:
-    """The `:`-joined jar list of `tests/harness/maven/<project>/pom.xml`, resolved by Maven.
+    """The `:`-joined jar list of `dev/tide_dev/maven/<project>/pom.xml`, resolved by Maven.
 
     The result is cached per pom content, so a second session starts without Maven.
     """

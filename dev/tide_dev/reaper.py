@@ -1,6 +1,6 @@
 """Runs one harness process and kills it when the test process that started it is gone.
 
-`python -m tests.harness.reaper <parent pid> <argv...>`: the command runs as
+`python -m tide_dev.reaper <parent pid> <argv...>`: the command runs as
 this process's child, in the process group this process leads (ManagedProcess
 starts it in a new session), so group signals (SIGKILL, SIGCONT) reach both;
 a freeze (SIGSTOP) spares this process, which must stay awake to do its job.

@@ -15,8 +15,8 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tests.harness.errors import HarnessError
 from tide.waiting import wait_until
+from tide_dev.errors import HarnessError
 
 # Debian package that provides each executable the harness runs.
 PACKAGE_OF = {
@@ -115,7 +115,7 @@ _REAPER = (Path(__file__).parent / "reaper.py").read_text()
 
 
 def reaped(argv: Sequence[str]) -> list[str]:
-    """`argv` under tests/harness/reaper.py: killed with its group if this process dies."""
+    """`argv` under dev/tide_dev/reaper.py: killed with its group if this process dies."""
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
     return [python, "-c", _REAPER, str(os.getpid()), *argv]
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tests.harness.kafka import KafkaBroker
-from tests.harness.postgres import PostgresServer
-from tests.harness.rabbitmq import RabbitMQServer
+from tide_dev.kafka import KafkaBroker
+from tide_dev.postgres import PostgresServer
+from tide_dev.rabbitmq import RabbitMQServer
 
 # The variables a user sets to run the suites against brokers they already have.
 ENV_KAFKA = "TIDE_KAFKA_BOOTSTRAP"

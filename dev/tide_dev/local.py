@@ -12,7 +12,7 @@ One command, in order:
              scraping every service, Kafka, both exporters and RabbitMQ;
   workload   a steady stream of finished watches posted to the player API, and subscription
              commands (start, renew, cancel) at a tenth of that rate;
-then a live view (infra.local_view) until Ctrl-C, which stops everything it started.
+then a live view (tide_dev.local_view) until Ctrl-C, which stops everything it started.
 """
 
 from __future__ import annotations
@@ -34,13 +34,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from tests.harness.brokers import Brokers, BrokerSession
-from tests.harness.errors import HarnessError
-from tests.harness.process import ManagedProcess, require
-from tests.harness.prometheus import PrometheusServer
-
 from infra.alerts import rule_groups
+from rich.console import Console
+
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.chaos.experiments import catalogue
 from tide.chaos.probes import Ledger
@@ -53,6 +49,10 @@ from tide.store.migrations import migrate
 from tide.supervisor import Supervisor
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev.brokers import Brokers, BrokerSession
+from tide_dev.errors import HarnessError
+from tide_dev.process import ManagedProcess, require
+from tide_dev.prometheus import PrometheusServer
 
 READY_TIMEOUT_S = 120.0
 
@@ -355,7 +355,7 @@ def main(
     ] = None,
 ) -> None:
     """The whole platform on this machine, a steady workload and a live view; Ctrl-C stops it."""
-    from infra.local_view import LiveView  # noqa: PLC0415
+    from tide_dev.local_view import LiveView  # noqa: PLC0415
 
     console = Console()
     catalog_file = str(catalog.resolve()) if catalog else os.environ.get("TIDE_CATALOG_FILE", "")

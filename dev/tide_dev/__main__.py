@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from tests.harness.brokers import BrokerSession
-from tests.harness.control import HarnessControl, serve
-from tests.harness.errors import HarnessError
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import until_terminated
+from tide_dev.brokers import BrokerSession
+from tide_dev.control import HarnessControl, serve
+from tide_dev.errors import HarnessError
 
 
 def main() -> int:

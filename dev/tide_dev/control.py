@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.harness.brokers import BrokerSession
-from tests.harness.errors import HarnessError
+from tide_dev.brokers import BrokerSession
+from tide_dev.errors import HarnessError
 
 
 class HarnessControl:
