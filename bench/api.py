@@ -26,9 +26,9 @@ from bench.measure import Mode, Row, Section, Spread, alternating
 from bench.payloads import watch_completed
 from bench.report import markdown
 from bench.setting import Setting
-from tide.chaos.processes import LocalPlatform, ServiceProcess
-from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.chaos.processes import LocalPlatform, ServiceProcess
+from tide_dev.ports import free_port
 
 TARGET = 0.7
 P99_BOUND_MS = 20.0

@@ -1,6 +1,6 @@
 """End to end: the time from a user's action to its effects, on the local platform.
 
-Every service runs as its own `tide run <service>` process (as `tide run --all` runs them:
+Every service runs as its own `tide run <service>` process (as `tide-dev run` runs them:
 one process per service, badges twice) on the harness's brokers, under a private copy of
 the catalog. vegeta posts finished watch completions of catalogued videos to the
 video-service, open loop, at fixed rates. Each accepted event is timed from its request to:
@@ -62,14 +62,14 @@ from bench.payloads import watch_completed
 from bench.report import markdown
 from bench.setting import Setting
 from tide.catalog import CATALOG
-from tide.chaos.experiments import SERVICES, catalogue
-from tide.chaos.probes import Ledger
-from tide.chaos.processes import LocalPlatform
 from tide.events.envelope import derived_id
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
 from tide.waiting import wait_until
+from tide_dev.chaos.experiments import SERVICES, catalogue
+from tide_dev.chaos.probes import Ledger
+from tide_dev.chaos.processes import LocalPlatform
 
 LOW_RATE = 20
 TARGET_RATE = 500

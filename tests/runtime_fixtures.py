@@ -26,7 +26,6 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import unique
 from tide.apps.bodies import MAX_DEPTH
 from tide.catalog import CATALOG
-from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
 from tide.kafka import wedge
@@ -41,6 +40,7 @@ from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
 from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.chaos.processes import LocalPlatform
 
 # What every fuzzed answer of a Tide API must hold: no 5xx, and a status, media type and
 # body its OpenAPI document declares (the document is what clients are generated from).

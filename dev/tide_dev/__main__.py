@@ -1,7 +1,7 @@
 """`make brokers`: start the brokers here and print the TIDE_* variables that reach them.
 
-Useful for `tide run --all`, `tide chaos`, benchmarks and poking at things by hand.
-TIDE_CHAOS_CONTROL_URL lets `tide chaos` stop and start these brokers. Ctrl-C stops them.
+Useful for `tide-dev run`, `tide-dev chaos`, benchmarks and poking at things by hand.
+TIDE_CHAOS_CONTROL_URL lets `tide-dev chaos` stop and start these brokers. Ctrl-C stops them.
 """
 
 from __future__ import annotations

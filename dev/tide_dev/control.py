@@ -1,5 +1,5 @@
 """Broker control for chaos experiments: in-process for the suites, over loopback HTTP for
-`tide chaos` while `make brokers` runs."""
+`tide-dev chaos` while `make brokers` runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tide_dev.errors import HarnessError
 
 
 class HarnessControl:
-    """Stops, starts or restarts a broker this session started (`tide.chaos.BrokerControl`)."""
+    """Stops, starts or restarts a broker this session started (`tide_dev.chaos.BrokerControl`)."""
 
     def __init__(self, session: BrokerSession) -> None:
         self.session = session

@@ -9,10 +9,10 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 from infra import components
 
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.errors import HarnessError
 from tide_dev.maven import runtime_classpath
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess, ensure_free, require
 
 # The JMX exporter's rules, the file the cluster's Kafka gets as its `metricsConfig`.

@@ -5,9 +5,9 @@ One command, in order:
              PostgreSQL, started by the test harness, or the ones TIDE_* names (`make brokers`
              in another terminal: they are then reused and left running);
   topology   the catalog's topics, the event store's migrations, RabbitMQ's definitions;
-  services   every catalog service as `tide run --all` runs them: supervised child processes,
+  services   every catalog service as `tide-dev run` runs them: supervised child processes,
              restarted when they die, their logs in the work directory;
-  monitoring `tide kafka-exporter`, Debian's PostgreSQL exporter and Prometheus, loaded
+  monitoring `tide-dev kafka-exporter`, Debian's PostgreSQL exporter and Prometheus, loaded
              with the rule groups the Pulumi program deploys (infra.alerts.rule_groups),
              scraping every service, Kafka, both exporters and RabbitMQ;
   workload   a steady stream of finished watches posted to the player API, and subscription
@@ -38,21 +38,21 @@ from infra.alerts import rule_groups
 from rich.console import Console
 
 from tide.catalog_file import CatalogFileError, read_catalog
-from tide.chaos.experiments import catalogue
-from tide.chaos.probes import Ledger
-from tide.chaos.workload import ApiLoad, SubscriptionLoad
 from tide.kafka.topics import ensure_topics
-from tide.ports import free_port
 from tide.rabbitmq.definitions import definitions
 from tide.settings import Settings
 from tide.store.migrations import migrate
-from tide.supervisor import Supervisor
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev.brokers import Brokers, BrokerSession
+from tide_dev.chaos.experiments import catalogue
+from tide_dev.chaos.probes import Ledger
+from tide_dev.chaos.workload import ApiLoad, SubscriptionLoad
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess, require
 from tide_dev.prometheus import PrometheusServer
+from tide_dev.supervisor import Supervisor
 
 READY_TIMEOUT_S = 120.0
 
@@ -165,7 +165,14 @@ class LocalStack:
         self._exporter_port = free_port()
         self._exporter = ManagedProcess(
             "kafka-exporter",
-            [sys.executable, "-m", "tide", "kafka-exporter", "--port", str(self._exporter_port)],
+            [
+                sys.executable,
+                "-m",
+                "tide_dev.cli",
+                "kafka-exporter",
+                "--port",
+                str(self._exporter_port),
+            ],
             log=self.logs / "kafka-exporter.log",
             env={**os.environ, **self.env},
         )

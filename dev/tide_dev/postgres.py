@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import (
     ManagedProcess,
     ensure_free,

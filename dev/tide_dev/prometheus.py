@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tide.ports import free_port
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess, ensure_free, require
 
 

@@ -6,7 +6,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -39,34 +38,38 @@ app.add_typer(catalog_app, name="catalog")
 _debug = False
 
 
-@app.callback()
-def _options(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="on failure, print the traceback too")
-    ] = False,
-    catalog: Annotated[
-        Path | None,
-        typer.Option(
-            "--catalog",
-            help="your platform's catalog file (default: $TIDE_CATALOG_FILE, else the"
-            " reference OTT platform)",
-            dir_okay=False,
-        ),
-    ] = None,
-) -> None:
+DebugOption = Annotated[bool, typer.Option("--debug", help="on failure, print the traceback too")]
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog",
+        help="your platform's catalog file (default: $TIDE_CATALOG_FILE, else the"
+        " reference OTT platform)",
+        dir_okay=False,
+    ),
+]
+
+
+def global_options(debug: bool, catalog: Path | None) -> None:
+    """`--debug` and `--catalog`, for `tide` and `tide-dev` alike."""
     global _debug  # noqa: PLW0603 - one flag for the whole invocation
     _debug = debug
     if catalog is not None:
-        # Through the environment, so `tide run --all` hands it to every child it starts.
+        # Through the environment, so every child `tide-dev run` starts gets it too.
         os.environ["TIDE_CATALOG_FILE"] = str(catalog.resolve())
 
 
-def main() -> None:
+@app.callback()
+def _options(debug: DebugOption = False, catalog: CatalogOption = None) -> None:
+    global_options(debug, catalog)
+
+
+def main(application: typer.Typer = app) -> None:
     """The `tide` command. A failure ends it with one line and its exit code: 4 when a
     broker, the database or the registry did not answer (or refused us), 1 otherwise;
     `tide --debug ...` shows the traceback instead."""
     try:
-        app()  # usage errors, --help and a command's typer.Exit end in sys.exit here
+        application()  # usage errors, --help and a command's typer.Exit end in sys.exit here
     except Exception as exc:
         if _debug:
             raise
@@ -96,7 +99,7 @@ def _explain(exc: BaseException) -> tuple[int, str]:
     return 1, f"{type(exc).__name__}: {exc}"
 
 
-def _settings(*required: str) -> Settings:
+def load_settings(*required: str) -> Settings:
     """Settings from TIDE_*; a missing or invalid one ends the command with exit code 3."""
     try:
         settings = Settings()
@@ -119,9 +122,8 @@ def _settings(*required: str) -> Settings:
 @app.command()
 def run(
     service: Annotated[str | None, typer.Argument(help="catalog service to run")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="every service, as local processes")] = False,
 ) -> None:
-    """Run one service (as its container does), or the whole platform locally with --all."""
+    """Run one service, as its container does (`tide-dev run` runs them all here)."""
     from tide.launch import (  # noqa: PLC0415
         NotDrainedError,
         NotRunnableError,
@@ -131,14 +133,11 @@ def run(
         run_service,
     )
 
-    settings = _settings()
+    settings = load_settings()
     catalog = settings.catalog()
     known = [s.name for s in catalog.services]
-    if all_:
-        _run_all(known)
-        return
     if service is None:
-        err.print("error: name a service or pass --all; known: " + ", ".join(known))
+        err.print("error: name a service; known: " + ", ".join(known))
         raise typer.Exit(EXIT_USAGE)
     if service not in known:
         err.print(f"error: unknown service {service!r}; known: " + ", ".join(known))
@@ -154,46 +153,6 @@ def run(
         raise typer.Exit(1) from None
 
 
-def _run_all(services: list[str]) -> None:
-    """One supervised child per service, each on its own HTTP port (tide.supervisor)."""
-    from tide.supervisor import Supervisor  # noqa: PLC0415
-
-    configure_logging("text", "INFO")
-    base = int(os.environ.get("TIDE_HTTP_PORT", "8080"))
-    supervisor = Supervisor(services, base)
-    # SIGTERM to the parent drains every child, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
-    signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
-    code = supervisor.run()
-    if code:
-        raise typer.Exit(code)
-
-
-@app.command("kafka-exporter")
-def kafka_exporter(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of /metrics")] = 9308,
-) -> None:
-    """Serve consumer-group lag, members and partition end offsets under kafka_exporter's
-    names, for a Prometheus off the cluster (`make local`). On Kubernetes, Strimzi's Kafka
-    Exporter serves them."""
-    from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
-
-    from tide.kafka.exporter import KafkaExporterCollector  # noqa: PLC0415
-    from tide.waiting import until_terminated  # noqa: PLC0415
-
-    settings = _settings("kafka_bootstrap")
-    registry = CollectorRegistry()
-    collector = KafkaExporterCollector(settings.kafka_client_config(), settings.catalog())
-    registry.register(collector)
-    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    err.print(f"kafka-exporter: serving http://127.0.0.1:{port}/metrics")
-    try:
-        until_terminated()
-    finally:
-        server.shutdown()
-        collector.close()
-
-
 @db_app.command("migrate")
 def migrate() -> None:
     """Apply the event store's migrations (idempotent; safe to run from several pods)."""
@@ -201,7 +160,7 @@ def migrate() -> None:
 
     from tide.store.migrations import migrate as apply  # noqa: PLC0415
 
-    settings = _settings(*command_needs(("db", "migrate")).required_settings)
+    settings = load_settings(*command_needs(("db", "migrate")).required_settings)
     dsn = settings.postgres_dsn.get_secret_value()
     try:
         applied = apply(dsn)
@@ -245,7 +204,7 @@ def register() -> None:
 
     from tide.events.schemas import schema_text  # noqa: PLC0415
 
-    settings = _settings(*command_needs(("registry", "register")).required_settings)
+    settings = load_settings(*command_needs(("registry", "register")).required_settings)
     url = settings.schema_registry_url
     client = SchemaRegistryClient.new_client({"url": url})
     for event in settings.catalog().events:
@@ -267,7 +226,7 @@ def definitions() -> None:
     """Print the catalog's RabbitMQ topology as definitions (for rabbitmqctl import_definitions)."""
     from tide.rabbitmq.definitions import definitions as render  # noqa: PLC0415
 
-    out.print_json(json.dumps(render(_settings().catalog())))
+    out.print_json(json.dumps(render(load_settings().catalog())))
 
 
 @topics_app.command("create")
@@ -278,7 +237,7 @@ def create_topics(
     on Kubernetes the KafkaTopic resources do this)."""
     from tide.kafka.topics import ensure_topics  # noqa: PLC0415
 
-    settings = _settings("kafka_bootstrap")
+    settings = load_settings("kafka_bootstrap")
     created = ensure_topics(
         settings.kafka_client_config(),
         settings.catalog().all_topics(),
@@ -304,7 +263,7 @@ def outbox_ls(
     """The outbox rows the relay set aside, oldest first, with why."""
     from tide.store.outbox import dead_letters  # noqa: PLC0415
 
-    settings = _settings("postgres_dsn")
+    settings = load_settings("postgres_dsn")
     with _database(settings) as conn:
         rows = dead_letters(conn, limit=limit)
     if output == "json":
@@ -328,7 +287,7 @@ def outbox_resend(
     if not ids and not all_:
         err.print("error: name row ids or pass --all")
         raise typer.Exit(EXIT_USAGE)
-    settings = _settings("postgres_dsn")
+    settings = load_settings("postgres_dsn")
     with _database(settings) as conn:
         moved = resend(conn, None if all_ else list(ids or []))
     out.print(f"{moved} row(s) back in the outbox")
@@ -373,7 +332,7 @@ def _event_type(filter_: str | None) -> str | None:
 @dlq_app.command("ls")
 def dlq_ls(group: GroupOption = None, output: OutputOption = "table") -> None:
     """Depth and the latest reason of each group's DLQ."""
-    settings = _settings("kafka_bootstrap")
+    settings = load_settings("kafka_bootstrap")
     rows = []
     for queue in _dead_letter_queues(settings, group):
         depth = queue.depth()
@@ -410,7 +369,7 @@ def dlq_show(
     output: OutputOption = "table",
 ) -> None:
     """The dead letters of one group, oldest first, with why they died."""
-    settings = _settings("kafka_bootstrap")
+    settings = load_settings("kafka_bootstrap")
     (queue,) = _dead_letter_queues(settings, group)
     letters = queue.show(limit=limit, event_type=_event_type(filter_))
     rows = [
@@ -450,7 +409,7 @@ def dlq_redrive(
     if to not in {"retry", "original"}:
         err.print(f"error: --to must be retry or original, got {to!r}")
         raise typer.Exit(EXIT_USAGE)
-    settings = _settings("kafka_bootstrap")
+    settings = load_settings("kafka_bootstrap")
     (queue,) = _dead_letter_queues(settings, group)
     with out.status(f"redriving {queue.group.dlq_topic}"):
         report = queue.redrive(
@@ -508,7 +467,7 @@ def status(
     from tide.scaling import Replicas, cluster_replicas  # noqa: PLC0415
     from tide.status import group_status  # noqa: PLC0415
 
-    settings = _settings("kafka_bootstrap")
+    settings = load_settings("kafka_bootstrap")
     groups = [q.group for q in _dead_letter_queues(settings, group)]
     with_cluster = _kubeconfig_present() if cluster is None else cluster
 
@@ -587,7 +546,7 @@ def scale(
         raise typer.Exit(EXIT_USAGE)
     target: int | Literal["auto"] = "auto" if replicas == "auto" else int(replicas)
     try:
-        plan = scale_plan(_settings().catalog(), service, target, namespace)
+        plan = scale_plan(load_settings().catalog(), service, target, namespace)
     except ScaleRefusedError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
@@ -595,75 +554,3 @@ def scale(
         out.print(f"{patch.kind} {patch.namespace}/{patch.name}: {json.dumps(patch.body)}")
     if not dry_run:
         apply(plan)
-
-
-EXIT_VIOLATED = 1
-BROKER_EXPERIMENTS = {"stop-rabbitmq", "restart-kafka"}
-
-
-@app.command()
-def chaos(
-    experiment: Annotated[str, typer.Argument(help="which experiment (see the list in --help)")],
-    output: OutputOption = "table",
-    rate: Annotated[float, typer.Option(min=1, help="API requests per second under load")] = 25,
-    p99_bound_ms: Annotated[float, typer.Option(help="the steady state's p99 bound")] = 500,
-) -> None:
-    """Run one local chaos experiment against the brokers in TIDE_* and print its report.
-
-    Starts the platform as local processes (as `tide run` does), checks the steady state,
-    injects the fault under load and checks that nothing was lost. Experiments: kill-group,
-    freeze-consumer, poison-storm, and (they need `make brokers`, which sets
-    TIDE_CHAOS_CONTROL_URL) stop-rabbitmq, restart-kafka. Exit code 1 when the hypothesis
-    did not hold.
-    """
-    import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
-    from tide.chaos.control import HttpBrokerControl  # noqa: PLC0415
-    from tide.chaos.experiments import EXPERIMENTS, Chaos, start_platform  # noqa: PLC0415
-    from tide.chaos.processes import LocalPlatform  # noqa: PLC0415
-    from tide.kafka.topics import ensure_topics  # noqa: PLC0415
-    from tide.store.migrations import migrate  # noqa: PLC0415
-
-    if experiment not in EXPERIMENTS:
-        err.print(f"error: unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS))
-        raise typer.Exit(EXIT_USAGE)
-    settings = _settings("kafka_bootstrap", "postgres_dsn", "rabbitmq_url")
-    if experiment in BROKER_EXPERIMENTS and not settings.chaos_control_url:
-        err.print(
-            f"error: {experiment} stops a broker: set TIDE_CHAOS_CONTROL_URL "
-            "(`make brokers` prints it) or run the chaos suite (`make test`)"
-        )
-        raise typer.Exit(EXIT_CONFIG)
-    catalog = settings.catalog()
-    client = settings.kafka_client_config()
-    dsn = settings.postgres_dsn.get_secret_value()
-    workdir = Path(tempfile.mkdtemp(prefix=f"tide-chaos-{experiment}-"))
-    env = {k: v for k, v in os.environ.items() if k.startswith("TIDE_")}
-    platform = LocalPlatform(env, workdir)
-    control = HttpBrokerControl(settings.chaos_control_url) if settings.chaos_control_url else None
-    run = Chaos(platform, catalog, client, dsn, control, rate=rate, p99_bound_ms=p99_bound_ms)
-    with err.status("preparing topics and the database") as progress:
-        ensure_topics(client, catalog.all_topics())
-        migrate(dsn)
-        progress.update(f"starting the platform ({len(catalog.services)} services)")
-        try:
-            start_platform(run)
-            progress.update(f"running {experiment}: hypothesis, fault, observation")
-            report = EXPERIMENTS[experiment](run)
-        except (TimeoutError, RuntimeError) as exc:
-            platform.stop()
-            err.print(f"error: {experiment} could not run: {exc}")
-            err.print(f"service logs: {workdir}")
-            raise typer.Exit(EXIT_VIOLATED) from None
-        progress.update("stopping the platform")
-        problems = platform.stop()
-    for problem in problems:
-        report.expect(False, problem)
-    if output == "json":
-        out.print_json(json.dumps(report.as_dict()))
-    else:
-        out.print(report.render(), highlight=False, soft_wrap=True)
-        err.print(f"service logs: {workdir}")
-    if not report.held:
-        raise typer.Exit(EXIT_VIOLATED)

@@ -166,7 +166,7 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
         pruner.stop()
 
     def supervised(runner: ConsumerRunner) -> None:
-        # A runner that raises ends the process (exit 1, the kubelet or `tide run --all`
+        # A runner that raises ends the process (exit 1, the kubelet or `tide-dev run`
         # starts it again); its partitions go to the other members meanwhile.
         try:
             runner.run()

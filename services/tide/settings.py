@@ -49,12 +49,9 @@ class Settings(BaseSettings):
     # a handler waits for this ack inside its transaction.
     publish_timeout_s: float = Field(default=10.0, gt=0, le=50)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    chaos_control_url: str = Field(
-        default="", description="where `tide chaos` stops and starts brokers (make brokers)"
-    )
     parent_pid: int | None = Field(
         default=None,
-        description="set by `tide run --all` and the chaos platform: drain and exit when that"
+        description="set by `tide-dev run` and the chaos platform: drain and exit when that"
         " process is gone, so no local child outlives what started it",
     )
 

@@ -24,11 +24,11 @@ from infra.dashboards import overview, service_page
 from tests.conftest import unique
 from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
-from tide.chaos.experiments import produce_poison
-from tide.chaos.probes import WATCH_TYPE
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.chaos.experiments import produce_poison
+from tide_dev.chaos.probes import WATCH_TYPE
 from tide_dev.local import LocalStack
 from tide_dev.prometheus import PrometheusServer
 

@@ -1,4 +1,4 @@
-"""`tide chaos <experiment>` as an operator runs it: its own platform processes, the brokers
+"""`tide-dev chaos <experiment>` as an operator runs it: its own platform processes, the brokers
 stopped through the control URL that `make brokers` serves, the report on stdout."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_tide_chaos_restart_kafka_prints_a_report_that_held(
         "TIDE_CHAOS_CONTROL_URL": control_url,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "tide", "chaos", "restart-kafka", "--output", "json"],
+        [sys.executable, "-m", "tide_dev.cli", "chaos", "restart-kafka", "--output", "json"],
         env=env,
         capture_output=True,
         text=True,

@@ -10,11 +10,11 @@ import pytest
 from tests.conftest import unique
 from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
-from tide.chaos.experiments import EXPERIMENTS, Chaos, start_platform
-from tide.chaos.processes import LocalPlatform
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
 from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev.chaos.experiments import EXPERIMENTS, Chaos, start_platform
+from tide_dev.chaos.processes import LocalPlatform
 from tide_dev.control import HarnessControl
 
 pytestmark = pytest.mark.timeout(420)

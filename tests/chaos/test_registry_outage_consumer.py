@@ -20,11 +20,11 @@ from tests.runtime_fixtures import running_runner
 from tide.codecs.json_schema import EventCodec
 from tide.dlq import DeadLetterQueue
 from tide.kafka.producer import EventPublisher
-from tide.ports import free_port
 from tide.status import backlogs
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 

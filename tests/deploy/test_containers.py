@@ -9,6 +9,7 @@ within its grace period; a Job must exit 0.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
+from packaging.utils import canonicalize_name
 
 from tests.deploy.apiserver import ApiServer, Rejection
 from tests.deploy.containers import (
@@ -32,6 +34,8 @@ from tests.deploy.containers import (
 from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import prefix_of
 from tests.deploy.stack import Rendered
+from tests.harness.docker import docker
+from tests.lockfile import for_image
 from tide_dev.brokers import broker_dir
 from tide_dev.process import ensure_free
 
@@ -113,6 +117,24 @@ def test_every_tide_container_runs_from_its_rendered_spec(
     print("\ncontainer smoke (kind stack):")
     for what, outcome in results.items():
         print(f"  {what}: {outcome}")
+
+
+def test_the_image_holds_the_locked_runtime_and_no_local_tools(tide_image: str) -> None:
+    # pip inside the image says what it installed; the lock says what it should have.
+    listed = docker("run", "--rm", tide_image, "python", "-m", "pip", "list", "--format=json")
+    installed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(listed.stdout)}
+    locked = for_image()
+    assert {name: installed.get(name) for name in locked} == locked
+    extra = set(installed) - set(locked) - {"tide", "pip", "setuptools", "wheel"}
+    assert not extra, f"the image has packages the lock does not name: {extra}"
+    # The local tools are tide-dev's, which the image never installs.
+    probe = docker("run", "--rm", tide_image, "python", "-c", "import tide_dev", check=False)
+    assert probe.returncode != 0
+    assert "No module named 'tide_dev'" in probe.stderr
+    for tool in ("chaos", "kafka-exporter"):
+        refused = docker("run", "--rm", tide_image, "tide", tool, check=False)
+        assert refused.returncode == 2, refused
+        assert "No such command" in refused.stderr, refused
 
 
 async def test_the_rabbitmq_operators_default_user_logs_in(stack_brokers: StackBrokers) -> None:

@@ -41,12 +41,12 @@ from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import FIRST_TAG, deploy
 from tests.deploy.stack import Rendered, config_for, identity, render_stack
 from tide.catalog import CATALOG
-from tide.chaos.experiments import catalogue
-from tide.chaos.probes import Ledger
-from tide.chaos.workload import ApiLoad
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.brokers import broker_dir
+from tide_dev.chaos.experiments import catalogue
+from tide_dev.chaos.probes import Ledger
+from tide_dev.chaos.workload import ApiLoad
+from tide_dev.ports import free_port
 from tide_dev.process import ensure_free
 
 pytestmark = pytest.mark.timeout(1200)

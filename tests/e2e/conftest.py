@@ -21,11 +21,11 @@ from kubernetes import client, config
 from psycopg.conninfo import make_conninfo
 
 from tide.catalog import CATALOG
-from tide.chaos.experiments import catalogue
-from tide.chaos.probes import Ledger
-from tide.chaos.processes import free_port
 from tide.topology import ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev.chaos.experiments import catalogue
+from tide_dev.chaos.probes import Ledger
+from tide_dev.chaos.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # How long the groups may take to drain, and notification jobs to be delivered, on a CI

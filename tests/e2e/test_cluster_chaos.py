@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pytest
 
 from tests.e2e.conftest import Cluster
-from tide.chaos.probes import Ledger, Tally, wait_drained
-from tide.chaos.workload import ApiLoad, LoadResult
 from tide.waiting import wait_until
+from tide_dev.chaos.probes import Ledger, Tally, wait_drained
+from tide_dev.chaos.workload import ApiLoad, LoadResult
 
 pytestmark = pytest.mark.timeout(900)
 RATE = 20.0

@@ -21,9 +21,9 @@ from kubernetes import config as kube_config
 from tests.harness.addresses import KWOK_NODE_IP, KWOK_PODS
 from tests.harness.controlplane import ControlPlane
 from tests.harness.engine import binary
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 
 from tests.harness.addresses import API_SERVICE_IP, CLUSTER_DOMAIN, SERVICES
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.cache import built_tool, cache_dir
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess
 
 # The oldest Kubernetes Tide supports; the binaries are built at exactly these versions.

@@ -29,10 +29,10 @@ from tests.harness.cluster import service_account_kubeconfig
 from tests.harness.controlplane import write_certificates
 from tests.harness.crds import module_manifests, pinned_module
 from tests.harness.webhooks import KEDA_VERSION, tools_dir
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.cache import built_tool
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess, answers_ok
 
 NAMESPACE = "keda"

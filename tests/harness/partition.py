@@ -15,7 +15,7 @@ import subprocess
 import threading
 from types import TracebackType
 
-from tide.ports import free_port
+from tide_dev.ports import free_port
 from tide_dev.process import require
 
 

@@ -23,10 +23,10 @@ from kubernetes import config as kube_config
 from tests.harness.cluster import service_account_kubeconfig
 from tests.harness.crds import module_manifests, pinned_module
 from tests.harness.webhooks import tools_dir
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.cache import built_tool
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess, answers_ok
 
 # The operator kube-prometheus-stack 77.6.2 ships (its CRDs come from the same module).

@@ -24,10 +24,10 @@ from typing import Any
 
 from tests.harness.controlplane import write_certificates
 from tests.harness.crds import GoModuleCrds, module_manifests, pinned_module
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev.cache import built_tool, cache_dir
 from tide_dev.errors import HarnessError
+from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess
 
 # The binaries are built at exactly these versions; each must be the one whose CRDs

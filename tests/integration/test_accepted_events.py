@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 
-from tide.chaos.processes import LocalPlatform, ServiceProcess
 from tide.dlq import DeadLetterQueue
 from tide.status import backlogs
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.chaos.processes import LocalPlatform, ServiceProcess
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from tests.conftest import unique
 from tide.catalog import CATALOG
 from tide.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, app
-from tide.ports import free_port
 from tide_dev import Brokers
+from tide_dev.cli import app as dev_app
+from tide_dev.ports import free_port
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_db_migrate_is_idempotent(database: str) -> None:
     ("args", "env", "code", "says"),
     [
         (["run", "recomendation"], {}, EXIT_USAGE, "unknown service 'recomendation'; known:"),
-        (["run"], {}, EXIT_USAGE, "name a service or pass --all"),
+        (["run"], {}, EXIT_USAGE, "name a service; known: video-service"),
         (
             ["run", "personalization"],
             {"TIDE_KAFKA_BOOTSTRAP": ""},
@@ -54,18 +55,6 @@ def test_db_migrate_is_idempotent(database: str) -> None:
             "set TIDE_KAFKA_BOOTSTRAP",
         ),
         (["db", "migrate"], {"TIDE_POSTGRES_DSN": ""}, EXIT_CONFIG, "set TIDE_POSTGRES_DSN"),
-        (["chaos", "unplug-kafka"], {}, EXIT_USAGE, "unknown experiment 'unplug-kafka'; known:"),
-        (
-            ["chaos", "restart-kafka"],
-            {
-                "TIDE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-                "TIDE_POSTGRES_DSN": "postgresql://nowhere",
-                "TIDE_RABBITMQ_URL": "amqp://nowhere",
-                "TIDE_CHAOS_CONTROL_URL": "",
-            },
-            EXIT_CONFIG,
-            "restart-kafka stops a broker: set TIDE_CHAOS_CONTROL_URL",
-        ),
         (
             ["db", "migrate"],
             {"TIDE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
@@ -95,6 +84,39 @@ def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == code, result.output
     assert says in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "says"),
+    [
+        (["chaos", "unplug-kafka"], {}, EXIT_USAGE, "unknown experiment 'unplug-kafka'; known:"),
+        (
+            ["chaos", "restart-kafka"],
+            {
+                "TIDE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                "TIDE_POSTGRES_DSN": "postgresql://nowhere",
+                "TIDE_RABBITMQ_URL": "amqp://nowhere",
+                "TIDE_CHAOS_CONTROL_URL": "",
+            },
+            EXIT_CONFIG,
+            "restart-kafka stops a broker: set TIDE_CHAOS_CONTROL_URL",
+        ),
+        (["kafka-exporter"], {"TIDE_KAFKA_BOOTSTRAP": ""}, EXIT_CONFIG, "set TIDE_KAFKA_BOOTSTRAP"),
+    ],
+)
+def test_tide_dev_refuses_what_it_cannot_run_naming_the_problem(
+    args: list[str], env: dict[str, str], code: int, says: str
+) -> None:
+    result = runner.invoke(dev_app, args, env=env)
+    assert result.exit_code == code, result.output
+    assert says in " ".join(result.output.split())
+
+
+def test_the_service_image_command_has_no_local_tools() -> None:
+    # Supervising, lag exporting and chaos are tide-dev's: the image does not carry them.
+    for tool in (["run", "--all"], ["chaos", "kill-group"], ["kafka-exporter"]):
+        result = runner.invoke(app, tool)
+        assert result.exit_code == EXIT_USAGE, (tool, result.output)
 
 
 def _tide(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

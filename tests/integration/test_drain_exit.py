@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tide.chaos.processes import LocalPlatform
 from tide_dev import Brokers
+from tide_dev.chaos.processes import LocalPlatform
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,5 +1,5 @@
 """No local service outlives what started it (#15.2): a `tide run` child of the chaos platform
-(or of `tide run --all`) drains and exits once its parent is gone, however the parent ended."""
+(or of `tide-dev run`) drains and exits once its parent is gone, however the parent ended."""
 
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ def _gone(pid: int) -> bool:
 def test_a_service_whose_parent_was_sigkilled_drains_and_exits(
     brokers: Brokers, tmp_path: Path
 ) -> None:
-    # A stand-in for a test run or `tide chaos`: starts a service, then hangs.
+    # A stand-in for a test run or `tide-dev chaos`: starts a service, then hangs.
     script = textwrap.dedent(
         f"""
         import sys, time
         from pathlib import Path
-        from tide.chaos.processes import LocalPlatform
+        from tide_dev.chaos.processes import LocalPlatform
         platform = LocalPlatform({brokers.as_env()!r}, Path({str(tmp_path)!r}))
         service = platform.start("video-service")
         print(service.pid, flush=True)

@@ -25,11 +25,11 @@ from confluent_kafka import Consumer
 from tests.conftest import unique
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
-from tide.ports import free_port
 from tide.settings import Settings
 from tide.store.processed import count_processed
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -73,8 +73,8 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
     log = tmp_path / "run-all.log"
     with log.open("wb") as out:
         platform = subprocess.Popen(
-            [sys.executable, "-m", "tide", "--catalog", str(EXAMPLE / "catalog.yaml"),
-             "run", "--all"],
+            [sys.executable, "-m", "tide_dev.cli", "--catalog", str(EXAMPLE / "catalog.yaml"),
+             "run"],
             env={**env, "TIDE_HTTP_PORT": str(base)},
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip

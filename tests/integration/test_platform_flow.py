@@ -7,13 +7,13 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
-from tide.chaos.processes import LocalPlatform
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.chaos.processes import LocalPlatform
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -21,9 +21,9 @@ from tide.codecs.json_schema import EventCodec, RegistryUnavailableError
 from tide.errors import PlatformUnavailableError
 from tide.kafka.processing import Record, RecordProcessor
 from tide.kafka.producer import EventPublisher
-from tide.ports import free_port
 from tide.topology import Catalog
 from tide_dev import Brokers
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,10 +14,10 @@ from tide.codecs.json_schema import EventCodec, InvalidEventError
 from tide.events.envelope import CloudEvent
 from tide.kafka import wedge
 from tide.kafka.producer import EventPublisher, PublishError
-from tide.ports import free_port
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

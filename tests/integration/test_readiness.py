@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tide.ports import free_port
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

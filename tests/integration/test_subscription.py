@@ -29,12 +29,12 @@ from tide.apps.bodies import MAX_DEPTH
 from tide.apps.subscription import MAX_BODY_BYTES, OVERVIEW, POOL_SIZE, create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
-from tide.ports import free_port
 from tide.store.event_store import EventStore
 from tide.store.projections import ProjectionRunner
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

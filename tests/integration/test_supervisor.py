@@ -1,4 +1,4 @@
-"""`tide run --all` keeps every service running: a killed child is logged and started again."""
+"""`tide-dev run` keeps every service running: a killed child is logged and started again."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 from tests.conftest import unique
 from tests.runtime_fixtures import create_topics
 from tide.catalog import CATALOG
-from tide.ports import free_port
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession
+from tide_dev.ports import free_port
 
 
 def _ready(port: int) -> bool:
@@ -58,7 +58,7 @@ def test_a_child_killed_by_sigkill_is_logged_and_restarted(
     env["TIDE_HTTP_PORT"] = str(base)
     with log.open("wb") as out:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "tide", "run", "--all"],
+            [sys.executable, "-m", "tide_dev.cli", "run"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -28,10 +28,10 @@ from tide.apps.bodies import MAX_DEPTH
 from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
-from tide.ports import free_port
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 MAX_BODY = 4096

@@ -56,10 +56,10 @@ from tests.node.conftest import (
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.catalog import CATALOG
-from tide.chaos.experiments import catalogue
-from tide.chaos.probes import WATCH_TYPE, Ledger, UserEffects, effects
 from tide.dlq import DeadLetterQueue
 from tide.waiting import wait_until
+from tide_dev.chaos.experiments import catalogue
+from tide_dev.chaos.probes import WATCH_TYPE, Ledger, UserEffects, effects
 
 pytestmark = pytest.mark.timeout(1500)
 PREFIX = "node"

@@ -8,45 +8,13 @@ missing from the image, and a raised minimum would ship the old version.
 from __future__ import annotations
 
 import importlib.metadata
-import re
 import tomllib
-from pathlib import Path
 
 import pytest
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[2]
-LOCK = ROOT / "services" / "requirements.lock"
-# The image's interpreter and platform (services/Dockerfile, python:3.11-slim-bookworm).
-IMAGE = {
-    "python_version": "3.11",
-    "python_full_version": "3.11.2",
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "implementation_name": "cpython",
-    "platform_python_implementation": "CPython",
-}
-_ENTRY = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;(?P<marker>[^\\]+))?"
-)
-
-
-def _entries() -> dict[str, tuple[str, list[str], Marker | None]]:
-    """name -> (version, hashes, marker) for each pinned package in the lock."""
-    entries: dict[str, tuple[str, list[str], Marker | None]] = {}
-    current: str | None = None
-    for line in LOCK.read_text().splitlines():
-        if match := _ENTRY.match(line):
-            current = canonicalize_name(match["name"])
-            marker = Marker(match["marker"].strip()) if match["marker"] else None
-            entries[current] = (match["version"], [], marker)
-        elif current is not None and (hashed := re.search(r"--hash=(\S+)", line)):
-            entries[current][1].append(hashed[1])
-    return entries
+from tests.lockfile import IMAGE, LOCK, ROOT, entries, wanted_by_project
 
 
 def _runtime() -> list[Requirement]:
@@ -71,7 +39,7 @@ def _extra_requirements(requirement: Requirement) -> list[Requirement]:
 
 
 def test_every_pinned_package_carries_its_hash() -> None:
-    unhashed = [name for name, (_, hashes, _) in _entries().items() if not hashes]
+    unhashed = [name for name, (_, hashes, _) in entries().items() if not hashes]
     assert not unhashed, f"{LOCK.name}: no --hash for {unhashed}: run `make lock`"
 
 
@@ -79,16 +47,16 @@ def test_every_pinned_package_carries_its_hash() -> None:
 def test_each_runtime_dependency_is_locked_at_a_version_it_allows(
     requirement: Requirement,
 ) -> None:
-    entries = _entries()
-    assert canonicalize_name(requirement.name) in entries, (
+    pinned = entries()
+    assert canonicalize_name(requirement.name) in pinned, (
         f"{LOCK.name} does not pin {requirement}: run `make lock`"
     )
     for needed in [requirement, *_extra_requirements(requirement)]:
         name = canonicalize_name(needed.name)
-        assert name in entries, (
+        assert name in pinned, (
             f"{LOCK.name} does not pin {needed} (from {requirement}): run `make lock`"
         )
-        version, _, _ = entries[name]
+        version, _, _ = pinned[name]
         assert needed.specifier.contains(version, prereleases=True), (
             f"{LOCK.name} pins {name}=={version}, outside {needed}: run `make lock`"
         )
@@ -97,16 +65,7 @@ def test_each_runtime_dependency_is_locked_at_a_version_it_allows(
 def test_the_lock_pins_nothing_for_a_dependency_pyproject_dropped() -> None:
     # uv records why each package is there; one that only Tide wanted must still be wanted.
     wanted = {canonicalize_name(requirement.name) for requirement in _runtime()}
-    direct: list[str] = []
-    current = None
-    for line in LOCK.read_text().splitlines():
-        if match := _ENTRY.match(line):
-            current = canonicalize_name(match["name"])
-        elif current and line.strip() in (
-            "# via tide (pyproject.toml)",
-            "#   tide (pyproject.toml)",
-        ):
-            direct.append(current)
+    direct = wanted_by_project()
     assert direct, f"{LOCK.name} names no package as wanted by pyproject.toml"
     assert not set(direct) - wanted, (
         f"{LOCK.name} still pins {set(direct) - wanted}: run `make lock`"
@@ -116,11 +75,11 @@ def test_the_lock_pins_nothing_for_a_dependency_pyproject_dropped() -> None:
 def test_the_image_gets_every_locked_package_for_its_platform() -> None:
     # A package locked only for another platform (colorama on Windows) is skipped by pip;
     # one this platform needs must be there unconditionally or by a marker it meets.
-    entries = _entries()
+    pinned = entries()
     for requirement in _runtime():
-        if canonicalize_name(requirement.name) not in entries:
+        if canonicalize_name(requirement.name) not in pinned:
             continue  # the test above names it
-        version, _, marker = entries[canonicalize_name(requirement.name)]
+        version, _, marker = pinned[canonicalize_name(requirement.name)]
         assert marker is None or marker.evaluate(IMAGE), (
             f"{LOCK.name} pins {requirement.name}=={version} only where {marker}"
         )

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from tide import ports
-from tide.ports import ephemeral_range, free_port
+from tide_dev import ports
+from tide_dev.ports import ephemeral_range, free_port
 
 
 def test_free_ports_lie_outside_the_ephemeral_range_and_can_be_bound() -> None:

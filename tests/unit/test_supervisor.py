@@ -1,4 +1,4 @@
-"""Which exits of a `tide run --all` child stop everything, and which are restarted."""
+"""Which exits of a `tide-dev run` child stop everything, and which are restarted."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tide.supervisor import EXIT_CONFIG, Child, Supervisor
 from tide.waiting import wait_until
+from tide_dev.supervisor import EXIT_CONFIG, Child, Supervisor
 
 # Each start appends a line to the file, then exits with the code at that line of
 # `codes` (one past the end: runs until terminated).

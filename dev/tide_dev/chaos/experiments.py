@@ -13,11 +13,6 @@ from typing import Any
 import psycopg
 from confluent_kafka import Producer
 
-from tide.chaos.control import BrokerControl
-from tide.chaos.probes import WATCH_TYPE, Ledger, members, wait_drained
-from tide.chaos.processes import LocalPlatform
-from tide.chaos.report import Report
-from tide.chaos.workload import ApiLoad, LoadResult
 from tide.codecs.json_schema import EventCodec
 from tide.dlq import DeadLetterQueue
 from tide.events.envelope import CloudEvent
@@ -25,6 +20,11 @@ from tide.kafka.producer import EventPublisher
 from tide.status import backlogs
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev.chaos.control import BrokerControl
+from tide_dev.chaos.probes import WATCH_TYPE, Ledger, members, wait_drained
+from tide_dev.chaos.processes import LocalPlatform
+from tide_dev.chaos.report import Report
+from tide_dev.chaos.workload import ApiLoad, LoadResult
 
 # What `tide run` starts for the experiments: badges twice, so one member can be frozen.
 SERVICES = (

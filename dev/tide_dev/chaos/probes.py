@@ -14,15 +14,15 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tide.chaos.workload import LoadResult
 from tide.events.envelope import CloudEvent, EnvelopeError
 from tide.kafka.processing import Record
 from tide.kafka.transient import retrying
 from tide.status import backlogs
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
+from tide_dev.chaos.workload import LoadResult
 
-WATCH_TYPE = "video.watch.completed"  # what the chaos load posts (tide.chaos.workload)
+WATCH_TYPE = "video.watch.completed"  # what the chaos load posts (tide_dev.chaos.workload)
 
 
 def wait_drained(

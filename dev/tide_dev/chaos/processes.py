@@ -13,8 +13,8 @@ from types import TracebackType
 
 import httpx
 
-from tide.ports import free_port
 from tide.waiting import wait_until
+from tide_dev.ports import free_port
 
 
 @dataclass

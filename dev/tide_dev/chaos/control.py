@@ -1,7 +1,7 @@
 """Stopping and starting the brokers an experiment runs against.
 
 The local harness offers this in-process to the test suite, and over HTTP on
-loopback to `tide chaos` while `make brokers` runs (TIDE_CHAOS_CONTROL_URL).
+loopback to `tide-dev chaos` while `make brokers` runs (TIDE_CHAOS_CONTROL_URL).
 On a cluster, the e2e suite deletes pods instead.
 """
 

@@ -1,4 +1,4 @@
-"""`tide run --all`: every catalog service as a child process, kept running.
+"""`tide-dev run`: every catalog service as a child process, kept running.
 
 A child that dies is logged with how it ended and started again after a backoff
 (1 s, doubling to 30 s, reset once it has stayed up for a minute), as Kubernetes

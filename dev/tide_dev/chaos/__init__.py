@@ -2,5 +2,5 @@
 
 Each experiment states a hypothesis, checks the steady state, injects one fault,
 observes, and returns a `Report`. The local chaos suite (tests/chaos) and
-`tide chaos <experiment>` run the same code.
+`tide-dev chaos <experiment>` run the same code.
 """

@@ -1,0 +1,64 @@
+"""services/requirements.lock read the way pip reads it: pins, hashes and markers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "services" / "requirements.lock"
+# The image's interpreter and platform (services/Dockerfile, python:3.11-slim-bookworm).
+IMAGE = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.2",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
+_ENTRY = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;(?P<marker>[^\\]+))?"
+)
+
+
+def entries() -> dict[str, tuple[str, list[str], Marker | None]]:
+    """name -> (version, hashes, marker) for each pinned package in the lock."""
+    found: dict[str, tuple[str, list[str], Marker | None]] = {}
+    current: str | None = None
+    for line in LOCK.read_text().splitlines():
+        if match := _ENTRY.match(line):
+            current = canonicalize_name(match["name"])
+            marker = Marker(match["marker"].strip()) if match["marker"] else None
+            found[current] = (match["version"], [], marker)
+        elif current is not None and (hashed := re.search(r"--hash=(\S+)", line)):
+            found[current][1].append(hashed[1])
+    return found
+
+
+def for_image() -> dict[str, str]:
+    """name -> version of what pip installs from the lock on the image's platform."""
+    return {
+        name: version
+        for name, (version, _, marker) in entries().items()
+        if marker is None or marker.evaluate(IMAGE)
+    }
+
+
+def wanted_by_project() -> list[str]:
+    """The packages uv records as wanted by Tide's own pyproject.toml (its `# via`)."""
+    direct: list[str] = []
+    current = None
+    for line in LOCK.read_text().splitlines():
+        if match := _ENTRY.match(line):
+            current = canonicalize_name(match["name"])
+        elif current and line.strip() in (
+            "# via tide (pyproject.toml)",
+            "#   tide (pyproject.toml)",
+        ):
+            direct.append(current)
+    return direct
