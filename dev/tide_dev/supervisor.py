@@ -13,15 +13,15 @@ drains every child.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tide_dev.services import service_command, start_service
 
 log = logging.getLogger(__name__)
 
@@ -81,35 +81,26 @@ class Supervisor:
         self._stop.set()
 
     def command(self, child: Child) -> list[str]:
-        return [sys.executable, "-m", "tide", "run", child.service]
+        return service_command(child.service)
 
     def _spawn(self, child: Child) -> None:
-        env = {
-            **os.environ,
-            **self.env,
-            "TIDE_SERVICE": child.service,
-            "TIDE_HTTP_PORT": str(child.port),
-            "TIDE_PARENT_PID": str(os.getpid()),
-        }
-        # Each child in its own session: a terminal's Ctrl-C reaches the supervisor alone,
-        # which drains the children itself. Had they the signal too, they would drain and
-        # exit 0 before it stopped watching, and it would start them again.
-        if self.log_dir is None:
-            child.process = subprocess.Popen(self.command(child), env=env, start_new_session=True)
-        else:
+        log_file = None
+        if self.log_dir is not None:
             replica = sum(
                 1 for c in self.children[: self.children.index(child)] if c.service == child.service
             )
             log_file = self.log_dir / f"{child.service}-{replica}.log"
-            with log_file.open("ab") as out:  # the child keeps its own copy of the descriptor
-                child.process = subprocess.Popen(
-                    self.command(child),
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+        # Each child in its own session: a terminal's Ctrl-C reaches the supervisor alone,
+        # which drains the children itself. Had they the signal too, they would drain and
+        # exit 0 before it stopped watching, and it would start them again.
+        child.process = start_service(
+            child.service,
+            child.port,
+            self.env,
+            log=log_file,
+            own_session=True,
+            command=self.command(child),
+        )
         child.starts += 1
         child.started_at = time.monotonic()
         child.restart_at = None

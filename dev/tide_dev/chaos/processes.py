@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import httpx
 
 from tide.waiting import wait_until
 from tide_dev.ports import free_port
+from tide_dev.services import start_service
 
 
 @dataclass
@@ -62,21 +61,7 @@ class LocalPlatform:
         port = free_port()
         replica = sum(1 for p in [*self.processes, *self.retired] if p.service == service)
         log = self.workdir / f"{service}-{replica}.log"
-        env = {
-            **os.environ,
-            **self.env,
-            "TIDE_SERVICE": service,
-            "TIDE_HTTP_PORT": str(port),
-            "TIDE_PARENT_PID": str(os.getpid()),
-        }
-        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "tide", "run", service],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        popen = start_service(service, port, self.env, log=log)
         process = ServiceProcess(service, port, log, popen)
         self.processes.append(process)
         wait_until(
