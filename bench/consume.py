@@ -1,9 +1,9 @@
-"""Consume: Tide's runners against bare client loops that do the same work, and against
+"""Consume: Tide's consumer runner against bare client loops that do the same work, and against
 FastStream's subscribers, all on the same topic of the same Tide-encoded records.
 
 Each run is a fresh consumer group reading the records from the start, timed from its first
-record to its last (not the group join). Tide's runners are measured as every service runs
-them (decode, schema check, a no-op handler inside the exactly-once transaction that marks
+record to its last (not the group join). The runner is measured as every service runs
+it (decode, schema check, a no-op handler inside the exactly-once transaction that marks
 the event processed in PostgreSQL, offset store), and with that transaction taken out.
 
 A bare loop does what the runner must do, minus Tide (bench/same_work.py): parse each
@@ -15,7 +15,6 @@ ConsumerPerformance, are printed for reference.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import re
@@ -27,19 +26,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from bench import peers, reference
 from bench.clock import Clock
 from bench.measure import Mode, Path, Rounds, Row, interleaved
 from bench.payloads import RECOMMENDATION, recommendation
-from bench.same_work import checked, marked, marked_async
+from bench.same_work import checked, marked
 from bench.setting import Setting
 from tide.codecs.json_schema import Encoded
 from tide.events.envelope import CloudEvent
 from tide.handlers import HandlerContext
-from tide.kafka.async_consumer import AsyncConsumerRunner
 from tide.kafka.consumer import ConsumerRunner, consumer_config
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import producer_config
@@ -74,10 +71,6 @@ class _NoFollowUps:
 
     def emit(self, event: CloudEvent) -> Callable[[], object]:
         raise AssertionError(f"the no-op handler caused {event.type}")
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    loop.call_soon_threadsafe(callback)
 
 
 def fill(setting: Setting, topic: str, records: int) -> list[Encoded]:
@@ -169,22 +162,6 @@ class Consumers:
 
         return run
 
-    def async_runner(self, records: int, *, mark: bool) -> Path:
-        async def consume() -> float:
-            group = self._group()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            clock = Clock(records, lambda: _call_soon(loop, stop.set))
-            processor = self._processor(group, clock, mark=mark)
-            runner = AsyncConsumerRunner(
-                group, processor, {"bootstrap_servers": self.setting.bootstrap}
-            )
-            await asyncio.wait_for(runner.run(stop), timeout=600)
-            processor.close()
-            return clock.rate
-
-        return lambda: asyncio.run(consume())
-
     def bare_confluent(self, records: int, *, marks: bool) -> Path:
         """The sync runner's work minus Tide, on the runner's client settings with
         auto-commit off: per consume(100) batch, `checked` on each record; with `marks`,
@@ -218,57 +195,6 @@ class Consumers:
 
         return run
 
-    def bare_aiokafka(self, records: int, *, marks: bool) -> Path:
-        """The async runner's work minus Tide, on the runner's client settings: per
-        getmany(100) batch, `checked` on each record; with `marks`, the batch's ids marked in
-        one transaction on psycopg's AsyncConnection; then one awaited offset commit."""
-
-        async def consume() -> float:
-            group = self._name()
-            consumer = self._aiokafka(group)
-            db = (
-                await psycopg.AsyncConnection.connect(self.setting.postgres_dsn, autocommit=True)
-                if marks
-                else None
-            )
-            codec = self.setting.codec
-            await consumer.start()
-            clock = Clock(records, lambda: None)
-            try:
-                while clock.count < records:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
-                    if not batches:
-                        continue
-                    ids = [
-                        checked(codec, m.value, m.headers)
-                        for messages in batches.values()
-                        for m in messages
-                    ]
-                    async with marked_async(db, group, ids) if db else contextlib.nullcontext():
-                        for _id in ids:
-                            clock.tick()
-                    await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
-            finally:
-                await consumer.stop()
-                if db is not None:
-                    await db.close()
-            return clock.rate
-
-        return lambda: asyncio.run(consume())
-
-    def _aiokafka(self, group: str) -> AIOKafkaConsumer:
-        """An aiokafka consumer on the async runner's settings, auto-commit off."""
-        return AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.setting.bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-            metadata_max_age_ms=15_000,
-        )
-
     def do_nothing_confluent(self, records: int) -> Path:
         """Reference only: poll, count, store the offset (auto-commit); reads nothing."""
 
@@ -286,30 +212,6 @@ class Consumers:
             return clock.rate
 
         return run
-
-    def do_nothing_aiokafka(self, records: int) -> Path:
-        """Reference only: getmany, count, commit every second; reads nothing."""
-
-        async def consume() -> float:
-            consumer = self._aiokafka(self._name())
-            await consumer.start()
-            clock = Clock(records, lambda: None)
-            last_commit = time.monotonic()
-            try:
-                while clock.count < records:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
-                    for messages in batches.values():
-                        for _message in messages:
-                            clock.tick()
-                    if time.monotonic() - last_commit >= 1.0:
-                        await consumer.commit()
-                        last_commit = time.monotonic()
-                await consumer.commit()
-            finally:
-                await consumer.stop()
-            return clock.rate
-
-        return lambda: asyncio.run(consume())
 
     def faststream(self, records: int, backend: peers.Backend) -> Path:
         return peers.subscriber(self.setting.bootstrap, self.topic, self._name, records, backend)
@@ -479,16 +381,6 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
     )
     java = java_rate(setting.bootstrap, topic, records)
     decoding = statistics.median(decode_alone(setting, sent) for _ in range(mode.rounds))
-    asynchronous = interleaved(
-        {
-            "tide": consumers.async_runner(records, mark=True),
-            "bare-marks": consumers.bare_aiokafka(records, marks=True),
-            "tide-unmarked": consumers.async_runner(records, mark=False),
-            "bare": consumers.bare_aiokafka(records, marks=False),
-            "do-nothing": consumers.do_nothing_aiokafka(records),
-        },
-        mode,
-    )
     decoded = f"codec.decode alone, in memory, {decoding:,.0f}/s"
 
     def references(rounds: Rounds, *, with_java: bool) -> Callable[[float, float], str]:
@@ -512,16 +404,4 @@ def measure(setting: Setting, mode: Mode) -> list[Row]:
             references(sync, with_java=True),
         ),
         *_peer_rows(against_peers, trial),
-        *_same_work_rows(
-            "consume async",
-            asynchronous,
-            "async runner",
-            _bare(
-                "aiokafka",
-                "getmany(100)",
-                "psycopg AsyncConnection",
-                "one awaited offset commit",
-            ),
-            references(asynchronous, with_java=False),
-        ),
     ]

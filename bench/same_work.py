@@ -9,8 +9,8 @@ record). The rest is what anyone would write with the bare clients.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,14 +82,4 @@ def marked(db: psycopg.Connection[Any], consumer: str, ids: list[str]) -> Iterat
     handlers run inside it (the body), as in Tide's runners, and it commits on exit."""
     with db.transaction():
         db.execute(MARK_PROCESSED, (consumer, ids)).fetchall()
-        yield
-
-
-@asynccontextmanager
-async def marked_async(
-    db: psycopg.AsyncConnection[Any], consumer: str, ids: list[str]
-) -> AsyncIterator[None]:
-    """`marked` on psycopg's asyncio connection, for a bare asyncio loop."""
-    async with db.transaction():
-        await (await db.execute(MARK_PROCESSED, (consumer, ids))).fetchall()
         yield

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -29,7 +28,6 @@ from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
 from tide.kafka import wedge
-from tide.kafka.async_consumer import AsyncConsumerRunner
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
@@ -150,12 +148,12 @@ class RunningGroup:
         assert not self.thread.is_alive(), "runner did not stop within 30s"
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture
 def run_group(
-    request: pytest.FixtureRequest, brokers: Brokers, database: str, catalog: Catalog
+    brokers: Brokers, database: str, catalog: Catalog
 ) -> Iterator[Callable[[ConsumerGroup, Handler], RunningGroup]]:
-    """Factory: run a group in a thread, on the sync (confluent-kafka) or the async (aiokafka)
-    runner, so each test proves both; the group's side topics are created first."""
+    """Factory: run a group in a thread on the consumer runner, as `tide run` does; the
+    group's side topics are created first."""
     running: list[RunningGroup] = []
     processors: list[RecordProcessor] = []
 
@@ -176,26 +174,9 @@ def run_group(
             source=f"/{group.service}",
         )
         processors.append(processor)
-        if request.param == "sync":
-            runner = ConsumerRunner(group, processor, client)
-            thread = threading.Thread(target=runner.run, name=f"group-{group.name}", daemon=True)
-            request_stop = runner.stop
-        else:
-            async_runner = AsyncConsumerRunner(
-                group, processor, {"bootstrap_servers": brokers.kafka_bootstrap}
-            )
-            loop = asyncio.new_event_loop()
-            stop = asyncio.Event()
-
-            def serve() -> None:
-                loop.run_until_complete(async_runner.run(stop))
-                loop.close()
-
-            thread = threading.Thread(target=serve, name=f"async-{group.name}", daemon=True)
-
-            def request_stop() -> None:
-                loop.call_soon_threadsafe(stop.set)
-
+        runner = ConsumerRunner(group, processor, client)
+        thread = threading.Thread(target=runner.run, name=f"group-{group.name}", daemon=True)
+        request_stop = runner.stop
         thread.start()
         handle = RunningGroup(group, publisher, thread, request_stop)
         running.append(handle)

@@ -1,7 +1,7 @@
 """Records through a handler, once: decode, dedupe, handle, publish what they caused, decide.
 
-Transport-agnostic: both runners (confluent-kafka and aiokafka) hand the records
-of a poll here and carry out each Outcome (store the offset, or produce to a retry
+Apart from the Kafka client: the consumer runner (tide.kafka.consumer) hands the records
+of a poll here and carries out each Outcome (store the offset, or produce to a retry
 topic or the DLQ first).
 """
 
