@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.alerts import rule_groups
+from infra.components import kafka, postgres, rabbitmq
 from infra.components.base import PlatformComponent
 from infra.components.upstream import PROMETHEUS_APIS, HelmRelease, Operator
 from infra.config import Exposure
@@ -143,21 +144,22 @@ class Monitoring(PlatformComponent):
         _pod_monitor(
             "kafka-exporter",
             args.data_namespace,
-            {"strimzi.io/name": "tide-kafka-exporter"},
+            # Strimzi names its Kafka Exporter `<cluster>-kafka-exporter`.
+            {"strimzi.io/name": f"{kafka.CLUSTER_NAME}-kafka-exporter"},
             "tcp-prometheus",
             after_crds,
         )
         _pod_monitor(
             "rabbitmq",
             args.data_namespace,
-            {"app.kubernetes.io/name": "tide-rabbitmq"},
+            {"app.kubernetes.io/name": rabbitmq.CLUSTER_NAME},
             "prometheus",
             after_crds,
         )
         _pod_monitor(
             "postgres",
             args.data_namespace,
-            {"cnpg.io/cluster": "tide-postgres"},
+            {"cnpg.io/cluster": postgres.CLUSTER_NAME},
             "metrics",
             after_crds,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
 from typing import Annotated
 
@@ -25,12 +26,17 @@ def check(file: Annotated[Path, typer.Argument(help="the catalog file (YAML)")])
         raise typer.Exit(EXIT_CONFIG) from None
     derived = sum(len(g.retry_topics) + 1 for g in catalog.consumer_groups)
     out.print(
-        f"{file}: {len(catalog.topics)} topics, {len(catalog.services)} services, "
-        f"{len(catalog.consumer_groups)} consumer groups ({derived} retry and DLQ topics), "
-        f"{len(catalog.queues)} queues, {len(catalog.queue_workers)} queue workers, "
-        f"{len(catalog.events)} event types",
+        f"{file}: {_count(catalog.topics, 'topic')}, {_count(catalog.services, 'service')}, "
+        f"{_count(catalog.consumer_groups, 'consumer group')} ({derived} retry and DLQ "
+        f"topics), {_count(catalog.queues, 'queue')}, "
+        f"{_count(catalog.queue_workers, 'queue worker')}, "
+        f"{_count(catalog.events, 'event type')}",
         soft_wrap=True,
     )
+
+
+def _count(items: Sized, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 @catalog_app.command()

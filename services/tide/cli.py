@@ -355,12 +355,6 @@ def dlq_ls(group: GroupOption = None, output: OutputOption = "table") -> None:
     out.print(table)
 
 
-def _origin(headers: dict[str, str]) -> str:
-    topic = headers.get("tide-original-topic", "")
-    partition = headers.get("tide-original-partition", "")
-    return f"{topic}/{partition}@{headers.get('tide-original-offset', '')}"
-
-
 @dlq_app.command("show")
 def dlq_show(
     group: Annotated[str, typer.Option("--group", "-g", help="consumer group")],
@@ -377,11 +371,11 @@ def dlq_show(
             "partition": d.partition,
             "offset": d.offset,
             "type": d.event_type,
-            "id": d.headers.get("ce_id", ""),
+            "id": d.event_id,
             "reason": d.reason,
-            "attempt": d.headers.get("tide-attempt", ""),
+            "attempt": d.attempt,
             "error": d.error,
-            "from": _origin(d.headers),
+            "from": d.origin,
         }
         for d in letters
     ]

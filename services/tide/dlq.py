@@ -52,6 +52,22 @@ class DeadLetter:
     def error(self) -> str:
         return self.headers.get(dl.ERROR_MESSAGE, "")
 
+    @property
+    def event_id(self) -> str:
+        return self.headers.get("ce_id", "")
+
+    @property
+    def attempt(self) -> str:
+        """The attempt that failed last, as the runner numbered it."""
+        return self.headers.get(dl.ATTEMPT, "")
+
+    @property
+    def origin(self) -> str:
+        """Where the record was first consumed: `topic/partition@offset`."""
+        topic = self.headers.get(dl.ORIGINAL_TOPIC, "")
+        partition = self.headers.get(dl.ORIGINAL_PARTITION, "")
+        return f"{topic}/{partition}@{self.headers.get(dl.ORIGINAL_OFFSET, '')}"
+
 
 @dataclass
 class RedriveReport:

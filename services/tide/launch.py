@@ -22,7 +22,7 @@ from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Liveness
-from tide.needs import Dependency, Needs, Runner, process_needs, runner_of
+from tide.needs import Dependency, Needs, ProcessKind, kind_of, process_needs
 from tide.rabbitmq.bus import (
     BlockingRabbitPublisher,
     QueueConsumer,
@@ -64,7 +64,7 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
     from the same needs, so a process the chart deploys has what this check asks for.
     """
     needs = check_needs(name, settings, catalog)
-    runner = runner_of(catalog, name)
+    kind = kind_of(catalog, name)
     if settings.parent_pid is not None:
         _exit_with_parent(settings.parent_pid)
     # Each failure series this service can write exists at 0 from the start, so a panel or
@@ -74,12 +74,12 @@ def run_service(name: str, settings: Settings, catalog: Catalog) -> None:
         if event.topic in produced:
             metrics.PUBLISH_FAILURES.labels(event.type, "timeout")
     heap.settle()  # everything is imported and the catalog loaded: none of it is garbage
-    match runner:
-        case Runner.API:
+    match kind:
+        case ProcessKind.API:
             _run_api(name, settings, catalog)
-        case Runner.CONSUMER_GROUPS:
+        case ProcessKind.CONSUMER_GROUPS:
             _run_consumer_groups(name, settings, catalog, needs)
-        case Runner.QUEUE_WORKERS:
+        case ProcessKind.QUEUE_WORKERS:
             asyncio.run(_run_queue_workers(name, settings, catalog))
         case unreachable:
             assert_never(unreachable)

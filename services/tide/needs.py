@@ -63,8 +63,8 @@ class Needs:
         return tuple(d.setting for d in Dependency if d in self.required)
 
 
-class Runner(StrEnum):
-    """How `tide.launch` runs a service: one runner per kind of process."""
+class ProcessKind(StrEnum):
+    """What a service's process is, by its catalog role; `tide.launch` starts its loops."""
 
     API = "api"  # the app the catalog's `app` builds, publishing to Kafka
     CONSUMER_GROUPS = "consumer-groups"  # a ConsumerRunner per catalog consumer group
@@ -74,35 +74,35 @@ class Runner(StrEnum):
 _KAFKA_CODEC = frozenset({Dependency.SCHEMA_REGISTRY})
 
 
-def runner_of(catalog: Catalog, service_name: str) -> Runner:
-    """The runner `tide.launch` starts for a service, by its role."""
+def kind_of(catalog: Catalog, service_name: str) -> ProcessKind:
+    """The kind of process `tide.launch` starts for a service, by its role."""
     match catalog.service(service_name).role:
         case Role.API:
-            return Runner.API
+            return ProcessKind.API
         case Role.CONSUMER:
-            return Runner.CONSUMER_GROUPS
+            return ProcessKind.CONSUMER_GROUPS
         case Role.WORKER:
-            return Runner.QUEUE_WORKERS
+            return ProcessKind.QUEUE_WORKERS
 
 
 def process_needs(catalog: Catalog, service_name: str) -> Needs:
-    """What `tide run <service_name>` connects to, as its runner is built in `tide.launch`."""
-    runner = runner_of(catalog, service_name)
+    """What `tide run <service_name>` connects to, as `tide.launch` builds its process."""
+    kind = kind_of(catalog, service_name)
     kafka, postgres = Dependency.KAFKA, Dependency.POSTGRES
-    match runner:
-        case Runner.API:
+    match kind:
+        case ProcessKind.API:
             # The app publishes what it accepts; one that keeps state (an event store and
             # its outbox, say) says so in the catalog.
             required = {kafka, postgres} if catalog.service(service_name).database else {kafka}
             return Needs(required=frozenset(required), optional=_KAFKA_CODEC)
-        case Runner.CONSUMER_GROUPS:
+        case ProcessKind.CONSUMER_GROUPS:
             # Every group records its exactly-once marks in PostgreSQL (tide.store.processed),
             # whatever its handler does; events bound for an exchange go through RabbitMQ.
             required = {kafka, postgres}
             if catalog.service(service_name).publishes_to_exchanges:
                 required.add(Dependency.RABBITMQ)
             return Needs(required=frozenset(required), optional=_KAFKA_CODEC)
-        case Runner.QUEUE_WORKERS:
+        case ProcessKind.QUEUE_WORKERS:
             # AMQP bodies are plain JSON: no registry. Marks are kept in PostgreSQL.
             return Needs(required=frozenset({Dependency.RABBITMQ, postgres}))
 

@@ -136,7 +136,9 @@ def test_tide_catalog_check_prints_what_a_file_declares_or_every_problem(tmp_pat
     runner = CliRunner()
     good = runner.invoke(app, ["catalog", "check", str(_write(tmp_path, ORDERS))])
     assert good.exit_code == 0, good.output
-    assert "1 topics, 4 services, 2 consumer groups (8 retry and DLQ topics)" in good.output
+    said = " ".join(good.output.split())
+    assert "1 topic, 4 services, 2 consumer groups (8 retry and DLQ topics)" in said
+    assert "1 queue, 1 queue worker," in said
     bad = tmp_path / "bad.yaml"
     bad.write_text(ORDERS.replace("max_replicas: 3", "max_replicas: 9"))
     refused = runner.invoke(app, ["catalog", "check", str(bad)])
