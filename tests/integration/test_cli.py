@@ -46,17 +46,27 @@ def test_db_migrate_is_idempotent(database: str) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "code", "says"),
     [
-        (["run", "recomendation"], {}, EXIT_USAGE, "unknown service 'recomendation'; known:"),
-        (["run"], {}, EXIT_USAGE, "name a service; known: video-service"),
         (
-            ["run", "personalization"],
+            ["tide", "run", "recomendation"],
+            {},
+            EXIT_USAGE,
+            "unknown service 'recomendation'; known:",
+        ),
+        (["tide", "run"], {}, EXIT_USAGE, "name a service; known: video-service"),
+        (
+            ["tide", "run", "personalization"],
             {"TIDE_KAFKA_BOOTSTRAP": ""},
             EXIT_CONFIG,
             "set TIDE_KAFKA_BOOTSTRAP",
         ),
-        (["db", "migrate"], {"TIDE_POSTGRES_DSN": ""}, EXIT_CONFIG, "set TIDE_POSTGRES_DSN"),
         (
-            ["db", "migrate"],
+            ["tide", "db", "migrate"],
+            {"TIDE_POSTGRES_DSN": ""},
+            EXIT_CONFIG,
+            "set TIDE_POSTGRES_DSN",
+        ),
+        (
+            ["tide", "db", "migrate"],
             {"TIDE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
             EXIT_CONFIG,
             "needs TIDE_KAFKA_USERNAME",
@@ -64,34 +74,31 @@ def test_db_migrate_is_idempotent(database: str) -> None:
         # A DSN that cannot parse is configuration: before, a consumer started and
         # dead-lettered every record as `exhausted`.
         (
-            ["run", "personalization"],
+            ["tide", "run", "personalization"],
             {"TIDE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "TIDE_POSTGRES_DSN": "not a dsn"},
             EXIT_CONFIG,
             'TIDE_POSTGRES_DSN is not a PostgreSQL DSN: missing "=" after "not"',
         ),
         (
-            ["db", "migrate"],
+            ["tide", "db", "migrate"],
             {"TIDE_LOG_LEVEL": "LOUD"},
             EXIT_CONFIG,
             "TIDE_LOG_LEVEL='LOUD' is not",
         ),
-        (["db", "migrate"], {"TIDE_HTTP_PORT": "eighty"}, EXIT_CONFIG, "TIDE_HTTP_PORT: Input"),
-    ],
-)
-def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
-    args: list[str], env: dict[str, str], code: int, says: str
-) -> None:
-    result = runner.invoke(app, args, env=env)
-    assert result.exit_code == code, result.output
-    assert says in " ".join(result.output.split())
-
-
-@pytest.mark.parametrize(
-    ("args", "env", "code", "says"),
-    [
-        (["chaos", "unplug-kafka"], {}, EXIT_USAGE, "unknown experiment 'unplug-kafka'; known:"),
         (
-            ["chaos", "restart-kafka"],
+            ["tide", "db", "migrate"],
+            {"TIDE_HTTP_PORT": "eighty"},
+            EXIT_CONFIG,
+            "TIDE_HTTP_PORT: Input",
+        ),
+        (
+            ["tide-dev", "chaos", "unplug-kafka"],
+            {},
+            EXIT_USAGE,
+            "unknown experiment 'unplug-kafka'; known:",
+        ),
+        (
+            ["tide-dev", "chaos", "restart-kafka"],
             {
                 "TIDE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
                 "TIDE_POSTGRES_DSN": "postgresql://nowhere",
@@ -101,13 +108,19 @@ def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
             EXIT_CONFIG,
             "restart-kafka stops a broker: set TIDE_CHAOS_CONTROL_URL",
         ),
-        (["kafka-exporter"], {"TIDE_KAFKA_BOOTSTRAP": ""}, EXIT_CONFIG, "set TIDE_KAFKA_BOOTSTRAP"),
+        (
+            ["tide-dev", "kafka-exporter"],
+            {"TIDE_KAFKA_BOOTSTRAP": ""},
+            EXIT_CONFIG,
+            "set TIDE_KAFKA_BOOTSTRAP",
+        ),
     ],
 )
-def test_tide_dev_refuses_what_it_cannot_run_naming_the_problem(
+def test_bad_arguments_and_missing_config_exit_non_zero_naming_the_problem(
     args: list[str], env: dict[str, str], code: int, says: str
 ) -> None:
-    result = runner.invoke(dev_app, args, env=env)
+    command, *rest = args
+    result = runner.invoke({"tide": app, "tide-dev": dev_app}[command], rest, env=env)
     assert result.exit_code == code, result.output
     assert says in " ".join(result.output.split())
 
