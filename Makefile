@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # The image installs exactly these, hash-checked; `make lock` writes it, tests check it.
 LOCK      := services/requirements.lock
-LOCK_ARGS := --generate-hashes --universal --python-version 3.11 --quiet
+LOCK_PLATFORM := --universal --python-version 3.11 --quiet
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])' 2>/dev/null)
 
 # Caches that outlive a clone (Maven repository, Go-built tools); see dev/tide_dev/cache.py.
@@ -72,7 +72,10 @@ system-deps: ## install the Debian packages the brokers need (apt, needs root or
 
 .PHONY: lock
 lock: setup ## re-pin the runtime's packages with hashes (services/requirements.lock) after editing pyproject.toml's dependencies
-	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_ARGS) -o $(LOCK)
+	@# Resolved with every extra first, so a package the runtime shares with the Pulumi
+	@# SDK or the test tools is pinned at a version all of them accept.
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras $(LOCK_PLATFORM) -o $(VENV)/all-extras.txt
+	$(VENV)/bin/uv pip compile pyproject.toml -c $(VENV)/all-extras.txt --generate-hashes $(LOCK_PLATFORM) -o $(LOCK)
 
 .PHONY: setup
 setup: $(STAMP) ## create .venv and install Tide with its dev, infra and bench extras
@@ -81,10 +84,12 @@ $(STAMP): pyproject.toml dev/pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tide needs Python 3.11+, found " + sys.version)'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The runtime at the versions the image ships, then the extras around them.
+	# The runtime at the versions the image ships; then the extras and Tide's tools for
+	# this machine (dev/: local brokers, `make local`) held to them: an extra that needs
+	# another version of a runtime package fails here instead of changing it.
 	$(PY) -m pip install -q --require-hashes -r $(LOCK)
-	# Tide, then its tools for this machine (dev/: local brokers, `make local`).
-	$(PY) -m pip install -q -e '.[infra,dev,bench]' -e ./dev
+	sed -e 's/ *\\$$//' -e '/^ *--hash=/d' -e '/^ *#/d' $(LOCK) > $(VENV)/runtime-constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/runtime-constraints.txt -e '.[infra,dev,bench]' -e ./dev
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -5,7 +5,7 @@ rules, dashboards and KEDA's views query its series. Off the cluster (`make loca
 alert tests) that exporter cannot run: the Go module proxy refuses
 github.com/danielqsj/kafka_exporter (403 for every version), and the lag exporter on PyPI
 (prometheus-kafka-consumer-group-exporter 0.5.5) asks for ListOffsets v0, which Kafka 4
-removed (KIP-896). So `tide kafka-exporter` serves the three series the rules use, with
+removed (KIP-896). So `tide-dev kafka-exporter` serves the three series the rules use, with
 kafka_exporter's metric names, labels and meaning:
 
 - `kafka_topic_partition_current_offset{topic, partition}`: the partition's end offset;

@@ -37,8 +37,9 @@ def ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
-def _bindable(port: int) -> bool:
-    # The wildcard address without SO_REUSEADDR: the strictest bind a service makes.
+def is_free(port: int) -> bool:
+    """Whether a server could bind `port` now (the wildcard address, no SO_REUSEADDR:
+    the strictest bind a service makes)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("0.0.0.0", port))  # noqa: S104
@@ -56,7 +57,7 @@ def free_port(count: int = 1) -> int:
             lo, hi = random.choice(spans)  # noqa: S311 - spreading ports, not a secret
             base = random.randint(lo, hi - count + 1)  # noqa: S311
             ports = range(base, base + count)
-            if _handed.isdisjoint(ports) and all(_bindable(port) for port in ports):
+            if _handed.isdisjoint(ports) and all(is_free(port) for port in ports):
                 _handed.update(ports)
                 return base
         if count == 1:

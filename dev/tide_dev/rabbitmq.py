@@ -13,7 +13,7 @@ import aio_pika
 
 from tide.waiting import wait_until
 from tide_dev.errors import HarnessError
-from tide_dev.ports import free_port
+from tide_dev.ports import free_port, is_free
 from tide_dev.process import (
     ManagedProcess,
     ensure_free,
@@ -146,7 +146,6 @@ class RabbitMQServer:
                 alive=self._epmd.exit_reason,
             )
         for attempt in range(_BIND_ATTEMPTS):
-            seen = self.log.stat().st_size if self.log.exists() else 0
             self._process = ManagedProcess(
                 "rabbitmq-server",
                 [server],
@@ -166,7 +165,7 @@ class RabbitMQServer:
                 )
                 return
             except HarnessError:
-                if attempt + 1 == _BIND_ATTEMPTS or not self._lost_a_side_port(seen):
+                if attempt + 1 == _BIND_ATTEMPTS or not self._lost_a_side_port():
                     raise
             # Another process bound a side port between our pick and the node's boot:
             # the node stops whole when one listener fails. Clients know only the AMQP
@@ -174,13 +173,13 @@ class RabbitMQServer:
             self.pods_port, self.dist_port, self.metrics_port = (free_port() for _ in range(3))
             self._write_config()
 
-    def _lost_a_side_port(self, offset: int) -> bool:
-        """Whether the boot that logged past `offset` failed to bind a port other than AMQP's."""
-        with self.log.open("rb") as log:
-            log.seek(offset)
-            text = log.read().decode(errors="replace")
-        # The failed node is gone: if its AMQP port is still held, someone else has it.
-        return "eaddrinuse" in text and not port_is_open(self.port)
+    def _lost_a_side_port(self) -> bool:
+        """Whether a port the failed boot needed, other than AMQP's, is held by another
+        process. The node is gone, so whatever holds one now is not ours. (Asked of the
+        ports, not the logs: a taken distribution port stops the node before it logs.)"""
+        side = [self.dist_port, self.metrics_port, *([self.pods_port] if self.pods else [])]
+        # If the AMQP port is held too, clients cannot be told of a new one: that fails.
+        return not port_is_open(self.port) and not all(map(is_free, side))
 
     def _accepts_amqp(self) -> bool:
         if not port_is_open(self.port):

@@ -1,7 +1,7 @@
 """The deployed alert rules and dashboards, evaluated by a real Prometheus on real metrics.
 
 The platform runs as `make local` runs it (tide_dev.local.LocalStack): every service under
-supervision, `tide kafka-exporter`, Kafka's JMX exporter agent, rabbitmq_prometheus, and
+supervision, `tide-dev kafka-exporter`, Kafka's JMX exporter agent, rabbitmq_prometheus, and
 Prometheus loaded with `rule_groups(catalog)`, the groups the Pulumi program deploys.
 
 The one test-only change is `infra.alerts.hastened`: every `for:` becomes FOR and every

@@ -93,19 +93,21 @@ async def _wait_for_depth(queue: aio_pika.abc.AbstractQueue, depth: int) -> None
     await wait_until_async(reached, deadline_s=20, what=f"{queue.name} holding {depth} messages")
 
 
-def test_a_side_port_taken_before_the_node_binds_it_moves() -> None:
+@pytest.mark.parametrize("side", ["metrics_port", "dist_port"])
+def test_a_side_port_taken_before_the_node_binds_it_moves(side: str) -> None:
     # Servers pick their ports before they bind them; another process may bind one
-    # first. A node that lost only its metrics port must still come up for its clients.
+    # first. A node that lost only a side port (its /metrics, or Erlang distribution's,
+    # which fails before the node's own log exists) must still come up for its clients.
     root = broker_dir()  # the node runs as its own user, which pytest's tmp_path shuts out
     server = RabbitMQServer(root / "rabbitmq")
-    taken = server.metrics_port
+    taken = getattr(server, side)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", taken))
+        squatter.bind(("0.0.0.0", taken))
         squatter.listen()
         try:
             server.start()
-            assert server.metrics_port != taken
-            assert port_is_open(server.metrics_port)  # the moved /metrics is served
+            assert getattr(server, side) != taken
+            assert port_is_open(getattr(server, side))  # the moved port is served
         finally:
             server.close()
             shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.lockfile import IMAGE, LOCK, ROOT, entries, wanted_by_project
+from tests.lockfile import IMAGE, LOCK, ROOT, entries, for_image, wanted_by_project
 
 
 def _runtime() -> list[Requirement]:
@@ -83,3 +83,9 @@ def test_the_image_gets_every_locked_package_for_its_platform() -> None:
         assert marker is None or marker.evaluate(IMAGE), (
             f"{LOCK.name} pins {requirement.name}=={version} only where {marker}"
         )
+
+
+def test_the_tests_run_the_runtime_the_image_ships() -> None:
+    # `make setup` installs the lock, then the extras held to it (pip's constraints).
+    installed = {name: importlib.metadata.version(name) for name in for_image()}
+    assert installed == for_image(), "the venv differs from the lock: run `make setup`"
