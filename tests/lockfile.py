@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -26,18 +27,34 @@ _ENTRY = re.compile(
 )
 
 
-def entries() -> dict[str, tuple[str, list[str], Marker | None]]:
-    """name -> (version, hashes, marker) for each pinned package in the lock."""
-    found: dict[str, tuple[str, list[str], Marker | None]] = {}
+Entry = tuple[str, list[str], Marker | None]
+# uv's `# via` for a package pyproject.toml asks for itself, alone or among others.
+_WANTED = ("# via tide (pyproject.toml)", "#   tide (pyproject.toml)")
+
+
+@functools.cache
+def _read() -> tuple[dict[str, Entry], tuple[str, ...]]:
+    """One pass over the lock: its entries, and the names pyproject.toml asks for."""
+    found: dict[str, Entry] = {}
+    wanted: list[str] = []
     current: str | None = None
     for line in LOCK.read_text().splitlines():
         if match := _ENTRY.match(line):
             current = canonicalize_name(match["name"])
             marker = Marker(match["marker"].strip()) if match["marker"] else None
             found[current] = (match["version"], [], marker)
-        elif current is not None and (hashed := re.search(r"--hash=(\S+)", line)):
+        elif current is None:
+            continue
+        elif hashed := re.search(r"--hash=(\S+)", line):
             found[current][1].append(hashed[1])
-    return found
+        elif line.strip() in _WANTED:
+            wanted.append(current)
+    return found, tuple(wanted)
+
+
+def entries() -> dict[str, Entry]:
+    """name -> (version, hashes, marker) for each pinned package in the lock."""
+    return _read()[0]
 
 
 def for_image() -> dict[str, str]:
@@ -51,14 +68,4 @@ def for_image() -> dict[str, str]:
 
 def wanted_by_project() -> list[str]:
     """The packages uv records as wanted by Tide's own pyproject.toml (its `# via`)."""
-    direct: list[str] = []
-    current = None
-    for line in LOCK.read_text().splitlines():
-        if match := _ENTRY.match(line):
-            current = canonicalize_name(match["name"])
-        elif current and line.strip() in (
-            "# via tide (pyproject.toml)",
-            "#   tide (pyproject.toml)",
-        ):
-            direct.append(current)
-    return direct
+    return list(_read()[1])

@@ -12,6 +12,7 @@ from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import until_terminated
 from tide_dev.brokers import BrokerSession
+from tide_dev.chaos.control import CONTROL_URL_VARIABLE
 from tide_dev.control import HarnessControl, serve
 from tide_dev.errors import HarnessError
 
@@ -27,7 +28,7 @@ def main() -> int:
         # The catalog's exchanges, quorum queues and dead-letter policies, as on Kubernetes.
         session.rabbitmq.import_definitions(definitions(CATALOG))
     control, control_url = serve(HarnessControl(session))
-    for key, value in {**brokers.as_env(), "TIDE_CHAOS_CONTROL_URL": control_url}.items():
+    for key, value in {**brokers.as_env(), CONTROL_URL_VARIABLE: control_url}.items():
         print(f"export {key}='{value}'")
     print(f"# logs and data: {session.root}; Ctrl-C stops the brokers", flush=True)
     try:

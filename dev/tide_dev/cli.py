@@ -24,7 +24,7 @@ from tide.kafka.topics import ensure_topics
 from tide.observability import configure_logging
 from tide.store.migrations import migrate
 from tide.waiting import until_terminated
-from tide_dev.chaos.control import HttpBrokerControl
+from tide_dev.chaos.control import CONTROL_URL_VARIABLE, HttpBrokerControl
 from tide_dev.chaos.experiments import EXPERIMENTS, Chaos, start_platform
 from tide_dev.chaos.processes import LocalPlatform
 from tide_dev.kafka_exporter import KafkaExporterCollector
@@ -37,8 +37,6 @@ app = typer.Typer(
 
 EXIT_VIOLATED = 1
 BROKER_EXPERIMENTS = {"stop-rabbitmq", "restart-kafka"}
-# Where `make brokers` serves stop and start of its brokers (tide_dev.control).
-CHAOS_CONTROL_URL = "TIDE_CHAOS_CONTROL_URL"
 
 
 @app.callback()
@@ -106,10 +104,10 @@ def chaos(
         err.print(f"error: unknown experiment {experiment!r}; known: " + ", ".join(EXPERIMENTS))
         raise typer.Exit(EXIT_USAGE)
     settings = load_settings("kafka_bootstrap", "postgres_dsn", "rabbitmq_url")
-    control_url = os.environ.get(CHAOS_CONTROL_URL, "")
+    control_url = os.environ.get(CONTROL_URL_VARIABLE, "")
     if experiment in BROKER_EXPERIMENTS and not control_url:
         err.print(
-            f"error: {experiment} stops a broker: set {CHAOS_CONTROL_URL} "
+            f"error: {experiment} stops a broker: set {CONTROL_URL_VARIABLE} "
             "(`make brokers` prints it) or run the chaos suite (`make test`)"
         )
         raise typer.Exit(EXIT_CONFIG)

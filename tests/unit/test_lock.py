@@ -87,5 +87,6 @@ def test_the_image_gets_every_locked_package_for_its_platform() -> None:
 
 def test_the_tests_run_the_runtime_the_image_ships() -> None:
     # `make setup` installs the lock, then the extras held to it (pip's constraints).
-    installed = {name: importlib.metadata.version(name) for name in for_image()}
-    assert installed == for_image(), "the venv differs from the lock: run `make setup`"
+    locked = for_image()
+    installed = {name: importlib.metadata.version(name) for name in locked}
+    assert installed == locked, "the venv differs from the lock: run `make setup`"

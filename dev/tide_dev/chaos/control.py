@@ -11,6 +11,9 @@ from typing import Literal, Protocol
 
 import httpx
 
+# Where `make brokers` serves stop and start of its brokers (tide_dev.control).
+CONTROL_URL_VARIABLE = "TIDE_CHAOS_CONTROL_URL"
+
 Broker = Literal["kafka", "rabbitmq", "postgres"]
 Action = Literal["stop", "start", "restart"]
 

@@ -20,7 +20,7 @@ from tide.kafka.producer import EventPublisher
 from tide.status import backlogs
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
-from tide_dev.chaos.control import BrokerControl
+from tide_dev.chaos.control import CONTROL_URL_VARIABLE, BrokerControl
 from tide_dev.chaos.probes import WATCH_TYPE, Ledger, members, wait_drained
 from tide_dev.chaos.processes import LocalPlatform
 from tide_dev.chaos.report import Report
@@ -389,7 +389,7 @@ def _needs_control(chaos: Chaos) -> BrokerControl:
     if chaos.control is None:
         raise RuntimeError(
             "this experiment stops a broker, so it needs broker control: run the brokers "
-            "with `make brokers` (it sets TIDE_CHAOS_CONTROL_URL) or use the test suite"
+            f"with `make brokers` (it sets {CONTROL_URL_VARIABLE}) or use the test suite"
         )
     return chaos.control
 
