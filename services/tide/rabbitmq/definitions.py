@@ -10,14 +10,47 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tide.topology import Catalog
 
 VHOST = "/"
 POLICY_PRIORITY = 10
+EVERYTHING = ".*"
+NOTHING = ""  # RabbitMQ's empty pattern matches no resource, not even the default exchange
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A user's RabbitMQ permissions in the vhost: patterns over exchange and queue names."""
+
+    configure: str
+    write: str
+    read: str
+
+
+ADMINISTRATOR = Permissions(configure=EVERYTHING, write=EVERYTHING, read=EVERYTHING)
+
+
+def service_permissions(catalog: Catalog, service: str) -> Permissions:
+    """What a service's code does on RabbitMQ and nothing more. It publishes to the exchanges
+    the catalog says it publishes to (write) and consumes its queue workers' queues (read).
+    It configures nothing: the topology is loaded from these definitions, a passive declare
+    needs no permission, and the broker itself dead-letters what a worker rejects. LookupError
+    for a name that is not a catalog service."""
+    publishes = catalog.service(service).publishes_to_exchanges
+    consumes = (worker.queue for worker in catalog.workers_of(service))
+    return Permissions(configure=NOTHING, write=_exactly(publishes), read=_exactly(consumes))
+
+
+def _exactly(names: Iterable[str]) -> str:
+    """A pattern that matches these names and no other (NOTHING for none)."""
+    names = sorted(names)
+    return f"^(?:{'|'.join(map(re.escape, names))})$" if names else NOTHING
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:
@@ -32,9 +65,9 @@ def definitions(
     users: Mapping[str, str] | None = None,
     administrators: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The topology (exchanges, quorum queues, DLQs, policies) plus `users` (name ->
-    password: publish and consume, declare nothing) and `administrators` (every right,
-    the management UI)."""
+    """The topology (exchanges, quorum queues, DLQs, policies) plus `users` (catalog service
+    name -> password, with `service_permissions`) and `administrators` (every right, the
+    management UI)."""
     exchanges: list[dict[str, Any]] = []
     queues: list[dict[str, Any]] = []
     bindings: list[dict[str, Any]] = []
@@ -68,9 +101,13 @@ def definitions(
         "bindings": bindings,
         "policies": policies,
     }
-    accounts = [(name, password, False) for name, password in sorted((users or {}).items())]
+    accounts = [
+        (name, password, service_permissions(catalog, name), False)
+        for name, password in sorted((users or {}).items())
+    ]
     accounts += [
-        (name, password, True) for name, password in sorted((administrators or {}).items())
+        (name, password, ADMINISTRATOR, True)
+        for name, password in sorted((administrators or {}).items())
     ]
     if accounts:
         document["users"] = [
@@ -79,17 +116,17 @@ def definitions(
                 "password_hash": password_hash(password, _stable_salt(name, password)),
                 "tags": ["administrator"] if admin else [],
             }
-            for name, password, admin in accounts
+            for name, password, _permissions, admin in accounts
         ]
         document["permissions"] = [
             {
                 "user": name,
                 "vhost": VHOST,
-                "configure": ".*" if admin else "",
-                "write": ".*",
-                "read": ".*",
+                "configure": permissions.configure,
+                "write": permissions.write,
+                "read": permissions.read,
             }
-            for name, _password, admin in accounts
+            for name, _password, permissions, _admin in accounts
         ]
     return document
 

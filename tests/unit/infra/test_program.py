@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -327,3 +329,29 @@ def test_a_stack_without_a_registry_deploys_none_and_its_services_write_plain_js
         (deployment,) = by_kind(render(values, namespace=namespace), "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert "TIDE_SCHEMA_REGISTRY_URL" not in {e["name"] for e in container["env"]}
+
+
+@pytest.mark.parametrize("catalog_file", [None, ORDERS], ids=["reference", "orders"])
+def test_each_rabbitmq_user_may_publish_and_consume_only_what_its_service_does(
+    catalog_file: Path | None,
+) -> None:
+    config = stack_config("kind") | ({"tide:catalog": str(catalog_file)} if catalog_file else {})
+    catalog = load_catalog(catalog_file) if catalog_file else CATALOG
+    program = run("kind", config)
+    (document,) = [
+        json.loads(s.inputs["stringData"]["definitions.json"])
+        for s in program.of_type("core/v1:Secret")
+        if "definitions.json" in s.inputs.get("stringData", {})
+    ]
+    granted = {p["user"]: (p["configure"], p["write"], p["read"]) for p in document["permissions"]}
+    for service in (s for s in catalog.services if catalog.uses_rabbitmq(s.name)):
+        configure, write, read = granted[service.name]
+        assert configure == "", f"{service.name} may declare or delete"
+        exchanges = {e.name for e in catalog.exchanges}
+        queues = {q.name for q in catalog.queues} | {q.dlq for q in catalog.queues}
+        dead_letter_exchanges = {q.dead_letter_exchange for q in catalog.queues}
+        written = {x for x in exchanges | dead_letter_exchanges | {"amq.default"}
+                   if re.fullmatch(write, x)}  # fmt: skip
+        read_from = {q for q in queues if re.fullmatch(read, q)}
+        assert written == set(service.publishes_to_exchanges), service.name
+        assert read_from == {w.queue for w in catalog.workers_of(service.name)}, service.name
