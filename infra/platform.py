@@ -193,6 +193,11 @@ def build(
         ),
         opts=options(depends_on=[operators["rabbitmq-operator"], *in_namespaces]),
     )
+    # Every Tide pod (and the migrate Job) reads the catalog the program built the platform from.
+    mount = catalog_mount(catalog)
+    catalog_file = catalog_config_map(
+        "catalog", namespace=ns.apps, mount=mount, opts=after_namespaces
+    )
     postgres = Postgres(
         "postgres",
         PostgresArgs(
@@ -202,14 +207,12 @@ def build(
             image=config.versions.postgres_image,
             tide_image=config.image,
             credentials=credentials,
+            catalog=catalog,
+            catalog_mount=mount,
+            catalog_file=catalog_file,
             registry=config.schema_registry == "deploy",
         ),
         opts=options(depends_on=[operators["postgres-operator"], *in_namespaces]),
-    )
-    # Every Tide pod reads the catalog the program built the platform from.
-    mount = catalog_mount(catalog)
-    catalog_file = catalog_config_map(
-        "catalog", namespace=ns.apps, mount=mount, opts=after_namespaces
     )
     registry = None
     if postgres.registry_database is not None:

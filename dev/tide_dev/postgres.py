@@ -165,6 +165,16 @@ class PostgresServer:
             conn.execute(sql.SQL("ALTER ROLE tide PASSWORD {}").format(sql.Literal(password)))
         self.password = password
 
+    def ensure_role(self, name: str, password: str) -> str:
+        """A login role `name` with `password`, made or updated as CloudNativePG's instance
+        manager reconciles a managed role from its Secret; its DSN to the `tide` database."""
+        role, secret = sql.Identifier(name), sql.Literal(password)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+            verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
+            conn.execute(sql.SQL("{} {} LOGIN PASSWORD {}").format(verb, role, secret))
+        return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/tide"
+
     def restart(self, timeout: float = 60.0) -> None:
         """Stop and start on the same data directory and port."""
         self.stop()

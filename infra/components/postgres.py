@@ -8,13 +8,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.base import PlatformComponent
+from infra.components.catalog import CatalogMount
 from infra.components.jobs import tide_job
 from infra.components.upstream import HelmRelease
 from infra.config import Image, PostgresSettings
 from infra.credentials import Credentials
+from tide.store.grants import database_services, role_name
+from tide.topology import Catalog
 
 CLUSTER_NAME = "tide-postgres"
 OWNER_SECRET = "tide-postgres-owner"  # noqa: S105 - a Secret's name
+# The owner's DSN in the apps namespace: the migrate Job's, and the operator's for
+# `tide outbox` and the like. Services connect as their own roles.
 APPS_SECRET = "postgres"  # noqa: S105 - a Secret's name
 DATABASE = "tide"
 OWNER = "tide"
@@ -25,6 +30,19 @@ REGISTRY_ROLE = "registry"
 REGISTRY_SECRET = "tide-registry-postgres"  # noqa: S105 - a Secret's name
 PORT = 5432
 CNPG_REPOSITORY = "https://cloudnative-pg.github.io/charts"
+# CloudNativePG reconciles a managed role's password from a Secret with this label.
+RELOAD_LABELS = {"cnpg.io/reload": "true"}
+
+
+def role_secret(service: str) -> str:
+    """The data namespace's Secret with a service role's username and password, the managed
+    role's passwordSecret."""
+    return f"tide-postgres-{service}"
+
+
+def postgres_credentials_secret(service: str) -> str:
+    """The apps namespace's Secret with the DSN a service connects with, as its own role."""
+    return f"{service}-postgres"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +53,10 @@ class PostgresArgs:
     image: str
     tide_image: Image
     credentials: Credentials
+    # The services get a role each (tide.store.grants); the migrate Job grants from it.
+    catalog: Catalog
+    catalog_mount: CatalogMount
+    catalog_file: pulumi.Resource
     # The schema registry's own role and database (StackConfig.schema_registry).
     registry: bool = True
 
@@ -73,19 +95,15 @@ class Postgres(PlatformComponent):
             string_data={"username": OWNER, "password": self.password},
             opts=child,
         )
-        registry_secrets = []
+        role_secrets = []
         managed_roles = []
         if args.registry:
             registry_password = args.credentials.password(f"postgres/{REGISTRY_ROLE}")
-            registry_secrets.append(
+            role_secrets.append(
                 k8s.core.v1.Secret(
                     f"{name}-registry",
                     metadata=k8s.meta.v1.ObjectMetaArgs(
-                        name=REGISTRY_SECRET,
-                        namespace=args.namespace,
-                        # CloudNativePG reconciles a managed role's password from a
-                        # labelled secret.
-                        labels={"cnpg.io/reload": "true"},
+                        name=REGISTRY_SECRET, namespace=args.namespace, labels=RELOAD_LABELS
                     ),
                     type="kubernetes.io/basic-auth",
                     string_data={"username": REGISTRY_ROLE, "password": registry_password},
@@ -101,6 +119,43 @@ class Postgres(PlatformComponent):
                 }
             )
         self.host = f"{CLUSTER_NAME}-rw.{args.namespace}.svc"
+        dsn_secrets: list[k8s.core.v1.Secret] = []
+        for service in database_services(args.catalog):
+            role = role_name(service)
+            password = args.credentials.password(f"postgres/service/{service}")
+            role_secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-{service}-role",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=role_secret(service), namespace=args.namespace, labels=RELOAD_LABELS
+                    ),
+                    type="kubernetes.io/basic-auth",
+                    string_data={"username": role, "password": password},
+                    opts=child,
+                )
+            )
+            managed_roles.append(
+                {
+                    "name": role,
+                    "ensure": "present",
+                    "login": True,
+                    "passwordSecret": {"name": role_secret(service)},
+                }
+            )
+            dsn_secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-{service}-dsn",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=postgres_credentials_secret(service), namespace=args.apps_namespace
+                    ),
+                    string_data={
+                        "dsn": pulumi.Output.concat(
+                            f"postgresql://{role}:", password, f"@{self.host}:{PORT}/{DATABASE}"
+                        )
+                    },
+                    opts=child,
+                )
+            )
         apps_secret = k8s.core.v1.Secret(
             f"{name}-apps-dsn",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=APPS_SECRET, namespace=args.apps_namespace),
@@ -141,7 +196,7 @@ class Postgres(PlatformComponent):
                 },
             },
             opts=self.child(
-                depends_on=[owner, *registry_secrets],
+                depends_on=[owner, *role_secrets],
                 custom_timeouts=pulumi.CustomTimeouts(create="15m", update="15m"),
             ),
         )
@@ -169,8 +224,11 @@ class Postgres(PlatformComponent):
             f"{name}-migrate",
             namespace=args.apps_namespace,
             image=args.tide_image,
-            command=["tide", "db", "migrate"],
+            command=["tide", "db", "migrate", "--grant"],
             env_from_secrets={"TIDE_POSTGRES_DSN": (APPS_SECRET, "dsn")},
-            opts=self.child(depends_on=[self.cluster, apps_secret]),
+            catalog=args.catalog_mount,
+            opts=self.child(
+                depends_on=[self.cluster, apps_secret, args.catalog_file, *dsn_secrets]
+            ),
         )
         self.register_outputs({"host": self.host})

@@ -15,7 +15,7 @@ from infra.components.catalog import CatalogMount
 from infra.components.kafka import CA_CERT_KEY, CA_SECRET
 from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
-from infra.components.postgres import APPS_SECRET as POSTGRES_SECRET
+from infra.components.postgres import postgres_credentials_secret
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from infra.config import StackConfig
 from tide.needs import Dependency, process_needs
@@ -152,7 +152,8 @@ def _dependency_env(
             secret = rabbitmq_credentials_secret(service)
             return {}, {dependency.variable: {"secret": secret, "key": "url"}}
         case Dependency.POSTGRES:
-            return {}, {dependency.variable: {"secret": POSTGRES_SECRET, "key": "dsn"}}
+            secret = postgres_credentials_secret(service)
+            return {}, {dependency.variable: {"secret": secret, "key": "dsn"}}
 
 
 @dataclass(frozen=True, kw_only=True)

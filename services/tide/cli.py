@@ -154,19 +154,42 @@ def run(
 
 
 @db_app.command("migrate")
-def migrate() -> None:
-    """Apply the event store's migrations (idempotent; safe to run from several pods)."""
+def migrate(
+    grant: Annotated[
+        bool,
+        typer.Option(
+            "--grant",
+            help="then give each catalog service's role exactly its privileges, waiting"
+            " for the roles to exist (CloudNativePG makes managed roles after the cluster)",
+        ),
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(min=0, help="seconds to wait for the roles (with --grant)")
+    ] = 300.0,
+) -> None:
+    """Apply the event store's migrations (idempotent; safe to run from several pods), as
+    the schema's owner."""
     import psycopg  # noqa: PLC0415
 
+    from tide.store.grants import database_services, grant_when_roles_exist  # noqa: PLC0415
     from tide.store.migrations import migrate as apply  # noqa: PLC0415
 
     settings = load_settings(*command_needs(("db", "migrate")).required_settings)
     dsn = settings.postgres_dsn.get_secret_value()
     try:
         applied = apply(dsn)
+        out.print(f"applied migrations: {applied}" if applied else "database is up to date")
+        if grant:
+            catalog = settings.catalog()
+            with err.status(f"waiting for the roles of {len(database_services(catalog))} services"):
+                granted = grant_when_roles_exist(dsn, catalog, timeout=wait)
+            for role, tables in granted.items():
+                out.print(f"role {role}: " + (", ".join(sorted(tables)) or "no tables"))
     except psycopg.OperationalError as exc:
         _postgres_unreachable(dsn, exc)
-    out.print(f"applied migrations: {applied}" if applied else "database is up to date")
+    except TimeoutError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def _postgres_unreachable(dsn: str, exc: Exception) -> NoReturn:

@@ -93,7 +93,8 @@ def process_needs(catalog: Catalog, service_name: str) -> Needs:
         case ProcessKind.API:
             # The app publishes what it accepts; one that keeps state (an event store and
             # its outbox, say) says so in the catalog.
-            required = {kafka, postgres} if catalog.service(service_name).database else {kafka}
+            service = catalog.service(service_name)
+            required = {kafka, postgres} if service.database or service.tables else {kafka}
             return Needs(required=frozenset(required), optional=_KAFKA_CODEC)
         case ProcessKind.CONSUMER_GROUPS:
             # Every group records its exactly-once marks in PostgreSQL (tide.store.processed),
@@ -110,6 +111,7 @@ def process_needs(catalog: Catalog, service_name: str) -> Needs:
 # The one-shot commands the platform's Jobs run (infra/components/jobs.py).
 _COMMANDS: dict[tuple[str, ...], Needs] = {
     ("db", "migrate"): Needs(required=frozenset({Dependency.POSTGRES})),
+    ("db", "migrate", "--grant"): Needs(required=frozenset({Dependency.POSTGRES})),
     ("registry", "register"): Needs(required=frozenset({Dependency.SCHEMA_REGISTRY})),
 }
 

@@ -22,6 +22,8 @@ _K8S_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _KAFKA_TOPIC = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9_]*)+$")
 _HANDLER = re.compile(r"^[a-zA-Z_][\w.]*:[a-zA-Z_]\w*$")
+# An unquoted PostgreSQL identifier, as a migration writes a table's name.
+_TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _T = TypeVar("_T")
 _DAY_MS = 24 * 3_600_000
@@ -48,8 +50,18 @@ def _topic_name(value: str) -> str:
     return value
 
 
+def _table_name(value: str) -> str:
+    if not _TABLE.match(value):
+        raise ValueError(
+            f"{value!r} is not a table name as migrations write them "
+            "(lower-case letters, digits and '_', at most 63, not starting with a digit)"
+        )
+    return value
+
+
 K8sName = Annotated[str, AfterValidator(_k8s_name)]
 TopicName = Annotated[str, AfterValidator(_topic_name)]
+TableName = Annotated[str, AfterValidator(_table_name)]
 
 
 class _Entry(BaseModel):
@@ -151,6 +163,11 @@ class Service(_Entry):
     database: bool = Field(
         default=False,
         description="role api: it keeps state in PostgreSQL (consumers and workers always do)",
+    )
+    tables: tuple[TableName, ...] = Field(
+        default=(),
+        description="the PostgreSQL tables its handlers read and write; its database role may"
+        " touch only these and the platform's own tables its role needs",
     )
 
     @model_validator(mode="after")
@@ -519,6 +536,15 @@ def _service_problems(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: role worker but no queue worker runs in it")
         if service.role is Role.API and (groups or workers):
             problems.append(f"{where}: role api must not run consumer groups or queue workers")
+    owners: dict[str, list[str]] = {}
+    for service in catalog.services:
+        for table in service.tables:
+            owners.setdefault(table, []).append(service.name)
+    problems += [
+        f"table {table!r}: listed by {' and '.join(map(repr, names))}; one service owns a table"
+        for table, names in owners.items()
+        if len(names) > 1
+    ]
     return problems
 
 

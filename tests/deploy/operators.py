@@ -5,7 +5,8 @@ each of them would do with Tide's objects is small and well defined, and done
 here from the very objects the API server accepted: a topic per `KafkaTopic`,
 a SCRAM-SHA-512 user per `KafkaUser` with the password its Secret holds, the
 RabbitMQ definitions Secret loaded as the broker loads it at boot, and the
-database owner from the `Cluster`'s initdb secret. So Tide's containers run
+database owner from the `Cluster`'s initdb secret and its managed roles from
+theirs. So Tide's containers run
 with their rendered credentials, unchanged, and only the in-cluster host names
 are pointed at loopback.
 """
@@ -25,7 +26,12 @@ from infra.components.rabbitmq import AMQP_PORT, DEFINITIONS_SECRET
 from infra.components.rabbitmq import CLUSTER_NAME as RABBITMQ_CLUSTER
 
 from tests.deploy.apiserver import ApiServer
-from tests.harness.served_brokers import start_together, topic_of, upsert_scram_users
+from tests.harness.served_brokers import (
+    make_managed_roles,
+    start_together,
+    topic_of,
+    upsert_scram_users,
+)
 from tide_dev.kafka import KafkaBroker
 from tide_dev.postgres import PostgresServer
 from tide_dev.rabbitmq import RabbitMQServer
@@ -59,13 +65,21 @@ class StackBrokers:
         resource = self.api.client.resources.get(api_version=api_version, kind=kind)
         return [item.to_dict() for item in resource.get(namespace=namespace).items]
 
-    def _postgres_owner(self) -> dict[str, str]:
+    def _postgres_cluster(self) -> dict[str, Any]:
         (cluster,) = [
             c
             for c in self.objects("postgresql.cnpg.io/v1", "Cluster", self.data)
             if c["metadata"]["name"] == POSTGRES_CLUSTER
         ]
-        initdb = cluster["spec"]["bootstrap"]["initdb"]
+        return cluster
+
+    def _managed_roles(self) -> None:
+        make_managed_roles(
+            self.postgres, self._postgres_cluster(), lambda name: self.secret(self.data, name)
+        )
+
+    def _postgres_owner(self) -> dict[str, str]:
+        initdb = self._postgres_cluster()["spec"]["bootstrap"]["initdb"]
         owner = self.secret(self.data, initdb["secret"]["name"])
         # The harness makes its superuser and database under Tide's names.
         assert owner["username"] == initdb["owner"] == "tide"
@@ -74,6 +88,7 @@ class StackBrokers:
 
     def start(self) -> None:
         start_together((self.kafka, self.rabbitmq, self.postgres), stop=self.stop)
+        self._managed_roles()
         self._topic_operator()
         self._user_operator()
         self._rabbitmq_definitions()
@@ -82,10 +97,12 @@ class StackBrokers:
         """What the operators do once `pulumi up` has replaced the Secrets with new passwords:
         Strimzi's User Operator sets each KafkaUser's SCRAM password from its Secret at its
         next reconciliation; CloudNativePG's instance manager sets the owner's password from
-        the initdb Secret when that Secret changes; RabbitMQ, restarted as the README says,
+        the initdb Secret, and each managed role's from its labelled Secret, when they
+        change; RabbitMQ, restarted as the README says,
         loads the definitions, new password hashes included, at boot."""
         self._user_operator()
         self.postgres.set_password(self._postgres_owner()["password"])
+        self._managed_roles()
         self.rabbitmq.restart()
         self._rabbitmq_definitions()
 

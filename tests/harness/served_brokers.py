@@ -6,7 +6,8 @@ brokers would, listening on the host end of the node's link, and the played oper
 (tests/harness/played_operators.py) do, before they report an object reconciled, what
 its operator does with it: Strimzi's bootstrap Service and a topic per `KafkaTopic`, a
 SCRAM-SHA-512 user per `KafkaUser` with the password its Secret holds; CloudNativePG's
-read-write Service and the owner's password from the initdb Secret; the RabbitMQ
+read-write Service, the owner's password from the initdb Secret and the managed roles
+with theirs; the RabbitMQ
 operator's client Service and Tide's definitions loaded. Each Service keeps the name and
 port its operator gives it, and its one endpoint is the harness broker. So Tide's pods
 run with their rendered addresses and credentials, unchanged.
@@ -88,6 +89,22 @@ def start_together(servers: Sequence[Startable], *, stop: Callable[[], None]) ->
         raise errors[0]
 
 
+def make_managed_roles(
+    server: PostgresServer, cluster: dict[str, Any], secret: Callable[[str], dict[str, str]]
+) -> list[str]:
+    """What CloudNativePG's instance manager does with a `Cluster`'s managed roles: each a
+    login role with the password its `passwordSecret` holds (read by `secret(name)`, in the
+    Cluster's namespace). Returns the roles' names."""
+    roles = cluster["spec"].get("managed", {}).get("roles", [])
+    for role in roles:
+        assert role.get("ensure", "present") == "present", role
+        assert role.get("login"), role
+        credentials = secret(role["passwordSecret"]["name"])
+        assert credentials["username"] == role["name"], (credentials["username"], role["name"])
+        server.ensure_role(role["name"], credentials["password"])
+    return [role["name"] for role in roles]
+
+
 def topic_of(resource: dict[str, Any]) -> NewTopic:
     """The topic Strimzi's Topic Operator makes for a `KafkaTopic` (one broker here)."""
     spec = resource["spec"]
@@ -166,6 +183,8 @@ class ServedBrokers:
         # The harness made its superuser and database under Tide's names.
         assert owner["username"] == initdb["owner"] == "tide", owner["username"]
         self.postgres.set_password(owner["password"])
+        namespace = resource["metadata"]["namespace"]
+        make_managed_roles(self.postgres, resource, lambda name: self._secret(namespace, name))
         service = f"{resource['metadata']['name']}-rw"
         self._serve(resource, service, postgres.PORT, self.postgres.port)
 

@@ -37,7 +37,7 @@ from tests.e2e import test_cluster_chaos as cluster_chaos
 from tests.e2e.conftest import DRAIN_TIMEOUT_S
 from tests.e2e.conftest import Cluster as ChaosCluster
 from tests.engine.conftest import local_stack, stack_kubeconfig
-from tests.harness.addresses import NODE_LINK_HOST, NODE_LINK_NODE
+from tests.harness.addresses import NODE_LINK_HOST, NODE_LINK_NODE, NODE_PODS
 from tests.harness.crds import crd_documents
 from tests.harness.diagnostics import describe_pods
 from tests.harness.keda import Keda
@@ -57,6 +57,7 @@ from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.catalog import CATALOG
 from tide.dlq import DeadLetterQueue
+from tide.store.grants import database_services, role_name
 from tide.waiting import wait_until
 from tide_dev.chaos.experiments import catalogue
 from tide_dev.chaos.probes import WATCH_TYPE, Ledger, UserEffects, effects
@@ -252,6 +253,26 @@ def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
                         f"notification sent: {took:.2f} s")  # fmt: skip
     dead = _dead_letters(brokers)
     assert not dead, dead
+
+
+def test_each_services_pods_connect_to_postgres_as_its_own_role(deployed: Deployed) -> None:
+    """Once a watch went through every group (the test above), PostgreSQL's sessions from
+    the node's pods are the services' own roles, one each, and never the owner's."""
+    expected = {role_name(service) for service in database_services(CATALOG)}
+    seen: set[str] = set()
+
+    def connected() -> bool:
+        with psycopg.connect(deployed.brokers.postgres.dsn) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT usename FROM pg_stat_activity WHERE client_addr <<= %s::cidr",
+                (NODE_PODS,),
+            ).fetchall()
+        seen.clear()
+        seen.update(row[0] for row in rows)
+        return seen >= expected
+
+    wait_until(connected, timeout=60, interval=1, what=f"sessions of {sorted(expected)}")
+    assert seen == expected, f"sessions as {sorted(seen - expected)} too"
 
 
 def _dead_letters(brokers: ServedBrokers) -> dict[str, int]:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from tide.catalog import CATALOG
 from tide.events.schemas import schema
+from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, privileges
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy, Topic
 
 
@@ -140,3 +141,47 @@ def test_topic_names_follow_kafka_and_kubernetes_rules(name: str) -> None:
     else:
         with pytest.raises(ValidationError):
             Topic(name=name, partitions=1, retention_ms=60_000)
+
+
+def _services_with_tables(**tables: tuple[str, ...]) -> list[dict[str, object]]:
+    services = [s.model_dump() for s in CATALOG.services]
+    for service in services:
+        if service["name"] in tables:
+            service["tables"] = tables[str(service["name"])]
+    return services
+
+
+def test_a_table_two_services_list_is_refused_naming_both() -> None:
+    services = _services_with_tables(analytics=("viewing_sessions", "viewer_profiles"))
+    with pytest.raises(ValidationError) as caught:
+        Catalog.model_validate(_with(services=services))
+    assert (
+        "table 'viewer_profiles': listed by 'personalization' and 'analytics';"
+        " one service owns a table" in str(caught.value)
+    )
+
+
+@pytest.mark.parametrize("name", ["Profiles", "9lives", "viewer-profiles", "x" * 64])
+def test_table_names_are_what_a_migration_writes_unquoted(name: str) -> None:
+    services = _services_with_tables(analytics=(name,))
+    with pytest.raises(ValidationError, match="is not a table name as migrations write them"):
+        Catalog.model_validate(_with(services=services))
+
+
+def test_a_service_given_a_platform_table_gets_no_role_grants() -> None:
+    catalog = Catalog.model_validate(
+        _with(services=_services_with_tables(analytics=("viewing_sessions", "events")))
+    )
+    with pytest.raises(ValueError, match=r"service 'analytics': tables \['events'\] are the"):
+        privileges(catalog, "analytics")
+
+
+def test_each_role_is_granted_its_tables_and_the_platforms_it_uses() -> None:
+    marks = {"processed_events": (SELECT, INSERT, DELETE)}
+    assert privileges(CATALOG, "personalization") == marks | {"viewer_profiles": READ_WRITE}
+    assert privileges(CATALOG, "notification-dispatch") == marks
+    store = privileges(CATALOG, "subscription")
+    assert store["events"] == (SELECT, INSERT), "an event store never rewrites its events"
+    assert store["subscription_overview"] == READ_WRITE
+    assert "processed_events" not in store
+    assert privileges(CATALOG, "video-service") == {}

@@ -239,7 +239,7 @@ def test_each_service_network_policy_opens_every_dependency_it_dials(
 def _jobs(program: Program) -> list[Declared]:
     jobs = program.of_type("kubernetes:batch/v1:Job")
     commands = {tuple(_job_container(job)["args"]) for job in jobs}
-    assert {("tide", "db", "migrate"), ("tide", "registry", "register")} <= commands
+    assert {("tide", "db", "migrate", "--grant"), ("tide", "registry", "register")} <= commands
     return jobs
 
 
@@ -262,8 +262,9 @@ def test_each_job_starts_on_exactly_the_environment_it_is_given(
         container = _job_container(job)
         root = tmp_path / job.name
         settings = _settings(_environment(_job_pod(job), program, namespace, root), monkeypatch)
-        if container["args"] == ["tide", "registry", "register"]:
-            # It registers the schemas of the catalog the program built from.
+        if container["args"][1:] in (["registry", "register"], ["db", "migrate", "--grant"]):
+            # It registers the schemas, or grants the roles, of the catalog the program
+            # built from.
             assert settings.catalog() == CATALOG
         needs = command_needs(container["args"])
         # The check `tide db migrate` and `tide registry register` make before they start.

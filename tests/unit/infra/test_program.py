@@ -19,6 +19,7 @@ from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Program, run, stack_config
 from tide.catalog import CATALOG
 from tide.catalog_file import load_catalog
+from tide.store.grants import database_services
 from tide.topology import Catalog, Queue, Topic
 
 ORDERS = Path(__file__).parents[3] / "examples" / "orders" / "catalog.yaml"
@@ -320,9 +321,10 @@ def test_a_stack_without_a_registry_deploys_none_and_its_services_write_plain_js
     assert registry == [], registry
     commands = {tuple(job.inputs["spec"]["template"]["spec"]["containers"][0]["args"])
                 for job in program.of_type("kubernetes:batch/v1:Job")}  # fmt: skip
-    assert commands == {("tide", "db", "migrate")}
+    assert commands == {("tide", "db", "migrate", "--grant")}
     (cluster,) = program.of_type("postgresql.cnpg.io/v1:Cluster")
-    assert "managed" not in cluster.inputs["spec"]
+    roles = {role["name"] for role in cluster.inputs["spec"]["managed"]["roles"]}
+    assert roles == set(database_services(CATALOG)), "the services' roles, and no registry's"
     for service in CATALOG.services:
         namespace = program.named("helm.sh/v4:Chart", service.name).inputs["namespace"]
         values = program.named("helm.sh/v4:Chart", service.name).inputs["values"]
@@ -355,3 +357,31 @@ def test_each_rabbitmq_user_may_publish_and_consume_only_what_its_service_does(
         read_from = {q for q in queues if re.fullmatch(read, q)}
         assert written == set(service.publishes_to_exchanges), service.name
         assert read_from == {w.queue for w in catalog.workers_of(service.name)}, service.name
+
+
+def test_each_service_connects_to_postgres_as_its_own_managed_role(program: Program) -> None:
+    (cluster,) = program.of_type("postgresql.cnpg.io/v1:Cluster")
+    data = cluster.inputs["metadata"]["namespace"]
+    managed = {r["name"]: r for r in cluster.inputs["spec"]["managed"]["roles"]}
+    secrets = {(s.inputs["metadata"]["namespace"], s.inputs["metadata"]["name"]): s.inputs
+               for s in program.of_type("core/v1:Secret")}  # fmt: skip
+    services = database_services(CATALOG)
+    assert services, "the reference catalog has services with a database"
+    for service in services:
+        role = managed[service]
+        assert (role["ensure"], role["login"]) == ("present", True)
+        credentials = secrets[(data, role["passwordSecret"]["name"])]
+        # CloudNativePG reconciles the role's password from a Secret with this label.
+        assert credentials["metadata"]["labels"]["cnpg.io/reload"] == "true"
+        assert credentials["stringData"]["username"] == service
+        chart = program.named("helm.sh/v4:Chart", service)
+        apps = chart.inputs["namespace"]
+        (deployment,) = by_kind(render(chart.inputs["values"], namespace=apps), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (variable,) = [e for e in container["env"] if e["name"] == "TIDE_POSTGRES_DSN"]
+        reference = variable["valueFrom"]["secretKeyRef"]
+        dsn = secrets[(apps, reference["name"])]["stringData"][reference["key"]]
+        password = credentials["stringData"]["password"]
+        assert dsn.startswith(f"postgresql://{service}:{password}@"), service
+    others = [s.name for s in CATALOG.services if s.name not in services]
+    assert others == ["video-service"], "an API without state gets no role"

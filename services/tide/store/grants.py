@@ -1,0 +1,153 @@
+"""Each service's PostgreSQL role, and exactly the privileges its code uses.
+
+A service connects as a role named after it. What the role may touch follows from what the
+process is (`tide.needs`): every consumer group and queue worker records its exactly-once
+marks (`tide.store.processed`), and an API that keeps state has the event store, its outbox
+and its projections' checkpoints (`tide.store.event_store`, `.outbox`, `.projections`). On
+top come the tables the catalog says its handlers own, which it may read and write. Nothing
+else: no other service's tables, and no DDL; the schema belongs to the owner, who runs the
+migrations. The statements below are what the code runs, privilege by privilege.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tide.errors import pg_conninfo
+from tide.needs import Dependency, ProcessKind, kind_of, process_needs
+from tide.topology import Catalog
+from tide.waiting import wait_until
+
+SELECT, INSERT, UPDATE, DELETE = "SELECT", "INSERT", "UPDATE", "DELETE"
+READ_WRITE = (SELECT, INSERT, UPDATE, DELETE)
+
+# INSERT ... ON CONFLICT DO NOTHING RETURNING event_id (SELECT for RETURNING); retention
+# deletes old marks.
+PROCESSED_MARKS: Mapping[str, tuple[str, ...]] = {"processed_events": (SELECT, INSERT, DELETE)}
+# Appends and reads events; upserts snapshots; the relay locks outbox rows (FOR UPDATE needs
+# UPDATE), deletes what it published and sets aside what it cannot; a projection keeps its
+# checkpoint and may reset it.
+EVENT_STORE: Mapping[str, tuple[str, ...]] = {
+    "events": (SELECT, INSERT),
+    "snapshots": (SELECT, INSERT, UPDATE),
+    "outbox": (SELECT, INSERT, UPDATE, DELETE),
+    "outbox_dead_letters": (SELECT, INSERT, DELETE),
+    "projection_checkpoints": READ_WRITE,
+}
+# The bigserial columns' sequences (events.position, outbox.id) that an INSERT draws from.
+EVENT_STORE_SEQUENCES = ("events_position_seq", "outbox_id_seq")
+PLATFORM_TABLES = frozenset({*PROCESSED_MARKS, *EVENT_STORE, "tide_schema_migrations"})
+
+
+def role_name(service: str) -> str:
+    """The PostgreSQL role a service connects as."""
+    return service
+
+
+def database_services(catalog: Catalog) -> tuple[str, ...]:
+    """The catalog's services that connect to PostgreSQL, in catalog order."""
+    return tuple(
+        s.name
+        for s in catalog.services
+        if Dependency.POSTGRES in process_needs(catalog, s.name).dependencies
+    )
+
+
+def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
+    """Table -> the privileges `service`'s role is granted on it. ValueError when the catalog
+    gives a service one of the platform's own tables."""
+    entry = catalog.service(service)
+    if Dependency.POSTGRES not in process_needs(catalog, service).dependencies:
+        return {}
+    taken = sorted(PLATFORM_TABLES & set(entry.tables))
+    if taken:
+        raise ValueError(f"service {service!r}: tables {taken} are the platform's own")
+    granted: dict[str, tuple[str, ...]] = {}
+    if kind_of(catalog, service) is ProcessKind.API:
+        if entry.database:
+            granted |= EVENT_STORE
+    else:
+        granted |= PROCESSED_MARKS
+    granted |= dict.fromkeys(entry.tables, READ_WRITE)
+    return granted
+
+
+def sequences(catalog: Catalog, service: str) -> tuple[str, ...]:
+    """The sequences `service`'s role may draw from."""
+    entry = catalog.service(service)
+    api = kind_of(catalog, service) is ProcessKind.API
+    return EVENT_STORE_SEQUENCES if api and entry.database else ()
+
+
+def missing_roles(conn: psycopg.Connection[Any], roles: Iterable[str]) -> list[str]:
+    """Those of `roles` that do not exist in the cluster."""
+    wanted = list(roles)
+    found = {
+        row[0]
+        for row in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (wanted,))
+    }
+    return [role for role in wanted if role not in found]
+
+
+def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Give each database service's role exactly its privileges, taking away any others, in
+    one transaction (run as the schema's owner, after the migrations). Returns what each role
+    was granted. LookupError naming the roles that do not exist."""
+    services = database_services(catalog)
+    absent = missing_roles(conn, map(role_name, services))
+    if absent:
+        raise LookupError(f"no PostgreSQL role {', '.join(map(repr, absent))}")
+    granted: dict[str, dict[str, tuple[str, ...]]] = {}
+    with conn.transaction():
+        # PostgreSQL before 15 lets every role create in `public`; the schema is the owner's.
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        for service in services:
+            role = sql.Identifier(role_name(service))
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+            conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(role))
+            conn.execute(
+                sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(role)
+            )
+            tables = privileges(catalog, service)
+            for table, allowed in tables.items():
+                conn.execute(
+                    sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+                        sql.SQL(", ").join(map(sql.SQL, allowed)), sql.Identifier(table), role
+                    )
+                )
+            for sequence in sequences(catalog, service):
+                conn.execute(
+                    sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
+                        sql.Identifier(sequence), role
+                    )
+                )
+            granted[role_name(service)] = tables
+    return granted
+
+
+def grant_when_roles_exist(
+    dsn: str, catalog: Catalog, *, timeout: float
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """`grant`, once every database service's role exists. CloudNativePG makes managed roles
+    after the cluster is Ready, so the migrate Job may start first. TimeoutError naming the
+    roles still missing at the deadline."""
+    roles = [role_name(s) for s in database_services(catalog)]
+    with psycopg.connect(pg_conninfo(dsn), autocommit=True) as conn:
+        absent: list[str] = []
+
+        def all_present() -> bool:
+            absent[:] = missing_roles(conn, roles)
+            return not absent
+
+        try:
+            wait_until(all_present, timeout=timeout, interval=1.0, what="the services' roles")
+        except TimeoutError:
+            raise TimeoutError(
+                f"PostgreSQL has no role {', '.join(map(repr, absent))} after {timeout:.0f} s"
+                " (on Kubernetes, CloudNativePG makes them from the Cluster's managed roles)"
+            ) from None
+        return grant(conn, catalog)

@@ -1,0 +1,171 @@
+"""Each service's PostgreSQL role may use its own tables as its code does, and nothing else.
+
+The harness's server makes every database service's role as CloudNativePG makes a managed
+role; `tide db migrate --grant` (what the platform's migrate Job runs, as the owner) then
+grants. Connected as each role, every statement on every table of the schema is tried:
+what `tide.store.grants` grants runs, the rest is refused with insufficient_privilege
+(SQLSTATE 42501), and no role may change the schema.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from tide.catalog import CATALOG
+from tide.store.grants import (
+    DELETE,
+    INSERT,
+    PLATFORM_TABLES,
+    SELECT,
+    UPDATE,
+    database_services,
+    privileges,
+    role_name,
+)
+from tide.store.migrations import migrate
+from tide_dev import BrokerSession, HarnessError
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass(frozen=True)
+class Roles:
+    owner: str  # the schema owner's DSN
+    dsns: dict[str, str]  # service -> its role's DSN
+
+
+def _tide_db(owner_dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIDE_POSTGRES_DSN": owner_dsn}
+    env.pop("TIDE_CATALOG_FILE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "tide", "db", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def roles(broker_session: BrokerSession) -> Roles:
+    server = broker_session.postgres
+    if server is None:
+        raise HarnessError(
+            "PostgreSQL",
+            reason="this test makes roles in the harness's own server",
+            fix="unset TIDE_POSTGRES_DSN",
+        )
+    migrate(server.dsn)
+    dsns = {
+        service: server.ensure_role(role_name(service), secrets.token_urlsafe(16))
+        for service in database_services(CATALOG)
+    }
+    granted = _tide_db(server.dsn, "migrate", "--grant", "--wait", "30")
+    assert granted.returncode == 0, granted.stderr
+    for service in dsns:
+        assert f"role {role_name(service)}:" in granted.stdout, granted.stdout
+    return Roles(server.dsn, dsns)
+
+
+def _tables(owner: str) -> dict[str, str]:
+    """Every table of the schema -> one of its columns."""
+    with psycopg.connect(owner) as conn:
+        rows = conn.execute(
+            "SELECT table_name, min(column_name) FROM information_schema.columns"
+            " WHERE table_schema = 'public' GROUP BY table_name"
+        ).fetchall()
+    return dict(rows)
+
+
+def _statement(privilege: str, table: str, column: str) -> sql.Composed:
+    """A statement that needs `privilege` on `table` and changes nothing."""
+    name, col = sql.Identifier(table), sql.Identifier(column)
+    match privilege:
+        case "SELECT":
+            return sql.SQL("SELECT * FROM {} WHERE false").format(name)
+        case "INSERT":  # refused before any constraint is checked, or fails on one
+            return sql.SQL("INSERT INTO {} DEFAULT VALUES").format(name)
+        case "UPDATE":
+            return sql.SQL("UPDATE {} SET {} = DEFAULT WHERE false").format(name, col)
+        case "DELETE":
+            return sql.SQL("DELETE FROM {} WHERE false").format(name)
+        case "TRUNCATE":
+            return sql.SQL("TRUNCATE {}").format(name)
+    raise ValueError(privilege)
+
+
+def _refused(dsn: str, statement: sql.Composed) -> bool:
+    """Whether PostgreSQL refused `statement` to this role for want of a privilege; whatever
+    it did is rolled back."""
+    with psycopg.connect(dsn) as conn:
+        try:
+            conn.execute(statement)
+        except errors.InsufficientPrivilege:
+            return True
+        except (errors.NotNullViolation, errors.CheckViolation):
+            return False  # past the privilege check
+        finally:
+            conn.rollback()
+    return False
+
+
+def test_each_role_uses_its_own_tables_as_its_code_does_and_nothing_else(roles: Roles) -> None:
+    tables = _tables(roles.owner)
+    assert set(tables) >= PLATFORM_TABLES, "the migrations made the platform's tables"
+    wrong: list[str] = []
+    for service, dsn in sorted(roles.dsns.items()):
+        granted = privileges(CATALOG, service)
+        assert set(granted) <= set(tables), f"{service} is granted tables the schema lacks"
+        for table, column in sorted(tables.items()):
+            for privilege in (SELECT, INSERT, UPDATE, DELETE, "TRUNCATE"):
+                allowed = privilege in granted.get(table, ())
+                if _refused(dsn, _statement(privilege, table, column)) == allowed:
+                    verdict = "refused" if allowed else "allowed"
+                    wrong.append(f"{service}: {privilege} on {table} {verdict}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_role_touches_another_services_tables(roles: Roles) -> None:
+    owner_of = {table: s.name for s in CATALOG.services for table in s.tables}
+    assert owner_of, "the reference catalog gives its services tables"
+    reached = [
+        f"{service}: {privilege} on {table}, {owner_of[table]}'s"
+        for service, dsn in sorted(roles.dsns.items())
+        for table, column in sorted(_tables(roles.owner).items())
+        if table in owner_of and owner_of[table] != service
+        for privilege in (SELECT, INSERT, UPDATE, DELETE)
+        if not _refused(dsn, _statement(privilege, table, column))
+    ]
+    assert not reached, "\n".join(reached)
+
+
+def test_no_role_may_change_the_schema(roles: Roles) -> None:
+    changes = [
+        sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(f"t_{secrets.token_hex(4)}")),
+        sql.SQL("ALTER TABLE events ADD COLUMN stolen text"),
+        sql.SQL("DROP TABLE processed_events"),
+        sql.SQL("CREATE INDEX ON processed_events (processed_at)"),
+    ]
+    allowed = [
+        f"{service}: {change.as_string(None)}"
+        for service, dsn in sorted(roles.dsns.items())
+        for change in changes
+        if not _refused(dsn, change)
+    ]
+    assert not allowed, "\n".join(allowed)
+
+
+def test_migrate_grant_names_the_roles_that_do_not_exist(roles: Roles) -> None:
+    with psycopg.connect(roles.owner, autocommit=True) as conn:
+        conn.execute('ALTER ROLE "analytics" RENAME TO "analytics-away"')
+        try:
+            result = _tide_db(roles.owner, "migrate", "--grant", "--wait", "1")
+        finally:
+            conn.execute('ALTER ROLE "analytics-away" RENAME TO "analytics"')
+    assert result.returncode != 0
+    assert "no role 'analytics' after 1 s" in result.stderr, result.stderr
