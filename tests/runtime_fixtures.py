@@ -275,7 +275,10 @@ def platform(
     catalog = CATALOG.isolated(suffix)
     create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))
     load_topology(broker_session, catalog)
-    processes = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, tmp_path)
+    # Each service as its own database role, as on a cluster.
+    roles = broker_session.postgres.service_roles(catalog) if broker_session.postgres else {}
+    env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}
+    processes = LocalPlatform(env, tmp_path, env_of=roles)
     yield catalog, processes
     problems = processes.stop()
     assert not problems, f"services did not drain on SIGTERM: {problems}"

@@ -146,6 +146,11 @@ class LocalStack:
         step("topology: topics, migrations, RabbitMQ definitions")
         ensure_topics(settings.kafka_client_config(), catalog.all_topics())
         migrate(settings.postgres_dsn.get_secret_value())
+        # The roles a cluster's services connect as; a PostgreSQL of the user's own (its
+        # DSN given) is left as it is, and every service connects with that DSN.
+        roles = (
+            {} if self.session.postgres is None else self.session.postgres.service_roles(catalog)
+        )
         if self.session.rabbitmq is not None:
             self.session.rabbitmq.import_definitions(definitions(catalog))
         self._lap("topology", began)
@@ -153,7 +158,7 @@ class LocalStack:
         step(f"services: {len(catalog.services)} under supervision")
         services = [s.name for s in catalog.services]
         self.supervisor = Supervisor(
-            services, free_port(len(services)), env=self.env, log_dir=self.logs
+            services, free_port(len(services)), env=self.env, env_of=roles, log_dir=self.logs
         )
         supervisor = self.supervisor
         self._thread = threading.Thread(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import signal
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tide.store.grants import database_services, grant, role_name
+from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev.errors import HarnessError
 from tide_dev.ports import free_port
@@ -51,6 +55,9 @@ class PostgresServer:
         self.data = workdir / "data"
         self.log = workdir / "postgres.log"
         self.user = run_as("postgres")
+        # The services' role passwords derive from this, so that every stack run on this
+        # server gives a role the same one and never cuts another stack's sessions off.
+        self._roles_key = secrets.token_bytes(16)
         self._process: ManagedProcess | None = None
 
     @property
@@ -174,6 +181,19 @@ class PostgresServer:
             verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
             conn.execute(sql.SQL("{} {} LOGIN PASSWORD {}").format(verb, role, secret))
         return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/tide"
+
+    def service_roles(self, catalog: Catalog) -> dict[str, dict[str, str]]:
+        """Each of the catalog's database services as its own role, made as CloudNativePG
+        makes the managed roles and granted as the platform's migrate Job grants (migrate
+        first): service -> the environment that connects it as that role."""
+        environments = {}
+        for service in database_services(catalog):
+            role = role_name(service)
+            password = hmac.new(self._roles_key, role.encode(), hashlib.sha256).hexdigest()
+            environments[service] = {"TIDE_POSTGRES_DSN": self.ensure_role(role, password)}
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            grant(conn, catalog)
+        return environments
 
     def restart(self, timeout: float = 60.0) -> None:
         """Stop and start on the same data directory and port."""

@@ -57,7 +57,8 @@ class Supervisor:
     """Starts, watches and restarts the children; `run` returns the exit code.
 
     `ports` gives each child its HTTP port (consecutive from an int). `env` is added to this
-    process's environment for the children; with `log_dir`, each child writes its output to
+    process's environment for the children, then `env_of[service]` for a service's own
+    (its database role, say); with `log_dir`, each child writes its output to
     `<service>-<n>.log` there instead of this process's stdout.
     """
 
@@ -67,12 +68,14 @@ class Supervisor:
         ports: int | Sequence[int],
         *,
         env: Mapping[str, str] | None = None,
+        env_of: Mapping[str, Mapping[str, str]] | None = None,
         log_dir: Path | None = None,
     ) -> None:
         if isinstance(ports, int):
             ports = [ports + i for i in range(len(services))]
         self.children = [Child(s, port) for s, port in zip(services, ports, strict=True)]
         self.env = dict(env or {})
+        self.env_of = {service: dict(own) for service, own in (env_of or {}).items()}
         self.log_dir = log_dir
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -96,7 +99,7 @@ class Supervisor:
         child.process = start_service(
             child.service,
             child.port,
-            self.env,
+            {**self.env, **self.env_of.get(child.service, {})},
             log=log_file,
             own_session=True,
             command=self.command(child),

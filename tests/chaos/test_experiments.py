@@ -35,7 +35,10 @@ def chaos(
         raise HarnessError("RabbitMQ", reason="the experiments load the catalog into its node")
     broker_session.rabbitmq.import_definitions(definitions(catalog))
     workdir = tmp_path_factory.mktemp("chaos")
-    platform = LocalPlatform({**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}, workdir)
+    # Each service as its own database role, as on a cluster.
+    roles = broker_session.postgres.service_roles(catalog) if broker_session.postgres else {}
+    env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}
+    platform = LocalPlatform(env, workdir, env_of=roles)
     experiment = Chaos(platform, catalog, client, database, HarnessControl(broker_session))
     try:
         start_platform(experiment)

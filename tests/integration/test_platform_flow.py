@@ -70,6 +70,12 @@ def test_http_watch_event_yields_a_recommendation_and_exactly_one_notification_j
             "SELECT title FROM notifications_sent WHERE user_id = %s", (user,)
         ).fetchall()
     assert rows == [("1 new picks for you",)]  # exactly one job; v-alien shares a genre
+    # Each of them did it as its own database role, as on a cluster.
+    roles = ["recommendation", "notification-dispatch", "notification-worker"]
+    with psycopg.connect(database) as conn:
+        listed = "SELECT DISTINCT usename FROM pg_stat_activity WHERE usename = ANY(%s)"
+        connected = {row[0] for row in conn.execute(listed, (roles,))}
+    assert connected == set(roles)
 
 
 def _catalogued(database: str, video: str) -> bool:

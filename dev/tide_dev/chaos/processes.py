@@ -49,10 +49,17 @@ class ServiceProcess:
 
 
 class LocalPlatform:
-    """Starts services as child processes with the given TIDE_* environment; stops them all."""
+    """Starts services as child processes with the given TIDE_* environment, plus a
+    service's own from `env_of` (its database role, say); stops them all."""
 
-    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workdir: Path,
+        env_of: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.env = dict(env)
+        self.env_of = {service: dict(own) for service, own in (env_of or {}).items()}
         self.workdir = workdir
         self.processes: list[ServiceProcess] = []
         self.retired: list[ServiceProcess] = []
@@ -61,7 +68,7 @@ class LocalPlatform:
         port = free_port()
         replica = sum(1 for p in [*self.processes, *self.retired] if p.service == service)
         log = self.workdir / f"{service}-{replica}.log"
-        popen = start_service(service, port, self.env, log=log)
+        popen = start_service(service, port, {**self.env, **self.env_of.get(service, {})}, log=log)
         process = ServiceProcess(service, port, log, popen)
         self.processes.append(process)
         wait_until(
