@@ -37,7 +37,7 @@ from tide.rabbitmq.bus import QueueConsumer
 from tide.rabbitmq.definitions import definitions
 from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
-from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev import Brokers, BrokerSession
 from tide_dev.chaos.processes import LocalPlatform
 
 # What every fuzzed answer of a Tide API must hold: no 5xx, and a status, media type and
@@ -192,13 +192,8 @@ def run_group(
 
 def load_topology(broker_session: BrokerSession, catalog: Catalog) -> None:
     """Load the catalog's RabbitMQ topology into the harness's own node."""
-    if broker_session.rabbitmq is None:
-        raise HarnessError(
-            "RabbitMQ",
-            reason="these tests load the catalog's topology into the harness's own node",
-            fix="unset TIDE_RABBITMQ_URL",
-        )
-    broker_session.rabbitmq.import_definitions(definitions(catalog))
+    node = broker_session.own_rabbitmq("these tests load the catalog's topology into it")
+    node.import_definitions(definitions(catalog))
 
 
 @pytest.fixture
@@ -276,7 +271,9 @@ def platform(
     create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))
     load_topology(broker_session, catalog)
     # Each service as its own database role, as on a cluster.
-    roles = broker_session.postgres.service_roles(catalog) if broker_session.postgres else {}
+    roles = broker_session.own_postgres("the services get roles of their own").service_roles(
+        catalog
+    )
     env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}
     processes = LocalPlatform(env, tmp_path, env_of=roles)
     yield catalog, processes

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from tide_dev.errors import HarnessError
 from tide_dev.kafka import KafkaBroker
 from tide_dev.postgres import PostgresServer
 from tide_dev.rabbitmq import RabbitMQServer
@@ -95,6 +96,20 @@ class BrokerSession:
             # is only ever the one the environment names.
             schema_registry_url=os.environ.get(ENV_REGISTRY, ""),
         )
+
+    def own_rabbitmq(self, why: str) -> RabbitMQServer:
+        """The RabbitMQ node this session started; HarnessError saying `why` it must be
+        ours when the environment named another."""
+        if self.rabbitmq is None:
+            raise HarnessError("RabbitMQ", reason=why, fix=f"unset {ENV_RABBITMQ}")
+        return self.rabbitmq
+
+    def own_postgres(self, why: str) -> PostgresServer:
+        """The PostgreSQL this session started; HarnessError saying `why` it must be ours
+        when the environment named another."""
+        if self.postgres is None:
+            raise HarnessError("PostgreSQL", reason=why, fix=f"unset {ENV_POSTGRES}")
+        return self.postgres
 
     def close(self, *, keep_logs: bool = False) -> None:
         """Stop what this session started; keep its directory (logs) when asked."""

@@ -95,39 +95,19 @@ class Postgres(PlatformComponent):
             string_data={"username": OWNER, "password": self.password},
             opts=child,
         )
-        role_secrets = []
-        managed_roles = []
-        if args.registry:
-            registry_password = args.credentials.password(f"postgres/{REGISTRY_ROLE}")
-            role_secrets.append(
-                k8s.core.v1.Secret(
-                    f"{name}-registry",
-                    metadata=k8s.meta.v1.ObjectMetaArgs(
-                        name=REGISTRY_SECRET, namespace=args.namespace, labels=RELOAD_LABELS
-                    ),
-                    type="kubernetes.io/basic-auth",
-                    string_data={"username": REGISTRY_ROLE, "password": registry_password},
-                    opts=child,
-                )
-            )
-            managed_roles.append(
-                {
-                    "name": REGISTRY_ROLE,
-                    "ensure": "present",
-                    "login": True,
-                    "passwordSecret": {"name": REGISTRY_SECRET},
-                }
-            )
         self.host = f"{CLUSTER_NAME}-rw.{args.namespace}.svc"
-        dsn_secrets: list[k8s.core.v1.Secret] = []
-        for service in database_services(args.catalog):
-            role = role_name(service)
-            password = args.credentials.password(f"postgres/service/{service}")
+        role_secrets: list[k8s.core.v1.Secret] = []
+        managed_roles: list[dict[str, object]] = []
+
+        def managed_role(
+            resource: str, role: str, secret: str, password: pulumi.Output[str]
+        ) -> None:
+            """A login role CloudNativePG makes, its password from a Secret it watches."""
             role_secrets.append(
                 k8s.core.v1.Secret(
-                    f"{name}-{service}-role",
+                    resource,
                     metadata=k8s.meta.v1.ObjectMetaArgs(
-                        name=role_secret(service), namespace=args.namespace, labels=RELOAD_LABELS
+                        name=secret, namespace=args.namespace, labels=RELOAD_LABELS
                     ),
                     type="kubernetes.io/basic-auth",
                     string_data={"username": role, "password": password},
@@ -135,37 +115,38 @@ class Postgres(PlatformComponent):
                 )
             )
             managed_roles.append(
-                {
-                    "name": role,
-                    "ensure": "present",
-                    "login": True,
-                    "passwordSecret": {"name": role_secret(service)},
-                }
+                {"name": role, "ensure": "present", "login": True,
+                 "passwordSecret": {"name": secret}}
+            )  # fmt: skip
+
+        def dsn_secret(
+            resource: str, secret: str, role: str, password: pulumi.Output[str]
+        ) -> k8s.core.v1.Secret:
+            """The DSN that connects as `role`, in the apps namespace."""
+            dsn = pulumi.Output.concat(
+                f"postgresql://{role}:", password, f"@{self.host}:{PORT}/{DATABASE}"
             )
+            return k8s.core.v1.Secret(
+                resource,
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=secret, namespace=args.apps_namespace),
+                string_data={"dsn": dsn},
+                opts=child,
+            )
+
+        if args.registry:
+            registry_password = args.credentials.password(f"postgres/{REGISTRY_ROLE}")
+            managed_role(f"{name}-registry", REGISTRY_ROLE, REGISTRY_SECRET, registry_password)
+        dsn_secrets = []
+        for service in database_services(args.catalog):
+            role = role_name(service)
+            password = args.credentials.password(f"postgres/service/{service}")
+            managed_role(f"{name}-{service}-role", role, role_secret(service), password)
             dsn_secrets.append(
-                k8s.core.v1.Secret(
-                    f"{name}-{service}-dsn",
-                    metadata=k8s.meta.v1.ObjectMetaArgs(
-                        name=postgres_credentials_secret(service), namespace=args.apps_namespace
-                    ),
-                    string_data={
-                        "dsn": pulumi.Output.concat(
-                            f"postgresql://{role}:", password, f"@{self.host}:{PORT}/{DATABASE}"
-                        )
-                    },
-                    opts=child,
+                dsn_secret(
+                    f"{name}-{service}-dsn", postgres_credentials_secret(service), role, password
                 )
             )
-        apps_secret = k8s.core.v1.Secret(
-            f"{name}-apps-dsn",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=APPS_SECRET, namespace=args.apps_namespace),
-            string_data={
-                "dsn": pulumi.Output.concat(
-                    f"postgresql://{OWNER}:", self.password, f"@{self.host}:{PORT}/{DATABASE}"
-                )
-            },
-            opts=child,
-        )
+        apps_secret = dsn_secret(f"{name}-apps-dsn", APPS_SECRET, OWNER, self.password)
         storage: dict[str, object] = {"size": args.settings.storage.size}
         if args.settings.storage.storage_class:
             storage["storageClass"] = args.settings.storage.storage_class

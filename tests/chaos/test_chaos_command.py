@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import unique
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
-from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev import Brokers, BrokerSession
 from tide_dev.control import HarnessControl, serve
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,9 +32,8 @@ def test_tide_chaos_restart_kafka_prints_a_report_that_held(
     brokers: Brokers, broker_session: BrokerSession, database: str, control_url: str
 ) -> None:
     suffix = unique("cc")
-    if broker_session.rabbitmq is None:
-        raise HarnessError("RabbitMQ", reason="the catalog is loaded into the harness's node")
-    broker_session.rabbitmq.import_definitions(definitions(CATALOG.isolated(suffix)))
+    node = broker_session.own_rabbitmq("the catalog is loaded into the harness's node")
+    node.import_definitions(definitions(CATALOG.isolated(suffix)))
     env = {
         **os.environ,
         **brokers.as_env(),

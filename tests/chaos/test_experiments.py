@@ -12,7 +12,7 @@ from tests.reports import CHAOS, report
 from tide.catalog import CATALOG
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
-from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev import Brokers, BrokerSession
 from tide_dev.chaos.experiments import EXPERIMENTS, Chaos, start_platform
 from tide_dev.chaos.processes import LocalPlatform
 from tide_dev.control import HarnessControl
@@ -31,12 +31,13 @@ def chaos(
     catalog = CATALOG.isolated(suffix)
     client = {"bootstrap.servers": brokers.kafka_bootstrap}
     ensure_topics(client, catalog.all_topics())
-    if broker_session.rabbitmq is None:
-        raise HarnessError("RabbitMQ", reason="the experiments load the catalog into its node")
-    broker_session.rabbitmq.import_definitions(definitions(catalog))
+    node = broker_session.own_rabbitmq("the experiments load the catalog into its node")
+    node.import_definitions(definitions(catalog))
     workdir = tmp_path_factory.mktemp("chaos")
     # Each service as its own database role, as on a cluster.
-    roles = broker_session.postgres.service_roles(catalog) if broker_session.postgres else {}
+    roles = broker_session.own_postgres("the services get roles of their own").service_roles(
+        catalog
+    )
     env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}
     platform = LocalPlatform(env, workdir, env_of=roles)
     experiment = Chaos(platform, catalog, client, database, HarnessControl(broker_session))

@@ -15,7 +15,7 @@ from tide.handlers import HandlerContext
 from tide.rabbitmq.bus import STOP_BOUND_S, RabbitPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until_async
-from tide_dev import Brokers, BrokerSession, HarnessError
+from tide_dev import Brokers, BrokerSession
 from tide_dev.rabbitmq import RabbitMQServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -42,9 +42,7 @@ def _sent(database: str, users: list[str]) -> dict[str, int]:
 @pytest.fixture
 def node(broker_session: BrokerSession) -> RabbitMQServer:
     """The harness's own RabbitMQ node, which these tests stop and restart."""
-    if broker_session.rabbitmq is None:
-        raise HarnessError("RabbitMQ", reason="needs the harness's node to stop and start it")
-    return broker_session.rabbitmq
+    return broker_session.own_rabbitmq("needs the harness's node to stop and start it")
 
 
 def _run_worker(

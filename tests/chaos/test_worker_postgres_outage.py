@@ -38,9 +38,8 @@ def strict_catalog(broker_session: BrokerSession) -> Catalog:
             "queues": tuple(q.model_copy(update={"delivery_limit": 1}) for q in isolated.queues)
         }
     )
-    if broker_session.rabbitmq is None:
-        raise HarnessError("RabbitMQ", reason="loads a topology into the harness's own node")
-    broker_session.rabbitmq.import_definitions(definitions(strict))
+    node = broker_session.own_rabbitmq("loads a topology into the harness's own node")
+    node.import_definitions(definitions(strict))
     return strict
 
 

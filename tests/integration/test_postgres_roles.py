@@ -31,7 +31,7 @@ from tide.store.grants import (
     role_name,
 )
 from tide.store.migrations import migrate
-from tide_dev import BrokerSession, HarnessError
+from tide_dev import BrokerSession
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,13 +53,7 @@ def _tide_db(owner_dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def roles(broker_session: BrokerSession) -> Roles:
-    server = broker_session.postgres
-    if server is None:
-        raise HarnessError(
-            "PostgreSQL",
-            reason="this test makes roles in the harness's own server",
-            fix="unset TIDE_POSTGRES_DSN",
-        )
+    server = broker_session.own_postgres("this test makes roles in it")
     migrate(server.dsn)
     dsns = {
         service: server.ensure_role(role_name(service), secrets.token_urlsafe(16))

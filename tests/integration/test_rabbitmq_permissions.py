@@ -23,7 +23,7 @@ from tests.conftest import unique
 from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
-from tide_dev import BrokerSession, HarnessError
+from tide_dev import BrokerSession
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,13 +40,7 @@ class Accounts:
 
 @pytest.fixture
 def accounts(broker_session: BrokerSession) -> Accounts:
-    node = broker_session.rabbitmq
-    if node is None:
-        raise HarnessError(
-            "RabbitMQ",
-            reason="this test loads users into the harness's own node",
-            fix="unset TIDE_RABBITMQ_URL",
-        )
+    node = broker_session.own_rabbitmq("this test loads users into it")
     catalog = CATALOG.isolated(unique("perm"))
     services = [s.name for s in catalog.services if catalog.uses_rabbitmq(s.name)]
     passwords = {name: secrets.token_urlsafe(16) for name in services}
