@@ -13,7 +13,7 @@ from infra.components.jobs import tide_job
 from infra.components.upstream import HelmRelease
 from infra.config import Image, PostgresSettings
 from infra.credentials import Credentials
-from tide.store.grants import database_services, role_name
+from tide.store.grants import database_services, privileges, role_name
 from tide.topology import Catalog
 
 CLUSTER_NAME = "tide-postgres"
@@ -36,8 +36,9 @@ RELOAD_LABELS = {"cnpg.io/reload": "true"}
 
 def role_secret(service: str) -> str:
     """The data namespace's Secret with a service role's username and password, the managed
-    role's passwordSecret."""
-    return f"tide-postgres-{service}"
+    role's passwordSecret (apart from the `tide-postgres-<suffix>` Secrets CloudNativePG
+    makes for the cluster, and from the owner's)."""
+    return f"tide-postgres-role-{service}"
 
 
 def postgres_credentials_secret(service: str) -> str:
@@ -138,6 +139,8 @@ class Postgres(PlatformComponent):
             managed_role(f"{name}-registry", REGISTRY_ROLE, REGISTRY_SECRET, registry_password)
         dsn_secrets = []
         for service in database_services(args.catalog):
+            # A reserved role name, or a platform table in `tables`, stops the preview.
+            privileges(args.catalog, service)
             role = role_name(service)
             password = args.credentials.password(f"postgres/service/{service}")
             managed_role(f"{name}-{service}-role", role, role_secret(service), password)

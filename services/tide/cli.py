@@ -187,7 +187,7 @@ def migrate(
                 out.print(f"role {role}: " + (", ".join(sorted(tables)) or "no tables"))
     except psycopg.OperationalError as exc:
         _postgres_unreachable(dsn, exc)
-    except TimeoutError as exc:
+    except (TimeoutError, LookupError, ValueError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
 

@@ -27,9 +27,12 @@ class PlatformUnavailableError(RuntimeError):
 
 # PostgreSQL unreachable, timing out or refusing our credentials (a pool that cannot hand
 # out a connection in time is one of these too), or a row held by a member that lost its
-# partition (lock_timeout); and any broker the platform needs not answering.
+# partition (lock_timeout); the service's role lacking a privilege (its grants are the
+# deployment's, not the record's fault: a catalog that moved a table to another service
+# while this one's pods were still rolling); and any broker the platform needs not answering.
 PLATFORM_ERRORS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
+    psycopg.errors.InsufficientPrivilege,
     PlatformUnavailableError,
 )
 

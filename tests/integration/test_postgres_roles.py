@@ -14,9 +14,11 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
+from infra.components.catalog import catalog_text
 from psycopg import errors, sql
 
 from tide.catalog import CATALOG
@@ -42,9 +44,14 @@ class Roles:
     dsns: dict[str, str]  # service -> its role's DSN
 
 
-def _tide_db(owner_dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _tide_db(
+    owner_dsn: str, *args: str, catalog: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`tide db ARGS` as the owner, with `catalog` (default: the reference one)."""
     env = {**os.environ, "TIDE_POSTGRES_DSN": owner_dsn}
     env.pop("TIDE_CATALOG_FILE", None)
+    if catalog is not None:
+        env["TIDE_CATALOG_FILE"] = str(catalog)
     return subprocess.run(
         [sys.executable, "-m", "tide", "db", *args],
         env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -144,6 +151,7 @@ def test_no_role_may_change_the_schema(roles: Roles) -> None:
         sql.SQL("ALTER TABLE events ADD COLUMN stolen text"),
         sql.SQL("DROP TABLE processed_events"),
         sql.SQL("CREATE INDEX ON processed_events (processed_at)"),
+        sql.SQL("CREATE TEMPORARY TABLE scratch (id integer)"),
     ]
     allowed = [
         f"{service}: {change.as_string(None)}"
@@ -163,3 +171,15 @@ def test_migrate_grant_names_the_roles_that_do_not_exist(roles: Roles) -> None:
             conn.execute('ALTER ROLE "analytics-away" RENAME TO "analytics"')
     assert result.returncode != 0
     assert "no role 'analytics' after 1 s" in result.stderr, result.stderr
+
+
+def test_migrate_grant_names_a_listed_table_no_migration_made(roles: Roles, tmp_path: Path) -> None:
+    services = [
+        s.model_copy(update={"tables": (*s.tables, "ledger_lines")}) if s.name == "badges" else s
+        for s in CATALOG.services
+    ]
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(catalog_text(CATALOG.model_copy(update={"services": tuple(services)})))
+    result = _tide_db(roles.owner, "migrate", "--grant", "--wait", "1", catalog=catalog)
+    assert result.returncode != 0
+    assert "no table 'ledger_lines' in the database" in result.stderr, result.stderr

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import jsonschema
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tide.catalog import CATALOG
+from tide.errors import PLATFORM_ERRORS
 from tide.events.schemas import schema
 from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, privileges
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy, Topic
@@ -185,3 +187,22 @@ def test_each_role_is_granted_its_tables_and_the_platforms_it_uses() -> None:
     assert store["subscription_overview"] == READ_WRITE
     assert "processed_events" not in store
     assert privileges(CATALOG, "video-service") == {}
+
+
+@pytest.mark.parametrize("name", ["tide", "registry", "postgres", "public"])
+def test_a_service_whose_role_would_be_reserved_is_refused_grants(name: str) -> None:
+    services = [s.model_dump() for s in CATALOG.services]
+    services[[s["name"] for s in services].index("analytics")]["name"] = name
+    groups = [g.model_dump() for g in CATALOG.consumer_groups]
+    for group in groups:
+        if group["service"] == "analytics":
+            group["service"] = name
+    catalog = Catalog.model_validate(_with(services=services, consumer_groups=groups))
+    with pytest.raises(ValueError, match=f"its PostgreSQL role would be reserved name '{name}'"):
+        privileges(catalog, name)
+
+
+def test_a_role_lacking_a_privilege_is_waited_out_not_dead_lettered() -> None:
+    # A missing grant is the deployment's fault (a table moved to another service while
+    # this one's pods still roll), so the runners keep the record where it is.
+    assert issubclass(psycopg.errors.InsufficientPrivilege, PLATFORM_ERRORS)

@@ -40,11 +40,21 @@ EVENT_STORE: Mapping[str, tuple[str, ...]] = {
 }
 # The bigserial columns' sequences (events.position, outbox.id) that an INSERT draws from.
 EVENT_STORE_SEQUENCES = ("events_position_seq", "outbox_id_seq")
+GRANT_LOCK = 7_305_003  # beside tide.store.migrations' and the event store's advisory locks
 PLATFORM_TABLES = frozenset({*PROCESSED_MARKS, *EVENT_STORE, "tide_schema_migrations"})
+# Roles a service's may not be: the schema owner's and the registry's (infra), PostgreSQL's
+# own, and CloudNativePG's reserved ones. (`pg_` names are PostgreSQL's too, but a service
+# name is a Kubernetes name, which has no `_`.)
+RESERVED_ROLES = frozenset({"tide", "registry", "postgres", "public", "streaming_replica"})
 
 
 def role_name(service: str) -> str:
-    """The PostgreSQL role a service connects as."""
+    """The PostgreSQL role a service connects as. ValueError for a reserved name."""
+    if service in RESERVED_ROLES:
+        raise ValueError(
+            f"service {service!r}: its PostgreSQL role would be reserved name {service!r};"
+            " rename the service"
+        )
     return service
 
 
@@ -59,10 +69,11 @@ def database_services(catalog: Catalog) -> tuple[str, ...]:
 
 def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
     """Table -> the privileges `service`'s role is granted on it. ValueError when the catalog
-    gives a service one of the platform's own tables."""
+    gives a service one of the platform's own tables, or its role would be a reserved one."""
     entry = catalog.service(service)
     if Dependency.POSTGRES not in process_needs(catalog, service).dependencies:
         return {}
+    role_name(service)
     taken = sorted(PLATFORM_TABLES & set(entry.tables))
     if taken:
         raise ValueError(f"service {service!r}: tables {taken} are the platform's own")
@@ -101,10 +112,31 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
     absent = missing_roles(conn, map(role_name, services))
     if absent:
         raise LookupError(f"no PostgreSQL role {', '.join(map(repr, absent))}")
+    wanted = {table for service in services for table in privileges(catalog, service)}
+    existing = {
+        row[0]
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(%s)",
+            (sorted(wanted),),
+        )
+    }
+    if wanted - existing:
+        raise LookupError(
+            f"no table {', '.join(map(repr, sorted(wanted - existing)))} in the database:"
+            " the catalog lists it in a service's `tables`, and no migration made it"
+        )
     granted: dict[str, dict[str, tuple[str, ...]]] = {}
     with conn.transaction():
-        # PostgreSQL before 15 lets every role create in `public`; the schema is the owner's.
+        # Two migrate Jobs (an upgrade beside a retry) grant one after the other.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (GRANT_LOCK,))
+        # PostgreSQL before 15 lets every role create in `public`, and every version lets
+        # every role make temporary tables; the schema is the owner's.
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute(
+            sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(conn.info.dbname)
+            )
+        )
         for service in services:
             role = sql.Identifier(role_name(service))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
