@@ -24,6 +24,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from infra.components.kafka_users import kafka_credentials_secret
+from infra.components.postgres import postgres_credentials_secret
+from psycopg.conninfo import make_conninfo
 
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.containers import (
@@ -205,6 +207,7 @@ def test_a_seed_rotation_as_documented_loses_no_accepted_event(
 
         accepted_more(100)
         old_owner = brokers.postgres.dsn
+        old_role = brokers.secret(brokers.apps, postgres_credentials_secret("badges"))["dsn"]
         old_kafka = brokers.secret(brokers.apps, kafka_credentials_secret("video-service"))
 
         # `pulumi up` with the new seed: the Secrets, replaced under the same names.
@@ -224,6 +227,9 @@ def test_a_seed_rotation_as_documented_loses_no_accepted_event(
         assert len(tally.accepted) >= 250
 
         assert "password authentication failed" in _postgres_refuses(old_owner)
+        # A service's role, as CloudNativePG reloads it from its labelled Secret.
+        old_badges = make_conninfo(old_role, host="127.0.0.1", port=str(brokers.postgres.port))
+        assert "password authentication failed" in _postgres_refuses(old_badges)
         _kafka_refuses(brokers.kafka.sasl_bootstrap, old_kafka)
     finally:
         if services is not None:

@@ -33,16 +33,25 @@ from tide.store.event_store import EventStore
 from tide.store.projections import ProjectionRunner
 from tide.topology import Catalog
 from tide.waiting import wait_until
-from tide_dev import Brokers
+from tide_dev import Brokers, BrokerSession
 from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def service(brokers: Brokers, catalog: Catalog, database: str) -> Iterator[TestClient]:
+def role(broker_session: BrokerSession, catalog: Catalog, database: str) -> str:
+    """The DSN of the subscription service's own role, granted as on a cluster."""
+    roles = broker_session.own_postgres("the service runs as its role").service_roles(catalog)
+    return roles["subscription"]["TIDE_POSTGRES_DSN"]
+
+
+@pytest.fixture
+def service(brokers: Brokers, catalog: Catalog, role: str) -> Iterator[TestClient]:
+    """The app as its process runs it: as its own database role (event store, outbox relay,
+    snapshots, projection), so a grant it lacks fails here."""
     publisher = EventPublisher({"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog))
-    with TestClient(create_app(database, publisher)) as client:
+    with TestClient(create_app(role, publisher)) as client:
         yield client
 
 
@@ -56,7 +65,7 @@ def _overview(database: str, subscription: str) -> tuple[object, ...] | None:
 
 
 async def test_commands_fold_into_state_with_snapshots_payments_and_a_rebuildable_projection(
-    brokers: Brokers, catalog: Catalog, database: str, service: TestClient
+    brokers: Brokers, catalog: Catalog, database: str, role: str, service: TestClient
 ) -> None:
     sub = unique("sub")
     started = service.post(
@@ -85,7 +94,7 @@ async def test_commands_fold_into_state_with_snapshots_payments_and_a_rebuildabl
     assert bad.status_code == 422
 
     # Snapshot every 5 versions; the state read back folds the snapshot and what followed.
-    store = EventStore(database)
+    store = EventStore(role)
     conn = await store.connect()
     async with conn:
         snapshot = await store.load_snapshot(conn, sub)
