@@ -111,15 +111,15 @@ def process_needs(catalog: Catalog, service_name: str) -> Needs:
 # The one-shot commands the platform's Jobs run (infra/components/jobs.py).
 _COMMANDS: dict[tuple[str, ...], Needs] = {
     ("db", "migrate"): Needs(required=frozenset({Dependency.POSTGRES})),
-    ("db", "migrate", "--grant"): Needs(required=frozenset({Dependency.POSTGRES})),
     ("registry", "register"): Needs(required=frozenset({Dependency.SCHEMA_REGISTRY})),
 }
 
 
 def command_needs(command: Sequence[str], catalog: Catalog = CATALOG) -> Needs:
-    """What an image command line needs, e.g. `["tide", "db", "migrate"]`; `tide run <service>`
-    is that service's process_needs. LookupError for a command with no known needs."""
-    args = tuple(command)
+    """What an image command line needs, e.g. `["tide", "db", "migrate", "--grant"]` (options
+    change what a command does, not what it connects to); `tide run <service>` is that
+    service's process_needs. LookupError for a command with no known needs."""
+    args = tuple(arg for arg in command if not arg.startswith("-"))
     if args[:1] == ("tide",):
         args = args[1:]
     if len(args) == 2 and args[0] == "run":

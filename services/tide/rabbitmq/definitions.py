@@ -83,7 +83,7 @@ def definitions(
             {
                 "vhost": VHOST,
                 "name": f"{queue.name}-dead-letters",
-                "pattern": f"^{_escape(queue.name)}$",
+                "pattern": _exactly([queue.name]),
                 "apply-to": "queues",
                 "priority": POLICY_PRIORITY,
                 "definition": {
@@ -168,7 +168,3 @@ def _binding(source: str, queue: str, routing_key: str) -> dict[str, Any]:
         "routing_key": routing_key,
         "arguments": {},
     }
-
-
-def _escape(name: str) -> str:
-    return name.replace(".", "\\.")

@@ -38,8 +38,9 @@ EVENT_STORE: Mapping[str, tuple[str, ...]] = {
     "outbox_dead_letters": (SELECT, INSERT, DELETE),
     "projection_checkpoints": READ_WRITE,
 }
-# The bigserial columns' sequences (events.position, outbox.id) that an INSERT draws from.
-EVENT_STORE_SEQUENCES = ("events_position_seq", "outbox_id_seq")
+# The sequences of bigserial columns (events.position, outbox.id), which an INSERT into their
+# table draws from.
+SEQUENCES = {"events": "events_position_seq", "outbox": "outbox_id_seq"}
 GRANT_LOCK = 7_305_003  # beside tide.store.migrations' and the event store's advisory locks
 PLATFORM_TABLES = frozenset({*PROCESSED_MARKS, *EVENT_STORE, "tide_schema_migrations"})
 # Roles a service's may not be: the schema owner's and the registry's (infra), PostgreSQL's
@@ -87,13 +88,6 @@ def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
     return granted
 
 
-def sequences(catalog: Catalog, service: str) -> tuple[str, ...]:
-    """The sequences `service`'s role may draw from."""
-    entry = catalog.service(service)
-    api = kind_of(catalog, service) is ProcessKind.API
-    return EVENT_STORE_SEQUENCES if api and entry.database else ()
-
-
 def missing_roles(conn: psycopg.Connection[Any], roles: Iterable[str]) -> list[str]:
     """Those of `roles` that do not exist in the cluster."""
     wanted = list(roles)
@@ -105,14 +99,12 @@ def missing_roles(conn: psycopg.Connection[Any], roles: Iterable[str]) -> list[s
 
 
 def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str, tuple[str, ...]]]:
-    """Give each database service's role exactly its privileges, taking away any others, in
-    one transaction (run as the schema's owner, after the migrations). Returns what each role
-    was granted. LookupError naming the roles that do not exist."""
-    services = database_services(catalog)
-    absent = missing_roles(conn, map(role_name, services))
-    if absent:
-        raise LookupError(f"no PostgreSQL role {', '.join(map(repr, absent))}")
-    wanted = {table for service in services for table in privileges(catalog, service)}
+    """Give each database service's role (which must exist) exactly its privileges, taking
+    away any others, in one transaction (run as the schema's owner, after the migrations).
+    Returns what each role was granted. LookupError naming a listed table that no migration
+    made."""
+    planned = {role_name(s): privileges(catalog, s) for s in database_services(catalog)}
+    wanted = {table for tables in planned.values() for table in tables}
     existing = {
         row[0]
         for row in conn.execute(
@@ -125,7 +117,6 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
             f"no table {', '.join(map(repr, sorted(wanted - existing)))} in the database:"
             " the catalog lists it in a service's `tables`, and no migration made it"
         )
-    granted: dict[str, dict[str, tuple[str, ...]]] = {}
     with conn.transaction():
         # Two migrate Jobs (an upgrade beside a retry) grant one after the other.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (GRANT_LOCK,))
@@ -137,28 +128,26 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
                 sql.Identifier(conn.info.dbname)
             )
         )
-        for service in services:
-            role = sql.Identifier(role_name(service))
+        for name, tables in planned.items():
+            role = sql.Identifier(name)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
             conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(role))
             conn.execute(
                 sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(role)
             )
-            tables = privileges(catalog, service)
             for table, allowed in tables.items():
                 conn.execute(
                     sql.SQL("GRANT {} ON TABLE {} TO {}").format(
                         sql.SQL(", ").join(map(sql.SQL, allowed)), sql.Identifier(table), role
                     )
                 )
-            for sequence in sequences(catalog, service):
-                conn.execute(
-                    sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
-                        sql.Identifier(sequence), role
+                if INSERT in allowed and table in SEQUENCES:
+                    conn.execute(
+                        sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
+                            sql.Identifier(SEQUENCES[table]), role
+                        )
                     )
-                )
-            granted[role_name(service)] = tables
-    return granted
+    return planned
 
 
 def grant_when_roles_exist(
