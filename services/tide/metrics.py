@@ -62,6 +62,12 @@ API_REQUEST_SECONDS = Histogram(
     ["status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+AUTH_REFUSALS = Counter(
+    "tide_api_auth_refusals",
+    "Requests an API refused before running them: 401 unauthenticated, 403 missing scope,"
+    " 503 issuer keys unreachable",
+    ["status"],
+)
 EVENT_STORE_ERRORS = Counter(
     "tide_event_store_errors", "Event store operations that failed", ["operation"]
 )

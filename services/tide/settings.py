@@ -9,6 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tide.auth import AuthMode, Guard, guard_from, parse_api_keys
 from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
@@ -49,6 +50,15 @@ class Settings(BaseSettings):
     # a handler waits for this ack inside its transaction.
     publish_timeout_s: float = Field(default=10.0, gt=0, le=50)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Who may call an API (tide.auth); a cluster stack never deploys with "none".
+    auth_mode: AuthMode = AuthMode.NONE
+    auth_issuer: str = Field(default="", description="jwt: the `iss` every token must have")
+    auth_audience: str = Field(default="", description="jwt: the `aud` every token must name")
+    auth_jwks_url: str = Field(default="", description="jwt: where the issuer's keys are")
+    auth_api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="api-keys: JSON list of {name, sha256, scopes} (`tide auth new-key`)",
+    )
     parent_pid: int | None = Field(
         default=None,
         description="set by `tide-dev run` and the chaos platform: drain and exit when that"
@@ -97,6 +107,34 @@ class Settings(BaseSettings):
                 "TIDE_KAFKA_USERNAME and TIDE_KAFKA_PASSWORD"
             )
         return self
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> Settings:
+        # Checked at start: an API that cannot check anyone must not serve at all.
+        if self.auth_mode is AuthMode.JWT:
+            missing = [
+                f"TIDE_{name.upper()}"
+                for name in ("auth_issuer", "auth_audience", "auth_jwks_url")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"TIDE_AUTH_MODE=jwt needs {', '.join(missing)}")
+        if self.auth_mode is AuthMode.API_KEYS:
+            keys = self.auth_api_keys.get_secret_value()
+            if not keys:
+                raise ValueError("TIDE_AUTH_MODE=api-keys needs TIDE_AUTH_API_KEYS")
+            parse_api_keys(keys)
+        return self
+
+    def guard(self) -> Guard:
+        """Who may call this process's API, as its TIDE_AUTH_* settings say."""
+        return guard_from(
+            self.auth_mode,
+            issuer=self.auth_issuer,
+            audience=self.auth_audience,
+            jwks_url=self.auth_jwks_url,
+            api_keys=self.auth_api_keys.get_secret_value(),
+        )
 
     def catalog(self) -> Catalog:
         """The catalog this process runs (its file's, else the reference one), isolated when

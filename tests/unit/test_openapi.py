@@ -11,17 +11,62 @@ from fastapi import FastAPI
 from jsonschema import Draft202012Validator
 
 from tide.apps import subscription, video_service
+from tide.auth import OPEN, AuthMode, Guard, api_keys_json, guard_from, new_api_key
 from tide.catalog import CATALOG
 
 
-def _apps() -> dict[str, FastAPI]:
+def _apps(guard: Guard = OPEN) -> dict[str, FastAPI]:
     # The document is built without serving: no broker or database is reached, so the
     # publisher only has to answer readiness.
     publisher: Any = SimpleNamespace(unready_reason=lambda: None)
     return {
-        "video-service": video_service.create_app(CATALOG, publisher, max_body_bytes=1024),
-        "subscription": subscription.create_app("postgresql://-", publisher, relay=False),
+        "video-service": video_service.create_app(
+            CATALOG, publisher, max_body_bytes=1024, guard=guard
+        ),
+        "subscription": subscription.create_app(
+            "postgresql://-", publisher, relay=False, guard=guard
+        ),
     }
+
+
+# The scope each operation asks for: what a client's token or key must hold.
+SCOPES = {
+    "POST /v1/events": "events:write",
+    "POST /v1/subscriptions/{subscription_id}/start": "subscriptions:write",
+    "POST /v1/subscriptions/{subscription_id}/renew": "subscriptions:write",
+    "POST /v1/subscriptions/{subscription_id}/cancel": "subscriptions:write",
+    "GET /v1/subscriptions/{subscription_id}": "subscriptions:read",
+}
+_GUARDS = {
+    "jwt": (
+        guard_from(AuthMode.JWT, issuer="i", audience="a", jwks_url="http://127.0.0.1:9/k"),
+        "bearer",
+        {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    ),
+    "api-keys": (
+        guard_from(AuthMode.API_KEYS, api_keys=api_keys_json([new_api_key("c", ["x"])[1]])),
+        "apiKey",
+        {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", list(_GUARDS))
+def test_every_operation_declares_its_scheme_scope_and_refusals(mode: str) -> None:
+    guard, scheme, declared = _GUARDS[mode]
+    operations: dict[str, dict[str, Any]] = {}
+    for document in (app.openapi() for app in _apps(guard).values()):
+        assert document["components"]["securitySchemes"][scheme].items() >= declared.items()
+        for path, methods in document["paths"].items():
+            for method, operation in methods.items():
+                operations[f"{method.upper()} {path}"] = operation
+    for where, operation in operations.items():
+        if where in SCOPES:
+            assert operation["security"] == [{scheme: [SCOPES[where]]}], where
+            assert {"401", "403"} <= operation["responses"].keys(), where
+        else:  # the probes and /metrics: never behind credentials
+            assert "security" not in operation, where
+    assert set(SCOPES) <= operations.keys()
 
 
 def _examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:

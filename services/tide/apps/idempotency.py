@@ -56,14 +56,19 @@ class Replays:
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     @staticmethod
-    def event_id(key: str, fingerprint: str) -> str:
-        return str(uuid.uuid5(_NAMESPACE, f"{key}\n{fingerprint}"))
+    def event_id(key: str, fingerprint: str, *, caller: str | None = None) -> str:
+        return str(uuid.uuid5(_NAMESPACE, f"{_scoped(key, caller)}\n{fingerprint}"))
 
     def first_answer(
-        self, key: str, fingerprint: str, *, name: str = "Idempotency-Key"
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        name: str = "Idempotency-Key",
+        caller: str | None = None,
     ) -> dict[str, Any] | None:
         with self._lock:
-            kept = self._answers.get(key)
+            kept = self._answers.get(_scoped(key, caller))
         if kept is None:
             return None
         if kept[0] != fingerprint:
@@ -71,6 +76,16 @@ class Replays:
             raise IdempotencyKeyError(422, f"{name} {shown!r} was used for a different request")
         return kept[1]
 
-    def remember(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
+    def remember(
+        self, key: str, fingerprint: str, answer: dict[str, Any], *, caller: str | None = None
+    ) -> None:
         with self._lock:
-            self._answers[key] = (fingerprint, answer)
+            self._answers[_scoped(key, caller)] = (fingerprint, answer)
+
+
+def _scoped(key: str, caller: str | None) -> str:
+    """A header key is the caller's own: one caller's key neither replays nor refuses
+    another's. A client's own event id is not: it is the event's id for every consumer."""
+    if caller is None or key.startswith(CLIENT_ID):
+        return key
+    return f"{caller}\n{key}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tide.apps.bodies import BodyRefusedError, read_json
+from tide.auth import OPEN, Caller, Guard
 from tide.catalog import CATALOG
 from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
@@ -39,6 +41,9 @@ from tide.store.projections import Projection, ProjectionRunner
 log = logging.getLogger(__name__)
 SOURCE = "/subscription"
 SNAPSHOT_EVERY = 5
+# The scopes a caller needs (tide.auth): commands change a subscription, reads do not.
+WRITE = "subscriptions:write"
+READ = "subscriptions:read"
 PRICES = {"basic": 599, "standard": 999, "premium": 1599}
 Plan = Literal["basic", "standard", "premium"]
 
@@ -205,10 +210,18 @@ class StartIn(BaseModel):
 
 def app(context: AppContext) -> FastAPI:
     """The catalog's factory for this API (`tide run subscription`)."""
-    return create_app(context.settings.postgres_dsn.get_secret_value(), context.publisher)
+    return create_app(
+        context.settings.postgres_dsn.get_secret_value(),
+        context.publisher,
+        guard=context.settings.guard(),
+    )
 
 
-def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> FastAPI:
+def create_app(
+    dsn: str, publisher: EventPublisher, *, relay: bool = True, guard: Guard = OPEN
+) -> FastAPI:
+    """The API; `guard` says who may run commands (scope subscriptions:write) and who may
+    read (subscriptions:read)."""
     store = EventStore(dsn)
     repository = SubscriptionRepository(store)
     projection = ProjectionRunner(store, OVERVIEW)
@@ -244,12 +257,17 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
         log.info("subscription drained")
 
     app = FastAPI(title="Tide subscription", version="1", lifespan=lifespan)
+    guard.install(app)
+    refusals = guard.problems()
+    may_write, may_read = guard.requires(WRITE), guard.requires(READ)
 
-    async def command(subscription_id: str, decide: Any) -> Response:
+    async def command(subscription_id: str, decide: Any, caller: Caller) -> Response:
         async with app.state.pool.connection() as conn:
             state = await repository.load(conn, subscription_id)
             try:
-                new = await repository.save(conn, state, decide(state))
+                # Each event records who asked for it (the authcontext extension).
+                events = [dataclasses.replace(e, **caller.context()) for e in decide(state)]
+                new = await repository.save(conn, state, events)
             except CommandRejectedError as exc:
                 return JSONResponse({"error": "rejected", "detail": str(exc)}, status_code=409)
             except ConcurrencyError as exc:
@@ -270,10 +288,14 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
             }
         },
         response_model=Subscription,
-        responses=problems(400, 408, 409, 413, 415, 422, 503),
+        responses=problems(400, *refusals, 408, 409, 413, 415, 422, 503),
     )
     @timed
-    async def start(subscription_id: SubscriptionId, request: Request) -> Response:
+    async def start(
+        subscription_id: SubscriptionId,
+        request: Request,
+        caller: Caller = may_write,
+    ) -> Response:
         # Read by hand, as the player API does: JSON only, bounded while it streams, a
         # key given twice refused (tide.apps.bodies).
         try:
@@ -288,30 +310,31 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in errors]
             ) from None
-        return await command(subscription_id, lambda s: s.start(body.user_id, body.plan))
+        return await command(subscription_id, lambda s: s.start(body.user_id, body.plan), caller)
 
     @app.post(
         "/v1/subscriptions/{subscription_id}/renew",
         response_model=Subscription,
-        responses=problems(409, 422, 503),
+        responses=problems(*refusals, 409, 422, 503),
     )
     @timed
-    async def renew(subscription_id: SubscriptionId) -> Response:
-        return await command(subscription_id, lambda s: s.renew())
+    async def renew(subscription_id: SubscriptionId, caller: Caller = may_write) -> Response:
+        return await command(subscription_id, lambda s: s.renew(), caller)
 
     @app.post(
         "/v1/subscriptions/{subscription_id}/cancel",
         response_model=Subscription,
-        responses=problems(409, 422, 503),
+        responses=problems(*refusals, 409, 422, 503),
     )
     @timed
-    async def cancel(subscription_id: SubscriptionId) -> Response:
-        return await command(subscription_id, lambda s: s.cancel())
+    async def cancel(subscription_id: SubscriptionId, caller: Caller = may_write) -> Response:
+        return await command(subscription_id, lambda s: s.cancel(), caller)
 
     @app.get(
         "/v1/subscriptions/{subscription_id}",
         response_model=Subscription,
-        responses=problems(404, 422, 503),
+        responses=problems(*refusals, 404, 422, 503),
+        dependencies=[may_read],
     )
     async def read(subscription_id: SubscriptionId) -> Response:
         async with app.state.pool.connection() as conn:
@@ -320,16 +343,17 @@ def create_app(dsn: str, publisher: EventPublisher, *, relay: bool = True) -> Fa
             return JSONResponse({"error": "not found", "detail": subscription_id}, status_code=404)
         return JSONResponse(vars(state))
 
-    def unready() -> str | None:
-        try:
-            psycopg.connect(dsn, connect_timeout=2).close()
-        except psycopg.OperationalError as exc:
-            return f"PostgreSQL unreachable: {exc}"
-        return publisher.unready_reason()
-
-    add_health_routes(app, unready, liveness.problem)
+    add_health_routes(app, lambda: _unready(dsn, publisher), liveness.problem)
 
     return app
+
+
+def _unready(dsn: str, publisher: EventPublisher) -> str | None:
+    try:
+        psycopg.connect(dsn, connect_timeout=2).close()
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL unreachable: {exc}"
+    return publisher.unready_reason()
 
 
 def _request_pool(dsn: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:

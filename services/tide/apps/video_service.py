@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from tide.apps.bodies import BodyRefusedError, read_json
 from tide.apps.idempotency import CLIENT_ID, IdempotencyKeyError, Replays
 from tide.apps.idempotency import HEADER as IDEMPOTENCY_HEADER
+from tide.auth import OPEN, Caller, Guard
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
@@ -33,6 +34,8 @@ from tide.kafka.producer import EventPublisher, NotSentError, PublishError
 from tide.topology import Catalog
 
 log = logging.getLogger(__name__)
+# The scope a caller needs to send events (tide.auth).
+WRITE = "events:write"
 # Every 503 says so: the event id is derived from the key and the content (or is the
 # client's own), so a second copy in Kafka has no second effect.
 _SAFE_RETRY = (
@@ -117,6 +120,7 @@ def app(context: AppContext) -> FastAPI:
         context.publisher,
         max_body_bytes=context.settings.max_body_bytes,
         service=context.service.name,
+        guard=context.settings.guard(),
     )
 
 
@@ -126,8 +130,10 @@ def create_app(
     *,
     max_body_bytes: int,
     service: str = "video-service",
+    guard: Guard = OPEN,
 ) -> FastAPI:
-    """The API around one shared publisher (closed with the app)."""
+    """The API around one shared publisher (closed with the app); `guard` says who may
+    send events (scope `events:write`)."""
     replays = Replays()
     accepted_here = accepted_types(catalog, service)
     source = catalog.service(service).source
@@ -141,6 +147,8 @@ def create_app(
         log.info("%s drained (%d undelivered)", service, undelivered)
 
     app = FastAPI(title="Tide video-service", version="1", lifespan=lifespan)
+    guard.install(app)
+    may_send = guard.requires(WRITE)
 
     @app.post(
         "/v1/events",
@@ -172,10 +180,12 @@ def create_app(
             ],
         },
         response_model=Accepted,
-        responses=problems(400, 408, 413, 415, 422, 503),
+        responses=problems(400, *guard.problems(), 408, 413, 415, 422, 503),
     )
     @timed
-    async def accept(request: Request) -> Response:  # noqa: PLR0911 - one answer per refusal
+    async def accept(  # noqa: PLR0911 - one answer per refusal
+        request: Request, caller: Caller = may_send
+    ) -> Response:
         # The body is read here rather than in a middleware: Starlette's
         # BaseHTTPMiddleware cost about a third of the endpoint's throughput (bench/).
         try:
@@ -205,18 +215,21 @@ def create_app(
         if key is not None:
             fingerprint = replays.fingerprint(payload)
             try:
-                first = replays.first_answer(replays.checked(key), fingerprint, name=name)
+                first = replays.first_answer(
+                    replays.checked(key), fingerprint, name=name, caller=caller.id
+                )
             except IdempotencyKeyError as exc:
                 return _problem(exc.status, "idempotency key", str(exc))
             if first is not None:
                 return JSONResponse(first, status_code=202, headers={"idempotent-replayed": "true"})
-            identity["id"] = incoming.id or replays.event_id(key, fingerprint)
+            identity["id"] = incoming.id or replays.event_id(key, fingerprint, caller=caller.id)
         event = CloudEvent(
             type=incoming.type,
             source=source,
             data=incoming.data,
             **identity,
             **({"correlationid": incoming.correlation_id} if incoming.correlation_id else {}),
+            **caller.context(),
         )
         try:
             delivery = await publisher.publish_async(event)
@@ -232,7 +245,7 @@ def create_app(
             offset=delivery.offset,
         ).model_dump()
         if key is not None:
-            replays.remember(key, fingerprint, accepted)
+            replays.remember(key, fingerprint, accepted, caller=caller.id)
         return JSONResponse(accepted, status_code=202)
 
     add_health_routes(app, publisher.unready_reason)

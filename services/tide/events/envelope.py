@@ -46,6 +46,10 @@ class CloudEvent:
     datacontenttype: str = CONTENT_TYPE
     correlationid: str | None = None
     causationid: str | None = None
+    # The CloudEvents authcontext extension: who sent the request this event records
+    # (tide.auth.AuthType) and, when known, their id (a token's subject, a key's name).
+    authtype: str | None = None
+    authid: str | None = None
     specversion: str = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class CloudEvent:
             "dataschema": self.dataschema,
             "correlationid": self.correlationid,
             "causationid": self.causationid,
+            "authtype": self.authtype,
+            "authid": self.authid,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -99,6 +105,8 @@ class CloudEvent:
             ("ce_dataschema", self.dataschema or dataschema),
             ("ce_correlationid", self.correlationid),
             ("ce_causationid", self.causationid),
+            ("ce_authtype", self.authtype),
+            ("ce_authid", self.authid),
         ):
             if value is not None:
                 headers.append((name, value.encode()))

@@ -1,0 +1,350 @@
+"""Who may call an API: OAuth 2.0 bearer JWTs (RFC 9068) checked against an issuer's JWKS, or
+static API keys kept hashed; each operation asks for one scope.
+
+The stack chooses the mode (TIDE_AUTH_MODE). A refusal is answered before the body is read,
+so a refused request never reaches Kafka or PostgreSQL: 401 with `WWW-Authenticate` for no
+credentials or bad ones, 403 for a missing scope, both as Problem bodies. An unreachable
+JWKS is an outage (503, retry), never a 401 that a client would treat as final.
+
+Who called is recorded on the events a request causes, as the CloudEvents authcontext
+extension (`authtype`, `authid`), so a consumer can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import jwt
+import orjson
+from cachetools import TTLCache
+from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from tide import metrics
+from tide.health import RETRY_AFTER_S
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+# A key is this prefix and 32 random bytes: the prefix lets secret scanners find leaked ones.
+API_KEY_PREFIX = "tide_"
+# RFC 6750's realm: the same for both APIs, which share one identity provider.
+REALM = "tide"
+# Algorithms an issuer may sign with; never `none` or an HMAC, whose key would be public.
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+# Seconds of clock difference tolerated between the issuer and this replica.
+LEEWAY_S = 30
+# Signing keys are kept this long once fetched: a key the issuer revokes stops working
+# within it, and a token signed with a new key fetches the JWKS again at once.
+KEY_TTL_S = 300
+
+
+class AuthMode(StrEnum):
+    NONE = "none"
+    JWT = "jwt"
+    API_KEYS = "api-keys"
+
+
+# The CloudEvents authcontext extension's `authtype` values Tide records.
+class AuthType(StrEnum):
+    USER = "user"
+    SERVICE_ACCOUNT = "service_account"
+    API_KEY = "api_key"
+    UNAUTHENTICATED = "unauthenticated"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, and what it may do."""
+
+    type: AuthType
+    id: str | None
+    scopes: frozenset[str]
+
+    def context(self) -> dict[str, str]:
+        """The authcontext attributes of every event this caller causes."""
+        return {"authtype": self.type, **({"authid": self.id} if self.id else {})}
+
+
+ANONYMOUS = Caller(AuthType.UNAUTHENTICATED, None, frozenset())
+
+
+class AuthError(Exception):
+    """A refusal: 401 (who are you?) or 403 (you may not), or 503 when the JWKS is down."""
+
+    def __init__(self, status: int, error: str, detail: str, challenge: str | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.challenge = status, error, detail, challenge
+
+
+class ApiKey(BaseModel):
+    """One entry of TIDE_AUTH_API_KEYS: a client's key, as its SHA-256 only."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,100}$", description="who holds the key")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    scopes: list[str] = Field(min_length=1, description="what the key may do")
+
+
+_API_KEYS = TypeAdapter(list[ApiKey])
+
+
+def parse_api_keys(text: str) -> list[ApiKey]:
+    """The entries of TIDE_AUTH_API_KEYS (a JSON list); ValueError names the entry and field."""
+    try:
+        entries = _API_KEYS.validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(the list)"
+        raise ValueError(f"TIDE_AUTH_API_KEYS entry {where}: {first['msg']}") from None
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"TIDE_AUTH_API_KEYS names a client twice: {sorted(names)}")
+    return entries
+
+
+def hash_key(key: str) -> str:
+    """What is stored of a key. A plain SHA-256 suffices: the keys are 256 random bits, not
+    passwords a slow hash would have to protect from guessing."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key(name: str, scopes: Sequence[str]) -> tuple[str, ApiKey]:
+    """A fresh key, shown once, and its entry for TIDE_AUTH_API_KEYS."""
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, ApiKey(name=name, sha256=hash_key(key), scopes=list(scopes))
+
+
+def api_keys_json(entries: Sequence[ApiKey]) -> str:
+    return orjson.dumps([e.model_dump() for e in entries]).decode()
+
+
+# Both schemes are declared with auto_error off: a missing credential is answered by
+# `Guard`, as a Problem with the challenge, not by FastAPI's own 403.
+_BEARER = HTTPBearer(
+    bearerFormat="JWT",
+    scheme_name="bearer",
+    description="an OAuth 2.0 access token (RFC 9068) from the platform's issuer",
+    auto_error=False,
+)
+_API_KEY = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="apiKey",
+    description="a static API key (`tide auth new-key`)",
+    auto_error=False,
+)
+
+
+class JwtVerifier:
+    """Checks bearer tokens against one issuer, audience and JWKS."""
+
+    def __init__(self, *, issuer: str, audience: str, jwks_url: str) -> None:
+        self.issuer, self.audience = issuer, audience
+        # PyJWT's client fetches and parses the JWKS; the keys it returns are kept here
+        # per `kid`, so a request with a known key never leaves the event loop.
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=False, lifespan=KEY_TTL_S, timeout=5)
+        self._keys: TTLCache[str | None, jwt.PyJWK] = TTLCache(64, KEY_TTL_S)
+
+    async def caller(self, token: str) -> Caller:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise _invalid_token(f"not a JWT: {exc}") from None
+        key = self._keys.get(kid)
+        if key is None:
+            key = await asyncio.to_thread(self._signing_key, kid)
+            self._keys[kid] = key
+        try:
+            claims = jwt.decode(
+                token,
+                # The JWK itself, not its key: PyJWT then verifies with the JWK's own
+                # algorithm, so a header naming another (RS256 on an EC key) fails as a
+                # bad token instead of raising TypeError.
+                key,
+                algorithms=list(ALGORITHMS),
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise _invalid_token(str(exc)) from None
+        subject = str(claims["sub"])
+        # RFC 9068 §2.2: a client acting for itself has its own id as the subject.
+        kind = AuthType.SERVICE_ACCOUNT if claims.get("client_id") == subject else AuthType.USER
+        return Caller(kind, subject, _scopes(claims))
+
+    def _signing_key(self, kid: str | None) -> jwt.PyJWK:
+        try:
+            if kid is None:
+                keys = self._jwks.get_signing_keys()
+                if len(keys) != 1:
+                    raise _invalid_token("the token names no key (kid) and the JWKS has several")
+                return keys[0]
+            return self._jwks.get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError as exc:
+            log.error("JWKS unreachable: %s", exc)
+            raise AuthError(
+                503, "unavailable", f"the issuer's keys cannot be fetched: {exc}"
+            ) from None
+        except jwt.PyJWKClientError as exc:
+            raise _invalid_token(str(exc)) from None
+
+
+def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    # RFC 9068 §2.2.3.1 and RFC 8693: `scope`, space-separated; some issuers send `scp`,
+    # a list or a string.
+    held: set[str] = set()
+    for claim in (claims.get("scope"), claims.get("scp")):
+        if isinstance(claim, str):
+            held.update(claim.split())
+        elif isinstance(claim, list):
+            held.update(str(s) for s in claim)
+    return frozenset(held)
+
+
+def _invalid_token(detail: str) -> AuthError:
+    return AuthError(
+        401,
+        "unauthenticated",
+        f"bearer token refused: {detail}",
+        f'Bearer realm="{REALM}", error="invalid_token"',
+    )
+
+
+class ApiKeys:
+    """Static keys, known by their hashes only."""
+
+    def __init__(self, entries: Sequence[ApiKey]) -> None:
+        # Looked up by hash: a lookup's timing tells an attacker nothing about a key, since
+        # they cannot choose what their guess hashes to.
+        self._by_hash = {e.sha256: e for e in entries}
+
+    def caller(self, key: str) -> Caller:
+        entry = self._by_hash.get(hash_key(key))
+        if entry is None:
+            raise AuthError(
+                401, "unauthenticated", f"{API_KEY_HEADER} is not a known key", _key_challenge()
+            )
+        return Caller(AuthType.API_KEY, entry.name, frozenset(entry.scopes))
+
+
+def _key_challenge() -> str:
+    return f'ApiKey realm="{REALM}", header="{API_KEY_HEADER}"'
+
+
+class Guard:
+    """The API side of one mode: a FastAPI dependency per scope, and its answers."""
+
+    def __init__(self, mode: AuthMode, *, jwt_: JwtVerifier | None, keys: ApiKeys | None) -> None:
+        self.mode, self._jwt, self._keys = mode, jwt_, keys
+
+    def install(self, app: FastAPI) -> None:
+        """Answer refusals as Problems; `requires` adds the schemes to the OpenAPI document."""
+
+        async def refused(_request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, AuthError)
+            metrics.AUTH_REFUSALS.labels(str(exc.status)).inc()
+            headers = {"WWW-Authenticate": exc.challenge} if exc.challenge else {}
+            if exc.status == 503:
+                headers["Retry-After"] = str(RETRY_AFTER_S)
+            body = {"error": exc.error, "detail": exc.detail}
+            return JSONResponse(body, status_code=exc.status, headers=headers)
+
+        app.add_exception_handler(AuthError, refused)
+
+    def problems(self) -> tuple[int, ...]:
+        """The refusals an operation behind this guard may answer."""
+        return () if self.mode is AuthMode.NONE else (401, 403)
+
+    def requires(self, scope: str) -> Any:
+        """The dependency of an operation that needs `scope`: it yields the Caller.
+
+        FastAPI runs it before it validates the operation's own parameters or reads its
+        body, so a refused request gets 401 or 403, never a 422 about its content."""
+        match self.mode:
+            case AuthMode.NONE:
+
+                async def anyone() -> Caller:
+                    return ANONYMOUS
+
+                return Depends(anyone)
+            case AuthMode.JWT:
+                verifier = self._jwt
+                assert verifier is not None
+
+                async def bearer(
+                    credentials: HTTPAuthorizationCredentials | None = Security(  # noqa: B008
+                        _BEARER, scopes=[scope]
+                    ),
+                ) -> Caller:
+                    if credentials is None:
+                        raise AuthError(
+                            401,
+                            "unauthenticated",
+                            "send an access token: Authorization: Bearer <JWT>",
+                            f'Bearer realm="{REALM}", scope="{scope}"',
+                        )
+                    return _scoped(await verifier.caller(credentials.credentials), scope)
+
+                return Depends(bearer)
+            case AuthMode.API_KEYS:
+                keys = self._keys
+                assert keys is not None
+
+                async def api_key(
+                    key: str | None = Security(_API_KEY, scopes=[scope]),
+                ) -> Caller:
+                    if not key:
+                        raise AuthError(
+                            401,
+                            "unauthenticated",
+                            f"send an API key: {API_KEY_HEADER}: <key>",
+                            _key_challenge(),
+                        )
+                    return _scoped(keys.caller(key), scope)
+
+                return Depends(api_key)
+
+
+def _scoped(caller: Caller, scope: str) -> Caller:
+    if scope not in caller.scopes:
+        held = " ".join(sorted(caller.scopes)) or "none"
+        raise AuthError(
+            403,
+            "forbidden",
+            f"{caller.id} may not do this: it needs scope {scope!r} (it has: {held})",
+            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"',
+        )
+    return caller
+
+
+def guard_from(
+    mode: AuthMode,
+    *,
+    issuer: str = "",
+    audience: str = "",
+    jwks_url: str = "",
+    api_keys: str = "",
+) -> Guard:
+    """The guard a process's settings describe (checked by Settings at start)."""
+    match mode:
+        case AuthMode.NONE:
+            return Guard(mode, jwt_=None, keys=None)
+        case AuthMode.JWT:
+            verifier = JwtVerifier(issuer=issuer, audience=audience, jwks_url=jwks_url)
+            return Guard(mode, jwt_=verifier, keys=None)
+        case AuthMode.API_KEYS:
+            return Guard(mode, jwt_=None, keys=ApiKeys(parse_api_keys(api_keys)))
+
+
+# The guard of an API built without settings (tests, the OpenAPI document): no credentials.
+OPEN = Guard(AuthMode.NONE, jwt_=None, keys=None)

@@ -1,0 +1,183 @@
+"""Who may call an API: bearer JWTs against a real JWKS over HTTP, API keys, and the answers
+a refused client gets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tide.auth import (
+    API_KEY_HEADER,
+    AuthMode,
+    Caller,
+    Guard,
+    api_keys_json,
+    guard_from,
+    new_api_key,
+    parse_api_keys,
+)
+from tide.settings import Settings
+from tide_dev.issuer import LocalIssuer
+from tide_dev.ports import free_port
+
+SCOPE = "events:write"
+
+
+def _app(guard: Guard) -> FastAPI:
+    app = FastAPI()
+    guard.install(app)
+
+    may_send = guard.requires(SCOPE)
+
+    @app.post("/v1/events")
+    async def send(caller: Caller = may_send) -> dict[str, object]:
+        return {"type": caller.type, "id": caller.id}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[LocalIssuer]:
+    with LocalIssuer() as started:
+        yield started
+
+
+@pytest.fixture
+def client(issuer: LocalIssuer) -> TestClient:
+    guard = guard_from(
+        AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url
+    )
+    return TestClient(_app(guard))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_token_from_the_issuer_with_the_scope_names_its_caller(
+    client: TestClient, issuer: LocalIssuer
+) -> None:
+    answer = client.post("/v1/events", headers=_bearer(issuer.token("player-app", [SCOPE])))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"type": "service_account", "id": "player-app"}
+    person = issuer.token("u-42", [SCOPE], client=False)
+    assert client.post("/v1/events", headers=_bearer(person)).json()["type"] == "user"
+    # Some issuers send scopes as a list (`scp`).
+    listed = issuer.token("u-43", [], scp=[SCOPE])
+    assert client.post("/v1/events", headers=_bearer(listed)).status_code == 200
+
+
+def test_no_credentials_is_a_401_problem_with_a_bearer_challenge(client: TestClient) -> None:
+    answer = client.post("/v1/events")
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == f'Bearer realm="tide", scope="{SCOPE}"'
+    assert answer.json() == {
+        "error": "unauthenticated",
+        "detail": "send an access token: Authorization: Bearer <JWT>",
+    }
+
+
+def _foreign_rsa_token(issuer: LocalIssuer) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": issuer.kid})
+
+
+def _unsigned(issuer: LocalIssuer) -> str:
+    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
+    return jwt.encode(claims, None, algorithm="none", headers={"kid": issuer.kid})
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda i: i.token("p", [SCOPE], ttl_s=-120), "Signature has expired"),
+        (lambda i: i.token("p", [SCOPE], aud="someone-else"), "Audience doesn't match"),
+        (lambda i: i.token("p", [SCOPE], iss="https://evil.example/"), "Invalid issuer"),
+        (lambda i: i.token("p", [SCOPE])[:-4] + "AAAA", "Signature verification failed"),
+        (_foreign_rsa_token, "does not match the key's algorithm"),
+        (_unsigned, "alg"),
+        (lambda i: "not.a.token", "not a JWT"),
+        (
+            lambda i: jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256", headers={"kid": "zz"}),
+            'Unable to find a signing key that matches: "zz"',
+        ),
+    ],
+    ids=["expired", "audience", "issuer", "tampered", "foreign-key", "alg-none", "garbage", "kid"],
+)
+def test_a_bad_token_is_a_401_that_says_why(
+    client: TestClient, issuer: LocalIssuer, make: object, says: str
+) -> None:
+    token = make(issuer)  # type: ignore[operator]
+    answer = client.post("/v1/events", headers=_bearer(token))
+    assert answer.status_code == 401, answer.text
+    assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+    assert answer.json()["error"] == "unauthenticated"
+    assert says in answer.json()["detail"]
+
+
+def test_a_token_without_the_scope_is_a_403_naming_it(
+    client: TestClient, issuer: LocalIssuer
+) -> None:
+    answer = client.post("/v1/events", headers=_bearer(issuer.token("reader", ["events:read"])))
+    assert answer.status_code == 403
+    assert 'error="insufficient_scope"' in answer.headers["www-authenticate"]
+    assert answer.json() == {
+        "error": "forbidden",
+        "detail": "reader may not do this: it needs scope 'events:write' (it has: events:read)",
+    }
+
+
+def test_an_unreachable_jwks_is_a_503_to_retry_not_a_401() -> None:
+    issuer = LocalIssuer()  # never started: nothing answers at its address
+    jwks = f"http://127.0.0.1:{free_port()}/.well-known/jwks.json"
+    guard = guard_from(AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=jwks)
+    answer = TestClient(_app(guard)).post("/v1/events", headers=_bearer(issuer.token("p")))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert "the issuer's keys cannot be fetched" in answer.json()["detail"]
+
+
+def test_api_keys_are_kept_hashed_and_carry_their_own_scopes() -> None:
+    writer, writer_entry = new_api_key("player-app", [SCOPE])
+    reader, reader_entry = new_api_key("dashboard", ["events:read"])
+    stored = api_keys_json([writer_entry, reader_entry])
+    assert writer not in stored
+    assert reader not in stored
+    client = TestClient(_app(guard_from(AuthMode.API_KEYS, api_keys=stored)))
+
+    answer = client.post("/v1/events", headers={API_KEY_HEADER: writer})
+    assert answer.json() == {"type": "api_key", "id": "player-app"}
+    assert client.post("/v1/events", headers={API_KEY_HEADER: reader}).status_code == 403
+    unknown = client.post("/v1/events", headers={API_KEY_HEADER: writer + "x"})
+    assert unknown.status_code == 401
+    assert unknown.json()["detail"] == "X-API-Key is not a known key"
+    missing = client.post("/v1/events")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'ApiKey realm="tide", header="X-API-Key"'
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        ('[{"name": "a", "sha256": "00", "scopes": ["x"]}]', "entry 0.sha256"),
+        ('[{"name": "a", "sha256": "' + "0" * 64 + '", "scopes": []}]', "entry 0.scopes"),
+        ("{not json", "TIDE_AUTH_API_KEYS entry (the list): Invalid JSON"),
+    ],
+)
+def test_a_malformed_key_list_is_refused_naming_the_entry(entries: str, says: str) -> None:
+    with pytest.raises(ValueError, match=r".*") as refused:
+        parse_api_keys(entries)
+    assert says in str(refused.value)
+
+
+def test_settings_refuse_a_mode_without_what_it_needs() -> None:
+    with pytest.raises(ValueError, match="TIDE_AUTH_MODE=jwt needs TIDE_AUTH_AUDIENCE"):
+        Settings(auth_mode="jwt", auth_issuer="i", auth_jwks_url="http://x")
+    with pytest.raises(ValueError, match="TIDE_AUTH_MODE=api-keys needs TIDE_AUTH_API_KEYS"):
+        Settings(auth_mode="api-keys")
