@@ -1,6 +1,8 @@
 """API: the video-service (`tide run video-service`) against a bare FastAPI endpoint that
 publishes the same event with a bare producer (bench/bare_api.py), both served by uvicorn
-the same way, loaded by vegeta.
+the same way, loaded by vegeta. And what authentication costs: the same video-service
+checking a bearer JWT on every request (tide.auth, a local issuer's ES256 key) against
+it without one, in the same run.
 
 vegeta, not wrk: wrk is closed-loop (a slow answer delays the next request), so it can
 find the peak but cannot hold 50% or 80% of it, and its latencies hide queueing. vegeta
@@ -28,9 +30,13 @@ from bench.report import markdown
 from bench.setting import Setting
 from tide.waiting import wait_until
 from tide_dev.chaos.processes import LocalPlatform, ServiceProcess
+from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
 
 TARGET = 0.7
+# An ES256 verification is about a tenth of a millisecond; a request without one costs
+# about a millisecond of CPU here: authentication may cost at most a fifth of the peak.
+JWT_TARGET = 0.8
 P99_BOUND_MS = 20.0
 FIXED_RATE = 500  # requests/s: a moderate load, the same for both, whatever their peaks
 VEGETA = Path(__file__).parent.parent / "bin" / "vegeta"
@@ -69,9 +75,13 @@ def vegeta_attack(
     ).stdout
 
 
-def attack(url: str, body: Path, *, rate: int, seconds: float) -> Attack:
-    """`rate` requests/s for `seconds` (0: as fast as 32 connections go)."""
-    target = f"POST {url}/v1/events\nContent-Type: application/json\n@{body}\n"
+def attack(
+    url: str, body: Path, *, rate: int, seconds: float, headers: dict[str, str] | None = None
+) -> Attack:
+    """`rate` requests/s for `seconds` (0: as fast as 32 connections go), each request
+    carrying `headers`."""
+    lines = "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
+    target = f"POST {url}/v1/events\nContent-Type: application/json\n{lines}@{body}\n"
     report = subprocess.run(
         [vegeta(), "report", "-type=json"],
         input=vegeta_attack([], rate=rate, seconds=seconds, stdin=target.encode()),
@@ -90,14 +100,21 @@ def attack(url: str, body: Path, *, rate: int, seconds: float) -> Attack:
     )
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    headers: dict[str, str]
+
+
 @contextmanager
-def servers(setting: Setting) -> Iterator[dict[str, str]]:
-    """Ours and the bare endpoint, both up and ready; their base URLs."""
+def servers(setting: Setting) -> Iterator[dict[str, Server]]:
+    """Ours open, ours behind a JWT, and the bare endpoint, all up and ready."""
     suffix = setting.catalog.topics[0].name.rsplit("-", 1)[-1]
-    platform = LocalPlatform(
-        {"TIDE_KAFKA_BOOTSTRAP": setting.bootstrap, "TIDE_CATALOG_SUFFIX": suffix},
-        setting.workdir,
-    )
+    env = {"TIDE_KAFKA_BOOTSTRAP": setting.bootstrap, "TIDE_CATALOG_SUFFIX": suffix}
+    platform = LocalPlatform(env, setting.workdir)
+    issuer = LocalIssuer().start()
+    guarded = LocalPlatform(env, setting.workdir / "jwt", issuer=issuer)
+    (setting.workdir / "jwt").mkdir(exist_ok=True)
     topic = str(setting.catalog.event("video.watch.completed").topic)
     port = free_port()
     log = setting.workdir / "bare-api.log"
@@ -114,12 +131,19 @@ def servers(setting: Setting) -> Iterator[dict[str, str]]:
     bare = ServiceProcess("bare-api", port, log, popen)
     try:
         ours = platform.start("video-service")
+        with_jwt = guarded.start("video-service")
         wait_until(bare.ready, timeout=60, what="bare API ready", alive=bare.exit_reason)
-        yield {"tide": ours.url, "bare": bare.url}
+        yield {
+            "tide": Server(ours.url, {}),
+            "jwt": Server(with_jwt.url, guarded.credentials("bench")),
+            "bare": Server(bare.url, {}),
+        }
     finally:
         popen.send_signal(signal.SIGTERM)
         popen.wait(timeout=30)
         platform.stop()
+        guarded.stop()
+        issuer.stop()
 
 
 def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
@@ -127,26 +151,31 @@ def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
     body.write_text(json.dumps(watch_completed(1)))
     seconds = 3.0 * mode.scale
     runs: dict[str, dict[str, list[Attack]]] = {
-        name: {"peak": [], "50%": [], "80%": [], f"{FIXED_RATE}/s": []} for name in ("tide", "bare")
+        name: {"peak": [], "50%": [], "80%": [], f"{FIXED_RATE}/s": []}
+        for name in ("tide", "jwt", "bare")
     }
-    with servers(setting) as urls:
-        for url in urls.values():  # warm-up
-            attack(url, body, rate=0, seconds=seconds)
+    with servers(setting) as found:
+        for server in found.values():  # warm-up
+            attack(server.url, body, rate=0, seconds=seconds, headers=server.headers)
         for n in range(mode.rounds):
-            for name in alternating(list(urls), n):
-                url = urls[name]
-                peak = attack(url, body, rate=0, seconds=seconds)
+            for name in alternating(list(found), n):
+                url, headers = found[name].url, found[name].headers
+                peak = attack(url, body, rate=0, seconds=seconds, headers=headers)
                 runs[name]["peak"].append(peak)
                 for share in (0.5, 0.8):
-                    at = attack(url, body, rate=max(1, int(peak.rate * share)), seconds=seconds)
+                    rate = max(1, int(peak.rate * share))
+                    at = attack(url, body, rate=rate, seconds=seconds, headers=headers)
                     runs[name][f"{share:.0%}"].append(at)
-                fixed = attack(url, body, rate=FIXED_RATE, seconds=seconds)
+                fixed = attack(url, body, rate=FIXED_RATE, seconds=seconds, headers=headers)
                 runs[name][f"{FIXED_RATE}/s"].append(fixed)
-    ratio = Spread(
-        tuple(
-            o.rate / b.rate for o, b in zip(runs["tide"]["peak"], runs["bare"]["peak"], strict=True)
+
+    def peaks(ours: str, baseline: str) -> Spread:
+        return Spread(
+            tuple(
+                o.rate / b.rate
+                for o, b in zip(runs[ours]["peak"], runs[baseline]["peak"], strict=True)
+            )
         )
-    )
 
     def p(name: str, load: str, field: str) -> float:
         return float(statistics.median(getattr(a, field) for a in runs[name][load]))
@@ -155,16 +184,24 @@ def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
     ms = ("p50_ms", "p99_ms")
     failed = min(a.success for name in runs for load in runs[name] for a in runs[name][load])
     table = markdown(
-        ["load", "ours p50 ms", "ours p99 ms", "bare p50 ms", "bare p99 ms"],
+        [
+            "load",
+            *(f"{who} {field[:3]} ms" for who in ("ours", "ours with JWT", "bare") for field in ms),
+        ],
         (
             [
                 load if load.endswith("/s") else f"{load} of each peak",
-                *(f"{p(name, load, field):.1f}" for name in ("tide", "bare") for field in ms),
+                *(
+                    f"{p(name, load, field):.1f}"
+                    for name in ("tide", "jwt", "bare")
+                    for field in ms
+                ),
             ]
             for load in loads
         ),
     )
     fixed_p99 = p("tide", f"{FIXED_RATE}/s", "p99_ms")
+    jwt_p99 = p("jwt", f"{FIXED_RATE}/s", "p99_ms")
     latency = Section(
         "API latency at fixed loads (vegeta, open loop, medians of the rounds)",
         table + f"\nLowest share of 202 answers in any attack: {failed:.1%}.",
@@ -172,6 +209,11 @@ def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
             (
                 f"API p99 < {P99_BOUND_MS:.0f} ms at {FIXED_RATE} req/s: {fixed_p99:.1f} ms",
                 fixed_p99 < P99_BOUND_MS,
+            ),
+            (
+                f"API with a JWT p99 < {P99_BOUND_MS:.0f} ms at {FIXED_RATE} req/s:"
+                f" {jwt_p99:.1f} ms",
+                jwt_p99 < P99_BOUND_MS,
             ),
         ),
     )
@@ -181,11 +223,22 @@ def measure(setting: Setting, mode: Mode) -> list[Row | Section]:
             case="watch event",
             ours="video-service: body limit, validation, envelope, publish, 202",
             baseline="bare FastAPI endpoint + bare producer",
-            ratio=ratio,
+            ratio=peaks("tide", "bare"),
             target=TARGET,
             ours_rate=p("tide", "peak", "rate"),
             baseline_rate=p("bare", "peak", "rate"),
             extra="peak: 32 connections as fast as they go; latencies below the table",
+        ),
+        Row(
+            path="API",
+            case="watch event with a bearer JWT",
+            ours="the same, checking an ES256 token's signature, claims and scope",
+            baseline="the same video-service without authentication",
+            ratio=peaks("jwt", "tide"),
+            target=JWT_TARGET,
+            ours_rate=p("jwt", "peak", "rate"),
+            baseline_rate=p("tide", "peak", "rate"),
+            extra="what authentication costs a request, in one run",
         ),
         latency,
     ]

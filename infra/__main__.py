@@ -26,6 +26,8 @@ for key, url in platform.endpoints.items():
     pulumi.export(key, url)
 if platform.grafana_admin_password is not None:
     pulumi.export(outputs.GRAFANA_ADMIN_PASSWORD, platform.grafana_admin_password)
+if platform.api_keys is not None:
+    pulumi.export(outputs.API_KEYS, platform.api_keys)
 pulumi.export(outputs.KAFKA_BOOTSTRAP, platform.kafka_bootstrap)
 if platform.schema_registry_url is not None:
     pulumi.export(outputs.SCHEMA_REGISTRY_URL, platform.schema_registry_url)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import pulumi
 from pydantic import (
@@ -136,6 +137,56 @@ class Exposure(_Section):
     prometheus_node_port: int | None = Field(default=None, ge=30000, le=32767)
 
 
+class ApiClient(_Section):
+    """One client of the APIs under `api-keys`, and what it may do (tide.auth scopes)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,100}$")
+    scopes: list[str] = Field(min_length=1)
+    # A key made elsewhere (`tide auth new-key`), by its SHA-256 only. Unset: the key is
+    # derived from tide:credentialSeed and read back from the `apiKeys` stack output.
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class Auth(_Section):
+    """Who may call the APIs (tide.auth). There is no `none`: a cluster stack never serves
+    an API that anyone who reaches it may call."""
+
+    mode: Literal["jwt", "api-keys"]
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = Field(default=None, pattern=r"^https?://")
+    clients: list[ApiClient] = []
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.mode == "jwt":
+            missing = [
+                alias
+                for name, alias in (
+                    ("issuer", "issuer"),
+                    ("audience", "audience"),
+                    ("jwks_url", "jwksUrl"),
+                )
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"mode jwt needs {', '.join(missing)}")
+        if self.mode == "api-keys" and not self.clients:
+            raise ValueError("mode api-keys needs at least one entry in clients")
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError(f"clients names one twice: {sorted(names)}")
+        return self
+
+    @property
+    def jwks_port(self) -> int | None:
+        """The port the APIs dial for the issuer's keys (their egress must allow it)."""
+        if self.jwks_url is None:
+            return None
+        url = urlsplit(self.jwks_url)
+        return url.port or (443 if url.scheme == "https" else 80)
+
+
 class StackConfig(_Section):
     """Everything a stack may set; `kind` and `cloud` differ only in these values."""
 
@@ -168,6 +219,8 @@ class StackConfig(_Section):
     # reference OTT platform. The image must hold the packages it names (handlers, apps,
     # event schemas); the pods read this catalog from a ConfigMap (infra.components.catalog).
     catalog: str | None = Field(default=None, min_length=1)
+    # Required: None is refused below, naming the two modes.
+    auth: Auth | None = None
 
     @field_validator("catalog")
     @classmethod
@@ -182,6 +235,15 @@ class StackConfig(_Section):
     def platform_catalog(self) -> Catalog:
         """The catalog this stack deploys."""
         return CATALOG if self.catalog is None else read_catalog(_project_path(self.catalog))
+
+    @model_validator(mode="after")
+    def _auth_chosen(self) -> Self:
+        if self.auth is None:
+            raise ValueError(
+                "tide:auth is not set: the APIs would take requests from anyone who reaches"
+                " them. Set mode jwt (issuer, audience, jwksUrl) or api-keys (clients)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cloud_is_production_shaped(self) -> Self:

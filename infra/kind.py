@@ -30,6 +30,7 @@ from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.image import source_digest
 from infra.local_stack import LocalStack, PulumiError
 from infra.readiness import CUSTOM_READY, Pending, condition_pending, workload_pending
+from tide.auth import API_KEY_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "bin"
@@ -196,6 +197,9 @@ def wait_ready(namespaces: list[str], timeout_s: float) -> None:
 def print_endpoints(stack: dict[str, Any]) -> None:
     table = Table("what", "where", title="Tide is up")
     table.add_row("video-service API", stack[outputs.API_URL])
+    keys = stack.get(outputs.API_KEYS, {})
+    for client, key in keys.items():
+        table.add_row(f"API key of {client}", f"{key} (header {API_KEY_HEADER})")
     table.add_row("Grafana (admin)", stack[outputs.GRAFANA_URL])
     table.add_row("Grafana password", stack[outputs.GRAFANA_ADMIN_PASSWORD])
     table.add_row("Prometheus", stack[outputs.PROMETHEUS_URL])
@@ -205,7 +209,8 @@ def print_endpoints(stack: dict[str, Any]) -> None:
     console.print(
         "next:\n"
         f"  curl -X POST {stack[outputs.API_URL]}/v1/events -H 'content-type: application/json'"
-        ' -d \'{"type":"video.watch.started","data":{"user_id":"u1","video_id":"v1",'
+        + "".join(f" -H '{API_KEY_HEADER}: {key}'" for key in list(keys.values())[:1])
+        + ' -d \'{"type":"video.watch.started","data":{"user_id":"u1","video_id":"v1",'
         '"session_id":"s1"}}\'\n'
         f"  kubectl -n {apps} get scaledobjects,deployments\n"
         f'  eval "$(.venv/bin/python -m infra.kind env)" && .venv/bin/tide status\n'

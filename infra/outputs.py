@@ -12,6 +12,8 @@ PROMETHEUS_URL = "prometheusUrl"
 KAFKA_BOOTSTRAP = "kafkaBootstrap"
 SCHEMA_REGISTRY_URL = "schemaRegistryUrl"
 NAMESPACES = "namespaces"
+# Each derived API key by client name (a secret): `pulumi stack output --show-secrets apiKeys`.
+API_KEYS = "apiKeys"
 
 
 def endpoint_urls(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pulumi
 
 from infra import outputs
+from infra.components.api_auth import ApiKeys, ApiKeysArgs
 from infra.components.autoscaling import keda_chart
 from infra.components.catalog import catalog_config_map, catalog_mount
 from infra.components.kafka import KafkaCluster, KafkaClusterArgs
@@ -45,6 +46,8 @@ class Platform:
     registry: SchemaRegistry | None
     monitoring: Monitoring
     services: dict[str, TideService]
+    # The clients' keys under `api-keys`; None under jwt.
+    api_keys: ApiKeys | None
 
 
 def upstream_operators(
@@ -251,6 +254,16 @@ def build(
         kafka_bootstrap=kafka.bootstrap,
         schema_registry_url=registry.url if registry is not None else None,
     )
+    assert config.auth is not None, "StackConfig refuses a stack without tide:auth"
+    api_keys = (
+        ApiKeys(
+            "api-keys",
+            ApiKeysArgs(namespace=ns.apps, auth=config.auth, credentials=credentials),
+            opts=after_namespaces,
+        )
+        if config.auth.mode == "api-keys"
+        else None
+    )
     services = {
         service.name: TideService(
             service.name,
@@ -269,12 +282,14 @@ def build(
                     *([registry.registration] if registry is not None else []),
                     autoscaling,
                     monitoring,
+                    *([api_keys] if api_keys is not None else []),
                 ]
             ),
         )
         for service in catalog.services
     }
     return Platform(
+        api_keys=api_keys,
         namespaces=namespaces,
         kafka=kafka,
         registry=registry,
@@ -315,6 +330,8 @@ class TidePlatform(pulumi.ComponentResource):
     (known before deploying)."""
     grafana_admin_password: pulumi.Output[str] | None
     """Grafana's admin password (a secret); None when the cluster's own Grafana is used."""
+    api_keys: pulumi.Output[dict[str, str]] | None
+    """Each derived API key by client name (a secret); None under jwt."""
     parts: Platform
     """The components, for a program that adds to them."""
 
@@ -338,8 +355,10 @@ class TidePlatform(pulumi.ComponentResource):
         self.grafana_admin_password = (
             pulumi.Output.secret(password) if password is not None else None
         )
+        self.api_keys = parts.api_keys.keys if parts.api_keys is not None else None
         self.register_outputs(
             {
+                "apiKeys": self.api_keys,
                 "kafkaBootstrap": self.kafka_bootstrap,
                 "schemaRegistryUrl": self.schema_registry_url,
                 "namespaces": self.namespaces,

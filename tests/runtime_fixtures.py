@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import unique
 from tide.apps.bodies import MAX_DEPTH
+from tide.auth import AuthMode, Guard, guard_from
 from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
@@ -39,6 +40,7 @@ from tide.store.migrations import migrate
 from tide.topology import Catalog, ConsumerGroup, Topic
 from tide_dev import Brokers, BrokerSession
 from tide_dev.chaos.processes import LocalPlatform
+from tide_dev.issuer import LocalIssuer
 
 # What every fuzzed answer of a Tide API must hold: no 5xx, and a status, media type and
 # body its OpenAPI document declares (the document is what clients are generated from).
@@ -109,6 +111,20 @@ def database(brokers: Brokers) -> str:
 
 def create_topics(bootstrap: str, topics: list[Topic]) -> None:
     ensure_topics({"bootstrap.servers": bootstrap}, topics)
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[LocalIssuer]:
+    """An OAuth issuer on loopback: its signing key made at start, its JWKS served."""
+    with LocalIssuer() as started:
+        yield started
+
+
+def jwt_guard(issuer: LocalIssuer) -> Guard:
+    """An API's guard that takes `issuer`'s tokens, as a cluster stack's does."""
+    return guard_from(
+        AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url
+    )
 
 
 @pytest.fixture
@@ -263,9 +279,14 @@ def running_runner(
 
 @pytest.fixture
 def platform(
-    brokers: Brokers, broker_session: BrokerSession, database: str, tmp_path: Path
+    brokers: Brokers,
+    broker_session: BrokerSession,
+    database: str,
+    issuer: LocalIssuer,
+    tmp_path: Path,
 ) -> Iterator[tuple[Catalog, LocalPlatform]]:
-    """A private copy of the platform (suffixed names), its services run by `tide run`."""
+    """A private copy of the platform (suffixed names), its services run by `tide run`;
+    its APIs take only `issuer`'s tokens (`LocalPlatform.credentials`)."""
     suffix = unique("p")
     catalog = CATALOG.isolated(suffix)
     create_topics(brokers.kafka_bootstrap, list(catalog.all_topics()))
@@ -275,7 +296,7 @@ def platform(
         catalog
     )
     env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}
-    processes = LocalPlatform(env, tmp_path, env_of=roles)
+    processes = LocalPlatform(env, tmp_path, env_of=roles, issuer=issuer)
     yield catalog, processes
     problems = processes.stop()
     assert not problems, f"services did not drain on SIGTERM: {problems}"

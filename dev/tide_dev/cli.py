@@ -27,6 +27,7 @@ from tide.waiting import until_terminated
 from tide_dev.chaos.control import CONTROL_URL_VARIABLE, HttpBrokerControl
 from tide_dev.chaos.experiments import EXPERIMENTS, Chaos, start_platform
 from tide_dev.chaos.processes import LocalPlatform
+from tide_dev.issuer import LocalIssuer
 from tide_dev.kafka_exporter import KafkaExporterCollector
 from tide_dev.supervisor import Supervisor
 
@@ -116,7 +117,9 @@ def chaos(
     dsn = settings.postgres_dsn.get_secret_value()
     workdir = Path(tempfile.mkdtemp(prefix=f"tide-chaos-{experiment}-"))
     env = {k: v for k, v in os.environ.items() if k.startswith("TIDE_")}
-    platform = LocalPlatform(env, workdir)
+    # The API takes only tokens from an issuer made for this run, as on a cluster.
+    issuer = LocalIssuer().start()
+    platform = LocalPlatform(env, workdir, issuer=issuer)
     control = HttpBrokerControl(control_url) if control_url else None
     run = Chaos(platform, catalog, client, dsn, control, rate=rate, p99_bound_ms=p99_bound_ms)
     with err.status("preparing topics and the database") as progress:
@@ -129,11 +132,13 @@ def chaos(
             report = EXPERIMENTS[experiment](run)
         except (TimeoutError, RuntimeError) as exc:
             platform.stop()
+            issuer.stop()
             err.print(f"error: {experiment} could not run: {exc}")
             err.print(f"service logs: {workdir}")
             raise typer.Exit(EXIT_VIOLATED) from None
         progress.update("stopping the platform")
         problems = platform.stop()
+        issuer.stop()
     for problem in problems:
         report.expect(False, problem)
     if output == "json":

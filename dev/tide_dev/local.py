@@ -49,6 +49,7 @@ from tide_dev.chaos.experiments import catalogue
 from tide_dev.chaos.probes import Ledger
 from tide_dev.chaos.workload import ApiLoad, SubscriptionLoad
 from tide_dev.errors import HarnessError
+from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
 from tide_dev.process import ManagedProcess, require
 from tide_dev.prometheus import PrometheusServer
@@ -78,6 +79,9 @@ class LocalStack:
     interval: str = "5s"
     rules: list[dict[str, Any]] | None = None
     rate: float = 20.0
+    # The APIs take only this issuer's tokens, as on a cluster (tide.auth); its key is
+    # made here, at start, and dies with the run.
+    issuer: LocalIssuer = field(default_factory=lambda: LocalIssuer().start())
     supervisor: Supervisor | None = None
     prometheus: PrometheusServer | None = None
     load: ApiLoad | None = None
@@ -92,7 +96,7 @@ class LocalStack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = self.brokers.as_env()
+        env = self.brokers.as_env() | self.issuer.settings()
         if self.catalog_file:
             env["TIDE_CATALOG_FILE"] = self.catalog_file
         if self.catalog_suffix:
@@ -224,10 +228,17 @@ class LocalStack:
         videos = catalogue(ledger)
         token = uuid.uuid4().hex[:6]
         users = [f"local-{token}-{i}" for i in range(16)]
-        self.load = ApiLoad(self.api_url, users, videos, rate=self.rate).start()
+        credentials = {"Authorization": f"Bearer {self.issuer.token('tide-local-load')}"}
+        self.load = ApiLoad(
+            self.api_url, users, videos, rate=self.rate, headers=credentials
+        ).start()
         # The other API too, at a tenth of the rate: start, renew, cancel, in turn.
         self.commands = SubscriptionLoad(
-            self.url("subscription"), users, ["basic", "standard", "premium"], rate=self.rate / 10
+            self.url("subscription"),
+            users,
+            ["basic", "standard", "premium"],
+            rate=self.rate / 10,
+            headers=credentials,
         ).start()
         self._lap("workload", began)
 
@@ -320,7 +331,15 @@ class LocalStack:
                 timed(exporter.name, exporter.stop)
         if self.prometheus is not None:
             timed("prometheus", self.prometheus.stop)
+        self.issuer.stop()
         return took
+
+    def write_token(self) -> Path:
+        """A token with every scope, for a person's own requests (curl -H @file)."""
+        path = self.workdir / "api-token"
+        path.write_text(f"Authorization: Bearer {self.issuer.token('you')}\n")
+        path.chmod(0o600)
+        return path
 
 
 def _interrupted(*_: object) -> None:
@@ -406,8 +425,8 @@ def main(
         assert stack.prometheus is not None
         console.print(
             f"live after {started_in:.1f} s ({_laps(stack.timings)}); "
-            f"API {stack.api_url}, Prometheus {stack.prometheus.url}, logs {stack.logs}; "
-            "Ctrl-C stops everything",
+            f"API {stack.api_url} (its credentials: curl -H @{stack.write_token()}), "
+            f"Prometheus {stack.prometheus.url}, logs {stack.logs}; Ctrl-C stops everything",
             soft_wrap=True,
         )
         LiveView(stack, console).run(duration=duration, started_in=started_in)

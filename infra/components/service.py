@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.components.api_auth import auth_env
 from infra.components.autoscaling import scaler_values
 from infra.components.base import PlatformComponent
 from infra.components.catalog import CatalogMount
@@ -80,6 +81,16 @@ def service_values(
         env["TIDE_KAFKA_CA_LOCATION"] = f"{KAFKA_CA_DIR}/{CA_CERT_KEY}"
 
     is_api = service.role is Role.API
+    egress_anywhere: list[int] = []
+    if is_api:
+        # Who may call it (tide.auth): the stack's mode; under jwt it fetches the issuer's
+        # keys, wherever they are.
+        assert config.auth is not None, "StackConfig refuses a stack without tide:auth"
+        given, secrets = auth_env(config.auth)
+        env |= given
+        secret_env |= secrets
+        if config.auth.jwks_port is not None:
+            egress_anywhere.append(config.auth.jwks_port)
     node_port = config.exposure.api_node_port
     values: dict[str, Any] = {
         "name": service.name,
@@ -117,6 +128,7 @@ def service_values(
                 if egress_ports
                 else []
             ),
+            "egressToAnywhere": egress_anywhere,
         },
         "serviceMonitor": {"enabled": True, "interval": "15s"},
         "autoscaling": scaler_values(

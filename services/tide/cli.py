@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from tide.auth_commands import auth_app
 from tide.catalog_commands import catalog_app
 from tide.console import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, err, out
 from tide.needs import command_needs
@@ -32,6 +33,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
 app.add_typer(topics_app, name="topics")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(auth_app, name="auth")
 
 
 # `--debug`: a failure prints its traceback instead of one line (set by the callback).

@@ -16,6 +16,7 @@ from tide_dev import Brokers, BrokerSession
 from tide_dev.chaos.experiments import EXPERIMENTS, Chaos, start_platform
 from tide_dev.chaos.processes import LocalPlatform
 from tide_dev.control import HarnessControl
+from tide_dev.issuer import LocalIssuer
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -25,6 +26,7 @@ def chaos(
     brokers: Brokers,
     broker_session: BrokerSession,
     database: str,
+    issuer: LocalIssuer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Chaos]:
     suffix = unique("x")
@@ -39,7 +41,8 @@ def chaos(
         catalog
     )
     env = {**brokers.as_env(), "TIDE_CATALOG_SUFFIX": suffix}
-    platform = LocalPlatform(env, workdir, env_of=roles)
+    # The API takes tokens only, as on a cluster: the load sends one.
+    platform = LocalPlatform(env, workdir, env_of=roles, issuer=issuer)
     experiment = Chaos(platform, catalog, client, database, HarnessControl(broker_session))
     try:
         start_platform(experiment)

@@ -42,6 +42,7 @@ from tests.deploy.containers import (
 from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import FIRST_TAG, deploy
 from tests.deploy.stack import Rendered, config_for, identity, render_stack
+from tide.auth import API_KEY_HEADER, new_api_key
 from tide.catalog import CATALOG
 from tide.waiting import wait_until
 from tide_dev.brokers import broker_dir
@@ -63,9 +64,20 @@ EXPOSURE = {"serviceType": "NodePort", "apiNodePort": 31080, "grafanaNodePort": 
             "prometheusNodePort": 31090}  # fmt: skip
 
 
+# The load's key is made outside the stack (given by its hash), so it outlives the
+# rotation; the keys derived from the seed rotate with it.
+LOAD_KEY, LOAD_ENTRY = new_api_key("rotation-load", ["events:write"])
+AUTH = {"mode": "api-keys", "clients": [LOAD_ENTRY.model_dump()]}
+
+
 def _render(seed: str) -> Rendered:
     config = config_for(
-        "kind", prefix=PREFIX, image_tag=FIRST_TAG, credentialSeed=seed, exposure=EXPOSURE
+        "kind",
+        prefix=PREFIX,
+        image_tag=FIRST_TAG,
+        credentialSeed=seed,
+        exposure=EXPOSURE,
+        auth=AUTH,
     )
     return render_stack("kind", config, PREFIX)
 
@@ -197,7 +209,13 @@ def test_a_seed_rotation_as_documented_loses_no_accepted_event(
                         brokers.postgres.dsn)  # fmt: skip
         videos = catalogue(ledger)
         users = [f"rotation-{uuid.uuid4().hex[:6]}-{i}" for i in range(6)]
-        load = ApiLoad(f"http://127.0.0.1:{services.api_port()}", users, videos, rate=RATE)
+        load = ApiLoad(
+            f"http://127.0.0.1:{services.api_port()}",
+            users,
+            videos,
+            rate=RATE,
+            headers={API_KEY_HEADER: LOAD_KEY},
+        )
         load.start()
 
         def accepted_more(n: int) -> None:

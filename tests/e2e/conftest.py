@@ -20,6 +20,7 @@ from infra.components.postgres import APPS_SECRET, CLUSTER_NAME, PORT
 from kubernetes import client, config
 from psycopg.conninfo import make_conninfo
 
+from tide.auth import API_KEY_HEADER
 from tide.catalog import CATALOG
 from tide.topology import ConsumerGroup
 from tide.waiting import wait_until
@@ -42,6 +43,8 @@ class Cluster:
     api_url: str
     kafka: dict[str, Any]
     stack: str
+    # What every request to the API carries: the stack's credentials (tide.auth).
+    api_headers: dict[str, str]
 
     def group(self, service: str) -> ConsumerGroup:
         (group,) = CATALOG.groups_of(service)
@@ -101,7 +104,27 @@ def cluster() -> Cluster:
             "sasl.password": password,
         },
         stack=os.environ.get("TIDE_E2E_STACK", "kind"),
+        api_headers=_api_headers(),
     )
+
+
+def _api_headers() -> dict[str, str]:
+    """A token (TIDE_E2E_API_TOKEN, from a jwt stack's issuer) or key (TIDE_E2E_API_KEY),
+    else the kind stack's first derived key from its outputs."""
+    if token := os.environ.get("TIDE_E2E_API_TOKEN"):
+        return {"Authorization": f"Bearer {token}"}
+    key = os.environ.get("TIDE_E2E_API_KEY")
+    if not key:
+        from infra import outputs  # noqa: PLC0415 - the Pulumi CLI only when asked
+        from infra.kind import stack_outputs  # noqa: PLC0415
+
+        keys = stack_outputs().get(outputs.API_KEYS, {})
+        if not keys:
+            raise RuntimeError(
+                "the API needs credentials: set TIDE_E2E_API_TOKEN or TIDE_E2E_API_KEY"
+            )
+        key = next(iter(keys.values()))
+    return {API_KEY_HEADER: key}
 
 
 @dataclass(frozen=True)

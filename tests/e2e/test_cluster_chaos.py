@@ -68,7 +68,7 @@ def under_load(
 ) -> Load:
     users = [f"e2e-{uuid.uuid4().hex[:6]}-{i}" for i in range(8)]
     before = tcp_counters()
-    load = ApiLoad(cluster.api_url, users, videos, rate=RATE).start()
+    load = ApiLoad(cluster.api_url, users, videos, rate=RATE, headers=cluster.api_headers).start()
     try:
         wait_until(lambda: load.accepted() >= RATE * 3, timeout=60, what="steady load accepted")
         fault_at = time.monotonic()

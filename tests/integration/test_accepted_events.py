@@ -52,6 +52,7 @@ def test_every_accepted_event_is_handled_by_every_consumer_of_its_type(
     processes.start("notification-worker")
 
     operation = schemathesis.openapi.from_url(f"{api.url}/openapi.json")["/v1/events"]["POST"]
+    credentials = processes.credentials("player-app")
     accepted: Counter[str] = Counter()
 
     @settings(
@@ -66,7 +67,7 @@ def test_every_accepted_event_is_handled_by_every_consumer_of_its_type(
         # design, tests/integration/test_video_service.py): not this test's subject.
         case.headers = {
             k: v for k, v in (case.headers or {}).items() if k.lower() != "idempotency-key"
-        }
+        } | credentials
         case.body.pop("id", None)
         response = case.call(timeout=30)
         assert response.status_code == 202, (

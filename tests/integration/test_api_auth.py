@@ -3,7 +3,7 @@ trace in either, and an accepted one records who sent it on its events."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -11,8 +11,9 @@ from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from tests.conftest import unique
+from tests.runtime_fixtures import jwt_guard
 from tide.apps import subscription, video_service
-from tide.auth import API_KEY_HEADER, AuthMode, Guard, api_keys_json, guard_from, new_api_key
+from tide.auth import API_KEY_HEADER, AuthMode, api_keys_json, guard_from, new_api_key
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.kafka.transient import retrying
@@ -26,21 +27,9 @@ DATA = {"user_id": "u1", "video_id": "v1", "session_id": "s1", "device": "web"}
 WATCH: dict[str, object] = {"type": "video.watch.started", "data": DATA}
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as started:
-        yield started
-
-
 def _publisher(brokers: Brokers, catalog: Catalog) -> EventPublisher:
     return EventPublisher(
         {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=10
-    )
-
-
-def _jwt_guard(issuer: LocalIssuer) -> Guard:
-    return guard_from(
-        AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url
     )
 
 
@@ -76,7 +65,7 @@ def test_a_refused_event_never_reaches_kafka_and_an_accepted_one_names_its_sende
 ) -> None:
     topic = catalog.event("video.watch.started").topic
     app = video_service.create_app(
-        catalog, _publisher(brokers, catalog), max_body_bytes=4096, guard=_jwt_guard(issuer)
+        catalog, _publisher(brokers, catalog), max_body_bytes=4096, guard=jwt_guard(issuer)
     )
     before = _end_offsets(brokers, topic)
     with TestClient(app) as api:
@@ -145,7 +134,7 @@ def test_subscription_commands_need_their_scope_and_record_who_ran_them(
     roles = broker_session.own_postgres("the service runs as its role").service_roles(catalog)
     dsn = roles["subscription"]["TIDE_POSTGRES_DSN"]
     app = subscription.create_app(
-        dsn, _publisher(brokers, catalog), relay=False, guard=_jwt_guard(issuer)
+        dsn, _publisher(brokers, catalog), relay=False, guard=jwt_guard(issuer)
     )
     sub = unique("sub")
     start = f"/v1/subscriptions/{sub}/start"

@@ -23,6 +23,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from tests.conftest import unique
+from tide.auth import API_KEY_HEADER, api_keys_json, new_api_key
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent
 from tide.settings import Settings
@@ -55,11 +56,16 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
 ) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLE))  # this test reads the shop's events too
     suffix = unique("shop")
+    key, entry = new_api_key("shop-front", ["orders:write"])
+    credentials = {API_KEY_HEADER: key}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TIDE_")},
         **brokers.as_env(),
         "TIDE_POSTGRES_DSN": database,
         "TIDE_CATALOG_SUFFIX": suffix,
+        # The team's API takes only its clients' keys, through Tide's guard.
+        "TIDE_AUTH_MODE": "api-keys",
+        "TIDE_AUTH_API_KEYS": api_keys_json([entry]),
         # The team's package: installed in their image; here, on the path.
         "PYTHONPATH": str(EXAMPLE),
     }
@@ -83,10 +89,14 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
         wait_until(lambda: _ready(api), timeout=120, what="orders-api ready", alive=alive)
         paid = {"order_id": suffix, "customer_id": "c-1", "total_cents": 1250, "currency": "EUR"}
         unbillable = {**paid, "order_id": f"{suffix}-x", "currency": "XYZ"}
+        stranger = httpx.post(f"{api}/orders", json=paid, timeout=30)
+        assert stranger.status_code == 401, stranger.text
         for order in (paid, unbillable):
-            answer = httpx.post(f"{api}/orders", json=order, timeout=30)
+            answer = httpx.post(f"{api}/orders", json=order, headers=credentials, timeout=30)
             assert answer.status_code == 202, answer.text
-        refused = httpx.post(f"{api}/orders", json={**paid, "total_cents": -1}, timeout=30)
+        refused = httpx.post(
+            f"{api}/orders", json={**paid, "total_cents": -1}, headers=credentials, timeout=30
+        )
         assert refused.status_code == 422, refused.text
 
         codec = EventCodec(catalog)

@@ -59,6 +59,7 @@ def test_http_watch_event_yields_a_recommendation_and_exactly_one_notification_j
                 "finished": True,
             },
         },
+        headers=processes.credentials("player-app"),
         timeout=15,
     )
     assert response.status_code == 202, response.text

@@ -23,10 +23,12 @@ from tests.runtime_fixtures import (
     CONFORMANCE,
     NestedBody,
     assert_nesting_answered,
+    jwt_guard,
     nested_bodies,
 )
 from tide.apps.bodies import MAX_DEPTH
 from tide.apps.subscription import MAX_BODY_BYTES, OVERVIEW, POOL_SIZE, create_app
+from tide.auth import OPEN
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.store.event_store import EventStore
@@ -34,6 +36,7 @@ from tide.store.projections import ProjectionRunner
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession
+from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -265,15 +268,21 @@ def _connections(database: str) -> int:
     "ignore:Do not use the `random` module inside strategies"
     ":hypothesis.errors.HypothesisDeprecationWarning"
 )
+@pytest.mark.parametrize("credentials", ["open", "token", "no token"])
 def test_generated_requests_to_every_operation_get_a_documented_answer_never_a_5xx(
-    brokers: Brokers, catalog: Catalog, database: str
+    brokers: Brokers, catalog: Catalog, database: str, issuer: LocalIssuer, credentials: str
 ) -> None:
+    # Open, as a cluster stack with a token runs it, and without the token it needs.
+    guard = OPEN if credentials == "open" else jwt_guard(issuer)
+    headers = {"Authorization": f"Bearer {issuer.token('fuzz')}"} if credentials == "token" else {}
+    examples = 10 if credentials == "no token" else 25
     publisher = EventPublisher(
         {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=10
     )
-    app = create_app(database, publisher)
+    app = create_app(database, publisher, guard=guard)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     seen: Counter[int] = Counter()
+    guarded: Counter[int] = Counter()  # the answers of the operations behind credentials
     # Each call runs the app's lifespan (its own request pool, in its own event loop).
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation, mode in itertools.product(operations, list(GenerationMode)):
@@ -281,17 +290,24 @@ def test_generated_requests_to_every_operation_get_a_documented_answer_never_a_5
             continue  # the probes take no input there is to get wrong
         strategy = operation.as_strategy(generation_mode=mode)  # valid, and invalid on purpose
 
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
         @given(case=strategy)
         def conforms(case: schemathesis.Case) -> None:
-            response = case.call()
+            response = case.call(headers={**(case.headers or {}), **headers})
             seen[response.status_code] += 1
+            if case.operation.path.startswith("/v1/"):
+                guarded[response.status_code] += 1
             case.validate_response(response, checks=CONFORMANCE)
 
         conforms()
+    print(f"\nsubscription fuzz ({credentials}): {sum(seen.values())} requests, {dict(seen)}")
+    if credentials == "no token":
+        publisher.close()
+        assert set(guarded) == {401}, guarded
+        return
 
     # Start bodies nested to any depth: no generator draws those from the document.
-    with TestClient(app) as client:
+    with TestClient(app, headers=headers) as client:
 
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         @given(body=nested_bodies({"user_id": "u1", "plan": "basic"}))
@@ -307,4 +323,4 @@ def test_generated_requests_to_every_operation_get_a_documented_answer_never_a_5
         deep()
     publisher.close()
     assert sum(seen.values()) >= 100, seen
-    print(f"\nsubscription fuzz: {sum(seen.values())} requests, statuses {dict(seen)}")
+    assert 200 in guarded, "no generated command was carried out"

@@ -22,15 +22,18 @@ from tests.runtime_fixtures import (
     CONFORMANCE,
     NestedBody,
     assert_nesting_answered,
+    jwt_guard,
     nested_bodies,
 )
 from tide.apps.bodies import MAX_DEPTH
 from tide.apps.video_service import create_app
+from tide.auth import OPEN, Guard
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog
 from tide.waiting import wait_until
 from tide_dev import Brokers
+from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -163,34 +166,47 @@ def test_unreachable_kafka_is_a_503_at_once_saying_a_retry_is_safe(catalog: Cata
     assert answered_s < publish_timeout_s / 3, f"answered after {answered_s:.1f} s"
 
 
-def _schemathesis_app(brokers: Brokers, catalog: Catalog) -> FastAPI:
+def _schemathesis_app(brokers: Brokers, catalog: Catalog, guard: Guard) -> FastAPI:
     publisher = EventPublisher(
         {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=10
     )
-    return create_app(catalog, publisher, max_body_bytes=MAX_BODY)
+    return create_app(catalog, publisher, max_body_bytes=MAX_BODY, guard=guard)
 
 
+# Fuzzed open, as a cluster stack with a token runs it, and without the token it needs:
+# no 5xx in any, and without credentials nothing but 401.
+CREDENTIALS = ["open", "token", "no token"]
+
+
+@pytest.mark.parametrize("credentials", CREDENTIALS)
 def test_generated_requests_get_a_documented_answer_never_a_5xx(
-    brokers: Brokers, catalog: Catalog
+    brokers: Brokers, catalog: Catalog, issuer: LocalIssuer, credentials: str
 ) -> None:
+    guard = OPEN if credentials == "open" else jwt_guard(issuer)
+    headers = {"Authorization": f"Bearer {issuer.token('fuzz')}"} if credentials == "token" else {}
+    examples = 20 if credentials == "no token" else 60
     seen: list[int] = []
     for mode in GenerationMode:  # valid requests, and invalid ones on purpose
         # An app per run: leaving its lifespan closes its publisher.
-        app = _schemathesis_app(brokers, catalog)
+        app = _schemathesis_app(brokers, catalog, guard)
         operation = schemathesis.openapi.from_asgi("/openapi.json", app)["/v1/events"]["POST"]
 
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(generation_mode=mode))
         def conforms(case: schemathesis.Case) -> None:
-            response = case.call()
+            response = case.call(headers={**(case.headers or {}), **headers})
             seen.append(response.status_code)
             case.validate_response(response, checks=CONFORMANCE)
 
         with TestClient(app):  # runs the lifespan, so the publisher is flushed at the end
             conforms()
+    print(f"\nvideo-service fuzz ({credentials}): {len(seen)} requests, {dict(Counter(seen))}")
+    if credentials == "no token":
+        assert set(seen) == {401}, Counter(seen)
+        return
     # Bodies nested to any depth: no generator draws those from the document.
-    app = _schemathesis_app(brokers, catalog)
-    with TestClient(app) as client:
+    app = _schemathesis_app(brokers, catalog, guard)
+    with TestClient(app, headers=headers) as client:
 
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(body=nested_bodies({"type": "video.rated", "data": {"user_id": "u1"}}))
@@ -203,7 +219,7 @@ def test_generated_requests_get_a_documented_answer_never_a_5xx(
 
         deep()
     assert len(seen) >= 40
-    print(f"\nvideo-service fuzz: {len(seen)} requests, statuses {dict(Counter(seen))}")
+    assert 202 in seen, "no generated request was accepted"
 
 
 @pytest.mark.parametrize(

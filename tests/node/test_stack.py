@@ -25,7 +25,7 @@ from typing import Any
 import aio_pika
 import psycopg
 import pytest
-from infra import kind
+from infra import kind, outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
 from infra.components.service import HTTP_PORT
@@ -55,6 +55,7 @@ from tests.node.conftest import (
 )
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
+from tide.auth import API_KEY_HEADER
 from tide.catalog import CATALOG
 from tide.dlq import DeadLetterQueue
 from tide.store.grants import database_services, role_name
@@ -74,6 +75,8 @@ class Deployed:
     core: client.CoreV1Api
     brokers: ServedBrokers
     pods: list[dict[str, Any]]
+    # What every request to the APIs carries: the stack's derived key (its apiKeys output).
+    api_headers: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +97,14 @@ def deployed(tide_archive: Any) -> Iterator[Deployed]:
                 "tide:schemaRegistry": "none",
             })  # fmt: skip
             try:
-                kind.pulumi_up(stack)
+                stack_outputs = kind.pulumi_up(stack)
             except Exception as exc:
                 raise AssertionError(
                     f"{exc}\nprovisioning retried: {played.retrying}\n{describe_pods(core, APPS)}"
                 ) from exc
             pods = [p.to_dict() for p in core.list_pod_for_all_namespaces().items]
-            yield Deployed(joined, core, brokers, pods)
+            (key,) = stack_outputs[outputs.API_KEYS].values()
+            yield Deployed(joined, core, brokers, pods, {API_KEY_HEADER: key})
         finally:
             played.stop()
             brokers.stop()
@@ -130,6 +134,7 @@ def cluster(deployed: Deployed) -> ChaosCluster:
             "sasl.password": password,
         },
         stack="kind",
+        api_headers=deployed.api_headers,
     )
 
 
@@ -188,16 +193,19 @@ def test_the_migrate_job_ran_on_the_real_node_against_postgres(deployed: Deploye
 
 
 def _post(
-    core: client.CoreV1Api, pod: str, service: str, path: str, body: dict[str, Any]
+    deployed: Deployed, pod: str, service: str, path: str, body: dict[str, Any]
 ) -> tuple[int, float]:
-    """`body` posted as JSON from a pod on the node to `service`'s Service in the apps
-    namespace: the answer's status, and when (epoch seconds, the node's clock) it was sent."""
+    """`body` posted as JSON, with the stack's API key, from a pod on the node to `service`'s
+    Service in the apps namespace: the answer's status, and when (epoch seconds, the node's
+    clock) it was sent."""
+    core = deployed.core
     (port,) = [p.port for p in core.read_namespaced_service(service, APPS).spec.ports]
     url = f"http://{service}.{APPS}.svc:{port}{path}"
+    headers = {"Content-Type": "application/json", **deployed.api_headers}
     script = (
         "import time, urllib.request\n"
         f"request = urllib.request.Request({url!r}, data={json.dumps(body)!r}.encode(),\n"
-        "    method='POST', headers={'Content-Type': 'application/json'})\n"
+        f"    method='POST', headers={headers!r})\n"
         "posted = time.time()\n"
         "with urllib.request.urlopen(request, timeout=30) as answer:\n"
         "    print(answer.status, posted)\n"
@@ -212,13 +220,19 @@ def test_the_subscription_api_answers_through_its_service(deployed: Deployed) ->
     start, and the first payment it takes)."""
     body = {"user_id": "u-node", "plan": "standard"}
     path = "/v1/subscriptions/sub-node-1/start"
-    status, _posted = _post(deployed.core, "start-subscription", "subscription", path, body)
+    status, _posted = _post(deployed, "start-subscription", "subscription", path, body)
     assert status == 200
     with psycopg.connect(deployed.brokers.postgres.dsn) as conn:
         stored = conn.execute(
-            "SELECT type FROM events WHERE stream_id LIKE %s ORDER BY position", ("%sub-node-1",)
+            "SELECT type, metadata->>'authtype', metadata->>'authid' FROM events"
+            " WHERE stream_id LIKE %s ORDER BY position",
+            ("%sub-node-1",),
         ).fetchall()
-    assert [row[0] for row in stored] == ["subscription.started", "payment.captured"], stored
+    # Each event records the client whose key ran the command (the stack's `player`).
+    assert stored == [
+        ("subscription.started", "api_key", "player"),
+        ("payment.captured", "api_key", "player"),
+    ], stored
 
 
 def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
@@ -235,7 +249,7 @@ def test_a_finished_watch_posted_to_the_api_becomes_a_notification(
     body = {"type": WATCH_TYPE, "data": {
         "user_id": user, "video_id": video, "session_id": f"{user}-s1", "watched_s": 60,
         "finished": True}}  # fmt: skip
-    status, posted = _post(deployed.core, "post-watch", "video-service", "/v1/events", body)
+    status, posted = _post(deployed, "post-watch", "video-service", "/v1/events", body)
     assert status == 202
 
     def notified() -> bool:

@@ -3,13 +3,12 @@ a refused client gets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from tide.auth import (
     API_KEY_HEADER,
@@ -18,9 +17,11 @@ from tide.auth import (
     Guard,
     api_keys_json,
     guard_from,
+    hash_key,
     new_api_key,
     parse_api_keys,
 )
+from tide.cli import app
 from tide.settings import Settings
 from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
@@ -39,12 +40,6 @@ def _app(guard: Guard) -> FastAPI:
         return {"type": caller.type, "id": caller.id}
 
     return app
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[LocalIssuer]:
-    with LocalIssuer() as started:
-        yield started
 
 
 @pytest.fixture
@@ -181,3 +176,15 @@ def test_settings_refuse_a_mode_without_what_it_needs() -> None:
         Settings(auth_mode="jwt", auth_issuer="i", auth_jwks_url="http://x")
     with pytest.raises(ValueError, match="TIDE_AUTH_MODE=api-keys needs TIDE_AUTH_API_KEYS"):
         Settings(auth_mode="api-keys")
+
+
+def test_new_key_prints_the_key_once_and_the_entry_holds_only_its_hash() -> None:
+    made = CliRunner().invoke(app, ["auth", "new-key", "player-app", "--scope", SCOPE])
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip()
+    assert key.startswith("tide_")
+    (entry,) = parse_api_keys("[" + made.stderr.split(": ", 1)[1] + "]")
+    assert (entry.name, entry.sha256, entry.scopes) == ("player-app", hash_key(key), [SCOPE])
+    refused = CliRunner().invoke(app, ["auth", "new-key", "two words", "--scope", SCOPE])
+    assert refused.exit_code == 3
+    assert "error: name 'two words': String should match pattern" in refused.stderr

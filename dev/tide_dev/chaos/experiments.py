@@ -79,7 +79,8 @@ class Chaos:
         return [f"chaos-{experiment}-{token}-{i}" for i in range(n)]
 
     def load(self, users: list[str]) -> ApiLoad:
-        return ApiLoad(self.api, users, self.videos, rate=self.rate).start()
+        headers = self.platform.credentials("tide-chaos")
+        return ApiLoad(self.api, users, self.videos, rate=self.rate, headers=headers).start()
 
     def run_for(self, load: ApiLoad, seconds: float) -> None:
         """Let the load run until it has been accepted `seconds` worth of requests more."""

@@ -12,6 +12,7 @@ from types import TracebackType
 import httpx
 
 from tide.waiting import wait_until
+from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
 from tide_dev.services import start_service
 
@@ -57,8 +58,12 @@ class LocalPlatform:
         env: Mapping[str, str],
         workdir: Path,
         env_of: Mapping[str, Mapping[str, str]] | None = None,
+        issuer: LocalIssuer | None = None,
     ) -> None:
-        self.env = dict(env)
+        """With `issuer`, the APIs accept only its tokens (tide.auth), as on a cluster;
+        `credentials()` is what a client of theirs sends."""
+        self.issuer = issuer
+        self.env = {**env, **(issuer.settings() if issuer is not None else {})}
         self.env_of = {service: dict(own) for service, own in (env_of or {}).items()}
         self.workdir = workdir
         self.processes: list[ServiceProcess] = []
@@ -78,6 +83,12 @@ class LocalPlatform:
             alive=process.exit_reason,
         )
         return process
+
+    def credentials(self, subject: str = "tide-load") -> dict[str, str]:
+        """Headers that every API here takes: a token with every scope, or none needed."""
+        if self.issuer is None:
+            return {}
+        return {"Authorization": f"Bearer {self.issuer.token(subject)}"}
 
     def of(self, service: str) -> list[ServiceProcess]:
         return [p for p in self.processes if p.service == service]

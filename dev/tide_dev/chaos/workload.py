@@ -8,7 +8,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -59,8 +59,11 @@ class ApiLoad:
         *,
         rate: float = 30.0,
         concurrency: int = 64,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`headers` go with every request: the credentials of an API behind tide.auth."""
         self.base = url.rstrip("/")
+        self.headers = dict(headers or {})
         self.url = self.base + "/v1/events"
         self.users = list(users)
         self.videos = list(videos)
@@ -89,7 +92,7 @@ class ApiLoad:
         slots = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency)
         async with (
-            httpx.AsyncClient(timeout=30, limits=limits) as client,
+            httpx.AsyncClient(timeout=30, limits=limits, headers=self.headers) as client,
             asyncio.TaskGroup() as tg,
         ):
             interval = 1.0 / self.rate

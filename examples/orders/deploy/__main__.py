@@ -28,3 +28,5 @@ shop = TidePlatform(
 )
 pulumi.export("ordersApi", shop.endpoints[API_URL])
 pulumi.export("kafkaBootstrap", shop.kafka_bootstrap)
+if shop.api_keys is not None:
+    pulumi.export("apiKeys", shop.api_keys)  # the shop front's key: --show-secrets

@@ -66,6 +66,10 @@ class Program:
 TEST_SEED = "unit-test-seed-" + "0" * 32
 
 
+# The least `tide:auth` a stack may have, for tests that build a config by hand.
+KEYS_AUTH = {"mode": "api-keys", "clients": [{"name": "player", "scopes": ["events:write"]}]}
+
+
 def stack_config(stack: str, project: Path = ROOT) -> dict[str, str]:
     """The tracked stack file's config (Tide's, or `project`'s), plus the credential seed a
     real stack holds."""

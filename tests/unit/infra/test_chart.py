@@ -96,12 +96,18 @@ def test_api_services_have_fixed_replicas_and_no_scaled_object(program: Program)
 
 
 def test_network_policy_allows_only_what_the_process_needs(program: Program) -> None:
+    # Under jwt (the cloud stack) an API also fetches its issuer's keys: that port only,
+    # anywhere, since the issuer is outside the cluster.
+    jwks = {443} if program.stack == "cloud" else set()
     for service in CATALOG.services:
         (policy,) = by_kind(render(_values(program, service.name)), "NetworkPolicy")
-        ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+        egress = policy["spec"]["egress"]
+        anywhere = {port["port"] for rule in egress if "to" not in rule for port in rule["ports"]}
+        assert anywhere == (jwks if service.role is Role.API else set()), service.name
+        ports = {port["port"] for rule in egress if "to" in rule for port in rule["ports"]}
         needs = process_needs(CATALOG, service.name).dependencies
         assert ports == {DATA_PORTS[dependency] for dependency in needs}, service.name
-        for rule in policy["spec"]["egress"]:
+        for rule in (rule for rule in egress if "to" in rule):
             (peer,) = rule["to"]
             assert peer["namespaceSelector"]["matchLabels"] == {
                 "kubernetes.io/metadata.name": "tide-data"

@@ -12,7 +12,7 @@ from infra.components.kafka import EXTERNAL_BOOTSTRAP_NODE_PORT, EXTERNAL_BROKER
 from infra.config import parse
 from infra.outputs import endpoint_urls
 
-from tests.unit.infra.program import ROOT, stack_config
+from tests.unit.infra.program import KEYS_AUTH, ROOT, stack_config
 from tide.catalog import CATALOG
 
 
@@ -34,7 +34,7 @@ def test_every_node_port_of_the_kind_stack_is_mapped_to_localhost() -> None:
 
 
 def test_output_urls_use_the_mapped_host_ports() -> None:
-    config = parse({"flavor": "kind"})
+    config = parse({"flavor": "kind", "auth": KEYS_AUTH})
     urls = endpoint_urls(config, {"apps": "tide-apps", "monitoring": "tide-monitoring"}, CATALOG)
     host_ports = set(_mappings().values())
     for key in (outputs.API_URL, outputs.GRAFANA_URL, outputs.PROMETHEUS_URL):

@@ -18,7 +18,7 @@ from infra.components.upstream import (
 )
 from infra.config import parse
 
-from tests.unit.infra.program import Program, run, stack_config
+from tests.unit.infra.program import KEYS_AUTH, Program, run, stack_config
 from tide.catalog import CATALOG
 
 _UPSTREAM_TYPES = ("kubernetes:helm.sh/v4:Chart", "kubernetes:yaml/v2:ConfigFile")
@@ -34,7 +34,7 @@ def external(request: pytest.FixtureRequest) -> Program:
 
 
 def test_installing_the_operators_stays_the_default() -> None:
-    assert parse({"flavor": "kind"}).operators == "install"
+    assert parse({"flavor": "kind", "auth": KEYS_AUTH}).operators == "install"
 
 
 def test_with_external_operators_tide_installs_no_upstream_chart_or_manifest(
@@ -96,7 +96,9 @@ def test_unserved_names_the_crd_and_versions() -> None:
 
 
 def test_external_monitoring_exports_no_grafana_or_prometheus_of_tides() -> None:
-    config = parse(json.loads(json.dumps({"flavor": "kind", "operators": "external"})))
+    config = parse(
+        json.loads(json.dumps({"flavor": "kind", "operators": "external", "auth": KEYS_AUTH}))
+    )
     urls = outputs.endpoint_urls(config, {"apps": "a", "monitoring": "m"}, CATALOG)
     assert set(urls) == {outputs.API_URL}
 

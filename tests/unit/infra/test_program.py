@@ -9,18 +9,26 @@ from pathlib import Path
 
 import pytest
 from infra import outputs
+from infra.components.api_auth import (
+    API_KEYS_KEY,
+    API_KEYS_SECRET,
+    api_key_purpose,
+    derived_api_key,
+)
 from infra.components.catalog import CONFIG_MAP, KEY, catalog_text
 from infra.components.kafka_users import OPERATOR
 from infra.components.monitoring import RELEASE
 from infra.components.rabbitmq import TOPOLOGY_ANNOTATION
 from infra.config import ConfigError, parse
+from infra.credentials import derive
 
 from tests.unit.infra.chart import by_kind, render
-from tests.unit.infra.program import Program, run, stack_config
+from tests.unit.infra.program import KEYS_AUTH, TEST_SEED, Program, run, stack_config
+from tide.auth import hash_key, parse_api_keys
 from tide.catalog import CATALOG
 from tide.catalog_file import load_catalog
 from tide.store.grants import database_services
-from tide.topology import Catalog, Queue, Topic
+from tide.topology import Catalog, Queue, Role, Topic
 
 ORDERS = Path(__file__).parents[3] / "examples" / "orders" / "catalog.yaml"
 
@@ -195,8 +203,29 @@ def test_outputs_name_the_endpoints() -> None:
             {"flavor": "kind", "kafka": {"brokers": 1, "replicationFactor": 3}},
             "replicationFactor 3 needs at least that many brokers",
         ),
-        ({"flavor": "cloud"}, "kafka.brokers must be at least 3 on a cloud stack"),
+        (
+            {"flavor": "cloud", "auth": KEYS_AUTH},
+            "kafka.brokers must be at least 3 on a cloud stack",
+        ),
         ({}, "tide:flavor: Field required"),
+        # A stack never deploys APIs that anyone may call.
+        ({"flavor": "kind"}, "tide:auth is not set: the APIs would take requests from anyone"),
+        ({"flavor": "kind", "auth": {"mode": "none"}}, "tide:auth.mode: Input should be 'jwt'"),
+        (
+            {"flavor": "kind", "auth": {"mode": "jwt", "issuer": "https://i/", "audience": "a"}},
+            "tide:auth: Value error, mode jwt needs jwksUrl",
+        ),
+        ({"flavor": "kind", "auth": {"mode": "api-keys"}}, "mode api-keys needs at least one"),
+        (
+            {
+                "flavor": "kind",
+                "auth": {
+                    "mode": "api-keys",
+                    "clients": [{"name": "c", "scopes": ["x"], "sha256": "plaintext-key"}],
+                },
+            },
+            "tide:auth.clients.0.sha256: String should match pattern",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(
@@ -306,7 +335,7 @@ def test_a_catalog_file_that_does_not_load_stops_the_program_naming_it(tmp_path:
     broken = tmp_path / "platform.yaml"
     broken.write_text(ORDERS.read_text().replace("partitions: 3", "partitions: many", 1))
     with pytest.raises(ConfigError) as caught:
-        parse({"flavor": "kind", "catalog": str(broken)})
+        parse({"flavor": "kind", "auth": KEYS_AUTH, "catalog": str(broken)})
     assert f"tide:catalog: Value error, {broken}: topics[orders].partitions:" in str(caught.value)
     with pytest.raises(Exception, match="no such file"):
         run("kind", stack_config("kind") | {"tide:catalog": str(tmp_path / "missing.yaml")})
@@ -385,3 +414,35 @@ def test_each_service_connects_to_postgres_as_its_own_managed_role(program: Prog
         assert dsn.startswith(f"postgresql://{service}:{password}@"), service
     others = [s.name for s in CATALOG.services if s.name not in services]
     assert others == ["video-service"], "an API without state gets no role"
+
+
+def test_apis_take_only_the_stacks_credentials_and_other_services_none(program: Program) -> None:
+    secrets = {s.inputs["metadata"]["name"]: s.inputs for s in program.of_type("core/v1:Secret")}
+    for service in CATALOG.services:
+        chart = program.named("helm.sh/v4:Chart", service.name)
+        (deployment,) = by_kind(render(chart.inputs["values"]), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"] if e["name"].startswith("TIDE_AUTH_")}
+        if service.role is not Role.API:
+            assert env == {}, service.name
+        elif program.stack == "kind":  # api-keys: the hashed keys, from their Secret
+            assert env["TIDE_AUTH_MODE"]["value"] == "api-keys"
+            reference = env["TIDE_AUTH_API_KEYS"]["valueFrom"]["secretKeyRef"]
+            assert (reference["name"], reference["key"]) == (API_KEYS_SECRET, API_KEYS_KEY)
+        else:  # jwt: the stack's issuer
+            assert {k: v["value"] for k, v in env.items()} == {
+                "TIDE_AUTH_MODE": "jwt",
+                "TIDE_AUTH_ISSUER": "https://login.example.com/",
+                "TIDE_AUTH_AUDIENCE": "tide",
+                "TIDE_AUTH_JWKS_URL": "https://login.example.com/.well-known/jwks.json",
+            }
+    if program.stack == "cloud":
+        assert API_KEYS_SECRET not in secrets
+        return
+    # The Secret holds the derived key's hash, never the key; the API takes that key.
+    key = derived_api_key(derive(TEST_SEED, api_key_purpose("player")))
+    stored = secrets[API_KEYS_SECRET]["stringData"][API_KEYS_KEY]
+    assert key not in stored
+    (entry,) = parse_api_keys(stored)
+    assert (entry.name, entry.sha256) == ("player", hash_key(key))
+    assert entry.scopes == ["events:write", "subscriptions:read", "subscriptions:write"]

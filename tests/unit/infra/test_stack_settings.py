@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from infra.config import ConfigError, parse
 
-from tests.unit.infra.program import Declared, Program, run, stack_config
+from tests.unit.infra.program import KEYS_AUTH, Declared, Program, run, stack_config
 
 
 def _one(program: Program, type_suffix: str) -> Declared:
@@ -33,7 +33,7 @@ def test_rabbitmq_on_a_persistent_claim_gets_its_size_and_class() -> None:
 
 def test_postgres_refuses_ephemeral_storage_naming_the_key() -> None:
     with pytest.raises(ConfigError) as refused:
-        parse({"flavor": "kind", "postgres": {"storage": {"type": "ephemeral"}}})
+        parse({"flavor": "kind", "auth": KEYS_AUTH, "postgres": {"storage": {"type": "ephemeral"}}})
     message = str(refused.value)
     assert "tide:postgres.storage:" in message, message
     assert "CloudNativePG keeps its data on a persistent claim" in message, message
@@ -41,7 +41,9 @@ def test_postgres_refuses_ephemeral_storage_naming_the_key() -> None:
 
 def test_a_postgres_size_alone_is_a_claim_of_that_size() -> None:
     # Storage's own default type is ephemeral; PostgreSQL's must not be.
-    settings = parse({"flavor": "kind", "postgres": {"storage": {"size": "5Gi"}}}).postgres
+    settings = parse(
+        {"flavor": "kind", "auth": KEYS_AUTH, "postgres": {"storage": {"size": "5Gi"}}}
+    ).postgres
     assert (settings.storage.type, settings.storage.size) == ("persistent-claim", "5Gi")
 
 
