@@ -24,6 +24,9 @@ from tide.topology import Catalog, Role
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "tide-service"
 HTTP_PORT = 8080
+# /metrics alone, behind a ClusterIP Service of its own (the OpenTelemetry Prometheus
+# exporter's port: free of Kafka's, RabbitMQ's and PostgreSQL's).
+METRICS_PORT = 9464
 # Where a service finds the Kafka cluster CA on a TLS stack (TIDE_KAFKA_CA_LOCATION).
 KAFKA_CA_DIR = "/etc/tide/kafka-ca"
 
@@ -103,6 +106,7 @@ def service_values(
         "args": list(service.command),
         "replicas": service.replicas,
         "http": {"port": HTTP_PORT},
+        "metrics": {"port": METRICS_PORT},
         "env": env,
         "secretEnv": secret_env,
         "secretFiles": secret_files,

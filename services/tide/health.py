@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from pydantic import BaseModel, Field
 
 from tide import metrics
@@ -32,6 +32,7 @@ class Problem(BaseModel):
     detail: str = Field(description="what exactly was wrong, naming the field or the part at fault")
 
 
+METRICS_PATH = "/metrics"
 # Seconds a 503's Retry-After asks a client to wait: what is down is often back within it,
 # and an answer that comes at once must not invite a tight retry loop.
 RETRY_AFTER_S = 1
@@ -112,7 +113,7 @@ def add_health_routes(
             return unavailable("not ready", reason)
         return PlainTextResponse("ready")
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get(METRICS_PATH, response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -164,15 +165,38 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def metrics_apart(app: FastAPI, port: int) -> None:
+    """Serve /metrics on `port` alone, no longer on `app`'s port: an API's public Service
+    exposes its port, and what a process counts is for Prometheus, not its callers."""
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) != METRICS_PATH
+    ]
+    try:
+        # prometheus_client's own server, on a daemon thread: any path answers the metrics.
+        start_http_server(port, addr="0.0.0.0")  # noqa: S104 - Prometheus scrapes the pod
+    except OSError as exc:
+        raise PortInUseError(
+            f"cannot listen on 0.0.0.0:{port} (TIDE_METRICS_PORT): {exc.strerror}"
+        ) from None
+
+
 class HealthServer:
-    """Serves health_app on a thread, so the process's main work keeps the main thread."""
+    """Serves health_app on a thread, so the process's main work keeps the main thread;
+    with `metrics_port`, /metrics on that port instead (metrics_apart)."""
 
     def __init__(
-        self, ready: ReadinessCheck, port: int, *, alive: LivenessCheck | None = None
+        self,
+        ready: ReadinessCheck,
+        port: int,
+        *,
+        alive: LivenessCheck | None = None,
+        metrics_port: int = 0,
     ) -> None:
         app = health_app(ready, alive)
         # All interfaces: the probes come from the kubelet.
         self._socket = bind("0.0.0.0", port)  # noqa: S104
+        if metrics_port:
+            metrics_apart(app, metrics_port)
         config = uvicorn.Config(app, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

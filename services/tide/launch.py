@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from tide import heap, metrics
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import AppContext, NotRunnableError, load_app, load_handler
-from tide.health import HealthServer, PortInUseError, bind
+from tide.health import HealthServer, PortInUseError, bind, metrics_apart
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
@@ -125,6 +125,8 @@ def _run_api(name: str, settings: Settings, catalog: Catalog) -> None:
         timeout_s=settings.publish_timeout_s,
     )
     app = factory(AppContext(service, catalog, publisher, settings))
+    if settings.metrics_port:
+        metrics_apart(app, settings.metrics_port)
     # uvicorn drains in-flight requests on SIGTERM, then the lifespan flushes the producer.
     serve(app, "0.0.0.0", settings.http_port)  # noqa: S104 - in a container
 
@@ -199,7 +201,9 @@ def _run_consumer_groups(name: str, settings: Settings, catalog: Catalog, needs:
             reason = unready_reason(settings.rabbitmq_url.get_secret_value())
         return reason
 
-    health = HealthServer(unready, settings.http_port, alive=liveness.problem)
+    health = HealthServer(
+        unready, settings.http_port, alive=liveness.problem, metrics_port=settings.metrics_port
+    )
 
     _on_stop_signals(stop_all)
     health.start()
@@ -238,7 +242,9 @@ async def _run_queue_workers(name: str, settings: Settings, catalog: Catalog) ->
         for worker in catalog.workers_of(name)
     ]
     url = settings.rabbitmq_url.get_secret_value()
-    health = HealthServer(lambda: unready_reason(url), settings.http_port)
+    health = HealthServer(
+        lambda: unready_reason(url), settings.http_port, metrics_port=settings.metrics_port
+    )
     health.start()
     await asyncio.gather(*(c.run(stop) for c in consumers))
     health.stop()

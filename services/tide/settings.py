@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     rabbitmq_url: SecretStr = SecretStr("")
     postgres_dsn: SecretStr = SecretStr("")
     http_port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="0: /metrics on the HTTP port; else on this port alone, which the"
+        " chart's public Service does not expose",
+    )
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     # Below the handler sessions' idle-in-transaction limit (60 s, tide.kafka.processing):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +59,17 @@ def stack_brokers(api: ApiServer, deployed: dict[str, list[Rejection]]) -> Itera
         brokers.stop()
 
 
+def _metrics_only_on_their_port(workload: Workload) -> None:
+    """/metrics answers on the pod's metrics port, which only a ClusterIP Service exposes,
+    and no longer on its HTTP port (an API's public one)."""
+    ports = {p["name"]: p["containerPort"] for p in workload.container["ports"]}
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as got:
+        assert b"tide_" in got.read(), f"{workload}: the metrics port serves no Tide metric"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/metrics", timeout=10)
+    assert refused.value.code == 404, f"{workload}: /metrics still on the HTTP port"
+
+
 def _run_service(workload: Workload, flags: list[str], image: str, name: str) -> str:
     # Host networking, as the probes knock on loopback: the pod's port must be free here.
     for port in workload.container.get("ports", []):
@@ -72,6 +85,7 @@ def _run_service(workload: Workload, flags: list[str], image: str, name: str) ->
             except (TimeoutError, RuntimeError) as exc:
                 pytest.fail(f"{workload}: {probe} {exc}\n{container.logs()}")
         ready = time.monotonic() - began
+        _metrics_only_on_their_port(workload)
         grace = int(workload.pod["spec"].get("terminationGracePeriodSeconds", 30))
         code = container.stop(grace)
         assert code == 0, f"{workload} exited {code} on SIGTERM\n{container.logs()}"

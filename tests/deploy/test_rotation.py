@@ -113,6 +113,7 @@ class Services:
             workload, self.brokers.secret, self.brokers.loopback(), drop={REGISTRY_VARIABLE}
         )
         env["TIDE_HTTP_PORT"] = str(port)
+        env["TIDE_METRICS_PORT"] = str(free_port())  # every pod renders the same one
         flags = run_arguments(
             workload, env, self.brokers.secret, self.scratch, self.brokers.config_map
         )

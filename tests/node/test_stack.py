@@ -28,7 +28,7 @@ import pytest
 from infra import kind, outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
-from infra.components.service import HTTP_PORT
+from infra.components.service import HTTP_PORT, METRICS_PORT
 from infra.config import Versions
 from kubernetes import client
 
@@ -473,6 +473,10 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
              True),
         Flow("outsider", f"default namespace to {name}'s HTTP port",
              _pod_ip(deployed.core, worker), http, False),
+        # /metrics is Prometheus's, on a port of its own: not even the public API's pod
+        # takes it from outside the monitoring namespace.
+        Flow("outsider", "default namespace to the API's metrics port",
+             _pod_ip(deployed.core, api), METRICS_PORT, False),
         Flow("outsider", f"default namespace to the data namespace on {needed}", listener_ip,
              needed, False),
         Flow("broker", f"data namespace to its own pods on {needed}", listener_ip, needed, True),

@@ -113,13 +113,51 @@ def test_network_policy_allows_only_what_the_process_needs(program: Program) -> 
                 "kubernetes.io/metadata.name": "tide-data"
             }
         ingress = policy["spec"]["ingress"]
+        # Prometheus, from its namespace, on the metrics port only; an API's own port from
+        # anywhere.
+        scrape = {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "tide-monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"port": 9464, "protocol": "TCP"}],
+        }
         if service.role is Role.API:
-            assert ingress == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+            assert ingress == [{"ports": [{"port": 8080, "protocol": "TCP"}]}, scrape]
         else:
-            (rule,) = ingress
-            assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {
-                "kubernetes.io/metadata.name": "tide-monitoring"
+            assert ingress == [scrape]
+
+
+def test_metrics_are_served_apart_and_only_a_cluster_ip_service_exposes_them(
+    program: Program,
+) -> None:
+    for service in CATALOG.services:
+        documents = render(_values(program, service.name))
+        (deployment,) = by_kind(documents, "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TIDE_METRICS_PORT"] == "9464"
+        services = {s["metadata"]["name"]: s for s in by_kind(documents, "Service")}
+        public, metrics = services[service.name], services[f"{service.name}-metrics"]
+        assert [p["name"] for p in public["spec"]["ports"]] == ["http"], service.name
+        assert metrics["spec"]["type"] == "ClusterIP"
+        assert [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
+        (monitor,) = by_kind(documents, "ServiceMonitor")
+        selected = monitor["spec"]["selector"]["matchLabels"]
+        assert selected.items() <= metrics["metadata"]["labels"].items()
+        assert not selected.items() <= public["metadata"]["labels"].items()
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == "metrics"
+        # Series keep the catalog service's name in `service`, as the dashboards ask.
+        assert endpoint["relabelings"] == [
+            {
+                "sourceLabels": ["__meta_kubernetes_service_label_app_kubernetes_io_name"],
+                "targetLabel": "service",
             }
+        ]
 
 
 @pytest.mark.parametrize(
