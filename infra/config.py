@@ -181,7 +181,7 @@ class Auth(_Section):
     @property
     def jwks_port(self) -> int | None:
         """The port the APIs dial for the issuer's keys (their egress must allow it)."""
-        if self.jwks_url is None:
+        if self.mode != "jwt" or self.jwks_url is None:
             return None
         url = urlsplit(self.jwks_url)
         return url.port or (443 if url.scheme == "https" else 80)
@@ -257,6 +257,9 @@ class StackConfig(_Section):
                 problems.append("kafka.minInsyncReplicas must be at least 2 on a cloud stack")
             if not self.pod_disruption_budgets:
                 problems.append("podDisruptionBudgets must be true on a cloud stack")
+            if self.auth is not None and (self.auth.jwks_url or "https").startswith("http:"):
+                # Whoever can change the keys on the way can sign any token.
+                problems.append("auth.jwksUrl must be https on a cloud stack")
             if problems:
                 raise ValueError("; ".join(problems))
         return self

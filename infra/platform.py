@@ -269,7 +269,14 @@ def build(
             service.name,
             TideServiceArgs(
                 namespace=ns.apps,
-                values=service_values(catalog, service.name, config, endpoints, mount),
+                values=service_values(
+                    catalog,
+                    service.name,
+                    config,
+                    endpoints,
+                    mount,
+                    api_keys_checksum=api_keys.checksum if api_keys is not None else None,
+                ),
             ),
             # Everything a service needs exists and is Ready before its pods start.
             opts=options(

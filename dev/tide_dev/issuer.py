@@ -76,13 +76,14 @@ class LocalIssuer:
         }
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> LocalIssuer:
-        jwks = self.jwks
+        issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path != "/.well-known/jwks.json":
                     self.send_error(404)
                     return
+                jwks = issuer.jwks  # as it is now: a test may rotate the key
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(jwks)))

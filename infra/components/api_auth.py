@@ -7,6 +7,7 @@ from tide:credentialSeed, then handed out once as the `apiKeys` stack output (a 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -69,7 +70,9 @@ class ApiKeys(PlatformComponent):
             for client in args.auth.clients
             if client.sha256 is None
         }
-        self.keys = pulumi.Output.secret(pulumi.Output.all(**derived))
+        # Output.all with no arguments gives a list: every client may bring its own key.
+        everyone = pulumi.Output.all(**derived) if derived else pulumi.Output.from_input({})
+        self.keys = pulumi.Output.secret(everyone)
 
         def entries(keys: dict[str, str]) -> str:
             return api_keys_json(
@@ -83,10 +86,16 @@ class ApiKeys(PlatformComponent):
                 ]
             )
 
+        stored = self.keys.apply(entries)
         self.secret = k8s.core.v1.Secret(
             name,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=API_KEYS_SECRET, namespace=args.namespace),
-            string_data={API_KEYS_KEY: self.keys.apply(entries)},
+            string_data={API_KEYS_KEY: stored},
             opts=self.child(),
+        )
+        # The APIs read the keys at start: a changed list rolls them (a revoked key stops
+        # working at `pulumi up`). A digest of hashes only, so no secret.
+        self.checksum: pulumi.Output[str] = pulumi.Output.unsecret(
+            stored.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
         )
         self.register_outputs({})

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.components.api_auth import auth_env
+from infra.components.api_auth import API_KEYS_SECRET, auth_env
 from infra.components.autoscaling import scaler_values
 from infra.components.base import PlatformComponent
 from infra.components.catalog import CatalogMount
@@ -48,8 +48,13 @@ def service_values(
     config: StackConfig,
     endpoints: Endpoints,
     catalog_mount: CatalogMount | None = None,
+    *,
+    api_keys_checksum: pulumi.Input[str] | None = None,
 ) -> dict[str, Any]:
     """The chart values of one service; everything it learns comes from here (12-factor).
+
+    `api_keys_checksum`, the digest of the API keys' Secret, rolls an API's pods when the
+    keys change (they are read at start).
 
     Its settings, secrets and egress follow from what its process needs
     (`tide.needs`), the same needs `tide run` checks before it starts. With
@@ -85,6 +90,7 @@ def service_values(
 
     is_api = service.role is Role.API
     egress_anywhere: list[int] = []
+    secret_checksums: dict[str, pulumi.Input[str]] = {}
     if is_api:
         # Who may call it (tide.auth): the stack's mode; under jwt it fetches the issuer's
         # keys, wherever they are.
@@ -94,6 +100,8 @@ def service_values(
         secret_env |= secrets
         if config.auth.jwks_port is not None:
             egress_anywhere.append(config.auth.jwks_port)
+        if api_keys_checksum is not None:
+            secret_checksums[API_KEYS_SECRET] = api_keys_checksum
     node_port = config.exposure.api_node_port
     values: dict[str, Any] = {
         "name": service.name,
@@ -110,6 +118,7 @@ def service_values(
         "env": env,
         "secretEnv": secret_env,
         "secretFiles": secret_files,
+        "secretChecksums": secret_checksums,
         **({"catalog": catalog_mount.chart_values()} if catalog_mount is not None else {}),
         # Only what the catalog calls public leaves the cluster; every other API is
         # reached from inside it (kubectl port-forward for a person).

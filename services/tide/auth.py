@@ -1,8 +1,10 @@
 """Who may call an API: OAuth 2.0 bearer JWTs (RFC 9068) checked against an issuer's JWKS, or
 static API keys kept hashed; each operation asks for one scope.
 
-The stack chooses the mode (TIDE_AUTH_MODE). A refusal is answered before the body is read,
-so a refused request never reaches Kafka or PostgreSQL: 401 with `WWW-Authenticate` for no
+The stack chooses the mode (TIDE_AUTH_MODE). A refusal is answered before the operation
+runs, so a refused request never reaches Kafka or PostgreSQL (and before its path or body
+is read, in an operation that reads its body by hand, as both reference APIs do; FastAPI
+parses a declared body parameter first): 401 with `WWW-Authenticate` for no
 credentials or bad ones, 403 for a missing scope, both as Problem bodies. An unreachable
 JWKS is an outage (503, retry), never a 401 that a client would treat as final.
 
@@ -15,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import secrets
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import jwt
 import orjson
-from cachetools import TTLCache
-from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -43,9 +47,14 @@ REALM = "tide"
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 # Seconds of clock difference tolerated between the issuer and this replica.
 LEEWAY_S = 30
-# Signing keys are kept this long once fetched: a key the issuer revokes stops working
-# within it, and a token signed with a new key fetches the JWKS again at once.
+# The JWKS is fetched again when this old: a key the issuer revokes stops working
+# within it (SigningKeys).
 KEY_TTL_S = 300
+# The last good keys keep serving this long while the issuer cannot be reached.
+STALE_OK_S = 3600
+# An unknown `kid` fetches the JWKS again at most this often.
+REFETCH_AFTER_S = 10
+FETCH_TIMEOUT_S = 5
 
 
 class AuthMode(StrEnum):
@@ -78,12 +87,18 @@ class Caller:
 ANONYMOUS = Caller(AuthType.UNAUTHENTICATED, None, frozenset())
 
 
-class AuthError(Exception):
-    """A refusal: 401 (who are you?) or 403 (you may not), or 503 when the JWKS is down."""
+class AuthError(HTTPException):
+    """A refusal: 401 (who are you?) or 403 (you may not), or 503 when the JWKS is down.
+
+    An HTTPException, so an app that never called `Guard.install` still answers the
+    status and its challenge (in FastAPI's own body), never a 500."""
 
     def __init__(self, status: int, error: str, detail: str, challenge: str | None = None):
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.challenge = status, error, detail, challenge
+        headers = {"WWW-Authenticate": challenge} if challenge else {}
+        if status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
+        super().__init__(status, detail, headers or None)
+        self.status, self.error, self.challenge = status, error, challenge
 
 
 class ApiKey(BaseModel):
@@ -143,31 +158,94 @@ _API_KEY = APIKeyHeader(
 )
 
 
+class SigningKeys:
+    """The issuer's signing keys by `kid`, fetched by PyJWT's JWKS client off the event loop.
+
+    One fetch at a time, shared by every request that waits for it, on a thread of its
+    own (never the default executor the probes use). A set older than KEY_TTL_S is
+    fetched again in the background while its keys keep serving; for STALE_OK_S the last
+    good keys outlive an issuer that cannot be reached, so its outage is not the API's.
+    An unknown `kid` (a rotated key) fetches the set again at once, but at most every
+    REFETCH_AFTER_S: a made-up `kid` must not make every request a fetch."""
+
+    def __init__(self, jwks_url: str) -> None:
+        self._client = jwt.PyJWKClient(
+            jwks_url, cache_jwk_set=False, cache_keys=False, timeout=FETCH_TIMEOUT_S
+        )
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._fetched_at = -math.inf  # monotonic time of the last good fetch
+        self._tried_at = -math.inf
+        self._fetching: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jwks")
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        age = time.monotonic() - self._fetched_at
+        found = self._find(kid) if age < STALE_OK_S else None
+        if found is not None:
+            if age >= KEY_TTL_S:
+                self._fetch()  # in the background: this request goes on with the key it has
+            return found
+        if self._fetching is None and time.monotonic() - self._tried_at < REFETCH_AFTER_S:
+            if age < STALE_OK_S:  # a set fetched moments ago does not have this key
+                raise _invalid_token(f"the issuer has no signing key {kid!r}")
+            raise _keys_unavailable()
+        # Shielded: a request that gives up does not cancel the fetch the others await.
+        await asyncio.shield(self._fetch())
+        if time.monotonic() - self._fetched_at >= STALE_OK_S:
+            raise _keys_unavailable()
+        found = self._find(kid)
+        if found is None:
+            raise _invalid_token(f"the issuer has no signing key {kid!r}")
+        return found
+
+    def _find(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid is None:  # a token may name no key when the issuer has only one
+            only = list(self._keys.values())
+            return only[0] if len(only) == 1 else None
+        return self._keys.get(kid)
+
+    def _fetch(self) -> asyncio.Task[None]:
+        if self._fetching is None:
+            self._tried_at = time.monotonic()
+            self._fetching = asyncio.create_task(self._refresh())
+        return self._fetching
+
+    async def _refresh(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            self._keys = await loop.run_in_executor(self._executor, self._read)
+            self._fetched_at = time.monotonic()
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError, jwt.InvalidKeyError, ValueError,
+                OSError) as exc:  # fmt: skip
+            # Unreachable, not JSON, not a key set, no usable key: all the issuer's to mend.
+            log.error("the issuer's JWKS could not be read: %s", exc)
+        finally:
+            self._fetching = None
+
+    def _read(self) -> dict[str | None, jwt.PyJWK]:
+        keys = self._client.get_jwk_set(refresh=True).keys
+        return {key.key_id: key for key in keys if key.public_key_use in (None, "sig")}
+
+
 class JwtVerifier:
     """Checks bearer tokens against one issuer, audience and JWKS."""
 
     def __init__(self, *, issuer: str, audience: str, jwks_url: str) -> None:
         self.issuer, self.audience = issuer, audience
-        # PyJWT's client fetches and parses the JWKS; the keys it returns are kept here
-        # per `kid`, so a request with a known key never leaves the event loop.
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=False, lifespan=KEY_TTL_S, timeout=5)
-        self._keys: TTLCache[str | None, jwt.PyJWK] = TTLCache(64, KEY_TTL_S)
+        self._keys = SigningKeys(jwks_url)
 
     async def caller(self, token: str) -> Caller:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError as exc:
             raise _invalid_token(f"not a JWT: {exc}") from None
-        key = self._keys.get(kid)
-        if key is None:
-            key = await asyncio.to_thread(self._signing_key, kid)
-            self._keys[kid] = key
+        key = await self._keys.key(kid)
         try:
             claims = jwt.decode(
                 token,
                 # The JWK itself, not its key: PyJWT then verifies with the JWK's own
-                # algorithm, so a header naming another (RS256 on an EC key) fails as a
-                # bad token instead of raising TypeError.
+                # algorithm, so a header naming another (RS256 on an EC key, HS256 with
+                # the public key as its secret) fails as a bad token.
                 key,
                 algorithms=list(ALGORITHMS),
                 audience=self.audience,
@@ -182,21 +260,10 @@ class JwtVerifier:
         kind = AuthType.SERVICE_ACCOUNT if claims.get("client_id") == subject else AuthType.USER
         return Caller(kind, subject, _scopes(claims))
 
-    def _signing_key(self, kid: str | None) -> jwt.PyJWK:
-        try:
-            if kid is None:
-                keys = self._jwks.get_signing_keys()
-                if len(keys) != 1:
-                    raise _invalid_token("the token names no key (kid) and the JWKS has several")
-                return keys[0]
-            return self._jwks.get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError as exc:
-            log.error("JWKS unreachable: %s", exc)
-            raise AuthError(
-                503, "unavailable", f"the issuer's keys cannot be fetched: {exc}"
-            ) from None
-        except jwt.PyJWKClientError as exc:
-            raise _invalid_token(str(exc)) from None
+
+def _keys_unavailable() -> AuthError:
+    # What went wrong is logged; the caller is told only to retry.
+    return AuthError(503, "unavailable", "the issuer's signing keys cannot be fetched; retry")
 
 
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -253,13 +320,13 @@ class Guard:
         async def refused(_request: Request, exc: Exception) -> Response:
             assert isinstance(exc, AuthError)
             metrics.AUTH_REFUSALS.labels(str(exc.status)).inc()
-            headers = {"WWW-Authenticate": exc.challenge} if exc.challenge else {}
-            if exc.status == 503:
-                headers["Retry-After"] = str(RETRY_AFTER_S)
             body = {"error": exc.error, "detail": exc.detail}
-            return JSONResponse(body, status_code=exc.status, headers=headers)
+            return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
         app.add_exception_handler(AuthError, refused)
+        # Each refusal series exists at 0 from the start: a panel reads "none", not "no data".
+        for status in ("401", "403", "503"):
+            metrics.AUTH_REFUSALS.labels(status)
 
     def problems(self) -> tuple[int, ...]:
         """The refusals an operation behind this guard may answer."""
@@ -293,7 +360,8 @@ class Guard:
                             "send an access token: Authorization: Bearer <JWT>",
                             f'Bearer realm="{REALM}", scope="{scope}"',
                         )
-                    return _scoped(await verifier.caller(credentials.credentials), scope)
+                    caller = await verifier.caller(credentials.credentials)
+                    return _scoped(caller, scope, f'Bearer realm="{REALM}"')
 
                 return Depends(bearer)
             case AuthMode.API_KEYS:
@@ -310,19 +378,20 @@ class Guard:
                             f"send an API key: {API_KEY_HEADER}: <key>",
                             _key_challenge(),
                         )
-                    return _scoped(keys.caller(key), scope)
+                    return _scoped(keys.caller(key), scope, _key_challenge())
 
                 return Depends(api_key)
 
 
-def _scoped(caller: Caller, scope: str) -> Caller:
+def _scoped(caller: Caller, scope: str, challenge: str) -> Caller:
+    """`caller`, if it holds `scope`; else 403 with the scheme's challenge (RFC 6750 §3.1)."""
     if scope not in caller.scopes:
         held = " ".join(sorted(caller.scopes)) or "none"
         raise AuthError(
             403,
             "forbidden",
             f"{caller.id} may not do this: it needs scope {scope!r} (it has: {held})",
-            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"',
+            f'{challenge}, error="insufficient_scope", scope="{scope}"',
         )
     return caller
 

@@ -67,6 +67,7 @@ def _metrics_only_on_their_port(workload: Workload) -> None:
         assert b"tide_" in got.read(), f"{workload}: the metrics port serves no Tide metric"
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/metrics", timeout=10)
+    refused.value.close()  # the error holds the answer's socket
     assert refused.value.code == 404, f"{workload}: /metrics still on the HTTP port"
 
 

@@ -110,18 +110,28 @@ def test_one_callers_idempotency_key_neither_replays_nor_refuses_anothers(
     )
     with TestClient(app) as api:
 
-        def send(key: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        def send(
+            key: str, body: dict[str, object], idempotency: str = "k-1"
+        ) -> tuple[int, dict[str, object]]:
             answer = api.post(
-                "/v1/events", json=body, headers={API_KEY_HEADER: key, "Idempotency-Key": "k-1"}
+                "/v1/events",
+                json=body,
+                headers={API_KEY_HEADER: key, "Idempotency-Key": idempotency},
             )
             return answer.status_code, answer.json()
 
         first = send(one, WATCH)
-        other = send(two, {**WATCH, "data": {**DATA, "device": "tv"}})
+        same = send(two, WATCH)  # the same key and body: still app-two's own request
+        other = send(two, {**WATCH, "data": {**DATA, "device": "tv"}}, "k-2")
         again = send(one, WATCH)
-    assert first[0] == other[0] == again[0] == 202
-    assert other[1]["id"] != first[1]["id"], "app-two's event took app-one's id"
+        # A header key that reads like a client's own event id is still the caller's key.
+        owned = api.post("/v1/events", json={**WATCH, "id": "evt-1"}, headers={API_KEY_HEADER: one})
+        lookalike = send(two, {**WATCH, "data": {**DATA, "device": "tv"}}, "id:evt-1")
+    assert {first[0], other[0], same[0], again[0], owned.status_code, lookalike[0]} == {202}
+    assert same[1]["id"] != first[1]["id"], "app-one's answer was replayed to app-two"
+    assert other[1]["id"] not in (first[1]["id"], same[1]["id"])
     assert again[1] == first[1]
+    assert lookalike[1]["id"] != "evt-1"
 
 
 def test_subscription_commands_need_their_scope_and_record_who_ran_them(

@@ -445,7 +445,7 @@ def _pod_ip(core: client.CoreV1Api, deployment: client.V1Deployment) -> str:
 def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1Deployment]:
     """One allowed and one refused flow into and out of each namespace, from what the
     program rendered: a worker's own policy names the data ports it needs; the API takes
-    HTTP from anywhere, a worker's HTTP port only from the monitoring namespace; the data
+    HTTP from anywhere, and any pod's metrics port only the monitoring namespace; the data
     namespace takes broker ports from the apps namespace (and anything from the operators'
     and monitoring namespaces), and reaches its own pods and the API server's ports."""
     networking = client.NetworkingV1Api(deployed.core.api_client)

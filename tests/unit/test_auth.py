@@ -3,6 +3,8 @@ a refused client gets."""
 
 from __future__ import annotations
 
+import json
+
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -83,6 +85,16 @@ def _foreign_rsa_token(issuer: LocalIssuer) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": issuer.kid})
 
 
+def _public_key_as_hmac_secret(issuer: LocalIssuer) -> str:
+    # The classic confusion: HS256 under the real kid, the published key as its secret.
+    claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
+    secret = json.loads(issuer.jwks)["keys"][0]["x"].encode()
+    token: str = jwt.api_jws.PyJWS().encode(
+        json.dumps(claims).encode(), secret, algorithm="HS256", headers={"kid": issuer.kid}
+    )
+    return token
+
+
 def _unsigned(issuer: LocalIssuer) -> str:
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
     return jwt.encode(claims, None, algorithm="none", headers={"kid": issuer.kid})
@@ -100,10 +112,21 @@ def _unsigned(issuer: LocalIssuer) -> str:
         (lambda i: "not.a.token", "not a JWT"),
         (
             lambda i: jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256", headers={"kid": "zz"}),
-            'Unable to find a signing key that matches: "zz"',
+            "the issuer has no signing key 'zz'",
         ),
+        (_public_key_as_hmac_secret, "alg value is not allowed"),
     ],
-    ids=["expired", "audience", "issuer", "tampered", "foreign-key", "alg-none", "garbage", "kid"],
+    ids=[
+        "expired",
+        "audience",
+        "issuer",
+        "tampered",
+        "foreign-key",
+        "alg-none",
+        "garbage",
+        "kid",
+        "hmac-confusion",
+    ],
 )
 def test_a_bad_token_is_a_401_that_says_why(
     client: TestClient, issuer: LocalIssuer, make: object, says: str
@@ -135,7 +158,47 @@ def test_an_unreachable_jwks_is_a_503_to_retry_not_a_401() -> None:
     answer = TestClient(_app(guard)).post("/v1/events", headers=_bearer(issuer.token("p")))
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "1"
-    assert "the issuer's keys cannot be fetched" in answer.json()["detail"]
+    assert answer.json() == {
+        "error": "unavailable",
+        "detail": "the issuer's signing keys cannot be fetched; retry",
+    }
+
+
+@pytest.mark.parametrize(
+    "served",
+    [b'{"keys": []}', b"<html>sign in</html>", b"[]", b'{"keys": [{"kty": "nope"}]}'],
+    ids=["no-keys", "html", "not-an-object", "unusable-key"],
+)
+def test_a_jwks_that_is_not_a_key_set_is_a_503_never_a_500(served: bytes) -> None:
+    issuer = LocalIssuer()
+    issuer.jwks = served  # the issuer answers 200, with something that is not its keys
+    with issuer:
+        guard = guard_from(
+            AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url
+        )
+        answer = TestClient(_app(guard)).post("/v1/events", headers=_bearer(issuer.token("p")))
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "1"
+
+
+def test_a_rotated_key_is_fetched_and_the_last_good_keys_outlive_the_issuer() -> None:
+    with LocalIssuer() as issuer:
+        guard = guard_from(
+            AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url
+        )
+        client = TestClient(_app(guard))
+        assert client.post("/v1/events", headers=_bearer(issuer.token("p"))).status_code == 200
+        rotated = LocalIssuer()
+        issuer.jwks = rotated.jwks  # the issuer publishes a new key, then signs with it
+        keys = guard._jwt._keys  # type: ignore[union-attr]
+        keys._tried_at -= 60  # the last fetch long enough ago for an unknown kid to fetch
+        assert client.post("/v1/events", headers=_bearer(rotated.token("p"))).status_code == 200
+    # The issuer is gone: the keys fetched last still check tokens past their TTL (the
+    # refresh fails in the background), and a made-up kid is refused, not fetched again.
+    keys._fetched_at -= 600
+    assert client.post("/v1/events", headers=_bearer(rotated.token("p"))).status_code == 200
+    made_up = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256", headers={"kid": "other"})
+    assert client.post("/v1/events", headers=_bearer(made_up)).status_code == 401
 
 
 def test_api_keys_are_kept_hashed_and_carry_their_own_scopes() -> None:

@@ -57,7 +57,9 @@ class Replays:
 
     @staticmethod
     def event_id(key: str, fingerprint: str, *, caller: str | None = None) -> str:
-        return str(uuid.uuid5(_NAMESPACE, f"{_scoped(key, caller)}\n{fingerprint}"))
+        """The event id of a header key's request: the caller's own, when there is one."""
+        keyed = key if caller is None else f"{caller}\n{key}"
+        return str(uuid.uuid5(_NAMESPACE, f"{keyed}\n{fingerprint}"))
 
     def first_answer(
         self,
@@ -65,10 +67,10 @@ class Replays:
         fingerprint: str,
         *,
         name: str = "Idempotency-Key",
-        caller: str | None = None,
+        scope: str | None = None,
     ) -> dict[str, Any] | None:
         with self._lock:
-            kept = self._answers.get(_scoped(key, caller))
+            kept = self._answers.get(_scoped(key, scope))
         if kept is None:
             return None
         if kept[0] != fingerprint:
@@ -77,15 +79,18 @@ class Replays:
         return kept[1]
 
     def remember(
-        self, key: str, fingerprint: str, answer: dict[str, Any], *, caller: str | None = None
+        self, key: str, fingerprint: str, answer: dict[str, Any], *, scope: str | None = None
     ) -> None:
         with self._lock:
-            self._answers[_scoped(key, caller)] = (fingerprint, answer)
+            self._answers[_scoped(key, scope)] = (fingerprint, answer)
 
 
-def _scoped(key: str, caller: str | None) -> str:
-    """A header key is the caller's own: one caller's key neither replays nor refuses
-    another's. A client's own event id is not: it is the event's id for every consumer."""
-    if caller is None or key.startswith(CLIENT_ID):
-        return key
-    return f"{caller}\n{key}"
+def header_scope(caller: str | None) -> str:
+    """Where a caller's header keys are kept: apart from every other caller's, and from
+    the clients' own event ids (a header key may itself read `id:...`). A client's own
+    event id has no scope: it is the event's id for every consumer."""
+    return f"header:{caller or ''}"
+
+
+def _scoped(key: str, scope: str | None) -> str:
+    return key if scope is None else f"{scope}\n{key}"

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tide.apps.bodies import BodyRefusedError, read_json
-from tide.apps.idempotency import CLIENT_ID, IdempotencyKeyError, Replays
+from tide.apps.idempotency import CLIENT_ID, IdempotencyKeyError, Replays, header_scope
 from tide.apps.idempotency import HEADER as IDEMPOTENCY_HEADER
 from tide.auth import OPEN, Caller, Guard
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
@@ -208,15 +208,16 @@ def create_app(
                 422, "idempotency key", "give an Idempotency-Key header or an id, not both"
             )
         identity: dict[str, str] = {}
+        scope = None  # a client's own event id: one memory for every caller
         if incoming.id is not None:
             key, name = CLIENT_ID + incoming.id, "id"
         elif key is not None:
-            name = "Idempotency-Key"
+            name, scope = "Idempotency-Key", header_scope(caller.id)
         if key is not None:
             fingerprint = replays.fingerprint(payload)
             try:
                 first = replays.first_answer(
-                    replays.checked(key), fingerprint, name=name, caller=caller.id
+                    replays.checked(key), fingerprint, name=name, scope=scope
                 )
             except IdempotencyKeyError as exc:
                 return _problem(exc.status, "idempotency key", str(exc))
@@ -245,7 +246,7 @@ def create_app(
             offset=delivery.offset,
         ).model_dump()
         if key is not None:
-            replays.remember(key, fingerprint, accepted, caller=caller.id)
+            replays.remember(key, fingerprint, accepted, scope=scope)
         return JSONResponse(accepted, status_code=202)
 
     add_health_routes(app, publisher.unready_reason)

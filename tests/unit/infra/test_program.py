@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -218,6 +219,20 @@ def test_outputs_name_the_endpoints() -> None:
         ({"flavor": "kind", "auth": {"mode": "api-keys"}}, "mode api-keys needs at least one"),
         (
             {
+                "flavor": "cloud",
+                "kafka": {"brokers": 3, "replicationFactor": 3, "minInsyncReplicas": 2},
+                "podDisruptionBudgets": True,
+                "auth": {
+                    "mode": "jwt",
+                    "issuer": "https://i/",
+                    "audience": "a",
+                    "jwksUrl": "http://i/jwks",
+                },
+            },
+            "auth.jwksUrl must be https on a cloud stack",
+        ),
+        (
+            {
                 "flavor": "kind",
                 "auth": {
                     "mode": "api-keys",
@@ -429,6 +444,11 @@ def test_apis_take_only_the_stacks_credentials_and_other_services_none(program: 
             assert env["TIDE_AUTH_MODE"]["value"] == "api-keys"
             reference = env["TIDE_AUTH_API_KEYS"]["valueFrom"]["secretKeyRef"]
             assert (reference["name"], reference["key"]) == (API_KEYS_SECRET, API_KEYS_KEY)
+            # Read at start: a changed key list must roll the pods.
+            stored = secrets[API_KEYS_SECRET]["stringData"][API_KEYS_KEY]
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            digest = hashlib.sha256(stored.encode()).hexdigest()
+            assert annotations[f"checksum/{API_KEYS_SECRET}"] == digest
         else:  # jwt: the stack's issuer
             assert {k: v["value"] for k, v in env.items()} == {
                 "TIDE_AUTH_MODE": "jwt",
