@@ -16,14 +16,17 @@ from typing import Any
 import pytest
 import yaml
 from infra import kind, outputs
-from infra.credentials import SEED_KEY
+from infra.components.api_auth import api_key_purpose, derived_api_key
+from infra.credentials import SEED_KEY, derive
 from infra.local_stack import ROOT, LocalStack, PulumiError
 
 from tests.deploy.apiserver import ApiServer
 from tests.engine.conftest import KIND_CONTEXT, local_stack, stack_kubeconfig
 from tests.harness.cluster import Cluster
 from tests.reports import ENGINE, report
+from tests.unit.infra.program import stack_config
 from tide.catalog import CATALOG
+from tide.topology import Role
 from tide.waiting import wait_until
 
 # Every pulumi command of this tier ends long before this; a hang is a failure, not a wait.
@@ -32,6 +35,7 @@ STEP_TIMEOUT_S = 900
 pytestmark = pytest.mark.timeout(1800)
 JOB = "kubernetes:batch/v1:Job"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+ROTATED_SEED = "rotated-" + "1" * 40
 
 
 def _json(stack: LocalStack, *args: str) -> dict[str, Any]:
@@ -224,19 +228,29 @@ def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
         times["make up after the cluster lost everything"] = time.monotonic() - started
         assert set(_deployments(cluster_api, apps)) >= {s.name for s in CATALOG.services}
 
-    # A new credential seed rotates every password: only Secrets change (pulumi-kubernetes
-    # replaces a Secret whose data changed, under the same name), no workload rolls; the
-    # services pick the new passwords up at their next restart.
+    # A new credential seed rotates every password and every derived API key: Secrets
+    # change (pulumi-kubernetes replaces a Secret whose data changed, under the same name);
+    # the other services pick the new passwords up at their next restart. Only the APIs
+    # roll, under api-keys: they read their keys at start (checksum/tide-api-keys).
     stack.run("config", "set", "--secret", "--stack", stack_name, f"tide:{SEED_KEY}",
-              "rotated-" + "1" * 40, capture=True)  # fmt: skip
+              ROTATED_SEED, capture=True)  # fmt: skip
     rotation = _steps_by_op(_json(stack, "preview", "--stack", stack_name))
     rotated_types = Counter(t for t, _n in rotation.get("replace", []))
     counts["seed rotation replaces"] = dict(rotated_types)
-    assert set(rotation) <= {"same", "read", "replace"}, set(rotation)
+    assert set(rotation) <= {"same", "read", "replace", "update"}, set(rotation)
     assert set(rotated_types) == {"kubernetes:core/v1:Secret"}
+    rolled = rotation.get("update", [])
+    apis = {s.name for s in CATALOG.services if s.role is Role.API}
+    keys_derived = json.loads(stack_config(stack_name)["tide:auth"])["mode"] == "api-keys"
+    if keys_derived:
+        assert {t for t, _n in rolled} == {DEPLOYMENT}, rolled
+        assert {n.rsplit("/", 1)[-1] for _t, n in rolled} == apis, rolled
+    else:
+        assert rolled == []
     rotated = _timed("rotate the seed", times, stack, "up", "--stack", stack_name, "--yes",
                      "--skip-preview")  # fmt: skip
-    assert _changes(rotated) == {"replace": rotated_types["kubernetes:core/v1:Secret"]}
+    replaced = {"replace": rotated_types["kubernetes:core/v1:Secret"]}
+    assert _changes(rotated) == replaced | ({"update": len(rolled)} if rolled else {})
 
     # upgrade: a new image and a changed setting; the Jobs are replaced, Deployments roll.
     stack.overrides = {
@@ -282,6 +296,10 @@ def test_pulumi_deploys_upgrades_refreshes_and_destroys_tides_program(
     # outputs: what the README names.
     shown = stack.outputs()
     expected = {outputs.API_URL, outputs.KAFKA_BOOTSTRAP, outputs.SCHEMA_REGISTRY_URL}
+    if keys_derived:  # the clients' keys, derived from the (rotated) seed
+        expected.add(outputs.API_KEYS)
+        player = derived_api_key(derive(ROTATED_SEED, api_key_purpose("player")))
+        assert shown[outputs.API_KEYS] == {"player": player}
     assert set(shown) == expected | {outputs.NAMESPACES}
     assert shown[outputs.NAMESPACES]["apps"] == apps
     assert shown[outputs.KAFKA_BOOTSTRAP] == f"tide-kafka-bootstrap.{prefix}-data.svc:9092"
