@@ -3,7 +3,7 @@
     make bench                                   # quick mode, under ten minutes
     make bench BENCH_ARGS="--full"               # longer runs, more rounds
     make bench BENCH_ARGS="--write"              # also rewrite bench/results.md and the chart
-    make bench BENCH_ARGS="--only produce,e2e"   # some of them
+    make bench BENCH_ARGS="--only produce,e2e"   # some of them (--write: results-produce-e2e.md)
 
 Brokers come from the test harness (or the TIDE_* variables `make brokers` prints).
 """
@@ -39,7 +39,11 @@ NOTES = Path(__file__).parent / "notes.md"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="longer runs and 7 rounds")
-    parser.add_argument("--write", action="store_true", help="rewrite bench/results.md and chart")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite bench/results.md and chart (with --only: bench/results-<names>.md)",
+    )
     parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)
     mode = FULL if args.full else QUICK
@@ -68,9 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench: {len(rows)} rows, {len(sections)} sections in {took:.0f}s", file=sys.stderr)
     if args.write:
         text = report.document(rows, sections, mode, command, NOTES.read_text())
-        report.RESULTS.write_text(text)
-        report.chart(rows)
-        print(f"bench: wrote {report.RESULTS} and {report.CHART}", file=sys.stderr)
+        if args.only:  # a part of the run: its own page, beside the whole run's
+            part = report.RESULTS.with_name(f"results-{'-'.join(chosen)}.md")
+            part.write_text(text)
+            print(f"bench: wrote {part}", file=sys.stderr)
+        else:
+            report.RESULTS.write_text(text)
+            report.chart(rows)
+            print(f"bench: wrote {report.RESULTS} and {report.CHART}", file=sys.stderr)
     return 0
 
 
