@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from infra.image import SOURCE_TAG, context_digest
+from tide.auth import CLIENT_NAME
 from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
@@ -140,7 +141,7 @@ class Exposure(_Section):
 class ApiClient(_Section):
     """One client of the APIs under `api-keys`, and what it may do (tide.auth scopes)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.:@-]{1,100}$")
+    name: str = Field(pattern=CLIENT_NAME)
     scopes: list[str] = Field(min_length=1)
     # A key made elsewhere (`tide auth new-key`), by its SHA-256 only. Unset: the key is
     # derived from tide:credentialSeed and read back from the `apiKeys` stack output.

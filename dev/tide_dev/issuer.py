@@ -10,11 +10,14 @@ import uuid
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+
+from tide.auth import jwt_settings
 
 ISSUER = "https://issuer.tide.local/"
 AUDIENCE = "tide"
@@ -68,12 +71,13 @@ class LocalIssuer:
 
     def settings(self) -> dict[str, str]:
         """The TIDE_AUTH_* variables of an API that trusts this issuer."""
-        return {
-            "TIDE_AUTH_MODE": "jwt",
-            "TIDE_AUTH_ISSUER": self.issuer,
-            "TIDE_AUTH_AUDIENCE": self.audience,
-            "TIDE_AUTH_JWKS_URL": self.jwks_url,
-        }
+        return jwt_settings(issuer=self.issuer, audience=self.audience, jwks_url=self.jwks_url)
+
+    def headers(
+        self, subject: str, scopes: Iterable[str] = ALL_SCOPES, **claims: Any
+    ) -> dict[str, str]:
+        """What a client of such an API sends: a token of `subject`'s (see `token`)."""
+        return {"Authorization": f"Bearer {self.token(subject, scopes, **claims)}"}
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> LocalIssuer:
         issuer = self

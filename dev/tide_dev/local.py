@@ -228,7 +228,7 @@ class LocalStack:
         videos = catalogue(ledger)
         token = uuid.uuid4().hex[:6]
         users = [f"local-{token}-{i}" for i in range(16)]
-        credentials = {"Authorization": f"Bearer {self.issuer.token('tide-local-load')}"}
+        credentials = self.issuer.headers("tide-local-load")
         self.load = ApiLoad(
             self.api_url, users, videos, rate=self.rate, headers=credentials
         ).start()
@@ -337,7 +337,8 @@ class LocalStack:
     def write_token(self) -> Path:
         """A token with every scope, for a person's own requests (curl -H @file)."""
         path = self.workdir / "api-token"
-        path.write_text(f"Authorization: Bearer {self.issuer.token('you')}\n")
+        ((name, value),) = self.issuer.headers("you").items()
+        path.write_text(f"{name}: {value}\n")
         path.chmod(0o600)
         return path
 

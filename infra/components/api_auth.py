@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 from infra.components.base import PlatformComponent
 from infra.config import Auth
 from infra.credentials import Credentials
-from tide.auth import API_KEY_PREFIX, ApiKey, api_keys_json, hash_key
+from tide.auth import API_KEY_PREFIX, ApiKey, api_keys_json, hash_key, jwt_settings
 
 API_KEYS_SECRET = "tide-api-keys"  # noqa: S105 - a Secret's name
 API_KEYS_KEY = "keys.json"
@@ -34,16 +34,12 @@ def derived_api_key(password: str) -> str:
 
 def auth_env(auth: Auth) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """An API's TIDE_AUTH_* variables: plain, and from the keys' Secret."""
-    env: dict[str, str] = {"TIDE_AUTH_MODE": auth.mode}
     if auth.mode == "jwt":
         # Auth refuses jwt without any of the three.
-        env |= {
-            "TIDE_AUTH_ISSUER": auth.issuer or "",
-            "TIDE_AUTH_AUDIENCE": auth.audience or "",
-            "TIDE_AUTH_JWKS_URL": auth.jwks_url or "",
-        }
-        return env, {}
-    return env, {"TIDE_AUTH_API_KEYS": {"secret": API_KEYS_SECRET, "key": API_KEYS_KEY}}
+        given = {"issuer": auth.issuer or "", "audience": auth.audience or ""}
+        return jwt_settings(**given, jwks_url=auth.jwks_url or ""), {}
+    keys = {"secret": API_KEYS_SECRET, "key": API_KEYS_KEY}
+    return {"TIDE_AUTH_MODE": auth.mode}, {"TIDE_AUTH_API_KEYS": keys}
 
 
 @dataclass(frozen=True, kw_only=True)

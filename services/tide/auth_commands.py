@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from tide.auth import ApiKey
 from tide.auth import new_api_key as make_key
 from tide.console import EXIT_CONFIG, err, out
 
@@ -36,9 +35,7 @@ def new_key(
         raise typer.Exit(EXIT_CONFIG) from None
     out.print(key, highlight=False)
     err.print(
-        f"entry for the stack (tide:auth clients): {_entry(entry)}", highlight=False, soft_wrap=True
+        f"entry for the stack (tide:auth clients): {entry.model_dump_json()}",
+        highlight=False,
+        soft_wrap=True,
     )
-
-
-def _entry(entry: ApiKey) -> str:
-    return entry.model_dump_json()

@@ -74,12 +74,12 @@ def test_a_refused_event_never_reaches_kafka_and_an_accepted_one_names_its_sende
             "expired": api.post(
                 "/v1/events",
                 json=WATCH,
-                headers={"Authorization": f"Bearer {issuer.token('p', ttl_s=-600)}"},
+                headers=issuer.headers("p", ttl_s=-600),
             ),
             "no scope": api.post(
                 "/v1/events",
                 json=WATCH,
-                headers={"Authorization": f"Bearer {issuer.token('p', ['subscriptions:read'])}"},
+                headers=issuer.headers("p", ["subscriptions:read"]),
             ),
         }
         assert {why: r.status_code for why, r in refused.items()} == {
@@ -149,8 +149,8 @@ def test_subscription_commands_need_their_scope_and_record_who_ran_them(
     sub = unique("sub")
     start = f"/v1/subscriptions/{sub}/start"
     body = {"user_id": "u7", "plan": "basic"}
-    reader = {"Authorization": f"Bearer {issuer.token('support', ['subscriptions:read'])}"}
-    writer = {"Authorization": f"Bearer {issuer.token('u7', client=False)}"}
+    reader = issuer.headers("support", ["subscriptions:read"])
+    writer = issuer.headers("u7", client=False)
     with TestClient(app) as api:
         assert api.post(start, json=body).status_code == 401
         assert api.post(start, json=body, headers=reader).status_code == 403

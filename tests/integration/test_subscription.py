@@ -274,7 +274,7 @@ def test_generated_requests_to_every_operation_get_a_documented_answer_never_a_5
 ) -> None:
     # Open, as a cluster stack with a token runs it, and without the token it needs.
     guard = OPEN if credentials == "open" else jwt_guard(issuer)
-    headers = {"Authorization": f"Bearer {issuer.token('fuzz')}"} if credentials == "token" else {}
+    headers = issuer.headers("fuzz") if credentials == "token" else {}
     examples = 10 if credentials == "no token" else 25
     publisher = EventPublisher(
         {"bootstrap.servers": brokers.kafka_bootstrap}, EventCodec(catalog), timeout_s=10

@@ -183,7 +183,7 @@ def test_generated_requests_get_a_documented_answer_never_a_5xx(
     brokers: Brokers, catalog: Catalog, issuer: LocalIssuer, credentials: str
 ) -> None:
     guard = OPEN if credentials == "open" else jwt_guard(issuer)
-    headers = {"Authorization": f"Bearer {issuer.token('fuzz')}"} if credentials == "token" else {}
+    headers = issuer.headers("fuzz") if credentials == "token" else {}
     examples = 20 if credentials == "no token" else 60
     seen: list[int] = []
     for mode in GenerationMode:  # valid requests, and invalid ones on purpose

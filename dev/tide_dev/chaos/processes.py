@@ -88,7 +88,7 @@ class LocalPlatform:
         """Headers that every API here takes: a token with every scope, or none needed."""
         if self.issuer is None:
             return {}
-        return {"Authorization": f"Bearer {self.issuer.token(subject)}"}
+        return self.issuer.headers(subject)
 
     def of(self, service: str) -> list[ServiceProcess]:
         return [p for p in self.processes if p.service == service]
