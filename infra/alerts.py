@@ -14,6 +14,7 @@ from typing import Any
 
 from infra import dashboards
 from tide.metrics import (
+    AUTH_REFUSALS_SERIES,
     EVENT_STORE_ERRORS_SERIES,
     OUTBOX_OLDEST_AGE_SERIES,
     PUBLISH_FAILURES_SERIES,
@@ -144,6 +145,18 @@ def _platform_rules() -> list[dict[str, Any]]:
             for_="5m",
             severity="critical",
             summary="The oldest unpublished outbox row is more than 2 minutes old",
+            labels={},
+        ),
+        # The APIs answer 503 only when they hold no usable signing key: the issuer's
+        # JWKS has been unreachable (or unreadable) past the hour its last keys serve, or
+        # since the API started. Every bearer token is refused until it answers again.
+        _alert(
+            "TideApiIssuerUnreachable",
+            expr=f'sum(rate({AUTH_REFUSALS_SERIES}{{status="503"}}[5m])) > 0',
+            for_="2m",
+            severity="critical",
+            summary="The APIs cannot read the token issuer's signing keys and refuse every"
+            " bearer token with 503",
             labels={},
         ),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import pulumi
@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from infra.image import SOURCE_TAG, context_digest
-from tide.auth import CLIENT_NAME
+from tide.auth import ACCESS_TOKEN_TYPES, CLIENT_NAME
 from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
@@ -156,6 +156,11 @@ class Auth(_Section):
     issuer: str | None = None
     audience: str | None = None
     jwks_url: str | None = Field(default=None, pattern=r"^https?://")
+    # The `typ` headers an access token may carry (RFC 9068 by default); an issuer that
+    # types its access tokens `JWT` must be named here to be trusted.
+    token_types: list[Annotated[str, Field(pattern=r"^[^,\s]+$")]] = Field(
+        default=list(ACCESS_TOKEN_TYPES), min_length=1
+    )
     clients: list[ApiClient] = []
 
     @model_validator(mode="after")

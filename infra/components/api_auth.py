@@ -37,7 +37,8 @@ def auth_env(auth: Auth) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     if auth.mode == "jwt":
         # Auth refuses jwt without any of the three.
         given = {"issuer": auth.issuer or "", "audience": auth.audience or ""}
-        return jwt_settings(**given, jwks_url=auth.jwks_url or ""), {}
+        settings = jwt_settings(**given, jwks_url=auth.jwks_url or "", token_types=auth.token_types)
+        return settings, {}
     keys = {"secret": API_KEYS_SECRET, "key": API_KEYS_KEY}
     return {"TIDE_AUTH_MODE": auth.mode}, {"TIDE_AUTH_API_KEYS": keys}
 

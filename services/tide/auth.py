@@ -15,16 +15,17 @@ extension (`authtype`, `authid`), so a consumer can tell.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import jwt
 import orjson
@@ -55,19 +56,33 @@ STALE_OK_S = 3600
 # An unknown `kid` fetches the JWKS again at most this often.
 REFETCH_AFTER_S = 10
 FETCH_TIMEOUT_S = 5
+# The `typ` headers an access token may carry: RFC 9068 §4 has resource servers refuse any
+# other, so an ID token or some other JWT the issuer signs is not taken for an access token.
+# Issuers that type their access tokens `JWT` (Keycloak, Entra ID) are let in by the stack.
+ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
+# Verified tokens remembered at most: a client reuses its token until it expires, and a
+# signature check costs more than the rest of a small request (bench/results-api.md).
+VERIFIED_TOKENS = 4096
 
 
 # What a client may be called: it travels as `authid` on every event it sends.
 CLIENT_NAME = r"^[A-Za-z0-9_.:@-]{1,100}$"
 
 
-def jwt_settings(*, issuer: str, audience: str, jwks_url: str) -> dict[str, str]:
+def jwt_settings(
+    *,
+    issuer: str,
+    audience: str,
+    jwks_url: str,
+    token_types: Sequence[str] = ACCESS_TOKEN_TYPES,
+) -> dict[str, str]:
     """The TIDE_AUTH_* variables of an API that takes `issuer`'s tokens."""
     return {
         "TIDE_AUTH_MODE": AuthMode.JWT,
         "TIDE_AUTH_ISSUER": issuer,
         "TIDE_AUTH_AUDIENCE": audience,
         "TIDE_AUTH_JWKS_URL": jwks_url,
+        "TIDE_AUTH_TOKEN_TYPES": ",".join(token_types),
     }
 
 
@@ -241,18 +256,62 @@ class SigningKeys:
         return {key.key_id: key for key in keys if key.public_key_use in (None, "sig")}
 
 
-class JwtVerifier:
-    """Checks bearer tokens against one issuer, audience and JWKS."""
+@dataclass(frozen=True)
+class _Verified:
+    """A token that passed every check, and what it was checked with."""
 
-    def __init__(self, *, issuer: str, audience: str, jwks_url: str) -> None:
+    caller: Caller
+    kid: str | None
+    key: jwt.PyJWK
+    until: float  # Unix time past which PyJWT would refuse it: `exp` plus the leeway
+
+
+class JwtVerifier:
+    """Checks bearer tokens against one issuer, audience and JWKS.
+
+    A token that passed is remembered until it expires, as long as the key that signed it
+    is the one the issuer still publishes: a client sends the same token until it expires,
+    and its signature need not be checked again. Every fetch of the JWKS makes new keys, so
+    a token is checked again at least every KEY_TTL_S, and one signed by a key the issuer
+    has withdrawn is refused from then on."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str,
+        token_types: Sequence[str] = ACCESS_TOKEN_TYPES,
+    ) -> None:
         self.issuer, self.audience = issuer, audience
+        self._types = tuple(t.lower() for t in token_types)  # media types ignore case
         self._keys = SigningKeys(jwks_url)
+        self._verified: dict[str, _Verified] = {}
 
     async def caller(self, token: str) -> Caller:
+        known = self._verified.get(token)
+        if known is not None:
+            # Raises as for any token when the key is gone or the issuer long unreachable.
+            key = await self._keys.key(known.kid)
+            if key is known.key and time.time() < known.until:
+                return known.caller
+            self._verified.pop(token, None)
+        verified = await self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        self._verified[token] = verified
+        return verified.caller
+
+    async def _verify(self, token: str) -> _Verified:
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
             raise _invalid_token(f"not a JWT: {exc}") from None
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in self._types:
+            expected = " or ".join(self._types)
+            raise _invalid_token(f"typ {typ!r} is not an access token's ({expected})")
+        kid = header.get("kid")
         key = await self._keys.key(kid)
         try:
             claims = jwt.decode(
@@ -272,7 +331,8 @@ class JwtVerifier:
         subject = str(claims["sub"])
         # RFC 9068 §2.2: a client acting for itself has its own id as the subject.
         kind = AuthType.SERVICE_ACCOUNT if claims.get("client_id") == subject else AuthType.USER
-        return Caller(kind, subject, _scopes(claims))
+        caller = Caller(kind, subject, _scopes(claims))
+        return _Verified(caller, kid, key, float(claims["exp"]) + LEEWAY_S)
 
 
 def _keys_unavailable() -> AuthError:
@@ -362,6 +422,7 @@ class Guard:
                 verifier = self._jwt
                 assert verifier is not None
 
+                @_timed_refusal
                 async def bearer(
                     credentials: HTTPAuthorizationCredentials | None = Security(  # noqa: B008
                         _BEARER, scopes=[scope]
@@ -382,6 +443,7 @@ class Guard:
                 keys = self._keys
                 assert keys is not None
 
+                @_timed_refusal
                 async def api_key(
                     key: str | None = Security(_API_KEY, scopes=[scope]),
                 ) -> Caller:
@@ -395,6 +457,26 @@ class Guard:
                     return _scoped(keys.caller(key), scope, _key_challenge())
 
                 return Depends(api_key)
+
+
+_Check = TypeVar("_Check", bound=Callable[..., Awaitable[Caller]])
+
+
+def _timed_refusal(check: _Check) -> _Check:
+    """`check`, with the time a refusal took in tide_api_request_duration_seconds: the
+    operation's own timing (tide.health.timed) never starts for a request refused before it."""
+
+    @functools.wraps(check)
+    async def timed(*args: Any, **kwargs: Any) -> Caller:
+        started = time.perf_counter()
+        try:
+            return await check(*args, **kwargs)
+        except AuthError as exc:
+            seconds = time.perf_counter() - started
+            metrics.API_REQUEST_SECONDS.labels(str(exc.status_code)).observe(seconds)
+            raise
+
+    return cast(_Check, timed)
 
 
 def _scoped(caller: Caller, scope: str, challenge: str) -> Caller:
@@ -416,6 +498,7 @@ def guard_from(
     issuer: str = "",
     audience: str = "",
     jwks_url: str = "",
+    token_types: Sequence[str] = ACCESS_TOKEN_TYPES,
     api_keys: str = "",
 ) -> Guard:
     """The guard a process's settings describe (checked by Settings at start)."""
@@ -423,7 +506,9 @@ def guard_from(
         case AuthMode.NONE:
             return Guard(mode, jwt_=None, keys=None)
         case AuthMode.JWT:
-            verifier = JwtVerifier(issuer=issuer, audience=audience, jwks_url=jwks_url)
+            verifier = JwtVerifier(
+                issuer=issuer, audience=audience, jwks_url=jwks_url, token_types=token_types
+            )
             return Guard(mode, jwt_=verifier, keys=None)
         case AuthMode.API_KEYS:
             return Guard(mode, jwt_=None, keys=ApiKeys(parse_api_keys(api_keys)))

@@ -58,7 +58,8 @@ OUTBOX_DEAD_LETTERED = Counter(
 )
 API_REQUEST_SECONDS = Histogram(
     "tide_api_request_duration_seconds",
-    "Time an API took to answer a command (POST), by status code",
+    "Time an API took to answer a command (POST), or to refuse a request for want of"
+    " credentials or scope (401, 403, 503), by status code",
     ["status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -77,3 +78,4 @@ PUBLISH_FAILURES_SERIES = "tide_publish_failures_total"
 EVENT_STORE_ERRORS_SERIES = "tide_event_store_errors_total"
 DEAD_LETTERED_SERIES = "tide_messages_dead_lettered_total"
 OUTBOX_OLDEST_AGE_SERIES = "tide_outbox_oldest_age_seconds"
+AUTH_REFUSALS_SERIES = "tide_api_auth_refusals_total"

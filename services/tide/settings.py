@@ -9,7 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tide.auth import AuthMode, Guard, guard_from, parse_api_keys
+from tide.auth import ACCESS_TOKEN_TYPES, AuthMode, Guard, guard_from, parse_api_keys
 from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     auth_issuer: str = Field(default="", description="jwt: the `iss` every token must have")
     auth_audience: str = Field(default="", description="jwt: the `aud` every token must name")
     auth_jwks_url: str = Field(default="", description="jwt: where the issuer's keys are")
+    auth_token_types: str = Field(
+        default=",".join(ACCESS_TOKEN_TYPES),
+        pattern=r"^[^,\s]+(,[^,\s]+)*$",
+        description="jwt: the `typ` headers an access token may carry, comma-separated",
+    )
     auth_api_keys: SecretStr = Field(
         default=SecretStr(""),
         description="api-keys: JSON list of {name, sha256, scopes} (`tide auth new-key`)",
@@ -140,6 +145,7 @@ class Settings(BaseSettings):
             issuer=self.auth_issuer,
             audience=self.auth_audience,
             jwks_url=self.auth_jwks_url,
+            token_types=self.auth_token_types.split(","),
             api_keys=self.auth_api_keys.get_secret_value(),
         )
 

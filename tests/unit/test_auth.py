@@ -4,14 +4,17 @@ a refused client gets."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
+from tide import auth
 from tide.auth import (
     API_KEY_HEADER,
     AuthMode,
@@ -25,10 +28,12 @@ from tide.auth import (
 )
 from tide.cli import app
 from tide.settings import Settings
+from tide.waiting import wait_until
 from tide_dev.issuer import LocalIssuer
 from tide_dev.ports import free_port
 
 SCOPE = "events:write"
+TYPED = {"typ": "at+jwt"}  # RFC 9068's access token type, which the APIs require
 
 
 def _app(guard: Guard) -> FastAPI:
@@ -82,7 +87,7 @@ def test_no_credentials_is_a_401_problem_with_a_bearer_challenge(client: TestCli
 def _foreign_rsa_token(issuer: LocalIssuer) -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
-    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": issuer.kid})
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": issuer.kid, **TYPED})
 
 
 def _public_key_as_hmac_secret(issuer: LocalIssuer) -> str:
@@ -90,14 +95,26 @@ def _public_key_as_hmac_secret(issuer: LocalIssuer) -> str:
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
     secret = json.loads(issuer.jwks)["keys"][0]["x"].encode()
     token: str = jwt.api_jws.PyJWS().encode(
-        json.dumps(claims).encode(), secret, algorithm="HS256", headers={"kid": issuer.kid}
+        json.dumps(claims).encode(),
+        secret,
+        algorithm="HS256",
+        headers={"kid": issuer.kid, **TYPED},
     )
     return token
 
 
+def _typed(issuer: LocalIssuer, typ: str | None) -> str:
+    """A token the issuer signed with its own key, typed `typ` (an ID token is `JWT`)."""
+    token = issuer.token("p", [SCOPE])
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return jwt.encode(
+        claims, issuer._key, algorithm="ES256", headers={"kid": issuer.kid, "typ": typ}
+    )
+
+
 def _unsigned(issuer: LocalIssuer) -> str:
     claims = {"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": 2**31}
-    return jwt.encode(claims, None, algorithm="none", headers={"kid": issuer.kid})
+    return jwt.encode(claims, None, algorithm="none", headers={"kid": issuer.kid, **TYPED})
 
 
 @pytest.mark.parametrize(
@@ -111,9 +128,13 @@ def _unsigned(issuer: LocalIssuer) -> str:
         (_unsigned, "alg"),
         (lambda i: "not.a.token", "not a JWT"),
         (
-            lambda i: jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256", headers={"kid": "zz"}),
+            lambda i: jwt.encode(
+                {"sub": "x"}, "k" * 32, algorithm="HS256", headers={"kid": "zz", **TYPED}
+            ),
             "the issuer has no signing key 'zz'",
         ),
+        (lambda i: _typed(i, "JWT"), "typ 'JWT' is not an access token's"),
+        (lambda i: _typed(i, None), "typ None is not an access token's"),
         (_public_key_as_hmac_secret, "alg value is not allowed"),
     ],
     ids=[
@@ -126,6 +147,8 @@ def _unsigned(issuer: LocalIssuer) -> str:
         "garbage",
         "kid",
         "hmac-confusion",
+        "typ-jwt",
+        "typ-missing",
     ],
 )
 def test_a_bad_token_is_a_401_that_says_why(
@@ -199,6 +222,73 @@ def test_a_rotated_key_is_fetched_and_the_last_good_keys_outlive_the_issuer() ->
     assert client.post("/v1/events", headers=_bearer(rotated.token("p"))).status_code == 200
     made_up = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256", headers={"kid": "other"})
     assert client.post("/v1/events", headers=_bearer(made_up)).status_code == 401
+
+
+def test_an_issuer_that_types_its_tokens_jwt_is_trusted_when_the_stack_says_so(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**issuer.settings(), "TIDE_AUTH_TOKEN_TYPES": "at+jwt,JWT"}.items():
+        monkeypatch.setenv(name, value)
+    client = TestClient(_app(Settings().guard()))
+    assert client.post("/v1/events", headers=_bearer(_typed(issuer, "JWT"))).status_code == 200
+    missing = client.post("/v1/events", headers=_bearer(_typed(issuer, None)))
+    assert "typ None is not an access token's (at+jwt or jwt)" in missing.json()["detail"]
+
+
+def test_a_token_checked_once_is_not_checked_again_until_it_expires(
+    client: TestClient, issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    decode = auth.jwt.decode
+
+    def counted(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counted)
+    token = issuer.token("p", [SCOPE])
+    for _ in range(3):
+        assert client.post("/v1/events", headers=_bearer(token)).status_code == 200
+    assert decoded == [token]
+    # A token checked once is still refused once past `exp` and the leeway.
+    expiring = issuer.token("p", [SCOPE], ttl_s=-(auth.LEEWAY_S - 5))
+    assert client.post("/v1/events", headers=_bearer(expiring)).status_code == 200
+    wait_until(
+        lambda: client.post("/v1/events", headers=_bearer(expiring)).status_code == 401,
+        timeout=30,
+        what="a remembered token refused once expired",
+    )
+
+
+def test_a_remembered_token_is_refused_once_the_issuer_withdraws_its_key() -> None:
+    with LocalIssuer() as issuer:
+        guard = guard_from(
+            AuthMode.JWT, issuer=issuer.issuer, audience=issuer.audience, jwks_url=issuer.jwks_url
+        )
+        client = TestClient(_app(guard))
+        token = issuer.token("p")
+        assert client.post("/v1/events", headers=_bearer(token)).status_code == 200
+        issuer.jwks = LocalIssuer().jwks  # the old key is withdrawn
+        keys = guard._jwt._keys  # type: ignore[union-attr]
+        keys._fetched_at -= auth.KEY_TTL_S  # due for its refresh: the next request starts it
+        wait_until(
+            lambda: client.post("/v1/events", headers=_bearer(token)).status_code == 401,
+            timeout=30,
+            what="a token signed by a withdrawn key refused",
+        )
+        refused = client.post("/v1/events", headers=_bearer(token)).json()
+        says = f"bearer token refused: the issuer has no signing key {issuer.kid!r}"
+        assert refused["detail"] == says
+
+
+def test_a_refusal_is_timed_like_an_answer(client: TestClient) -> None:
+    def refusals() -> float:
+        labels = {"status": "401"}
+        return REGISTRY.get_sample_value("tide_api_request_duration_seconds_count", labels) or 0.0
+
+    before = refusals()
+    assert client.post("/v1/events").status_code == 401
+    assert refusals() == before + 1
 
 
 def test_api_keys_are_kept_hashed_and_carry_their_own_scopes() -> None:

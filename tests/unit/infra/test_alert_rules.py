@@ -115,6 +115,8 @@ def _all_cases() -> list[dict[str, Any]]:
     failures = 'tide_publish_failures_total{event_type="video.rated",reason="timeout"}'
     errors = 'tide_event_store_errors_total{operation="append"}'
     age = "tide_outbox_oldest_age_seconds"
+    unavailable = 'tide_api_auth_refusals_total{service="video-service",status="503"}'
+    unauthenticated = 'tide_api_auth_refusals_total{service="video-service",status="401"}'
     cases += [
         _case(
             {failures: "0+3x10"},
@@ -134,6 +136,20 @@ def _all_cases() -> list[dict[str, Any]]:
         _case({age: "0+60x12"}, "TideOutboxStalled", "10m", {"severity": "critical"}),
         # A busy but moving outbox: rows are published within seconds.
         _case({age: "3x12"}, "TideOutboxStalled", "10m", None),
+        # The issuer's keys cannot be read: every bearer request is answered 503.
+        _case(
+            {unavailable: "0+20x10", unauthenticated: "0x10"},
+            "TideApiIssuerUnreachable",
+            "8m",
+            {"severity": "critical"},
+        ),
+        # Bad tokens (401) are the clients' to mend, not the platform's: no page.
+        _case(
+            {unavailable: "0x10", unauthenticated: "0+50x10"},
+            "TideApiIssuerUnreachable",
+            "8m",
+            None,
+        ),
     ]
     return cases
 

@@ -191,6 +191,9 @@ def test_outputs_name_the_endpoints() -> None:
     }
 
 
+JWT_AUTH = {"mode": "jwt", "issuer": "https://i/", "audience": "a", "jwksUrl": "https://i/k"}
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -217,6 +220,14 @@ def test_outputs_name_the_endpoints() -> None:
             "tide:auth: Value error, mode jwt needs jwksUrl",
         ),
         ({"flavor": "kind", "auth": {"mode": "api-keys"}}, "mode api-keys needs at least one"),
+        (
+            {"flavor": "kind", "auth": {**JWT_AUTH, "tokenTypes": []}},
+            "tide:auth.tokenTypes: List should have at least 1 item",
+        ),
+        (
+            {"flavor": "kind", "auth": {**JWT_AUTH, "tokenTypes": ["at+jwt,JWT"]}},
+            "tide:auth.tokenTypes.0: String should match pattern",
+        ),
         (
             {
                 "flavor": "cloud",
@@ -455,6 +466,8 @@ def test_apis_take_only_the_stacks_credentials_and_other_services_none(program: 
                 "TIDE_AUTH_ISSUER": "https://login.example.com/",
                 "TIDE_AUTH_AUDIENCE": "tide",
                 "TIDE_AUTH_JWKS_URL": "https://login.example.com/.well-known/jwks.json",
+                # RFC 9068's access token types, unless the stack names others.
+                "TIDE_AUTH_TOKEN_TYPES": "at+jwt,application/at+jwt",
             }
     if program.stack == "cloud":
         assert API_KEYS_SECRET not in secrets
