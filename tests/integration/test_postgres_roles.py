@@ -28,11 +28,13 @@ from tide.store.grants import (
     PLATFORM_TABLES,
     SELECT,
     UPDATE,
+    consumers,
     database_services,
     privileges,
     role_name,
 )
 from tide.store.migrations import migrate
+from tide.store.processed import mark_processed
 from tide_dev import BrokerSession
 
 pytestmark = pytest.mark.timeout(180)
@@ -106,8 +108,9 @@ def _refused(dsn: str, statement: sql.Composed) -> bool:
     with psycopg.connect(dsn) as conn:
         try:
             conn.execute(statement)
-        except errors.InsufficientPrivilege:
-            return True
+        except errors.InsufficientPrivilege as exc:
+            # A row policy's refusal comes after the privilege check (test below).
+            return "row-level security" not in str(exc)
         except (errors.NotNullViolation, errors.CheckViolation):
             return False  # past the privilege check
         finally:
@@ -143,6 +146,44 @@ def test_no_role_touches_another_services_tables(roles: Roles) -> None:
         if not _refused(dsn, _statement(privilege, table, column))
     ]
     assert not reached, "\n".join(reached)
+
+
+def test_a_role_sees_and_marks_only_its_own_consumers_processed_events(roles: Roles) -> None:
+    marking = {s: consumers(CATALOG, s) for s in sorted(roles.dsns) if consumers(CATALOG, s)}
+    assert len(marking) >= 2, "the reference catalog has several marking services"
+    everyone = {name for names in marking.values() for name in names}
+    event = secrets.token_hex(8)
+    with psycopg.connect(roles.owner, autocommit=True) as conn:
+        for name in everyone:
+            mark_processed(conn, name, [event])
+    wrong: list[str] = []
+    for service, own in marking.items():
+        others = sorted(everyone - set(own))
+        with psycopg.connect(roles.dsns[service]) as conn:
+            seen = conn.execute(
+                "SELECT consumer FROM processed_events WHERE event_id = %s", (event,)
+            ).fetchall()
+            if {row[0] for row in seen} != set(own):
+                wrong.append(f"{service} sees the marks of {sorted(row[0] for row in seen)}")
+            gone = conn.execute(
+                "DELETE FROM processed_events WHERE consumer = ANY(%s)", (others,)
+            ).rowcount
+            if gone:
+                wrong.append(f"{service} deleted {gone} marks of other consumers")
+            # Its own marks, by the statement its runner uses; another's are refused.
+            fresh = secrets.token_hex(8)
+            if mark_processed(conn, own[0], [fresh]) != {fresh}:
+                wrong.append(f"{service} cannot mark its own {own[0]}")
+            conn.commit()
+            with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+                mark_processed(conn, others[0], [fresh])
+            conn.rollback()
+    assert not wrong, "\n".join(wrong)
+    with psycopg.connect(roles.owner) as conn:
+        (kept,) = conn.execute(
+            "SELECT count(*) FROM processed_events WHERE event_id = %s", (event,)
+        ).fetchone() or (0,)
+    assert kept == len(everyone), "every consumer's mark is still there"
 
 
 def test_no_role_may_change_the_schema(roles: Roles) -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tide.catalog import CATALOG
 from tide.errors import PLATFORM_ERRORS
 from tide.events.schemas import schema
-from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, privileges
+from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, consumers, privileges
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy, Topic
 
 
@@ -179,7 +179,8 @@ def test_a_service_given_a_platform_table_gets_no_role_grants() -> None:
 
 
 def test_each_role_is_granted_its_tables_and_the_platforms_it_uses() -> None:
-    marks = {"processed_events": (SELECT, INSERT, DELETE)}
+    # The row policy on the marks reads whose consumer a row is.
+    marks = {"processed_events": (SELECT, INSERT, DELETE), "processed_event_owners": (SELECT,)}
     assert privileges(CATALOG, "personalization") == marks | {"viewer_profiles": READ_WRITE}
     assert privileges(CATALOG, "notification-dispatch") == marks
     store = privileges(CATALOG, "subscription")
@@ -187,6 +188,8 @@ def test_each_role_is_granted_its_tables_and_the_platforms_it_uses() -> None:
     assert store["subscription_overview"] == READ_WRITE
     assert "processed_events" not in store
     assert privileges(CATALOG, "video-service") == {}
+    assert consumers(CATALOG, "notification-dispatch") == ("notification-dispatch",)
+    assert consumers(CATALOG, "notification-worker") == ("notifications",)
 
 
 @pytest.mark.parametrize("name", ["tide", "registry", "postgres", "public"])

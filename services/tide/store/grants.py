@@ -2,8 +2,9 @@
 
 A service connects as a role named after it. What the role may touch follows from what the
 process is (`tide.needs`): every consumer group and queue worker records its exactly-once
-marks (`tide.store.processed`), and an API that keeps state has the event store, its outbox
-and its projections' checkpoints (`tide.store.event_store`, `.outbox`, `.projections`). On
+marks (`tide.store.processed`), and a row policy (migration 6) shows it only its own
+groups' and queues' marks; an API that keeps state has the event store, its outbox and
+its projections' checkpoints (`tide.store.event_store`, `.outbox`, `.projections`). On
 top come the tables the catalog says its handlers own, which it may read and write. Nothing
 else: no other service's tables, and no DDL; the schema belongs to the owner, who runs the
 migrations. The statements below are what the code runs, privilege by privilege.
@@ -26,8 +27,11 @@ SELECT, INSERT, UPDATE, DELETE = "SELECT", "INSERT", "UPDATE", "DELETE"
 READ_WRITE = (SELECT, INSERT, UPDATE, DELETE)
 
 # INSERT ... ON CONFLICT DO NOTHING RETURNING event_id (SELECT for RETURNING); retention
-# deletes old marks.
-PROCESSED_MARKS: Mapping[str, tuple[str, ...]] = {"processed_events": (SELECT, INSERT, DELETE)}
+# deletes old marks. The row policy on processed_events reads whose consumer a row is.
+PROCESSED_MARKS: Mapping[str, tuple[str, ...]] = {
+    "processed_events": (SELECT, INSERT, DELETE),
+    "processed_event_owners": (SELECT,),
+}
 # Appends and reads events; upserts snapshots; the relay locks outbox rows (FOR UPDATE needs
 # UPDATE), deletes what it published and sets aside what it cannot; a projection keeps its
 # checkpoint and may reset it.
@@ -86,6 +90,14 @@ def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
         granted |= PROCESSED_MARKS
     granted |= dict.fromkeys(entry.tables, READ_WRITE)
     return granted
+
+
+def consumers(catalog: Catalog, service: str) -> tuple[str, ...]:
+    """The names `service` records its exactly-once marks under: its consumer groups' and
+    its queues' (tide.kafka.processing, tide.rabbitmq.bus)."""
+    return tuple(g.name for g in catalog.consumer_groups if g.service == service) + tuple(
+        w.queue for w in catalog.queue_workers if w.service == service
+    )
 
 
 def missing_roles(conn: psycopg.Connection[Any], roles: Iterable[str]) -> list[str]:
@@ -147,6 +159,20 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
                             sql.Identifier(SEQUENCES[table]), role
                         )
                     )
+        # Other copies of a catalog (isolated names) keep their rows: each grant adds its own.
+        owned = [
+            (consumer, role_name(service))
+            for service in database_services(catalog)
+            if PROCESSED_MARKS.keys() <= planned[role_name(service)].keys()
+            for consumer in consumers(catalog, service)
+        ]
+        if owned:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO processed_event_owners (consumer, role) VALUES (%s, %s)"
+                    " ON CONFLICT (consumer) DO UPDATE SET role = EXCLUDED.role",
+                    owned,
+                )
     return planned
 
 

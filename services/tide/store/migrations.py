@@ -128,6 +128,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX processed_events_consumer_age ON processed_events (consumer, processed_at);
         """,
     ),
+    (
+        6,
+        """
+        -- Whose marks a row is: a service's role sees and writes only the rows of its own
+        -- consumer groups and queues (tide.store.grants records them). The owner, who
+        -- migrates, and superusers are not bound by the policy.
+        CREATE TABLE processed_event_owners (
+            consumer text PRIMARY KEY,
+            role     name NOT NULL
+        );
+        ALTER TABLE processed_events ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY own_consumers ON processed_events
+            USING (EXISTS (
+                SELECT FROM processed_event_owners o
+                WHERE o.consumer = processed_events.consumer AND o.role = current_user
+            ));
+        """,
+    ),
 )
 
 
