@@ -124,7 +124,7 @@ def chaos(
     run = Chaos(platform, catalog, client, dsn, control, rate=rate, p99_bound_ms=p99_bound_ms)
     with err.status("preparing topics and the database") as progress:
         ensure_topics(client, catalog.all_topics())
-        migrate(dsn)
+        migrate(dsn, catalog)
         progress.update(f"starting the platform ({len(catalog.services)} services)")
         try:
             start_platform(run)

@@ -149,7 +149,7 @@ class LocalStack:
         settings, catalog = self.settings, self.catalog
         step("topology: topics, migrations, RabbitMQ definitions")
         ensure_topics(settings.kafka_client_config(), catalog.all_topics())
-        migrate(settings.postgres_dsn.get_secret_value())
+        migrate(settings.postgres_dsn.get_secret_value(), catalog)
         # The roles a cluster's services connect as; a PostgreSQL of the user's own (its
         # DSN given) is left as it is, and every service connects with that DSN.
         roles = (

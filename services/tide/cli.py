@@ -169,8 +169,8 @@ def migrate(
         float, typer.Option(min=0, help="seconds to wait for the roles (with --grant)")
     ] = 300.0,
 ) -> None:
-    """Apply the event store's migrations (idempotent; safe to run from several pods), as
-    the schema's owner."""
+    """Apply Tide's migrations, then the SQL files of the catalog's `migrations` package
+    (idempotent; safe to run from several pods), as the schema's owner."""
     import psycopg  # noqa: PLC0415
 
     from tide.store.grants import database_services, grant_when_roles_exist  # noqa: PLC0415
@@ -178,11 +178,13 @@ def migrate(
 
     settings = load_settings(*command_needs(("db", "migrate")).required_settings)
     dsn = settings.postgres_dsn.get_secret_value()
+    catalog = settings.catalog()
     try:
-        applied = apply(dsn)
-        out.print(f"applied migrations: {applied}" if applied else "database is up to date")
+        applied = apply(dsn, catalog)
+        out.print(
+            f"applied migrations: {', '.join(applied)}" if applied else "database is up to date"
+        )
         if grant:
-            catalog = settings.catalog()
             with err.status(f"waiting for the roles of {len(database_services(catalog))} services"):
                 granted = grant_when_roles_exist(dsn, catalog, timeout=wait)
             for role, tables in granted.items():

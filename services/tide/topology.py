@@ -322,6 +322,13 @@ class Catalog(_Entry):
         pattern=r"^[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*$",
         description="Python package holding each event's JSON Schema, '<type>.v<version>.json'",
     )
+    migrations: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*$",
+        description="Python package holding the platform's own SQL migrations,"
+        " '<NNNN>_<name>.sql', applied in order after Tide's by `tide db migrate`: the"
+        " tables that services list in `tables`",
+    )
     kind: Literal["tide.catalog/v1"] = "tide.catalog/v1"
 
     @model_validator(mode="before")

@@ -1,9 +1,9 @@
 """A team's own platform, not the reference one, runs on Tide from its own files.
 
-examples/orders is what a team writes: a catalog file, an app factory, handlers and
-event schemas in its own package. Tide's CLI, given only that catalog file, creates
-its topics (with the retry topics and DLQs it derives), its RabbitMQ topology, and
-runs every service; an order then flows from the team's API through Kafka and
+examples/orders is what a team writes: a catalog file, an app factory, handlers, event
+schemas and SQL migrations in its own package. Tide's CLI, given only that catalog file,
+creates its topics (with the retry topics and DLQs it derives), its RabbitMQ topology and
+its tables, and runs every service; an order then flows from the team's API through Kafka and
 RabbitMQ to the team's worker, and a poison order lands in the team's own DLQ.
 """
 
@@ -67,9 +67,12 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
         "TIDE_AUTH_MODE": "api-keys",
         "TIDE_AUTH_API_KEYS": api_keys_json([entry]),
         # The team's package: installed in their image; here, on the path.
-        "PYTHONPATH": str(EXAMPLE),
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLE), *filter(None, [os.getenv("PYTHONPATH")])]),
     }
     _tide(env, "topics", "create")
+    # The shop's own table, from the SQL files its catalog names, after Tide's schema.
+    migrated = _tide(env, "db", "migrate")
+    assert "orders.migrations/0001_invoice_ledger.sql" in migrated or "up to date" in migrated
     assert broker_session.rabbitmq is not None
     broker_session.rabbitmq.import_definitions(json.loads(_tide(env, "rabbitmq", "definitions")))
     catalog = Settings(catalog_file=str(EXAMPLE / "catalog.yaml"), catalog_suffix=suffix).catalog()
@@ -110,6 +113,14 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
         assert invoice.data == {"order_id": suffix, "customer_id": "c-1", "amount": "12.50 EUR"}
         (poison,) = dead()
         assert poison.data["order_id"] == f"{suffix}-x"
+        # Billing's own ledger: one numbered line for the paid order, none for the poison.
+        with psycopg.connect(database) as conn:
+            lines = conn.execute(
+                "SELECT order_id, amount_cents, invoice_number > 0 FROM invoice_ledger"
+                " WHERE order_id LIKE %s",
+                (f"{suffix}%",),
+            ).fetchall()
+        assert lines == [(suffix, 1250, True)]
         # Both orders ship: the courier, behind RabbitMQ, picks up two parcels exactly once.
         queue = catalog.queue_workers[0].queue
         wait_until(

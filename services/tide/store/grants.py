@@ -42,11 +42,20 @@ EVENT_STORE: Mapping[str, tuple[str, ...]] = {
     "outbox_dead_letters": (SELECT, INSERT, DELETE),
     "projection_checkpoints": READ_WRITE,
 }
-# The sequences of bigserial columns (events.position, outbox.id), which an INSERT into their
-# table draws from.
-SEQUENCES = {"events": "events_position_seq", "outbox": "outbox_id_seq"}
+# The sequences a table's serial columns draw from on INSERT (events.position, outbox.id, and
+# any of a platform's own tables): those the table owns ('a'). An identity column's needs
+# no privilege of the inserting role.
+OWNED_SEQUENCES = """
+    SELECT t.relname, s.relname FROM pg_class s
+    JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass AND d.deptype = 'a'
+    JOIN pg_class t ON t.oid = d.refobjid
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+    WHERE s.relkind = 'S' AND n.nspname = 'public' AND t.relname = ANY(%s)
+"""
 GRANT_LOCK = 7_305_003  # beside tide.store.migrations' and the event store's advisory locks
-PLATFORM_TABLES = frozenset({*PROCESSED_MARKS, *EVENT_STORE, "tide_schema_migrations"})
+PLATFORM_TABLES = frozenset(
+    {*PROCESSED_MARKS, *EVENT_STORE, "tide_schema_migrations", "tide_catalog_migrations"}
+)
 # Roles a service's may not be: the schema owner's and the registry's (infra), PostgreSQL's
 # own, and CloudNativePG's reserved ones. (`pg_` names are PostgreSQL's too, but a service
 # name is a Kubernetes name, which has no `_`.)
@@ -124,10 +133,14 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
             (sorted(wanted),),
         )
     }
+    sequences: dict[str, list[str]] = {}
+    for table, sequence in conn.execute(OWNED_SEQUENCES, (sorted(wanted),)):
+        sequences.setdefault(table, []).append(sequence)
     if wanted - existing:
         raise LookupError(
             f"no table {', '.join(map(repr, sorted(wanted - existing)))} in the database:"
-            " the catalog lists it in a service's `tables`, and no migration made it"
+            " the catalog lists it in a service's `tables`, and no migration made it (a"
+            " platform's own tables are made by the SQL files of its catalog's `migrations`)"
         )
     with conn.transaction():
         # Two migrate Jobs (an upgrade beside a retry) grant one after the other.
@@ -153,10 +166,12 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
                         sql.SQL(", ").join(map(sql.SQL, allowed)), sql.Identifier(table), role
                     )
                 )
-                if INSERT in allowed and table in SEQUENCES:
+                if INSERT not in allowed:
+                    continue
+                for sequence in sequences.get(table, []):
                     conn.execute(
                         sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
-                            sql.Identifier(SEQUENCES[table]), role
+                            sql.Identifier(sequence), role
                         )
                     )
         # Other copies of a catalog (isolated names) keep their rows: each grant adds its own.

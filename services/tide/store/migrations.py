@@ -1,10 +1,18 @@
-"""Tide's database schema, as numbered migrations applied once each, safely in parallel."""
+"""Tide's database schema, as numbered migrations applied once each, safely in parallel;
+then the platform's own, from the catalog's `migrations` package."""
 
 from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import re
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from tide.errors import pg_conninfo
+from tide.topology import Catalog
 
 # Serialises concurrent `tide db migrate` runs (several pods starting at once).
 _LOCK = 7_305_001
@@ -149,9 +157,63 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 
 
-def migrate(dsn: str) -> list[int]:
-    """Apply the migrations this database lacks; returns the versions applied now."""
-    applied: list[int] = []
+# A platform's own migration file: four digits, then what it does.
+CATALOG_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class CatalogMigration:
+    """One SQL file of a catalog's `migrations` package."""
+
+    package: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def catalog_migrations(package: str) -> list[CatalogMigration]:
+    """The SQL files of `package`, in order. LookupError when it cannot be imported;
+    ValueError naming a file whose name is not '<NNNN>_<name>.sql', or two numbered alike."""
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise LookupError(
+            f"catalog migrations: no Python package {package!r} (is it installed where"
+            " `tide db migrate` runs?)"
+        ) from None
+    found: list[CatalogMigration] = []
+    numbered: dict[str, str] = {}
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        match = CATALOG_MIGRATION.match(entry.name)
+        if match is None:
+            raise ValueError(
+                f"catalog migrations: {package}/{entry.name} must be named"
+                " '<NNNN>_<name>.sql' (four digits, then lower case, digits and _)"
+            )
+        if match[1] in numbered:
+            raise ValueError(
+                f"catalog migrations: {package}/{entry.name} and {numbered[match[1]]}"
+                f" share number {match[1]}"
+            )
+        numbered[match[1]] = entry.name
+        found.append(CatalogMigration(package, entry.name, entry.read_text()))
+    return found
+
+
+def migrate(dsn: str, catalog: Catalog | None = None) -> list[str]:
+    """Apply Tide's migrations this database lacks, then those of `catalog`'s own package;
+    returns what was applied now ('tide/<version>', '<package>/<file>').
+
+    ValueError (before anything of the catalog's is applied) for a catalog migration edited
+    after it was applied, or a new one numbered before one that is applied: a schema is
+    changed only forward, by new files."""
+    own = catalog_migrations(catalog.migrations) if catalog and catalog.migrations else []
+    applied: list[str] = []
     with psycopg.connect(pg_conninfo(dsn), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
         try:
@@ -168,7 +230,52 @@ def migrate(dsn: str) -> list[int]:
                     conn.execute(
                         "INSERT INTO tide_schema_migrations (version) VALUES (%s)", (version,)
                     )
-                applied.append(version)
+                applied.append(f"tide/{version}")
+            if own:
+                applied += _apply_catalog_migrations(conn, own)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+    return applied
+
+
+def _apply_catalog_migrations(
+    conn: psycopg.Connection[Any], migrations: list[CatalogMigration]
+) -> list[str]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS tide_catalog_migrations ("
+        " package text NOT NULL, name text NOT NULL, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (package, name))"
+    )
+    package = migrations[0].package
+    done = dict(
+        conn.execute(
+            "SELECT name, checksum FROM tide_catalog_migrations WHERE package = %s", (package,)
+        ).fetchall()
+    )
+    for migration in migrations:
+        if migration.name in done and done[migration.name] != migration.checksum:
+            raise ValueError(
+                f"catalog migrations: {package}/{migration.name} was changed after it was"
+                " applied; undo the change and add a new file for it"
+            )
+    last = max(done, default="")
+    late = [m.name for m in migrations if m.name not in done and m.name < last]
+    if late:
+        raise ValueError(
+            f"catalog migrations: {package}/{late[0]} is new but numbered before {last},"
+            " which is applied; number it after"
+        )
+    applied = []
+    for migration in migrations:
+        if migration.name in done:
+            continue
+        with conn.transaction():
+            # The platform's own DDL, from its package: run as written.
+            conn.execute(migration.sql.encode())
+            conn.execute(
+                "INSERT INTO tide_catalog_migrations (package, name, checksum)"
+                " VALUES (%s, %s, %s)",
+                (package, migration.name, migration.checksum),
+            )
+        applied.append(f"{package}/{migration.name}")
     return applied
