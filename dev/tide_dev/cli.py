@@ -17,9 +17,9 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
-from tide.cli import CatalogOption, DebugOption, OutputOption, global_options, load_settings
+from tide.cli import CatalogOption, DebugOption, global_options
 from tide.cli import main as tide_main
-from tide.console import EXIT_CONFIG, EXIT_USAGE, err, out
+from tide.console import EXIT_CONFIG, EXIT_USAGE, OutputOption, err, load_settings, out
 from tide.kafka.topics import ensure_topics
 from tide.observability import configure_logging
 from tide.store.migrations import migrate

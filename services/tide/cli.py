@@ -1,37 +1,44 @@
-"""The `tide` command: run services, prepare databases and registries."""
+"""The `tide` command: run a service, see the platform's state, scale a group by hand; the
+other command groups live in `tide.*_commands`."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from tide.auth_commands import auth_app
 from tide.catalog_commands import catalog_app
-from tide.console import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, err, out
-from tide.needs import command_needs
-from tide.observability import configure_logging
-from tide.settings import MissingSettingError, Settings
+from tide.console import (
+    EXIT_CONFIG,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    GroupOption,
+    OutputOption,
+    err,
+    load_settings,
+    out,
+)
+from tide.db_commands import db_app, outbox_app
+from tide.dlq_commands import dead_letter_queues, dlq_app
+from tide.settings import MissingSettingError
+from tide.topology_commands import rabbitmq_app, registry_app, topics_app
 
 app = typer.Typer(help="Tide: run and operate the event platform.", no_args_is_help=True)
-db_app = typer.Typer(help="The PostgreSQL event store.", no_args_is_help=True)
-registry_app = typer.Typer(help="The schema registry.", no_args_is_help=True)
-rabbitmq_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
-topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+# One module per command group; this one keeps running and watching the platform.
 app.add_typer(db_app, name="db")
+app.add_typer(outbox_app, name="outbox")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rabbitmq_app, name="rabbitmq")
 app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(auth_app, name="auth")
 
@@ -101,26 +108,6 @@ def _explain(exc: BaseException) -> tuple[int, str]:
     return 1, f"{type(exc).__name__}: {exc}"
 
 
-def load_settings(*required: str) -> Settings:
-    """Settings from TIDE_*; a missing or invalid one ends the command with exit code 3."""
-    try:
-        settings = Settings()
-        settings.require(*required)
-    except ValidationError as exc:
-        # One line per bad setting, naming it: "TIDE_LOG_LEVEL='LOUD' is not one of ...".
-        for error in exc.errors():
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if "TIDE_" not in message:  # pydantic's own messages do not name the variable
-                message = f"TIDE_{str(error['loc'][0]).upper()}: {message}"
-            err.print(f"error: {message}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    except (ValueError, MissingSettingError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
-
-
 @app.command()
 def run(
     service: Annotated[str | None, typer.Argument(help="catalog service to run")] = None,
@@ -155,310 +142,6 @@ def run(
         raise typer.Exit(1) from None
 
 
-@db_app.command("migrate")
-def migrate(
-    grant: Annotated[
-        bool,
-        typer.Option(
-            "--grant",
-            help="then give each catalog service's role exactly its privileges, waiting"
-            " for the roles to exist (CloudNativePG makes managed roles after the cluster)",
-        ),
-    ] = False,
-    wait: Annotated[
-        float, typer.Option(min=0, help="seconds to wait for the roles (with --grant)")
-    ] = 300.0,
-) -> None:
-    """Apply Tide's migrations, then the SQL files of the catalog's `migrations` package
-    (idempotent; safe to run from several pods), as the schema's owner."""
-    import psycopg  # noqa: PLC0415
-
-    from tide.store.grants import database_services, grant_when_roles_exist  # noqa: PLC0415
-    from tide.store.migrations import migrate as apply  # noqa: PLC0415
-
-    settings = load_settings(*command_needs(("db", "migrate")).required_settings)
-    dsn = settings.postgres_dsn.get_secret_value()
-    catalog = settings.catalog()
-    try:
-        applied = apply(dsn, catalog)
-        out.print(
-            f"applied migrations: {', '.join(applied)}" if applied else "database is up to date"
-        )
-        if grant:
-            with err.status(f"waiting for the roles of {len(database_services(catalog))} services"):
-                granted = grant_when_roles_exist(dsn, catalog, timeout=wait)
-            for role, tables in granted.items():
-                out.print(f"role {role}: " + (", ".join(sorted(tables)) or "no tables"))
-    except psycopg.OperationalError as exc:
-        _postgres_unreachable(dsn, exc)
-    except (TimeoutError, LookupError, ValueError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _postgres_unreachable(dsn: str, exc: Exception) -> NoReturn:
-    import psycopg  # noqa: PLC0415
-
-    where = psycopg.conninfo.conninfo_to_dict(dsn)
-    err.print(
-        f"error: cannot reach PostgreSQL at {where.get('host')}:{where.get('port')}"
-        f" (database {where.get('dbname')}): {str(exc).strip().splitlines()[0]}"
-    )
-    raise typer.Exit(EXIT_UNAVAILABLE) from None
-
-
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[Any]:
-    """A connection to the event store, or exit 4 naming where PostgreSQL was not reached."""
-    import psycopg  # noqa: PLC0415
-
-    from tide.errors import pg_conninfo  # noqa: PLC0415
-
-    dsn = settings.postgres_dsn.get_secret_value()
-    try:
-        conn = psycopg.connect(pg_conninfo(dsn), autocommit=True)
-    except psycopg.OperationalError as exc:
-        _postgres_unreachable(dsn, exc)
-    with conn:
-        yield conn
-
-
-@registry_app.command("register")
-def register() -> None:
-    """Register every catalog schema, with compatibility BACKWARD on its subject."""
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient  # noqa: PLC0415
-    from confluent_kafka.schema_registry.error import SchemaRegistryError  # noqa: PLC0415
-
-    from tide.events.schemas import schema_text  # noqa: PLC0415
-
-    settings = load_settings(*command_needs(("registry", "register")).required_settings)
-    url = settings.schema_registry_url
-    client = SchemaRegistryClient.new_client({"url": url})
-    for event in settings.catalog().events:
-        try:
-            client.set_compatibility(event.subject, "BACKWARD")
-            schema_id = client.register_schema(event.subject, Schema(schema_text(event), "JSON"))
-        except SchemaRegistryError as exc:
-            err.print(f"error: the schema registry at {url} refused {event.subject}: {exc}")
-            raise typer.Exit(1) from None
-        # The client raises its HTTP library's transport errors (httpx or httpx2, by install).
-        except Exception as exc:  # noqa: BLE001
-            err.print(f"error: cannot reach the schema registry at {url}: {exc}")
-            raise typer.Exit(EXIT_UNAVAILABLE) from None
-        out.print(f"{event.subject}: schema id {schema_id}")
-
-
-@rabbitmq_app.command("definitions")
-def definitions() -> None:
-    """Print the catalog's RabbitMQ topology as definitions (for rabbitmqctl import_definitions)."""
-    from tide.rabbitmq.definitions import definitions as render  # noqa: PLC0415
-
-    out.print_json(json.dumps(render(load_settings().catalog())))
-
-
-@topics_app.command("create")
-def create_topics(
-    replication_factor: Annotated[int, typer.Option(min=1, help="replicas per partition")] = 1,
-) -> None:
-    """Create every catalog topic, retry topic and DLQ that does not exist yet (local runs;
-    on Kubernetes the KafkaTopic resources do this)."""
-    from tide.kafka.topics import ensure_topics  # noqa: PLC0415
-
-    settings = load_settings("kafka_bootstrap")
-    created = ensure_topics(
-        settings.kafka_client_config(),
-        settings.catalog().all_topics(),
-        replication_factor=replication_factor,
-    )
-    for name in created:
-        out.print(f"created {name}")
-    if not created:
-        out.print("all topics exist")
-
-
-outbox_app = typer.Typer(
-    help="Outbox rows that can never be published, set aside by the relay.", no_args_is_help=True
-)
-app.add_typer(outbox_app, name="outbox")
-
-
-@outbox_app.command("ls")
-def outbox_ls(
-    limit: Annotated[int, typer.Option(min=1, help="at most this many rows")] = 50,
-    output: OutputOption = "table",
-) -> None:
-    """The outbox rows the relay set aside, oldest first, with why."""
-    from tide.store.outbox import dead_letters  # noqa: PLC0415
-
-    settings = load_settings("postgres_dsn")
-    with _database(settings) as conn:
-        rows = dead_letters(conn, limit=limit)
-    if output == "json":
-        out.print_json(json.dumps(rows, default=str))
-        return
-    table = Table("id", "event_id", "type", "reason", "failed_at")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    out.print(table)
-
-
-@outbox_app.command("resend")
-def outbox_resend(
-    ids: Annotated[list[int] | None, typer.Argument(help="row ids (see `tide outbox ls`)")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="every row set aside")] = False,
-) -> None:
-    """Put set-aside rows back in the outbox (after fixing their data or the schema); the
-    relay publishes them, or sets them aside again with the new reason."""
-    from tide.store.outbox import resend  # noqa: PLC0415
-
-    if not ids and not all_:
-        err.print("error: name row ids or pass --all")
-        raise typer.Exit(EXIT_USAGE)
-    settings = load_settings("postgres_dsn")
-    with _database(settings) as conn:
-        moved = resend(conn, None if all_ else list(ids or []))
-    out.print(f"{moved} row(s) back in the outbox")
-
-
-dlq_app = typer.Typer(
-    help="Dead letters: inspect them, send them back after a fix.", no_args_is_help=True
-)
-app.add_typer(dlq_app, name="dlq")
-
-GroupOption = Annotated[
-    str | None, typer.Option("--group", "-g", help="consumer group (default: every group)")
-]
-FilterOption = Annotated[
-    str | None, typer.Option("--filter", help="only records matching, e.g. type=video.rated")
-]
-OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
-
-
-def _dead_letter_queues(settings: Settings, group: str | None) -> list[Any]:
-    from tide.dlq import DeadLetterQueue  # noqa: PLC0415
-
-    catalog = settings.catalog()
-    names = [g.name for g in catalog.consumer_groups]
-    if group is not None and group not in names:
-        err.print(f"error: unknown group {group!r}; known: " + ", ".join(names))
-        raise typer.Exit(EXIT_USAGE)
-    chosen = [g for g in catalog.consumer_groups if group is None or g.name == group]
-    return [DeadLetterQueue(settings.kafka_client_config(), g) for g in chosen]
-
-
-def _event_type(filter_: str | None) -> str | None:
-    if filter_ is None:
-        return None
-    key, _, value = filter_.partition("=")
-    if key != "type" or not value:
-        err.print(f"error: --filter must look like type=<event type>, got {filter_!r}")
-        raise typer.Exit(EXIT_USAGE)
-    return value
-
-
-@dlq_app.command("ls")
-def dlq_ls(group: GroupOption = None, output: OutputOption = "table") -> None:
-    """Depth and the latest reason of each group's DLQ."""
-    settings = load_settings("kafka_bootstrap")
-    rows = []
-    for queue in _dead_letter_queues(settings, group):
-        depth = queue.depth()
-        latest = queue.show(limit=depth)[-1:] if depth else []
-        rows.append(
-            {
-                "group": queue.group.name,
-                "dlq": queue.group.dlq_topic,
-                "depth": depth,
-                "last_reason": latest[0].reason if latest else "",
-                "last_error": latest[0].error if latest else "",
-            }
-        )
-    if output == "json":
-        out.print_json(json.dumps(rows))
-        return
-    table = Table("group", "dlq", "depth", "last reason", "last error")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    out.print(table)
-
-
-@dlq_app.command("show")
-def dlq_show(
-    group: Annotated[str, typer.Option("--group", "-g", help="consumer group")],
-    filter_: FilterOption = None,
-    limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 20,
-    output: OutputOption = "table",
-) -> None:
-    """The dead letters of one group, oldest first, with why they died."""
-    settings = load_settings("kafka_bootstrap")
-    (queue,) = _dead_letter_queues(settings, group)
-    letters = queue.show(limit=limit, event_type=_event_type(filter_))
-    rows = [
-        {
-            "partition": d.partition,
-            "offset": d.offset,
-            "type": d.event_type,
-            "id": d.event_id,
-            "reason": d.reason,
-            "attempt": d.attempt,
-            "error": d.error,
-            "from": d.origin,
-        }
-        for d in letters
-    ]
-    if output == "json":
-        out.print_json(json.dumps(rows))
-        return
-    table = Table("partition", "offset", "type", "id", "reason", "attempt", "error", "from")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    out.print(table)
-
-
-@dlq_app.command("redrive")
-def dlq_redrive(
-    group: Annotated[str, typer.Option("--group", "-g", help="consumer group")],
-    filter_: FilterOption = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="at most this many records")] = None,
-    to: Annotated[
-        str, typer.Option(help="retry (the group's own retry topic) or original")
-    ] = "retry",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="report, change nothing")] = False,
-    output: OutputOption = "table",
-) -> None:
-    """Send dead letters back (after the fix). Safe to interrupt and run again."""
-    if to not in {"retry", "original"}:
-        err.print(f"error: --to must be retry or original, got {to!r}")
-        raise typer.Exit(EXIT_USAGE)
-    settings = load_settings("kafka_bootstrap")
-    (queue,) = _dead_letter_queues(settings, group)
-    with out.status(f"redriving {queue.group.dlq_topic}"):
-        report = queue.redrive(
-            limit=limit,
-            event_type=_event_type(filter_),
-            to_original=to == "original",
-            dry_run=dry_run,
-        )
-    summary = {
-        "group": group,
-        "redriven": report.redriven,
-        "skipped": report.skipped,
-        "destinations": report.destinations,
-        "dry_run": dry_run,
-        "remaining": queue.depth(),
-    }
-    if output == "json":
-        out.print_json(json.dumps(summary))
-        return
-    verb = "would redrive" if dry_run else "redrove"
-    out.print(
-        f"{verb} {report.redriven} record(s) from {queue.group.dlq_topic};"
-        f" {summary['remaining']} left"
-    )
-    for topic, count in report.destinations.items():
-        out.print(f"  {count} -> {topic}")
-
-
 def _kubeconfig_present() -> bool:
     from pathlib import Path  # noqa: PLC0415
 
@@ -489,7 +172,7 @@ def status(
     from tide.status import group_status  # noqa: PLC0415
 
     settings = load_settings("kafka_bootstrap")
-    groups = [q.group for q in _dead_letter_queues(settings, group)]
+    groups = [q.group for q in dead_letter_queues(settings, group)]
     with_cluster = _kubeconfig_present() if cluster is None else cluster
 
     def replicas() -> dict[str, Replicas | None]:

@@ -273,8 +273,7 @@ def _apply_catalog_migrations(
             # The platform's own DDL, from its package: run as written.
             conn.execute(migration.sql.encode())
             conn.execute(
-                "INSERT INTO tide_catalog_migrations (package, name, checksum)"
-                " VALUES (%s, %s, %s)",
+                "INSERT INTO tide_catalog_migrations (package, name, checksum) VALUES (%s, %s, %s)",
                 (package, migration.name, migration.checksum),
             )
         applied.append(f"{package}/{migration.name}")
