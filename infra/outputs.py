@@ -32,7 +32,9 @@ def endpoint_urls(
     else:
         monitoring = namespaces["monitoring"]
         urls = {
-            API_URL: f"kubectl -n {namespaces['apps']} port-forward svc/{public.name} 8080"
+            API_URL: (
+                f"kubectl -n {namespaces['apps']} port-forward svc/{public.name} {public.http_port}"
+            )
             if public is not None
             else "(the catalog has no API)",
             GRAFANA_URL: (

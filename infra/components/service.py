@@ -23,7 +23,6 @@ from tide.needs import Dependency, process_needs
 from tide.topology import Catalog, Role
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "tide-service"
-HTTP_PORT = 8080
 # /metrics alone, behind a ClusterIP Service of its own (the OpenTelemetry Prometheus
 # exporter's port: free of Kafka's, RabbitMQ's and PostgreSQL's).
 METRICS_PORT = 9464
@@ -61,6 +60,10 @@ def service_values(
     `catalog_mount` it reads the stack's catalog from that ConfigMap.
     """
     service = catalog.service(name)
+    if service.http_port == METRICS_PORT:
+        raise ValueError(
+            f"service {name!r}: http_port {METRICS_PORT} is the metrics port; choose another"
+        )
     needs = process_needs(catalog, name)
     env: dict[str, str] = {"TIDE_SERVICE": service.name, "TIDE_LOG_FORMAT": "json"}
     secret_env: dict[str, dict[str, str]] = {}
@@ -113,7 +116,7 @@ def service_values(
         },
         "args": list(service.command),
         "replicas": service.replicas,
-        "http": {"port": HTTP_PORT},
+        "http": {"port": service.http_port},
         "metrics": {"port": METRICS_PORT},
         "env": env,
         "secretEnv": secret_env,

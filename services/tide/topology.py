@@ -147,7 +147,13 @@ class Service(_Entry):
     name: K8sName
     role: Role
     description: str = ""
-    http_port: int = Field(default=8080, ge=1024, le=65535)
+    http_port: int = Field(
+        default=8080,
+        ge=1024,
+        le=65535,
+        description="where its HTTP server (an API, the probes) listens on Kubernetes: the"
+        " container's port and its Service's; not 9464, the metrics port",
+    )
     produces: tuple[TopicName, ...] = ()
     publishes_to_exchanges: tuple[K8sName, ...] = ()
     public: bool = Field(

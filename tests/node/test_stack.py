@@ -28,7 +28,7 @@ import pytest
 from infra import kind, outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
-from infra.components.service import HTTP_PORT, METRICS_PORT
+from infra.components.service import METRICS_PORT
 from infra.config import Versions
 from kubernetes import client
 
@@ -463,7 +463,7 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
     name, ports = next((n, p) for n, p in workers if set(DATA_PORTS.values()) - p)
     needed, unneeded = min(ports), min(set(DATA_PORTS.values()) - ports)
     worker, api = deployments[name], deployments["video-service"]
-    http = HTTP_PORT
+    http = CATALOG.service("video-service").http_port
     postgres = deployed.brokers.postgres.port
     flows = [
         Flow("worker", f"{name} to the data namespace on {needed}", listener_ip, needed, True),
@@ -472,7 +472,7 @@ def _flows(deployed: Deployed, listener_ip: str) -> tuple[list[Flow], client.V1D
         Flow("outsider", "default namespace to the API's pod", _pod_ip(deployed.core, api), http,
              True),
         Flow("outsider", f"default namespace to {name}'s HTTP port",
-             _pod_ip(deployed.core, worker), http, False),
+             _pod_ip(deployed.core, worker), CATALOG.service(name).http_port, False),
         # /metrics is Prometheus's, on a port of its own: not even the public API's pod
         # takes it from outside the monitoring namespace.
         Flow("outsider", "default namespace to the API's metrics port",

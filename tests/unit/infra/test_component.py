@@ -31,10 +31,19 @@ def test_a_teams_own_program_deploys_its_catalog_and_its_image() -> None:
     assert {s.name for s in shop.services} <= set(charts)
     assert not {s.name for s in CATALOG.services} & set(charts)
     values = charts["orders-api"].inputs["values"]
-    (deployment,) = by_kind(render(values, namespace=charts["orders-api"].inputs["namespace"]),
-                            "Deployment")  # fmt: skip
+    documents = render(values, namespace=charts["orders-api"].inputs["namespace"])
+    (deployment,) = by_kind(documents, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "shop:0.1.0"
+    # The API listens where the shop's catalog says, and everything that reaches it agrees.
+    port = shop.service("orders-api").http_port
+    assert port == 8081
+    assert {"name": "TIDE_HTTP_PORT", "value": str(port)} in container["env"]
+    assert {"name": "http", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    (service,) = (s for s in by_kind(documents, "Service") if s["metadata"]["name"] == "orders-api")
+    assert [p["port"] for p in service["spec"]["ports"]] == [port]
+    (policy,) = by_kind(documents, "NetworkPolicy")
+    assert {"port": port, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
     parts = _top_level(program)
     assert len(parts) > len(shop.services), parts
     assert set(parts.values()) == {(COMPONENT, "shop")}
