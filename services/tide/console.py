@@ -4,12 +4,14 @@ with, its settings and its connection to the event store."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from tide.observability import configure_logging
 from tide.settings import MissingSettingError, Settings
@@ -29,6 +31,17 @@ GroupOption = Annotated[
     str | None, typer.Option("--group", "-g", help="consumer group (default: every group)")
 ]
 OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+
+
+def print_rows(rows: Sequence[Mapping[str, Any]], output: str, *headers: str) -> None:
+    """`rows` as JSON (`--output json`), else as a table under `headers`, one line each."""
+    if output == "json":
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    out.print(table)
 
 
 def load_settings(*required: str) -> Settings:

@@ -3,11 +3,9 @@ the relay set aside."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from tide.console import (
     EXIT_CONFIG,
@@ -18,6 +16,7 @@ from tide.console import (
     load_settings,
     out,
     postgres_unreachable,
+    print_rows,
 )
 from tide.needs import command_needs
 
@@ -81,13 +80,7 @@ def outbox_ls(
     settings = load_settings("postgres_dsn")
     with database(settings) as conn:
         rows = dead_letters(conn, limit=limit)
-    if output == "json":
-        out.print_json(json.dumps(rows, default=str))
-        return
-    table = Table("id", "event_id", "type", "reason", "failed_at")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    out.print(table)
+    print_rows(rows, output, "id", "event_id", "type", "reason", "failed_at")
 
 
 @outbox_app.command("resend")

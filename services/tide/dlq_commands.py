@@ -6,9 +6,8 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from tide.console import EXIT_USAGE, GroupOption, OutputOption, err, load_settings, out
+from tide.console import EXIT_USAGE, GroupOption, OutputOption, err, load_settings, out, print_rows
 from tide.settings import Settings
 
 dlq_app = typer.Typer(
@@ -59,13 +58,7 @@ def dlq_ls(group: GroupOption = None, output: OutputOption = "table") -> None:
                 "last_error": latest[0].error if latest else "",
             }
         )
-    if output == "json":
-        out.print_json(json.dumps(rows))
-        return
-    table = Table("group", "dlq", "depth", "last reason", "last error")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    out.print(table)
+    print_rows(rows, output, "group", "dlq", "depth", "last reason", "last error")
 
 
 @dlq_app.command("show")
@@ -92,13 +85,8 @@ def dlq_show(
         }
         for d in letters
     ]
-    if output == "json":
-        out.print_json(json.dumps(rows))
-        return
-    table = Table("partition", "offset", "type", "id", "reason", "attempt", "error", "from")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    out.print(table)
+    print_rows(rows, output, "partition", "offset", "type", "id", "reason", "attempt", "error",
+               "from")  # fmt: skip
 
 
 @dlq_app.command("redrive")
