@@ -152,7 +152,9 @@ def _platform_rules() -> list[dict[str, Any]]:
         # since the API started. Every bearer token is refused until it answers again.
         _alert(
             "TideApiIssuerUnreachable",
-            expr=f'sum(rate({AUTH_REFUSALS_SERIES}{{status="503"}}[5m])) > 0',
+            # A window shorter than `for`: one 503 (a JWKS blip as a pod starts) never
+            # pages; 503s that go on for 2 minutes do.
+            expr=f'sum(rate({AUTH_REFUSALS_SERIES}{{status="503"}}[1m])) > 0',
             for_="2m",
             severity="critical",
             summary="The APIs cannot read the token issuer's signing keys and refuse every"

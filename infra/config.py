@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from infra.image import SOURCE_TAG, context_digest
-from tide.auth import ACCESS_TOKEN_TYPES, CLIENT_NAME
+from tide.auth import ACCESS_TOKEN_TYPES, CLIENT_NAME, TOKEN_TYPE
 from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
@@ -158,7 +158,7 @@ class Auth(_Section):
     jwks_url: str | None = Field(default=None, pattern=r"^https?://")
     # The `typ` headers an access token may carry (RFC 9068 by default); an issuer that
     # types its access tokens `JWT` must be named here to be trusted.
-    token_types: list[Annotated[str, Field(pattern=r"^[^,\s]+$")]] = Field(
+    token_types: list[Annotated[str, Field(pattern=rf"^{TOKEN_TYPE}$")]] = Field(
         default=list(ACCESS_TOKEN_TYPES), min_length=1
     )
     clients: list[ApiClient] = []

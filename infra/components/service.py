@@ -20,12 +20,9 @@ from infra.components.postgres import postgres_credentials_secret
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from infra.config import StackConfig
 from tide.needs import Dependency, process_needs
-from tide.topology import Catalog, Role
+from tide.topology import METRICS_PORT, Catalog, Role
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "tide-service"
-# /metrics alone, behind a ClusterIP Service of its own (the OpenTelemetry Prometheus
-# exporter's port: free of Kafka's, RabbitMQ's and PostgreSQL's).
-METRICS_PORT = 9464
 # Where a service finds the Kafka cluster CA on a TLS stack (TIDE_KAFKA_CA_LOCATION).
 KAFKA_CA_DIR = "/etc/tide/kafka-ca"
 
@@ -60,10 +57,6 @@ def service_values(
     `catalog_mount` it reads the stack's catalog from that ConfigMap.
     """
     service = catalog.service(name)
-    if service.http_port == METRICS_PORT:
-        raise ValueError(
-            f"service {name!r}: http_port {METRICS_PORT} is the metrics port; choose another"
-        )
     needs = process_needs(catalog, name)
     env: dict[str, str] = {"TIDE_SERVICE": service.name, "TIDE_LOG_FORMAT": "json"}
     secret_env: dict[str, dict[str, str]] = {}

@@ -65,6 +65,8 @@ ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
 VERIFIED_TOKENS = 4096
 
 
+# One `typ` an access token may carry, as the stack and TIDE_AUTH_TOKEN_TYPES name it.
+TOKEN_TYPE = r"[^,\s]+"  # noqa: S105 - a pattern, no secret
 # What a client may be called: it travels as `authid` on every event it sends.
 CLIENT_NAME = r"^[A-Za-z0-9_.:@-]{1,100}$"
 
@@ -286,20 +288,22 @@ class JwtVerifier:
         self.issuer, self.audience = issuer, audience
         self._types = tuple(t.lower() for t in token_types)  # media types ignore case
         self._keys = SigningKeys(jwks_url)
-        self._verified: dict[str, _Verified] = {}
+        # By the token's SHA-256: what is kept in memory is no credential.
+        self._verified: dict[bytes, _Verified] = {}
 
     async def caller(self, token: str) -> Caller:
-        known = self._verified.get(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
         if known is not None:
             # Raises as for any token when the key is gone or the issuer long unreachable.
             key = await self._keys.key(known.kid)
             if key is known.key and time.time() < known.until:
                 return known.caller
-            self._verified.pop(token, None)
+            self._verified.pop(digest, None)
         verified = await self._verify(token)
         if len(self._verified) >= VERIFIED_TOKENS:
             self._verified.pop(next(iter(self._verified)))  # the oldest
-        self._verified[token] = verified
+        self._verified[digest] = verified
         return verified.caller
 
     async def _verify(self, token: str) -> _Verified:
@@ -332,7 +336,7 @@ class JwtVerifier:
         # RFC 9068 §2.2: a client acting for itself has its own id as the subject.
         kind = AuthType.SERVICE_ACCOUNT if claims.get("client_id") == subject else AuthType.USER
         caller = Caller(kind, subject, _scopes(claims))
-        return _Verified(caller, kid, key, float(claims["exp"]) + LEEWAY_S)
+        return _Verified(caller, kid, key, int(claims["exp"]) + LEEWAY_S)  # as PyJWT reads it
 
 
 def _keys_unavailable() -> AuthError:

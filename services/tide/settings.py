@@ -9,7 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tide.auth import ACCESS_TOKEN_TYPES, AuthMode, Guard, guard_from, parse_api_keys
+from tide.auth import ACCESS_TOKEN_TYPES, TOKEN_TYPE, AuthMode, Guard, guard_from, parse_api_keys
 from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     auth_jwks_url: str = Field(default="", description="jwt: where the issuer's keys are")
     auth_token_types: str = Field(
         default=",".join(ACCESS_TOKEN_TYPES),
-        pattern=r"^[^,\s]+(,[^,\s]+)*$",
+        pattern=rf"^{TOKEN_TYPE}(,{TOKEN_TYPE})*$",
         description="jwt: the `typ` headers an access token may carry, comma-separated",
     )
     auth_api_keys: SecretStr = Field(

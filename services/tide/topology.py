@@ -141,6 +141,12 @@ class Role(StrEnum):
     WORKER = "worker"  # RabbitMQ competing consumers
 
 
+# Where every process serves /metrics on Kubernetes (TIDE_METRICS_PORT), behind a Service
+# of its own (the OpenTelemetry Prometheus exporter's port: free of Kafka's, RabbitMQ's and
+# PostgreSQL's). No service's HTTP port may take it.
+METRICS_PORT = 9464
+
+
 class Service(_Entry):
     """One deployable process; its `command` is the image's argument list."""
 
@@ -185,6 +191,10 @@ class Service(_Entry):
                 raise ValueError(f"app {self.app!r} must look like 'package.module:function'")
         elif self.app is not None or self.database:
             raise ValueError(f"app and database are for role api, not role {self.role}")
+        if self.http_port == METRICS_PORT:
+            raise ValueError(
+                f"http_port {METRICS_PORT} is where /metrics is served; choose another"
+            )
         return self
 
     @property
@@ -411,6 +421,14 @@ class Catalog(_Entry):
     def workers_of(self, service: str) -> tuple[QueueWorker, ...]:
         return tuple(w for w in self.queue_workers if w.service == service)
 
+    def consumers_of(self, service: str) -> tuple[str, ...]:
+        """The names `service` records its exactly-once marks under (tide.store.processed):
+        each of its groups' name and each of its workers' queue. Unique in a catalog, so a
+        database role owns its marks by these names (tide.store.grants)."""
+        return tuple(g.name for g in self.groups_of(service)) + tuple(
+            w.queue for w in self.workers_of(service)
+        )
+
     def side_topics(self, group: ConsumerGroup) -> tuple[Topic, ...]:
         """A group's retry topics and DLQ, sized so every replica can work on them.
 
@@ -490,6 +508,20 @@ def _unique_names(catalog: Catalog) -> list[str]:
         *_duplicates("queue", [q.name for q in catalog.queues]),
         *_duplicates("exchange", [x.name for x in catalog.exchanges]),
         *_duplicates("event", [f"{e.type} v{e.version}" for e in catalog.events]),
+        # Groups and workers keep their exactly-once marks side by side, under a group's
+        # name or a worker's queue (Catalog.consumers_of): each must be one consumer's.
+        *(
+            f"queue {queue!r} has more than one queue worker"
+            for queue, n in sorted(Counter(w.queue for w in catalog.queue_workers).items())
+            if n > 1
+        ),
+        *(
+            f"queue {name!r} and consumer group {name!r} share a name: their exactly-once"
+            " marks would be one consumer's; rename one"
+            for name in sorted(
+                {w.queue for w in catalog.queue_workers} & {g.name for g in catalog.consumer_groups}
+            )
+        ),
     ]
 
 

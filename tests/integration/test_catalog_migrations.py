@@ -88,6 +88,14 @@ def test_migrations_only_go_forward(database: str, package: tuple[str, Path]) ->
         migrate(database, catalog)
     first.write_text(f"CREATE TABLE {table} (id bigserial PRIMARY KEY);")
 
+    first.rename(directory / "0002_ledgers.sql")
+    with pytest.raises(ValueError, match=re.escape("0002_ledger.sql was applied and is now named")):
+        migrate(database, catalog)
+    (directory / "0002_ledgers.sql").unlink()
+    with pytest.raises(ValueError, match=re.escape("0002_ledger.sql was applied and is gone")):
+        migrate(database, catalog)
+    first.write_text(f"CREATE TABLE {table} (id bigserial PRIMARY KEY);")
+
     (directory / "0001_early.sql").write_text("SELECT 1;")
     with pytest.raises(
         ValueError, match=re.escape("0001_early.sql is new but numbered before 0002")

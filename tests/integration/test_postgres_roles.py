@@ -28,7 +28,6 @@ from tide.store.grants import (
     PLATFORM_TABLES,
     SELECT,
     UPDATE,
-    consumers,
     database_services,
     privileges,
     role_name,
@@ -149,7 +148,7 @@ def test_no_role_touches_another_services_tables(roles: Roles) -> None:
 
 
 def test_a_role_sees_and_marks_only_its_own_consumers_processed_events(roles: Roles) -> None:
-    marking = {s: consumers(CATALOG, s) for s in sorted(roles.dsns) if consumers(CATALOG, s)}
+    marking = {s: CATALOG.consumers_of(s) for s in sorted(roles.dsns) if CATALOG.consumers_of(s)}
     assert len(marking) >= 2, "the reference catalog has several marking services"
     everyone = {name for names in marking.values() for name in names}
     event = secrets.token_hex(8)

@@ -28,7 +28,6 @@ import pytest
 from infra import kind, outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
-from infra.components.service import METRICS_PORT
 from infra.config import Versions
 from kubernetes import client
 
@@ -59,6 +58,7 @@ from tide.auth import API_KEY_HEADER
 from tide.catalog import CATALOG
 from tide.dlq import DeadLetterQueue
 from tide.store.grants import database_services, role_name
+from tide.topology import METRICS_PORT
 from tide.waiting import wait_until
 from tide_dev.chaos.experiments import catalogue
 from tide_dev.chaos.probes import WATCH_TYPE, Ledger, UserEffects, effects

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tide.catalog import CATALOG
 from tide.errors import PLATFORM_ERRORS
 from tide.events.schemas import schema
-from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, consumers, privileges
+from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, privileges
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy, Topic
 
 
@@ -75,6 +75,28 @@ def test_duplicate_topic_is_refused() -> None:
     topics.append(topics[0])
     with pytest.raises(ValidationError, match="topic 'user-events' is declared more than once"):
         Catalog.model_validate(_with(topics=topics))
+
+
+def test_a_queue_named_like_a_group_or_worked_twice_is_refused() -> None:
+    # Marks are kept by group name or queue name: each must be one consumer's alone.
+    queues = [q.model_dump() for q in CATALOG.queues]
+    queues.append({**queues[0], "name": "badges"})
+    bindings = [b.model_dump() for b in CATALOG.bindings]
+    bindings.append({**bindings[0], "queue": "badges"})
+    workers = [w.model_dump() for w in CATALOG.queue_workers]
+    workers += [{**workers[0], "queue": "badges"}, workers[0]]
+    with pytest.raises(ValidationError) as refused:
+        Catalog.model_validate(_with(queues=queues, bindings=bindings, queue_workers=workers))
+    message = str(refused.value)
+    assert "queue 'badges' and consumer group 'badges' share a name" in message
+    assert "queue 'notifications' has more than one queue worker" in message
+
+
+def test_an_http_port_on_the_metrics_port_is_refused() -> None:
+    services = [s.model_dump() for s in CATALOG.services]
+    services[0]["http_port"] = 9464
+    with pytest.raises(ValidationError, match="http_port 9464 is where /metrics is served"):
+        Catalog.model_validate(_with(services=services))
 
 
 def test_consumer_service_without_a_group_is_refused() -> None:
@@ -188,8 +210,8 @@ def test_each_role_is_granted_its_tables_and_the_platforms_it_uses() -> None:
     assert store["subscription_overview"] == READ_WRITE
     assert "processed_events" not in store
     assert privileges(CATALOG, "video-service") == {}
-    assert consumers(CATALOG, "notification-dispatch") == ("notification-dispatch",)
-    assert consumers(CATALOG, "notification-worker") == ("notifications",)
+    assert CATALOG.consumers_of("notification-dispatch") == ("notification-dispatch",)
+    assert CATALOG.consumers_of("notification-worker") == ("notifications",)
 
 
 @pytest.mark.parametrize("name", ["tide", "registry", "postgres", "public"])

@@ -101,14 +101,6 @@ def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
     return granted
 
 
-def consumers(catalog: Catalog, service: str) -> tuple[str, ...]:
-    """The names `service` records its exactly-once marks under: its consumer groups' and
-    its queues' (tide.kafka.processing, tide.rabbitmq.bus)."""
-    return tuple(g.name for g in catalog.consumer_groups if g.service == service) + tuple(
-        w.queue for w in catalog.queue_workers if w.service == service
-    )
-
-
 def missing_roles(conn: psycopg.Connection[Any], roles: Iterable[str]) -> list[str]:
     """Those of `roles` that do not exist in the cluster."""
     wanted = list(roles)
@@ -179,7 +171,7 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
             (consumer, role_name(service))
             for service in database_services(catalog)
             if PROCESSED_MARKS.keys() <= planned[role_name(service)].keys()
-            for consumer in consumers(catalog, service)
+            for consumer in catalog.consumers_of(service)
         ]
         if owned:
             with conn.cursor() as cursor:
@@ -188,6 +180,9 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
                     " ON CONFLICT (consumer) DO UPDATE SET role = EXCLUDED.role",
                     owned,
                 )
+        # Only now that each role owns its marks (and may read who owns what) does the row
+        # policy of migration 6 bind: from then on a role sees its own marks alone.
+        conn.execute("ALTER TABLE processed_events ENABLE ROW LEVEL SECURITY")
     return planned
 
 

@@ -140,13 +140,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         6,
         """
         -- Whose marks a row is: a service's role sees and writes only the rows of its own
-        -- consumer groups and queues (tide.store.grants records them). The owner, who
-        -- migrates, and superusers are not bound by the policy.
+        -- consumer groups and queues. The grant (tide.store.grants) records the owners and
+        -- only then turns row-level security on, so running consumers keep working from
+        -- this migration to the grant. The owner, who migrates, and superusers are not
+        -- bound by the policy.
         CREATE TABLE processed_event_owners (
             consumer text PRIMARY KEY,
             role     name NOT NULL
         );
-        ALTER TABLE processed_events ENABLE ROW LEVEL SECURITY;
         CREATE POLICY own_consumers ON processed_events
             USING (EXISTS (
                 SELECT FROM processed_event_owners o
@@ -167,11 +168,15 @@ class CatalogMigration:
 
     package: str
     name: str
-    sql: str
+    text: bytes  # as the file holds it: its SHA-256 is recorded, whatever the locale
+
+    @property
+    def number(self) -> str:
+        return self.name[:4]
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        return hashlib.sha256(self.text).hexdigest()
 
 
 def catalog_migrations(package: str) -> list[CatalogMigration]:
@@ -183,6 +188,11 @@ def catalog_migrations(package: str) -> list[CatalogMigration]:
         raise LookupError(
             f"catalog migrations: no Python package {package!r} (is it installed where"
             " `tide db migrate` runs?)"
+        ) from None
+    except TypeError:  # a module, not a package: it holds no files
+        raise LookupError(
+            f"catalog migrations: {package!r} is a module; name a package (a directory with"
+            " __init__.py) holding the .sql files"
         ) from None
     found: list[CatalogMigration] = []
     numbered: dict[str, str] = {}
@@ -201,7 +211,7 @@ def catalog_migrations(package: str) -> list[CatalogMigration]:
                 f" share number {match[1]}"
             )
         numbered[match[1]] = entry.name
-        found.append(CatalogMigration(package, entry.name, entry.read_text()))
+        found.append(CatalogMigration(package, entry.name, entry.read_bytes()))
     return found
 
 
@@ -209,10 +219,11 @@ def migrate(dsn: str, catalog: Catalog | None = None) -> list[str]:
     """Apply Tide's migrations this database lacks, then those of `catalog`'s own package;
     returns what was applied now ('tide/<version>', '<package>/<file>').
 
-    ValueError (before anything of the catalog's is applied) for a catalog migration edited
-    after it was applied, or a new one numbered before one that is applied: a schema is
-    changed only forward, by new files."""
-    own = catalog_migrations(catalog.migrations) if catalog and catalog.migrations else []
+    ValueError (before anything of the catalog's is applied) for an applied catalog
+    migration that was edited, renamed or removed, or a new one numbered before one that is
+    applied: a schema is changed only forward, by new files."""
+    package = catalog.migrations if catalog is not None else None
+    own = catalog_migrations(package) if package else []
     applied: list[str] = []
     with psycopg.connect(pg_conninfo(dsn), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
@@ -231,32 +242,38 @@ def migrate(dsn: str, catalog: Catalog | None = None) -> list[str]:
                         "INSERT INTO tide_schema_migrations (version) VALUES (%s)", (version,)
                     )
                 applied.append(f"tide/{version}")
-            if own:
-                applied += _apply_catalog_migrations(conn, own)
+            if package:
+                applied += _apply_catalog_migrations(conn, package, own)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
     return applied
 
 
 def _apply_catalog_migrations(
-    conn: psycopg.Connection[Any], migrations: list[CatalogMigration]
+    conn: psycopg.Connection[Any], package: str, migrations: list[CatalogMigration]
 ) -> list[str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS tide_catalog_migrations ("
         " package text NOT NULL, name text NOT NULL, checksum text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (package, name))"
     )
-    package = migrations[0].package
     done = dict(
         conn.execute(
             "SELECT name, checksum FROM tide_catalog_migrations WHERE package = %s", (package,)
         ).fetchall()
     )
-    for migration in migrations:
-        if migration.name in done and done[migration.name] != migration.checksum:
+    files = {m.number: m for m in migrations}
+    for name, checksum in sorted(done.items()):
+        where = f"catalog migrations: {package}/{name}"
+        now = files.get(name[:4])
+        if now is None:
+            raise ValueError(f"{where} was applied and is gone from the package; restore it")
+        if now.name != name:
+            raise ValueError(f"{where} was applied and is now named {now.name}; rename it back")
+        if now.checksum != checksum:
             raise ValueError(
-                f"catalog migrations: {package}/{migration.name} was changed after it was"
-                " applied; undo the change and add a new file for it"
+                f"{where} was changed after it was applied; undo the change and add a new"
+                " file for it"
             )
     last = max(done, default="")
     late = [m.name for m in migrations if m.name not in done and m.name < last]
@@ -270,8 +287,9 @@ def _apply_catalog_migrations(
         if migration.name in done:
             continue
         with conn.transaction():
-            # The platform's own DDL, from its package: run as written.
-            conn.execute(migration.sql.encode())
+            # The platform's own DDL, from its package: run as written, in this
+            # transaction (so a file may not COMMIT, nor CREATE INDEX CONCURRENTLY).
+            conn.execute(migration.text)
             conn.execute(
                 "INSERT INTO tide_catalog_migrations (package, name, checksum) VALUES (%s, %s, %s)",
                 (package, migration.name, migration.checksum),
