@@ -30,6 +30,7 @@ from bench.measure import Mode, Row, Section, Spread, alternating
 from bench.payloads import watch_completed
 from bench.report import markdown
 from bench.setting import Setting
+from tide.apps.video_service import WRITE
 from tide.waiting import wait_until
 from tide_dev.chaos.processes import LocalPlatform, ServiceProcess
 from tide_dev.issuer import LocalIssuer
@@ -44,7 +45,6 @@ JWT_TARGET = 0.8
 NEW_TOKENS = 12_000
 P99_BOUND_MS = 20.0
 FIXED_RATE = 500  # requests/s: a moderate load, the same for both, whatever their peaks
-WRITE = "events:write"
 # Each server the bench loads, as the latency table names it.
 SERVERS = {
     "tide": "ours",

@@ -36,8 +36,12 @@ def auth_env(auth: Auth) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """An API's TIDE_AUTH_* variables: plain, and from the keys' Secret."""
     if auth.mode == "jwt":
         # Auth refuses jwt without any of the three.
-        given = {"issuer": auth.issuer or "", "audience": auth.audience or ""}
-        settings = jwt_settings(**given, jwks_url=auth.jwks_url or "", token_types=auth.token_types)
+        settings = jwt_settings(
+            issuer=auth.issuer or "",
+            audience=auth.audience or "",
+            jwks_url=auth.jwks_url or "",
+            token_types=auth.token_types,
+        )
         return settings, {}
     keys = {"secret": API_KEYS_SECRET, "key": API_KEYS_KEY}
     return {"TIDE_AUTH_MODE": auth.mode}, {"TIDE_AUTH_API_KEYS": keys}

@@ -63,8 +63,6 @@ ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
 # Verified tokens remembered at most: a client reuses its token until it expires, and a
 # signature check costs more than the rest of a small request (bench/results-api.md).
 VERIFIED_TOKENS = 4096
-
-
 # One `typ` an access token may carry, as the stack and TIDE_AUTH_TOKEN_TYPES name it.
 TOKEN_TYPE = r"[^,\s]+"  # noqa: S105 - a pattern, no secret
 # What a client may be called: it travels as `authid` on every event it sends.
@@ -396,8 +394,7 @@ class Guard:
         """Answer refusals as Problems; `requires` adds the schemes to the OpenAPI document."""
 
         async def refused(_request: Request, exc: Exception) -> Response:
-            assert isinstance(exc, AuthError)
-            metrics.AUTH_REFUSALS.labels(str(exc.status_code)).inc()
+            assert isinstance(exc, AuthError)  # counted and timed where raised (_accounted)
             body = {"error": exc.error, "detail": exc.detail}
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -426,7 +423,7 @@ class Guard:
                 verifier = self._jwt
                 assert verifier is not None
 
-                @_timed_refusal
+                @_accounted
                 async def bearer(
                     credentials: HTTPAuthorizationCredentials | None = Security(  # noqa: B008
                         _BEARER, scopes=[scope]
@@ -447,7 +444,7 @@ class Guard:
                 keys = self._keys
                 assert keys is not None
 
-                @_timed_refusal
+                @_accounted
                 async def api_key(
                     key: str | None = Security(_API_KEY, scopes=[scope]),
                 ) -> Caller:
@@ -466,21 +463,23 @@ class Guard:
 _Check = TypeVar("_Check", bound=Callable[..., Awaitable[Caller]])
 
 
-def _timed_refusal(check: _Check) -> _Check:
-    """`check`, with the time a refusal took in tide_api_request_duration_seconds: the
-    operation's own timing (tide.health.timed) never starts for a request refused before it."""
+def _accounted(check: _Check) -> _Check:
+    """`check`, with each refusal counted (tide_api_auth_refusals_total) and timed
+    (tide_api_request_duration_seconds): the operation's own timing (tide.health.timed)
+    never starts for a request refused before it."""
 
     @functools.wraps(check)
-    async def timed(*args: Any, **kwargs: Any) -> Caller:
+    async def accounted(*args: Any, **kwargs: Any) -> Caller:
         started = time.perf_counter()
         try:
             return await check(*args, **kwargs)
         except AuthError as exc:
-            seconds = time.perf_counter() - started
-            metrics.API_REQUEST_SECONDS.labels(str(exc.status_code)).observe(seconds)
+            status = str(exc.status_code)
+            metrics.AUTH_REFUSALS.labels(status).inc()
+            metrics.API_REQUEST_SECONDS.labels(status).observe(time.perf_counter() - started)
             raise
 
-    return cast(_Check, timed)
+    return cast(_Check, accounted)
 
 
 def _scoped(caller: Caller, scope: str, challenge: str) -> Caller:

@@ -141,6 +141,8 @@ class Role(StrEnum):
     WORKER = "worker"  # RabbitMQ competing consumers
 
 
+# A dotted Python package name: where the catalog finds a platform's schemas and migrations.
+PACKAGE = r"[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*"
 # Where every process serves /metrics on Kubernetes (TIDE_METRICS_PORT), behind a Service
 # of its own (the OpenTelemetry Prometheus exporter's port: free of Kafka's, RabbitMQ's and
 # PostgreSQL's). No service's HTTP port may take it.
@@ -291,7 +293,7 @@ class EventType(_Entry):
     key: str = Field(description="payload field whose value is the Kafka key (the aggregate id)")
     schemas: str = Field(
         default="",
-        pattern=r"^([a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*)?$",
+        pattern=rf"^({PACKAGE})?$",
         description="Python package holding '<type>.v<version>.json' (default: the catalog's)",
     )
 
@@ -335,12 +337,12 @@ class Catalog(_Entry):
     queue_workers: tuple[QueueWorker, ...] = ()
     events: tuple[EventType, ...] = ()
     schemas: str = Field(
-        pattern=r"^[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*$",
+        pattern=rf"^{PACKAGE}$",
         description="Python package holding each event's JSON Schema, '<type>.v<version>.json'",
     )
     migrations: str | None = Field(
         default=None,
-        pattern=r"^[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*$",
+        pattern=rf"^{PACKAGE}$",
         description="Python package holding the platform's own SQL migrations,"
         " '<NNNN>_<name>.sql', applied in order after Tide's by `tide db migrate`: the"
         " tables that services list in `tables`",

@@ -170,7 +170,6 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
         owned = [
             (consumer, role_name(service))
             for service in database_services(catalog)
-            if PROCESSED_MARKS.keys() <= planned[role_name(service)].keys()
             for consumer in catalog.consumers_of(service)
         ]
         if owned:

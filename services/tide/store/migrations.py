@@ -159,14 +159,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 
 
 # A platform's own migration file: four digits, then what it does.
-CATALOG_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+CATALOG_MIGRATION = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
 
 
 @dataclass(frozen=True)
 class CatalogMigration:
     """One SQL file of a catalog's `migrations` package."""
 
-    package: str
     name: str
     text: bytes  # as the file holds it: its SHA-256 is recorded, whatever the locale
 
@@ -194,25 +193,23 @@ def catalog_migrations(package: str) -> list[CatalogMigration]:
             f"catalog migrations: {package!r} is a module; name a package (a directory with"
             " __init__.py) holding the .sql files"
         ) from None
-    found: list[CatalogMigration] = []
-    numbered: dict[str, str] = {}
+    found: dict[str, CatalogMigration] = {}  # by number
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
-        match = CATALOG_MIGRATION.match(entry.name)
-        if match is None:
+        if not CATALOG_MIGRATION.match(entry.name):
             raise ValueError(
                 f"catalog migrations: {package}/{entry.name} must be named"
                 " '<NNNN>_<name>.sql' (four digits, then lower case, digits and _)"
             )
-        if match[1] in numbered:
+        migration = CatalogMigration(entry.name, entry.read_bytes())
+        if migration.number in found:
             raise ValueError(
-                f"catalog migrations: {package}/{entry.name} and {numbered[match[1]]}"
-                f" share number {match[1]}"
+                f"catalog migrations: {package}/{entry.name} and"
+                f" {found[migration.number].name} share number {migration.number}"
             )
-        numbered[match[1]] = entry.name
-        found.append(CatalogMigration(package, entry.name, entry.read_bytes()))
-    return found
+        found[migration.number] = migration
+    return list(found.values())
 
 
 def migrate(dsn: str, catalog: Catalog | None = None) -> list[str]:
