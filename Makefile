@@ -19,6 +19,9 @@ TOOLS := $(CACHE)/tools
 # built everything: it grows by gigabytes, and the binaries are what is kept. The
 # user's own Go build cache is never touched.
 export GOCACHE := $(TOOLS)/.go-build
+# The runtime has no catalog of its own: every target runs the reference OTT platform
+# unless the environment names another (`make local CATALOG=...` for yours).
+export TIDE_CATALOG_FILE ?= $(CURDIR)/services/ott/catalog.yaml
 
 # CLIs built from the Go module proxy at pinned versions, linked into ./bin.
 HELM_VERSION       := v3.22.0

@@ -30,7 +30,7 @@ from bench.measure import Mode, Row, Section, Spread, alternating
 from bench.payloads import watch_completed
 from bench.report import markdown
 from bench.setting import Setting
-from tide.apps.video_service import WRITE
+from ott.video_service import WRITE
 from tide.waiting import wait_until
 from tide_dev.chaos.processes import LocalPlatform, ServiceProcess
 from tide_dev.issuer import LocalIssuer

@@ -61,7 +61,7 @@ from bench.measure import Mode, Section
 from bench.payloads import watch_completed
 from bench.report import markdown
 from bench.setting import Setting
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.events.envelope import derived_id
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions

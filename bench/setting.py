@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.topics import ensure_topics
 from tide.store.migrations import migrate
@@ -41,7 +41,7 @@ def setting(workdir: Path) -> Iterator[Setting]:
     try:
         catalog = CATALOG.isolated(f"bench{uuid.uuid4().hex[:6]}")
         ensure_topics({"bootstrap.servers": brokers.kafka_bootstrap}, list(catalog.all_topics()))
-        migrate(brokers.postgres_dsn)
+        migrate(brokers.postgres_dsn, catalog)
         workdir.mkdir(parents=True, exist_ok=True)
         yield Setting(
             bootstrap=brokers.kafka_bootstrap,

@@ -9,6 +9,7 @@ import pulumi
 from infra import outputs
 from infra.config import ConfigError, load
 from infra.platform import TidePlatform, TidePlatformArgs
+from ott.catalog import CATALOG
 
 try:
     stack_config = load()
@@ -20,7 +21,7 @@ except ConfigError as error:
 # stack deployed before the component existed updates in place.
 platform = TidePlatform(
     "platform",
-    TidePlatformArgs(catalog=stack_config.platform_catalog(), settings=stack_config),
+    TidePlatformArgs(catalog=stack_config.platform_catalog(CATALOG), settings=stack_config),
 )
 for key, url in platform.endpoints.items():
     pulumi.export(key, url)

@@ -21,7 +21,6 @@ from pydantic.alias_generators import to_camel
 
 from infra.image import SOURCE_TAG, context_digest
 from tide.auth import ACCESS_TOKEN_TYPES, CLIENT_NAME, TOKEN_TYPE
-from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
 
@@ -222,8 +221,9 @@ class StackConfig(_Section):
     # cluster that cannot run Apicurio's image; a registry is added back by `deploy`.
     schema_registry: Literal["deploy", "none"] = "deploy"
     # The platform's catalog file (YAML), relative to the project directory; unset: the
-    # reference OTT platform. The image must hold the packages it names (handlers, apps,
-    # event schemas); the pods read this catalog from a ConfigMap (infra.components.catalog).
+    # program's own (Tide's program: the reference OTT platform's). The image must hold
+    # the packages it names (handlers, apps, event schemas); the pods read this catalog
+    # from a ConfigMap (infra.components.catalog).
     catalog: str | None = Field(default=None, min_length=1)
     # Required: None is refused below, naming the two modes.
     auth: Auth | None = None
@@ -238,9 +238,9 @@ class StackConfig(_Section):
                 raise ValueError(str(exc)) from None
         return value
 
-    def platform_catalog(self) -> Catalog:
-        """The catalog this stack deploys."""
-        return CATALOG if self.catalog is None else read_catalog(_project_path(self.catalog))
+    def platform_catalog(self, default: Catalog) -> Catalog:
+        """The catalog this stack deploys: its `tide:catalog` file, else the program's."""
+        return default if self.catalog is None else read_catalog(_project_path(self.catalog))
 
     @model_validator(mode="after")
     def _auth_chosen(self) -> Self:

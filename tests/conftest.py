@@ -12,9 +12,15 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ott.catalog import REFERENCE_CATALOG
 from tests import reports
 from tide_dev import Brokers, BrokerSession
 from tide_dev.brokers import ENV_REGISTRY
+
+# The runtime has no catalog of its own: the tests run the reference platform, as
+# `make` does, unless the environment names another. Every process a test starts
+# inherits it.
+os.environ.setdefault("TIDE_CATALOG_FILE", str(REFERENCE_CATALOG))
 
 # The runtime fixtures (database, private catalog topics, running groups) serve
 # both the integration and the chaos suites.

@@ -22,10 +22,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.apps.bodies import MAX_DEPTH
 from tide.auth import AuthMode, Guard, guard_from
-from tide.catalog import CATALOG
+from tide.bodies import MAX_DEPTH
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
 from tide.kafka import wedge
@@ -105,7 +105,7 @@ def nested_bodies(body: dict[str, object]) -> st.SearchStrategy[NestedBody]:
 @pytest.fixture(scope="session")
 def database(brokers: Brokers) -> str:
     """The harness's PostgreSQL with Tide's schema applied (idempotently)."""
-    migrate(brokers.postgres_dsn)
+    migrate(brokers.postgres_dsn, CATALOG)
     return brokers.postgres_dsn
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG, REFERENCE_CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import until_terminated
 from tide_dev.brokers import BrokerSession
@@ -28,7 +28,13 @@ def main() -> int:
         # The catalog's exchanges, quorum queues and dead-letter policies, as on Kubernetes.
         session.rabbitmq.import_definitions(definitions(CATALOG))
     control, control_url = serve(HarnessControl(session))
-    for key, value in {**brokers.as_env(), CONTROL_URL_VARIABLE: control_url}.items():
+    variables = {
+        **brokers.as_env(),
+        CONTROL_URL_VARIABLE: control_url,
+        # The catalog whose exchanges and queues were just declared, for `tide` commands.
+        "TIDE_CATALOG_FILE": str(REFERENCE_CATALOG),
+    }
+    for key, value in variables.items():
         print(f"export {key}='{value}'")
     print(f"# logs and data: {session.root}; Ctrl-C stops the brokers", flush=True)
     try:

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
+from ott.catalog import REFERENCE_CATALOG
 from tide.cli import CatalogOption, DebugOption, global_options
 from tide.cli import main as tide_main
 from tide.console import EXIT_CONFIG, EXIT_USAGE, OutputOption, err, load_settings, out
@@ -43,6 +44,9 @@ BROKER_EXPERIMENTS = {"stop-rabbitmq", "restart-kafka"}
 @app.callback()
 def _options(debug: DebugOption = False, catalog: CatalogOption = None) -> None:
     global_options(debug, catalog)
+    # The runtime has no catalog of its own; the tools run the reference platform's unless
+    # `--catalog` or the environment names another.
+    os.environ.setdefault("TIDE_CATALOG_FILE", str(REFERENCE_CATALOG))
 
 
 def main() -> None:

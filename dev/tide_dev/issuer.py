@@ -21,7 +21,7 @@ from tide.auth import jwt_settings
 
 ISSUER = "https://issuer.tide.local/"
 AUDIENCE = "tide"
-# Every scope Tide's reference APIs ask for (tide.apps.video_service, tide.apps.subscription).
+# Every scope Tide's reference APIs ask for (ott.video_service, ott.subscription).
 ALL_SCOPES = ("events:write", "subscriptions:read", "subscriptions:write")
 TOKEN_TTL_S = 24 * 3600  # a local run outlives no token
 

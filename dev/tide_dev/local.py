@@ -37,6 +37,7 @@ import typer
 from infra.alerts import rule_groups
 from rich.console import Console
 
+from ott.catalog import REFERENCE_CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
@@ -62,9 +63,9 @@ READY_TIMEOUT_S = 120.0
 class LocalStack:
     """Everything `make local` runs on top of the brokers; `start` then `stop`.
 
-    `catalog_file` is a team's own platform (TIDE_CATALOG_FILE); without it, the reference
-    OTT platform runs and its workload drives it. A platform of your own gets no workload:
-    its traffic is its clients'.
+    `catalog_file` is the platform's catalog (TIDE_CATALOG_FILE), by default the reference
+    OTT platform's, which the reference workload drives. A platform of your own gets no
+    workload: its traffic is its clients'.
     `catalog_suffix` isolates the platform's topics, groups and queues (Catalog.isolated),
     so the alert tests share the session's brokers with the other tests. `interval` is
     Prometheus's scrape and evaluation interval; `rules` defaults to what the program
@@ -74,7 +75,7 @@ class LocalStack:
     session: BrokerSession
     brokers: Brokers
     workdir: Path
-    catalog_file: str = ""
+    catalog_file: str = str(REFERENCE_CATALOG)
     catalog_suffix: str = ""
     interval: str = "5s"
     rules: list[dict[str, Any]] | None = None
@@ -97,8 +98,7 @@ class LocalStack:
     @property
     def env(self) -> dict[str, str]:
         env = self.brokers.as_env() | self.issuer.settings()
-        if self.catalog_file:
-            env["TIDE_CATALOG_FILE"] = self.catalog_file
+        env["TIDE_CATALOG_FILE"] = self.catalog_file
         if self.catalog_suffix:
             env["TIDE_CATALOG_SUFFIX"] = self.catalog_suffix
         return env
@@ -219,7 +219,7 @@ class LocalStack:
         )
         self._lap("services ready", began)
 
-        if self.catalog_file:
+        if Path(self.catalog_file).resolve() != REFERENCE_CATALOG.resolve():
             return  # the reference workload speaks the OTT platform's events only
         step("workload: a catalogue, then watches at a steady rate")
         ledger = Ledger(
@@ -391,12 +391,12 @@ def main(
 
     console = Console()
     catalog_file = str(catalog.resolve()) if catalog else os.environ.get("TIDE_CATALOG_FILE", "")
-    if catalog_file:
-        try:  # before any broker starts: a catalog that does not load is the whole error
-            read_catalog(catalog_file)
-        except CatalogFileError as exc:
-            console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-            raise typer.Exit(3) from None
+    catalog_file = catalog_file or str(REFERENCE_CATALOG)
+    try:  # before any broker starts: a catalog that does not load is the whole error
+        read_catalog(catalog_file)
+    except CatalogFileError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(3) from None
     # `kill -USR1` prints every thread's stack: what a stop that does not end is waiting on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     began = time.monotonic()

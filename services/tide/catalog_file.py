@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from tide.topology import Catalog, CatalogRulesError
 
-# What names an entry of each list, for messages: `consumer_groups[analytics].retry`.
+# What names an entry of each list, for messages: `consumer_groups[billing].retry`.
 _ENTRY_KEYS = ("name", "type", "service")
 
 

@@ -52,8 +52,7 @@ CatalogOption = Annotated[
     Path | None,
     typer.Option(
         "--catalog",
-        help="your platform's catalog file (default: $TIDE_CATALOG_FILE, else the"
-        " reference OTT platform)",
+        help="your platform's catalog file (default: $TIDE_CATALOG_FILE)",
         dir_okay=False,
     ),
 ]
@@ -95,6 +94,7 @@ def _explain(exc: BaseException) -> tuple[int, str]:
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
     from tide.errors import PlatformUnavailableError  # noqa: PLC0415
+    from tide.settings import MissingSettingError  # noqa: PLC0415
 
     kafka = os.environ.get("TIDE_KAFKA_BOOTSTRAP", "(TIDE_KAFKA_BOOTSTRAP unset)")
     if isinstance(exc, KafkaException):
@@ -105,6 +105,8 @@ def _explain(exc: BaseException) -> tuple[int, str]:
         return EXIT_UNAVAILABLE, f"PostgreSQL: {str(exc).strip().splitlines()[0]}"
     if isinstance(exc, PlatformUnavailableError | ConnectionError):
         return EXIT_UNAVAILABLE, str(exc)
+    if isinstance(exc, MissingSettingError):
+        return EXIT_CONFIG, str(exc)
     return 1, f"{type(exc).__name__}: {exc}"
 
 

@@ -15,7 +15,7 @@ dlq_app = typer.Typer(
 )
 
 FilterOption = Annotated[
-    str | None, typer.Option("--filter", help="only records matching, e.g. type=video.rated")
+    str | None, typer.Option("--filter", help="only records matching, e.g. type=order.placed")
 ]
 
 

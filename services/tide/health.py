@@ -119,8 +119,8 @@ def add_health_routes(
 
     async def platform_fault(_request: Request, exc: Exception) -> Response:
         # A dependency that is down is not a server bug: 503 with what is down, which
-        # clients retry, never a bare 500 (tide.errors.PLATFORM_ERRORS). The subscription
-        # API's load shedding (a pool with no connection to spare) is one of these.
+        # clients retry, never a bare 500 (tide.errors.PLATFORM_ERRORS). An API's load
+        # shedding (a pool with no connection to spare) is one of these.
         return unavailable("unavailable", str(exc))
 
     for fault in PLATFORM_ERRORS:

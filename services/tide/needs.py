@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tide.catalog import CATALOG
 from tide.topology import Catalog, Role
 
 
@@ -115,14 +114,16 @@ _COMMANDS: dict[tuple[str, ...], Needs] = {
 }
 
 
-def command_needs(command: Sequence[str], catalog: Catalog = CATALOG) -> Needs:
+def command_needs(command: Sequence[str], catalog: Catalog | None = None) -> Needs:
     """What an image command line needs, e.g. `["tide", "db", "migrate", "--grant"]` (options
     change what a command does, not what it connects to); `tide run <service>` is that
-    service's process_needs. LookupError for a command with no known needs."""
+    service's process_needs in `catalog`. LookupError for a command with no known needs."""
     args = tuple(arg for arg in command if not arg.startswith("-"))
     if args[:1] == ("tide",):
         args = args[1:]
     if len(args) == 2 and args[0] == "run":
+        if catalog is None:
+            raise LookupError(f"`tide run {args[1]}` needs the catalog that names the service")
         return process_needs(catalog, args[1])
     needs = _COMMANDS.get(args)
     if needs is None:

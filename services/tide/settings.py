@@ -10,7 +10,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tide.auth import ACCESS_TOKEN_TYPES, TOKEN_TYPE, AuthMode, Guard, guard_from, parse_api_keys
-from tide.catalog import CATALOG
 from tide.catalog_file import CatalogFileError, read_catalog
 from tide.topology import Catalog
 
@@ -25,7 +24,7 @@ class Settings(BaseSettings):
     service: str = Field(default="", description="catalog service this process runs")
     catalog_file: str = Field(
         default="",
-        description="the platform's catalog (YAML); empty: the reference OTT platform's",
+        description="the platform's catalog (YAML); every command that runs a service needs it",
     )
     catalog_suffix: str = Field(
         default="",
@@ -150,9 +149,14 @@ class Settings(BaseSettings):
         )
 
     def catalog(self) -> Catalog:
-        """The catalog this process runs (its file's, else the reference one), isolated when
-        a suffix is set."""
-        catalog = read_catalog(self.catalog_file) if self.catalog_file else CATALOG
+        """The catalog this process runs, isolated when a suffix is set. The runtime has no
+        catalog of its own: the image, the chart or the tools name the platform's file."""
+        if not self.catalog_file:
+            raise MissingSettingError(
+                f"{self.service or 'tide'} has no catalog: set TIDE_CATALOG_FILE to your"
+                " platform's catalog file (or pass --catalog)"
+            )
+        catalog = read_catalog(self.catalog_file)
         return catalog.isolated(self.catalog_suffix) if self.catalog_suffix else catalog
 
     def require(self, *names: str) -> None:

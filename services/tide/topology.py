@@ -1,7 +1,7 @@
 """The shape of a Tide catalog: topics, services, consumer groups, queues, events, and its rules.
 
-`tide.catalog` holds the one instance of it; everything else (the Pulumi
-program, the runners, the tests) reads that instance and derives names from it
+A platform's catalog file (tide.catalog_file) is read into one instance of it; everything
+else (the Pulumi program, the runners, the tests) reads that instance and derives names from it
 with the properties below, so a name is spelled in exactly one place.
 """
 
@@ -33,7 +33,7 @@ _MAX_GROUP_NAME = 40
 
 
 def _k8s_name(value: str) -> str:
-    if len(value) > 63 or not _K8S_LABEL.match(value):
+    if len(value) > 63 or not _K8S_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes name "
             "(lower-case letters, digits and '-', at most 63, starting and ending alphanumeric)"
@@ -42,7 +42,7 @@ def _k8s_name(value: str) -> str:
 
 
 def _topic_name(value: str) -> str:
-    if len(value) > 249 or not _KAFKA_TOPIC.match(value):
+    if len(value) > 249 or not _KAFKA_TOPIC.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid topic name for Kafka and KafkaTopic "
             "(lower-case letters, digits, '.', '-', at most 249)"
@@ -51,7 +51,7 @@ def _topic_name(value: str) -> str:
 
 
 def _table_name(value: str) -> str:
-    if not _TABLE.match(value):
+    if not _TABLE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a table name as migrations write them "
             "(lower-case letters, digits and '_', at most 63, not starting with a digit)"
@@ -189,7 +189,7 @@ class Service(_Entry):
         if self.role is Role.API:
             if self.app is None:
                 raise ValueError("role api needs app: 'package.module:function' building its app")
-            if not _HANDLER.match(self.app):
+            if not _HANDLER.fullmatch(self.app):
                 raise ValueError(f"app {self.app!r} must look like 'package.module:function'")
         elif self.app is not None or self.database:
             raise ValueError(f"app and database are for role api, not role {self.role}")
@@ -222,7 +222,7 @@ class ConsumerGroup(_Entry):
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
-        if not _HANDLER.match(self.handler):
+        if not _HANDLER.fullmatch(self.handler):
             raise ValueError(f"handler {self.handler!r} must look like 'package.module:function'")
         if len(self.name) > _MAX_GROUP_NAME:
             raise ValueError(
@@ -299,9 +299,9 @@ class EventType(_Entry):
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
-        if not _EVENT_TYPE.match(self.type):
+        if not _EVENT_TYPE.fullmatch(self.type):
             raise ValueError(
-                f"event type {self.type!r} must be dotted lower case, e.g. 'video.watch.started'"
+                f"event type {self.type!r} must be dotted lower case, e.g. 'order.placed'"
             )
         if (self.topic is None) == (self.exchange is None):
             raise ValueError(f"event type {self.type!r} needs exactly one of topic or exchange")
@@ -612,7 +612,7 @@ def _rabbitmq_problems(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: queue {worker.queue!r} is not in the catalog")
         if worker.service not in services:
             problems.append(f"{where}: service {worker.service!r} is not in the catalog")
-        if not _HANDLER.match(worker.handler):
+        if not _HANDLER.fullmatch(worker.handler):
             problems.append(
                 f"{where}: handler {worker.handler!r} must look like 'package.module:function'"
             )

@@ -21,9 +21,9 @@ import pytest
 from infra.alerts import hastened, rule_groups
 from infra.dashboards import overview, service_page
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
 from tests.reports import CHAOS, report
-from tide.catalog import CATALOG
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession, HarnessError

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide_dev import Brokers, BrokerSession
 from tide_dev.control import HarnessControl, serve

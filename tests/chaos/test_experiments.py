@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
 from tests.reports import CHAOS, report
-from tide.catalog import CATALOG
 from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
 from tide_dev import Brokers, BrokerSession

@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
+from ott.video_service import create_app
 from tests.conftest import unique
 from tests.integration.test_consumer_runner import effects, fast_retries, recording
 from tests.runtime_fixtures import RunningGroup
-from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import Handler
 from tide.kafka.producer import EventPublisher

@@ -30,7 +30,7 @@ RECORDS = 7
 READER = """
 import json, pathlib, sys, time
 from confluent_kafka import KafkaException
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.status import backlogs
 bootstrap, suffix, out, stop = sys.argv[1:5]
 groups = CATALOG.isolated(suffix).consumer_groups

@@ -13,9 +13,9 @@ from collections import Counter
 import aio_pika
 import pytest
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
 from tests.integration.test_rabbitmq_bus import _sent, _start_worker, _true, job, recording
-from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec
 from tide.rabbitmq.bus import RabbitPublisher
 from tide.rabbitmq.definitions import definitions

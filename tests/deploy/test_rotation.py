@@ -27,6 +27,7 @@ from infra.components.kafka_users import kafka_credentials_secret
 from infra.components.postgres import postgres_credentials_secret
 from psycopg.conninfo import make_conninfo
 
+from ott.catalog import CATALOG
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.containers import (
     READY_WITHIN_S,
@@ -43,7 +44,6 @@ from tests.deploy.operators import StackBrokers
 from tests.deploy.rollout import FIRST_TAG, deploy
 from tests.deploy.stack import Rendered, config_for, identity, render_stack
 from tide.auth import API_KEY_HEADER, new_api_key
-from tide.catalog import CATALOG
 from tide.waiting import wait_until
 from tide_dev.brokers import broker_dir
 from tide_dev.chaos.experiments import catalogue

@@ -20,8 +20,8 @@ from infra.components.postgres import APPS_SECRET, CLUSTER_NAME, PORT
 from kubernetes import client, config
 from psycopg.conninfo import make_conninfo
 
+from ott.catalog import CATALOG
 from tide.auth import API_KEY_HEADER
-from tide.catalog import CATALOG
 from tide.topology import ConsumerGroup
 from tide.waiting import wait_until
 from tide_dev.chaos.experiments import catalogue

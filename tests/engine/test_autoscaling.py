@@ -31,13 +31,13 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from infra.components.rabbitmq import rabbitmq_credentials_secret
 from infra.local_stack import ROOT
 
+from ott.catalog import CATALOG
 from tests.deploy.apiserver import ApiServer
 from tests.deploy.operators import StackBrokers
 from tests.engine.conftest import OPERATED, OPERATED_DATA, Deployed
 from tests.harness.cluster import Cluster
 from tests.harness.keda import Keda
 from tests.reports import ENGINE, report
-from tide.catalog import CATALOG
 from tide.scaling import PAUSED_REPLICAS
 from tide.waiting import wait_until
 from tide_dev.brokers import broker_dir

@@ -20,12 +20,12 @@ from infra.components.api_auth import api_key_purpose, derived_api_key
 from infra.credentials import SEED_KEY, derive
 from infra.local_stack import ROOT, LocalStack, PulumiError
 
+from ott.catalog import CATALOG
 from tests.deploy.apiserver import ApiServer
 from tests.engine.conftest import KIND_CONTEXT, local_stack, stack_kubeconfig
 from tests.harness.cluster import Cluster
 from tests.reports import ENGINE, report
 from tests.unit.infra.program import stack_config
-from tide.catalog import CATALOG
 from tide.topology import Role
 from tide.waiting import wait_until
 
@@ -91,9 +91,10 @@ _BEFORE_THE_COMPONENT = """
 from infra.config import load
 from infra.credentials import Credentials
 from infra.platform import build
+from ott.catalog import CATALOG
 
 config = load()
-build(config, config.platform_catalog(), Credentials.from_stack_config())
+build(config, config.platform_catalog(CATALOG), Credentials.from_stack_config())
 """
 
 

@@ -22,11 +22,11 @@ import aio_pika
 import pytest
 from infra.components.rabbitmq import CLUSTER_NAME, rabbitmq_credentials_secret
 
+from ott.catalog import CATALOG
 from tests.deploy.apiserver import ApiServer
 from tests.engine.conftest import Deployed
 from tests.harness.rabbitmq_operator import RabbitMQOperator
 from tests.reports import ENGINE, report
-from tide.catalog import CATALOG
 from tide_dev.brokers import broker_dir
 from tide_dev.errors import HarnessError
 from tide_dev.rabbitmq import RabbitMQServer

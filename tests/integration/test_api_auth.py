@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
+from ott import subscription, video_service
 from tests.conftest import unique
 from tests.runtime_fixtures import jwt_guard
-from tide.apps import subscription, video_service
 from tide.auth import API_KEY_HEADER, AuthMode, api_keys_json, guard_from, new_api_key
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher

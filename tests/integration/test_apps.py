@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from ott import analytics, badges, notification_dispatch, personalization
 from tests.conftest import unique
-from tide.apps import analytics, badges, notification_dispatch, personalization
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
 from tide.store.processed import handle_once

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.catalog_file import read_catalog
 from tide.store.grants import database_services, grant, role_name
 from tide.store.migrations import migrate

@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.catalog import CATALOG
 from tide.cli import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, app
 from tide_dev import Brokers
 from tide_dev.cli import app as dev_app
@@ -133,8 +133,11 @@ def test_the_service_image_command_has_no_local_tools() -> None:
 
 
 def _tide(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The `tide` command as a user runs it (its entry point, not the Typer app)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDE_")}
+    """The `tide` command as a user runs it (its entry point, not the Typer app), with no
+    TIDE_* setting but the catalog, which every command that dials a broker needs first."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("TIDE_") or k == "TIDE_CATALOG_FILE"
+    }
     return subprocess.run(
         [sys.executable, "-m", "tide", *args],
         env={**clean, **env},
@@ -160,6 +163,19 @@ def test_kafka_unreachable_is_one_line_and_exit_4(
     (line,) = _lines(result.stderr)
     assert line.startswith(f"error: Kafka at {closed}"), line
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["run", "badges"], ["status"], ["topics", "create"]], ids=" ".join
+)
+def test_no_catalog_is_one_line_and_exit_3_naming_the_variable(args: list[str]) -> None:
+    # The runtime has no platform of its own: without a catalog it names the setting
+    # before it dials anything (the closed port would otherwise be the error).
+    closed = f"127.0.0.1:{free_port()}"
+    result = _tide(args, {"TIDE_CATALOG_FILE": "", "TIDE_KAFKA_BOOTSTRAP": closed})
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    (line,) = _lines(result.stderr)
+    assert "set TIDE_CATALOG_FILE to your platform's catalog file" in line, line
 
 
 def test_debug_shows_the_traceback_instead() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession

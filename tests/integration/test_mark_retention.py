@@ -7,8 +7,8 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.catalog import CATALOG
 from tide.store.retention import MarkPruner
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,9 +14,9 @@ import struct
 import pytest
 from fastapi.testclient import TestClient
 
+from ott.subscription import create_app as create_subscription_app
+from ott.video_service import create_app
 from tests.integration.test_consumer_runner import fast_retries, rating
-from tide.apps.subscription import create_app as create_subscription_app
-from tide.apps.video_service import create_app
 from tide.codecs.json_schema import EventCodec, RegistryUnavailableError
 from tide.errors import PlatformUnavailableError
 from tide.kafka.processing import Record, RecordProcessor

@@ -21,7 +21,7 @@ import pytest
 from infra.components.catalog import catalog_text
 from psycopg import errors, sql
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.store.grants import (
     DELETE,
     INSERT,
@@ -62,7 +62,7 @@ def _tide_db(
 @pytest.fixture(scope="module")
 def roles(broker_session: BrokerSession) -> Roles:
     server = broker_session.own_postgres("this test makes roles in it")
-    migrate(server.dsn)
+    migrate(server.dsn, CATALOG)
     dsns = {
         service: server.ensure_role(role_name(service), secrets.token_urlsafe(16))
         for service in database_services(CATALOG)

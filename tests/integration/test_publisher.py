@@ -7,9 +7,9 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
 from tests.runtime_fixtures import producer_replacements
-from tide.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec, InvalidEventError
 from tide.events.envelope import CloudEvent
 from tide.kafka import wedge

@@ -19,8 +19,8 @@ from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import ChannelAccessRefused
 from pamqp.commands import Basic
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.topology import Catalog
 from tide_dev import BrokerSession

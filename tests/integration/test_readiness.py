@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ott.catalog import REFERENCE_CATALOG
 from tide.waiting import wait_until
 from tide_dev import Brokers
 from tide_dev.ports import free_port
@@ -27,6 +28,7 @@ def test_notification_dispatch_is_not_ready_while_rabbitmq_is_unreachable(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TIDE_")},
         **brokers.as_env(),
+        "TIDE_CATALOG_FILE": str(REFERENCE_CATALOG),
         "TIDE_POSTGRES_DSN": database,
         "TIDE_RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{closed}/",
         "TIDE_HTTP_PORT": str(port),

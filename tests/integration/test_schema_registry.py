@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from typer.testing import CliRunner
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
-from tide.catalog import CATALOG
 from tide.cli import app
 from tide.codecs.json_schema import EventCodec
 from tide.events.envelope import CloudEvent

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from ott.subscription import MAX_BODY_BYTES, OVERVIEW, POOL_SIZE, create_app
 from tests.conftest import unique
 from tests.runtime_fixtures import (
     CONFORMANCE,
@@ -26,9 +27,8 @@ from tests.runtime_fixtures import (
     jwt_guard,
     nested_bodies,
 )
-from tide.apps.bodies import MAX_DEPTH
-from tide.apps.subscription import MAX_BODY_BYTES, OVERVIEW, POOL_SIZE, create_app
 from tide.auth import OPEN
+from tide.bodies import MAX_DEPTH
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.store.event_store import EventStore

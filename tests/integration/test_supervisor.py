@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ott.catalog import CATALOG
 from tests.conftest import unique
 from tests.runtime_fixtures import create_topics
-from tide.catalog import CATALOG
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession

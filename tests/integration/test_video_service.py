@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from ott.video_service import create_app
 from tests.runtime_fixtures import (
     CONFORMANCE,
     NestedBody,
@@ -25,9 +26,8 @@ from tests.runtime_fixtures import (
     jwt_guard,
     nested_bodies,
 )
-from tide.apps.bodies import MAX_DEPTH
-from tide.apps.video_service import create_app
 from tide.auth import OPEN, Guard
+from tide.bodies import MAX_DEPTH
 from tide.codecs.json_schema import EventCodec
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog

@@ -31,6 +31,7 @@ from infra.components.namespaces import DATA_PORTS
 from infra.config import Versions
 from kubernetes import client
 
+from ott.catalog import CATALOG
 from tests.deploy.apiserver import ApiServer
 from tests.e2e import test_cluster_chaos as cluster_chaos
 from tests.e2e.conftest import DRAIN_TIMEOUT_S
@@ -55,7 +56,6 @@ from tests.node.conftest import (
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.auth import API_KEY_HEADER
-from tide.catalog import CATALOG
 from tide.dlq import DeadLetterQueue
 from tide.store.grants import database_services, role_name
 from tide.topology import METRICS_PORT

@@ -16,7 +16,7 @@ from bench.payloads import recommendation
 from bench.report import chart, table
 from bench.same_work import Headers, checked
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.codecs.json_schema import EventCodec, InvalidEventError
 from tide.events.envelope import CloudEvent
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.errors import PLATFORM_ERRORS
 from tide.events.schemas import schema
 from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, privileges

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tide.catalog import CATALOG, REFERENCE_CATALOG
+from ott.catalog import CATALOG, REFERENCE_CATALOG
 from tide.catalog_file import CatalogFileError, json_schema, load_catalog
 from tide.cli import app
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.codecs.json_schema import (
     EventCodec,
     InvalidEventError,

@@ -36,7 +36,7 @@ def test_one_go_version_everywhere() -> None:
 
 
 def test_the_diagram_shows_only_services_that_exist() -> None:
-    from tide.catalog import CATALOG  # noqa: PLC0415
+    from ott.catalog import CATALOG  # noqa: PLC0415
 
     diagram = README[
         README.index("```mermaid") : README.index("```", README.index("```mermaid") + 3)

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from jsonschema import Draft202012Validator
 
-from tide.apps import subscription, video_service
+from ott import subscription, video_service
+from ott.catalog import CATALOG
 from tide.auth import OPEN, AuthMode, Guard, api_keys_json, guard_from, new_api_key
-from tide.catalog import CATALOG
 
 
 def _apps(guard: Guard = OPEN) -> dict[str, FastAPI]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.cli import EXIT_USAGE, app
 from tide.scaling import PAUSED_REPLICAS, Patch, ScaleRefusedError, replicas_of, scale_plan
 

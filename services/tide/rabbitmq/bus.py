@@ -156,7 +156,7 @@ class BlockingRabbitPublisher:
     def emit(self, event: CloudEvent) -> Callable[[], None]:
         """Publish on the loop's thread without waiting; the returned call waits for the
         confirm. Publishes in flight together share the channel: one confirm round trip for
-        a batch instead of one per job (half of notification-dispatch's time, bench/)."""
+        a batch instead of one per job (half of a publishing group's time, bench/)."""
         future: Future[None] = asyncio.run_coroutine_threadsafe(
             self._publisher.publish(event), self._loop
         )

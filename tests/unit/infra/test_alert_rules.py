@@ -12,7 +12,7 @@ import pytest
 import yaml
 from infra.alerts import hastened, rule_groups
 
-from tide.catalog import CATALOG
+from ott.catalog import CATALOG
 from tide.topology import ConsumerGroup
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from infra.components.namespaces import DATA_PORTS
 
+from ott.catalog import CATALOG
 from tests.unit.infra.chart import CHART, by_kind, helm_run, render
 from tests.unit.infra.program import Program
-from tide.catalog import CATALOG
 from tide.needs import process_needs
 from tide.topology import Role
 

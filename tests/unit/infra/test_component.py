@@ -3,9 +3,9 @@ catalog, its image and its settings; Tide's own program is one such user."""
 
 from __future__ import annotations
 
+from ott.catalog import CATALOG
 from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import ROOT, Program, run, stack_config
-from tide.catalog import CATALOG
 from tide.catalog_file import load_catalog
 
 SHOP = ROOT / "examples" / "orders"

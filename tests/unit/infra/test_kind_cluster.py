@@ -12,8 +12,8 @@ from infra.components.kafka import EXTERNAL_BOOTSTRAP_NODE_PORT, EXTERNAL_BROKER
 from infra.config import parse
 from infra.outputs import endpoint_urls
 
+from ott.catalog import CATALOG
 from tests.unit.infra.program import KEYS_AUTH, ROOT, stack_config
-from tide.catalog import CATALOG
 
 
 def _mappings() -> dict[int, int]:

@@ -8,9 +8,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ott.catalog import CATALOG
 from tests.unit.infra.chart import render
 from tests.unit.infra.program import ROOT, Program
-from tide.catalog import CATALOG
 
 # The oldest Kubernetes Tide supports (Strimzi 0.48 needs 1.27+), and the one `make up` runs.
 OLDEST_KUBERNETES = "1.33.0"

@@ -18,8 +18,8 @@ from infra.components.upstream import (
 )
 from infra.config import parse
 
+from ott.catalog import CATALOG
 from tests.unit.infra.program import KEYS_AUTH, Program, run, stack_config
-from tide.catalog import CATALOG
 
 _UPSTREAM_TYPES = ("kubernetes:helm.sh/v4:Chart", "kubernetes:yaml/v2:ConfigFile")
 

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import SecretStr
 
+from ott.catalog import CATALOG
 from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Declared, Program
-from tide.catalog import CATALOG
 from tide.handlers import NotRunnableError, load_app
 from tide.launch import check_needs
 from tide.needs import Dependency, Needs, command_needs, process_needs
@@ -320,7 +320,9 @@ def test_each_dependency_names_a_setting_and_its_variable() -> None:
 def test_a_job_command_needs_what_its_cli_command_checks() -> None:
     assert command_needs(["tide", "db", "migrate"]).required_settings == ("postgres_dsn",)
     assert command_needs(["registry", "register"]).required_settings == ("schema_registry_url",)
-    assert command_needs(["tide", "run", "badges"]) == process_needs(CATALOG, "badges")
+    assert command_needs(["tide", "run", "badges"], CATALOG) == process_needs(CATALOG, "badges")
+    with pytest.raises(LookupError, match="needs the catalog"):
+        command_needs(["tide", "run", "badges"])
     with pytest.raises(LookupError, match="tide topics create"):
         command_needs(["tide", "topics", "create"])
 

@@ -23,10 +23,10 @@ from infra.components.rabbitmq import TOPOLOGY_ANNOTATION
 from infra.config import ConfigError, parse
 from infra.credentials import derive
 
+from ott.catalog import CATALOG
 from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import KEYS_AUTH, TEST_SEED, Program, run, stack_config
 from tide.auth import hash_key, parse_api_keys
-from tide.catalog import CATALOG
 from tide.catalog_file import load_catalog
 from tide.store.grants import database_services
 from tide.topology import Catalog, Queue, Role, Topic

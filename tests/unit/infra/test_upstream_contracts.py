@@ -14,9 +14,9 @@ from infra.components.kafka import CA_CERT_KEY, CA_SECRET, CLUSTER_NAME
 from infra.components.monitoring import CONTROL_PLANE_COMPONENTS, RELEASE
 from infra.components.service import KAFKA_CA_DIR
 
+from ott.catalog import CATALOG
 from tests.unit.infra.chart import by_kind, render
 from tests.unit.infra.program import Declared, Program
-from tide.catalog import CATALOG
 from tide.needs import Dependency, process_needs
 from tide.rabbitmq.definitions import password_hash
 from tide.settings import Settings

@@ -2,7 +2,7 @@
 
 No consumer is on the request path. Bad input is a 4xx that names the problem:
 400 malformed JSON (a key given twice too) or nesting too deep, 408 a body that stalls,
-413 oversized body, 415 not JSON, 422 unknown type or schema-invalid data (tide.apps.bodies).
+413 oversized body, 415 not JSON, 422 unknown type or schema-invalid data (tide.bodies).
 A 503 says whether the event was sent: not at all (Kafka known unreachable, the registry
 down), or sent without Kafka's confirmation in time (outcome unknown); each carries
 Retry-After and says that a retry with the same Idempotency-Key or event id is safe.
@@ -20,16 +20,16 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from tide.apps.bodies import BodyRefusedError, read_json
-from tide.apps.idempotency import CLIENT_ID, IdempotencyKeyError, Replays, header_scope
-from tide.apps.idempotency import HEADER as IDEMPOTENCY_HEADER
 from tide.auth import OPEN, Caller, Guard
+from tide.bodies import BodyRefusedError, read_json
 from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
 from tide.handlers import AppContext
 from tide.health import add_health_routes, problems, timed, unavailable
+from tide.idempotency import CLIENT_ID, IdempotencyKeyError, Replays, header_scope
+from tide.idempotency import HEADER as IDEMPOTENCY_HEADER
 from tide.kafka.producer import EventPublisher, NotSentError, PublishError
 from tide.topology import Catalog
 
@@ -63,7 +63,7 @@ class EventIn(BaseModel):
             " (default: the event's own id)"
         ),
     )
-    # The client's own event id: a retry with it has one effect (tide.apps.idempotency).
+    # The client's own event id: a retry with it has one effect (tide.idempotency).
     id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.:-]{1,100}$",

@@ -24,9 +24,9 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tide.apps.bodies import BodyRefusedError, read_json
+from ott.catalog import CATALOG
 from tide.auth import OPEN, Caller, Guard
-from tide.catalog import CATALOG
+from tide.bodies import BodyRefusedError, read_json
 from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
@@ -297,7 +297,7 @@ def create_app(
         caller: Caller = may_write,
     ) -> Response:
         # Read by hand, as the player API does: JSON only, bounded while it streams, a
-        # key given twice refused (tide.apps.bodies).
+        # key given twice refused (tide.bodies).
         try:
             body = StartIn.model_validate(await read_json(request, MAX_BODY_BYTES))
         except BodyRefusedError as refused:

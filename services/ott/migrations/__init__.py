@@ -1,0 +1,1 @@
+"""The reference platform's tables: `tide db migrate` applies these after Tide's own."""

@@ -1,1 +1,0 @@
-"""The reference OTT platform: one module per service, handlers as plain functions."""
