@@ -23,7 +23,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from tide.kafka import dead_letters as dl
+from tide.kafka import failures
 from tide.kafka.processing import Record
 from tide.kafka.producer import producer_config
 from tide.kafka.transient import retrying
@@ -46,11 +46,11 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.headers.get(dl.DEAD_LETTER_REASON, "")
+        return self.headers.get(failures.DEAD_LETTER_REASON, "")
 
     @property
     def error(self) -> str:
-        return self.headers.get(dl.ERROR_MESSAGE, "")
+        return self.headers.get(failures.ERROR_MESSAGE, "")
 
     @property
     def event_id(self) -> str:
@@ -59,14 +59,14 @@ class DeadLetter:
     @property
     def attempt(self) -> str:
         """The attempt that failed last, as the runner numbered it."""
-        return self.headers.get(dl.ATTEMPT, "")
+        return self.headers.get(failures.ATTEMPT, "")
 
     @property
     def origin(self) -> str:
         """Where the record was first consumed: `topic/partition@offset`."""
-        topic = self.headers.get(dl.ORIGINAL_TOPIC, "")
-        partition = self.headers.get(dl.ORIGINAL_PARTITION, "")
-        return f"{topic}/{partition}@{self.headers.get(dl.ORIGINAL_OFFSET, '')}"
+        topic = self.headers.get(failures.ORIGINAL_TOPIC, "")
+        partition = self.headers.get(failures.ORIGINAL_PARTITION, "")
+        return f"{topic}/{partition}@{self.headers.get(failures.ORIGINAL_OFFSET, '')}"
 
 
 @dataclass
@@ -202,7 +202,7 @@ class DeadLetterQueue:
                     report.skipped += 1
                     continue
                 destination = (
-                    letter.headers.get(dl.ORIGINAL_TOPIC, self.group.topics[0])
+                    letter.headers.get(failures.ORIGINAL_TOPIC, self.group.topics[0])
                     if to_original or not self.group.retry_topics
                     else self.group.retry_topics[0]
                 )
@@ -224,15 +224,15 @@ class DeadLetterQueue:
     def _republish(
         self, producer: Producer, message: Message, letter: DeadLetter, topic: str
     ) -> None:
-        count = int(letter.headers.get(dl.REDRIVE_COUNT, "0")) + 1
+        count = int(letter.headers.get(failures.REDRIVE_COUNT, "0")) + 1
         # A fresh start: the failure bookkeeping goes, the envelope and origin stay.
-        keep = {dl.ORIGINAL_TOPIC, dl.ORIGINAL_PARTITION, dl.ORIGINAL_OFFSET}
+        keep = {failures.ORIGINAL_TOPIC, failures.ORIGINAL_PARTITION, failures.ORIGINAL_OFFSET}
         headers: list[tuple[str, str | bytes | None]] = [
             (k, v)
             for k, v in Record.of(message).headers
-            if (k not in dl.TIDE_HEADERS or k in keep) and k != dl.REDRIVE_COUNT
+            if (k not in failures.TIDE_HEADERS or k in keep) and k != failures.REDRIVE_COUNT
         ]
-        headers.append((dl.REDRIVE_COUNT, str(count).encode()))
+        headers.append((failures.REDRIVE_COUNT, str(count).encode()))
         result: list[KafkaError | None] = []
         producer.produce(
             topic,

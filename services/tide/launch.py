@@ -29,8 +29,8 @@ from tide.rabbitmq.bus import (
     QueueMissingError,
     unready_reason,
 )
-from tide.routing import EventRouter
 from tide.settings import Settings
+from tide.sinks import EventRouter
 from tide.store.retention import MarkPruner
 from tide.topology import Catalog
 

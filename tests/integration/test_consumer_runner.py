@@ -15,7 +15,7 @@ from tests.runtime_fixtures import RunningGroup
 from tide.errors import PermanentError, TransientError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
-from tide.kafka import dead_letters as dl
+from tide.kafka import failures
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup, RetryPolicy
 from tide.waiting import wait_until
@@ -193,13 +193,13 @@ def test_poison_record_goes_to_the_dlq_with_its_origin_and_the_group_keeps_up(
 
     (dead,) = dlq_records(brokers, group.dlq_topic, 1)
     assert dead["value"].endswith("this is not json")
-    assert dead[dl.ORIGINAL_TOPIC] == topic
-    assert dead[dl.ORIGINAL_PARTITION] == "2"
-    assert dead[dl.ORIGINAL_OFFSET] == "0"
-    assert dead[dl.ATTEMPT] == "1"
-    assert dead[dl.DEAD_LETTER_REASON] == "undecodable"
-    assert dead[dl.ERROR_TYPE] == "UndecodableRecordError"
-    assert "not JSON" in dead[dl.ERROR_MESSAGE]
+    assert dead[failures.ORIGINAL_TOPIC] == topic
+    assert dead[failures.ORIGINAL_PARTITION] == "2"
+    assert dead[failures.ORIGINAL_OFFSET] == "0"
+    assert dead[failures.ATTEMPT] == "1"
+    assert dead[failures.DEAD_LETTER_REASON] == "undecodable"
+    assert dead[failures.ERROR_TYPE] == "UndecodableRecordError"
+    assert "not JSON" in dead[failures.ERROR_MESSAGE]
     wait_until(
         lambda: set(effects(database, group.name)) == {e.id for e in events},
         timeout=60,
@@ -230,14 +230,14 @@ def test_permanent_error_skips_retries_and_exhausted_retries_end_in_the_dlq(
     publisher.publish(refused)
     publisher.publish(hopeless)
 
-    dead = {d[dl.ERROR_MESSAGE]: d for d in dlq_records(brokers, group.dlq_topic, 2)}
+    dead = {d[failures.ERROR_MESSAGE]: d for d in dlq_records(brokers, group.dlq_topic, 2)}
     permanent = dead["one-star ratings of v1 are not allowed"]
-    assert permanent[dl.DEAD_LETTER_REASON] == "permanent"
-    assert permanent[dl.ATTEMPT] == "1"
+    assert permanent[failures.DEAD_LETTER_REASON] == "permanent"
+    assert permanent[failures.ATTEMPT] == "1"
     exhausted = dead["still down at attempt 3"]
-    assert exhausted[dl.DEAD_LETTER_REASON] == "exhausted"
-    assert exhausted[dl.ATTEMPT] == str(group.retry.max_attempts) == "3"
-    assert exhausted[dl.ORIGINAL_TOPIC] == catalog.event("video.rated").topic
+    assert exhausted[failures.DEAD_LETTER_REASON] == "exhausted"
+    assert exhausted[failures.ATTEMPT] == str(group.retry.max_attempts) == "3"
+    assert exhausted[failures.ORIGINAL_TOPIC] == catalog.event("video.rated").topic
     assert attempts[refused.id] == 1
     assert attempts[hopeless.id] == 3
     assert effects(database, group.name) == Counter()

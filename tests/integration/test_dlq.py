@@ -17,7 +17,7 @@ from tide.dlq import DeadLetterQueue
 from tide.errors import PermanentError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler
-from tide.kafka import dead_letters as dl
+from tide.kafka import failures
 from tide.kafka.producer import EventPublisher
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
@@ -99,9 +99,9 @@ def test_redriven_records_carry_a_redrive_count_and_keep_their_origin(
     assert dlq.redrive().redriven == 1
     wait_until(lambda: dlq.depth() == 1, timeout=60, what="the record dead again")
     (again,) = dlq.show()
-    assert again.headers[dl.REDRIVE_COUNT] == "1"
-    assert again.headers[dl.ORIGINAL_TOPIC] == catalog.event("video.rated").topic
-    assert again.headers[dl.ATTEMPT] == "1"
+    assert again.headers[failures.REDRIVE_COUNT] == "1"
+    assert again.headers[failures.ORIGINAL_TOPIC] == catalog.event("video.rated").topic
+    assert again.headers[failures.ATTEMPT] == "1"
 
 
 def test_cli_lists_shows_and_redrives_dead_letters(brokers: Brokers, catalog: Catalog) -> None:
@@ -116,9 +116,9 @@ def test_cli_lists_shows_and_redrives_dead_letters(brokers: Brokers, catalog: Ca
         value=b'{"user_id":"cli-user","video_id":"v1","rating":1}',
         headers=[
             *event.kafka_headers(),
-            (dl.DEAD_LETTER_REASON, b"permanent"),
-            (dl.ERROR_MESSAGE, b"boom"),
-            (dl.ORIGINAL_TOPIC, catalog.event("video.rated").topic.encode()),  # type: ignore[union-attr]
+            (failures.DEAD_LETTER_REASON, b"permanent"),
+            (failures.ERROR_MESSAGE, b"boom"),
+            (failures.ORIGINAL_TOPIC, catalog.event("video.rated").topic.encode()),  # type: ignore[union-attr]
         ],
     )
     assert dead.flush(10) == 0

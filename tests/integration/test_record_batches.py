@@ -15,7 +15,7 @@ from tide.codecs.json_schema import EventCodec
 from tide.errors import TransientError
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
-from tide.kafka.dead_letters import ATTEMPT, DeadLetterReason
+from tide.kafka.failures import ATTEMPT, DeadLetterReason
 from tide.kafka.processing import Record, RecordProcessor
 from tide.kafka.producer import EventPublisher, PublishError
 from tide.store.processed import count_processed

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from tide import metrics
 from tide.errors import UNAVAILABLE_BACKOFF_S
-from tide.kafka.dead_letters import NOT_BEFORE, Route
+from tide.kafka.failures import NOT_BEFORE, Route
 from tide.kafka.processing import Outcome, Record, RecordProcessor
 from tide.kafka.producer import producer_config
 from tide.kafka.transient import REBOOTSTRAP

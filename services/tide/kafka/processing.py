@@ -23,9 +23,9 @@ from tide.codecs.json_schema import EventCodec, UndecodableRecordError
 from tide.errors import PLATFORM_ERRORS, PermanentError, pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.handlers import Handler, HandlerContext
-from tide.kafka.dead_letters import DeadLetterReason, FailedRecord, Route, route_failure
+from tide.kafka.failures import DeadLetterReason, FailedRecord, Route, route_failure
 from tide.observability import correlation
-from tide.routing import EventSink
+from tide.sinks import EventSink
 from tide.store.processed import Failure, emit_caused, handle_batch_once
 from tide.topology import ConsumerGroup
 

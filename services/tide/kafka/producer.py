@@ -219,7 +219,7 @@ class EventPublisher:
         return self._acked(event, self.send(event))
 
     def emit(self, event: CloudEvent) -> Callable[[], Delivery]:
-        """Send; the returned call waits for the acknowledgement (tide.routing.EventSink)."""
+        """Send; the returned call waits for the acknowledgement (tide.sinks.EventSink)."""
         future = self.send(event)
         return lambda: self._acked(event, future)
 
