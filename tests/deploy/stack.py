@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.unit.infra.chart import CHART, render
-from tests.unit.infra.program import Program, run, stack_config
+from tests.unit.infra.program import ROOT, SHOP, Program, run, stack_config
 
 CHART_TYPE = "kubernetes:helm.sh/v4:Chart"
 # Components the provider expands itself; they are not objects of their own.
@@ -53,8 +54,16 @@ def config_for(stack: str, *, prefix: str, image_tag: str, **overrides: Any) -> 
     return config
 
 
-def render_stack(stack: str, config: dict[str, str], prefix: str) -> Rendered:
-    program = run(stack, config)
+def shop_config(stack: str, *, prefix: str) -> dict[str, str]:
+    """The shop's stack file's config under fresh namespaces; its program names its image."""
+    return stack_config(stack, SHOP) | {"tide:namespacePrefix": prefix}
+
+
+def render_stack(
+    stack: str, config: dict[str, str], prefix: str, main: Path = ROOT / "infra" / "__main__.py"
+) -> Rendered:
+    """The objects of `main`'s program (Tide's own by default) for `stack` under `config`."""
+    program = run(stack, config, main=main)
     rendered = Rendered(stack=stack, prefix=prefix, program=program)
     for resource in program.resources:
         if not resource.type.startswith("kubernetes:"):

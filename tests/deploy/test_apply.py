@@ -8,7 +8,9 @@ import pytest
 
 from tests.deploy.apiserver import ApiServer, Rejection, pod_from_template
 from tests.deploy.rollout import NEXT_TAG, STACKS, deploy, prefix_of
-from tests.deploy.stack import Rendered, config_for, identity, render_stack
+from tests.deploy.stack import Rendered, config_for, identity, render_stack, shop_config
+from tests.unit.infra.program import SHOP, SHOP_PROGRAM
+from tide.catalog_file import load_catalog
 
 
 def _report(rejections: list[Rejection]) -> str:
@@ -94,3 +96,32 @@ def test_the_server_refuses_what_a_cluster_would_refuse(
     security = api.create(pod, dry_run=True)
     assert security is not None
     assert 'violates PodSecurity "restricted:latest"' in security.message
+
+
+def test_a_teams_own_platform_is_accepted_as_tides_is(
+    api: ApiServer, deployed: dict[str, list[Rejection]]
+) -> None:
+    """examples/orders' own program: the same TidePlatform, the shop's catalog and image."""
+    assert not deployed["kind"], "Tide's own stack failed first; see the tests above"
+    prefix = "shop-deploy"
+    shop = render_stack("kind", shop_config("kind", prefix=prefix), prefix, SHOP_PROGRAM)
+    rejected = deploy(api, shop)
+    assert not rejected, _report(rejected)
+    catalog = load_catalog(SHOP / "catalog.yaml")
+    workloads = {
+        (o["metadata"]["name"], o["spec"]["template"]["spec"]["containers"][0]["image"])
+        for o in shop.objects
+        if o["kind"] == "Deployment" and o["metadata"]["namespace"] == f"{prefix}-apps"
+    }
+    assert workloads == {(service.name, "shop:0.1.0") for service in catalog.services}
+    # What Tide derives for each group is on the server: its DLQ topic and its ScaledObject.
+    derived = {
+        (o["kind"], o["metadata"]["name"]): o
+        for o in shop.objects
+        if o["kind"] in ("KafkaTopic", "ScaledObject")
+    }
+    for group in catalog.consumer_groups:
+        for kind, name in (("KafkaTopic", group.dlq_topic), ("ScaledObject", group.name)):
+            assert (kind, name) in derived, (kind, name)
+            assert api.get(derived[kind, name]) is not None, (kind, name)
+    print(f"\nshop: {len(shop.objects)} objects applied")

@@ -16,6 +16,9 @@ import yaml
 from infra.credentials import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[3]
+# A team's own platform on Tide, with its own Pulumi program around TidePlatform.
+SHOP = ROOT / "examples" / "orders"
+SHOP_PROGRAM = SHOP / "deploy" / "__main__.py"
 
 
 @dataclass

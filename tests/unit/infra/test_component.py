@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from ott.catalog import CATALOG
 from tests.unit.infra.chart import by_kind, render
-from tests.unit.infra.program import ROOT, Program, run, stack_config
+from tests.unit.infra.program import SHOP, SHOP_PROGRAM, Program, run, stack_config
 from tide.catalog_file import load_catalog
 
-SHOP = ROOT / "examples" / "orders"
 COMPONENT = "tide:index:Platform"
 
 
@@ -23,7 +22,7 @@ def _top_level(program: Program) -> dict[str, tuple[str, str] | None]:
 
 
 def test_a_teams_own_program_deploys_its_catalog_and_its_image() -> None:
-    program = run("kind", stack_config("kind", SHOP), main=SHOP / "deploy" / "__main__.py")
+    program = run("kind", stack_config("kind", SHOP), main=SHOP_PROGRAM)
     (component,) = program.of_type(COMPONENT)
     assert component.name == "shop"
     shop = load_catalog(SHOP / "catalog.yaml")
