@@ -21,7 +21,7 @@ import pytest
 from infra.components.catalog import catalog_text
 from psycopg import errors, sql
 
-from ott.catalog import CATALOG
+from ott.catalog import CATALOG, REFERENCE_CATALOG
 from tide.store.grants import (
     DELETE,
     INSERT,
@@ -46,13 +46,10 @@ class Roles:
 
 
 def _tide_db(
-    owner_dsn: str, *args: str, catalog: Path | None = None
+    owner_dsn: str, *args: str, catalog: Path = REFERENCE_CATALOG
 ) -> subprocess.CompletedProcess[str]:
     """`tide db ARGS` as the owner, with `catalog` (default: the reference one)."""
-    env = {**os.environ, "TIDE_POSTGRES_DSN": owner_dsn}
-    env.pop("TIDE_CATALOG_FILE", None)
-    if catalog is not None:
-        env["TIDE_CATALOG_FILE"] = str(catalog)
+    env = {**os.environ, "TIDE_POSTGRES_DSN": owner_dsn, "TIDE_CATALOG_FILE": str(catalog)}
     return subprocess.run(
         [sys.executable, "-m", "tide", "db", *args],
         env=env, capture_output=True, text=True, timeout=120, check=False,
