@@ -390,8 +390,11 @@ def main(
     from tide_dev.local_view import LiveView  # noqa: PLC0415
 
     console = Console()
-    catalog_file = str(catalog.resolve()) if catalog else os.environ.get("TIDE_CATALOG_FILE", "")
-    catalog_file = catalog_file or str(REFERENCE_CATALOG)
+    catalog_file = (
+        str(catalog.resolve())
+        if catalog
+        else os.environ.get("TIDE_CATALOG_FILE") or str(REFERENCE_CATALOG)
+    )
     try:  # before any broker starts: a catalog that does not load is the whole error
         read_catalog(catalog_file)
     except CatalogFileError as exc:

@@ -35,10 +35,9 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", sorted(_SHIPPED))
 def test_nothing_that_ships_imports_a_tool(package: str) -> None:
     refused = (*_TOOLS, *_SHIPPED[package])
+    imported = {path: _imports(path) & set(refused) for path in (_ROOT / package).rglob("*.py")}
     offenders = {
-        str(path.relative_to(_ROOT)): sorted(_imports(path) & set(refused))
-        for path in sorted((_ROOT / package).rglob("*.py"))
-        if _imports(path) & set(refused)
+        str(path.relative_to(_ROOT)): sorted(found) for path, found in imported.items() if found
     }
     assert not offenders, f"{package} imports {refused}: {offenders}"
 
