@@ -5,7 +5,8 @@ encrypted values into `Pulumi.<stack>.yaml`. For a local stack that file would b
 the tracked one, and its salt would outlive the state it belongs to: delete
 `.pulumi/`, and a new passphrase meets the old salt. So the project Pulumi runs
 is generated under the state directory (`<home>/project`): the tracked
-`Pulumi.yaml` with `main` pointing back at `infra/`, and the tracked stack
+`Pulumi.yaml` with `main` pointing back at its program (Tide's `infra/`, or a
+team's), and the tracked stack
 file's config plus what Pulumi and Tide generate (salt, credential seed). The
 tracked files are never written, and deleting the directory starts afresh.
 """
@@ -37,10 +38,13 @@ class PulumiError(RuntimeError):
 
 @dataclass
 class LocalStack:
-    """One stack of Tide's project, with a file backend and passphrase under `home`."""
+    """One stack of a Pulumi project, with a file backend and passphrase under `home`."""
 
     stack: str
     home: Path
+    # The tracked project: its Pulumi.yaml and Pulumi.<stack>.yaml. Tide's by default; a
+    # team's program around TidePlatform (examples/orders) runs on Tide's venv the same way.
+    source: Path = ROOT
     # Extra stack config (`tide:operators`, ...) over the tracked stack file's.
     overrides: Mapping[str, Any] = field(default_factory=dict)
     pulumi: str = "pulumi"
@@ -79,8 +83,8 @@ class LocalStack:
     def write_project(self) -> None:
         """The tracked project, its program where it is in the work tree."""
         self.project.mkdir(parents=True, exist_ok=True)
-        project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-        project["main"] = str(ROOT / "infra")
+        project = yaml.safe_load((self.source / "Pulumi.yaml").read_text())
+        project["main"] = str(self.source / project.get("main", "."))
         project["runtime"] = {
             "name": "python",
             "options": {"toolchain": "pip", "virtualenv": str(ROOT / ".venv")},
@@ -90,7 +94,7 @@ class LocalStack:
     def write_stack_file(self, *, fresh: bool = False) -> None:
         """The tracked stack config with the overrides, and what was generated before kept
         (unless `fresh`: a stack that is not in the state starts with nothing generated)."""
-        tracked = yaml.safe_load((ROOT / f"Pulumi.{self.stack}.yaml").read_text())
+        tracked = yaml.safe_load((self.source / f"Pulumi.{self.stack}.yaml").read_text())
         document: dict[str, Any] = {"config": {**tracked["config"], **self.overrides}}
         if self.stack_file.exists() and not fresh:
             before = yaml.safe_load(self.stack_file.read_text()) or {}

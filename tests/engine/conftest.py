@@ -12,7 +12,7 @@ import pytest
 import yaml
 from infra import kind
 from infra.config import Versions
-from infra.local_stack import LocalStack
+from infra.local_stack import ROOT, LocalStack
 
 from tests.deploy.apiserver import ApiServer
 from tests.harness import engine
@@ -86,12 +86,20 @@ def cluster_api(cluster: Cluster) -> Iterator[ApiServer]:
 
 
 def local_stack(
-    stack: str, engine_dir: Path, kubeconfig: Path, *, home: str | None = None, **overrides: object
+    stack: str,
+    engine_dir: Path,
+    kubeconfig: Path,
+    *,
+    home: str | None = None,
+    source: Path = ROOT,
+    **overrides: object,
 ) -> LocalStack:
-    """One of Tide's stacks with operators external, as `make up` runs it, on the harness."""
+    """One of the stacks of Tide's project (or of the project at `source`) with operators
+    external, as `make up` runs it, on the harness."""
     return LocalStack(
         stack,
         engine_dir / (home or f"stack-{stack}"),
+        source=source,
         overrides={"tide:operators": "external", **overrides},
         pulumi=engine.binary("pulumi"),
         path=(engine.tools_dir(),),

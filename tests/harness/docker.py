@@ -171,18 +171,17 @@ def service_image(tag: str) -> Iterator[str]:
 
 def build_service_image(tag: str) -> str:
     """`services/Dockerfile` built on the debootstrap base, tagged `tag`."""
-    base = base_image()
-    docker(
-        "build",
-        "--quiet",
-        "--network=host",
-        "--file",
-        str(ROOT / "services" / "Dockerfile"),
-        "--build-arg",
-        f"PYTHON_IMAGE={base}",
-        "--tag",
-        tag,
-        str(ROOT),
-        timeout=900,
-    )
+    dockerfile = ROOT / "services" / "Dockerfile"
+    return build_image(tag, ROOT, dockerfile=dockerfile, PYTHON_IMAGE=base_image())
+
+
+def build_image(tag: str, context: Path, *, dockerfile: Path | None = None,
+                **build_args: str) -> str:  # fmt: skip
+    """The image of `context` (its own Dockerfile unless `dockerfile`), tagged `tag`; the
+    build reaches PyPI through the host's network, as the host does."""
+    file_args = ["--file", str(dockerfile)] if dockerfile else []
+    arg_args = [a for name, value in build_args.items()
+                for a in ("--build-arg", f"{name}={value}")]  # fmt: skip
+    docker("build", "--quiet", "--network=host", *file_args, *arg_args, "--tag", tag,
+           str(context), timeout=900)  # fmt: skip
     return tag
