@@ -3,6 +3,7 @@ with cluster DNS, the host checked as found afterwards, and a script run in a po
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from kubernetes import client
 from kubernetes import config as kube_config
@@ -20,15 +22,20 @@ from tests.harness.addresses import NODE_LINK_HOST
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import binary
 from tests.harness.diagnostics import describe_pods
-from tests.harness.docker import docker, service_image
+from tests.harness.docker import ROOT, build_image, docker, service_image
 from tests.harness.images import pause_image
 from tests.harness.node import KUBELET_SYSCTLS, PAUSE_IMAGE, Node, sysctl
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
+from tide.topology import Catalog
 from tide.waiting import wait_until
 
 NODE = "tide-node"
 TIDE_IMAGE = "tide:node"
+# A team's own image, FROM Tide's with its package installed: the name and tag the shop's
+# program (examples/orders/deploy) deploys.
+SHOP = ROOT / "examples" / "orders"
+SHOP_IMAGE = "shop:0.1.0"
 NODE_MOUNTS = ("/var/lib/kubelet", "/run/netns/", "/var/lib/cni", "/run/containerd/runc/k8s.io")
 
 
@@ -57,12 +64,24 @@ def _host_state() -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def tide_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tide's image as a `docker save` archive the node imports."""
-    archive = tmp_path_factory.mktemp("images") / "tide.tar"
+def service_archives(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
+    """Tide's image, and the shop's built from it as its README says, as `docker save`
+    archives the node imports."""
+    archive = tmp_path_factory.mktemp("images") / "services.tar"
     with service_image(TIDE_IMAGE) as image:
-        docker("save", "--output", str(archive), image, timeout=300)
-    return archive
+        shop = build_image(SHOP_IMAGE, SHOP, TIDE_IMAGE=image)
+        docker("save", "--output", str(archive), image, shop, timeout=300)
+    return (archive,)
+
+
+# The node's package: it stops, with the pods of its last stack, before the next tier.
+@pytest.fixture(scope="package")
+def stack_node(service_archives: tuple[Path, ...]) -> Iterator[NodeCluster]:
+    """The one real node of this package, its modules' in turn: pods reaching brokers by
+    Service (test_node.py), the shop's program put up and destroyed (test_shop.py), then
+    Tide's kind stack (test_stack.py)."""
+    with real_node(service_archives) as joined:
+        yield joined
 
 
 @dataclass(frozen=True)
@@ -76,7 +95,7 @@ class NodeCluster:
 
 
 @contextmanager
-def real_node(tide_archive: Path) -> Iterator[NodeCluster]:
+def real_node(archives: tuple[Path, ...]) -> Iterator[NodeCluster]:
     """A control plane on the host end of the node's link, the real node joined to it with
     Tide's, the pause and CoreDNS's images, and CoreDNS running there; the host state is
     checked once all is gone, so a test that leaves it changed fails."""
@@ -93,7 +112,7 @@ def real_node(tide_archive: Path) -> Iterator[NodeCluster]:
         try:
             with Cluster(workdir / "cluster", nodes=0, address=NODE_LINK_HOST) as cluster:
                 images = [pause_image(PAUSE_IMAGE, workdir),
-                          cluster_dns.coredns_image(workdir), tide_archive]  # fmt: skip
+                          cluster_dns.coredns_image(workdir), *archives]  # fmt: skip
                 node.start(images, admin=cluster.kubeconfig, certs=workdir / "cluster" / "certs")
                 api = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
                 cluster_dns.deploy(api, NODE)
@@ -101,6 +120,68 @@ def real_node(tide_archive: Path) -> Iterator[NodeCluster]:
         finally:
             node.stop()
     assert _host_state() == before, "the node left the host changed"
+
+
+def services_on_the_node(
+    pods: list[dict[str, Any]], catalog: Catalog, image: str
+) -> list[dict[str, Any]]:
+    """The services' pods among a stack's `pods`, having checked that every service of
+    `catalog` runs, Ready, and that every pod of the stack runs on the real node from
+    `image`, so that nothing of the stack runs anywhere else."""
+    services = [p for p in pods if "job-name" not in (p["metadata"]["labels"] or {})]
+    running = {p["metadata"]["labels"]["app.kubernetes.io/name"] for p in services}
+    assert running == {s.name for s in catalog.services}
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        assert pod["spec"]["node_name"] == NODE, f"{name} on {pod['spec']['node_name']}"
+        (container,) = pod["status"]["container_statuses"]
+        assert container["image"].endswith(image), container["image"]
+        if pod in services:
+            assert container["ready"], name
+    return services
+
+
+def migrated_tables(pods: list[dict[str, Any]], dsn: str) -> set[str]:
+    """The tables of `dsn`'s public schema, having checked that the stack's migrate Job
+    (among its `pods`) ran `tide db migrate` to completion on the real node."""
+    jobs = [p for p in pods if "job-name" in (p["metadata"]["labels"] or {})]
+    migrate = [
+        p for p in jobs if p["spec"]["containers"][0]["args"][:3] == ["tide", "db", "migrate"]
+    ]
+    assert migrate, [p["spec"]["containers"][0]["args"] for p in jobs]
+    assert all(p["spec"]["node_name"] == NODE for p in migrate)
+    assert all(p["status"]["phase"] == "Succeeded" for p in migrate)
+    with psycopg.connect(dsn) as conn:
+        listed = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        return {row[0] for row in conn.execute(listed)}
+
+
+# A POST from inside the cluster: the answer's status (an error status too) and when, by
+# the node's clock (epoch seconds), the request was sent.
+_POST = """
+import json, sys, time, urllib.error, urllib.request
+url, body, headers = sys.argv[1], sys.argv[2].encode(), json.loads(sys.argv[3])
+request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+posted = time.time()
+try:
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        status = answer.status
+except urllib.error.HTTPError as refused:
+    status = refused.code
+print(status, posted)
+"""
+
+
+def post_from_pod(
+    core: client.CoreV1Api, pod: str, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[int, float]:
+    """`body` posted as JSON to `url` from a pod on the node: the status, and when it was
+    sent (epoch seconds, the node's clock)."""
+    headers = {"Content-Type": "application/json", **headers}
+    args = (url, json.dumps(body), json.dumps(headers))
+    (log,) = pythons_in_pods(core, [PythonPod(pod, _POST, args)])
+    status, posted = log.split()
+    return int(status), float(posted)
 
 
 def python_in_pod(core: client.CoreV1Api, name: str, script: str) -> str:

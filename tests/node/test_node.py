@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -19,7 +18,7 @@ from tests.harness import cluster_dns
 from tests.harness.addresses import DNS_SERVICE_IP, NODE_LINK_HOST, NODE_PODS
 from tests.harness.node import PAUSE_IMAGE
 from tests.harness.served_brokers import serve, upsert_scram_users
-from tests.node.conftest import NODE, python_in_pod, real_node
+from tests.node.conftest import NODE, NodeCluster, python_in_pod
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.waiting import wait_until
@@ -48,30 +47,29 @@ class Joined:
 
 
 @pytest.fixture(scope="module")
-def joined(tide_archive: Path) -> Iterator[Joined]:
+def joined(stack_node: NodeCluster) -> Iterator[Joined]:
     """A cluster whose one node is real, with cluster DNS, and the harness's PostgreSQL,
     Kafka and RabbitMQ behind the Services the program names."""
-    with real_node(tide_archive) as joined:
-        workdir = joined.workdir
-        core = client.CoreV1Api(joined.api)
-        database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST, pods_range=NODE_PODS)
-        advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
-        broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
-        queues = RabbitMQServer(workdir / "rabbitmq", pods=NODE_LINK_HOST)
-        try:
-            database.start()
-            broker.start()
-            queues.start()
-            _kafka_user_and_topic(broker)
-            core.create_namespace({"metadata": {"name": NAMESPACE}})
-            _serve(core, POSTGRES_SERVICE, postgres.PORT, database.port)
-            _serve(core, KAFKA_SERVICE, kafka.CLIENT_PORT, broker.pods_port)
-            _serve(core, RABBITMQ_SERVICE, rabbitmq.AMQP_PORT, queues.pods_port)
-            yield Joined(core, database, broker, queues)
-        finally:
-            queues.close()
-            broker.stop()
-            database.stop()
+    workdir = stack_node.workdir
+    core = client.CoreV1Api(stack_node.api)
+    database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST, pods_range=NODE_PODS)
+    advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
+    broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
+    queues = RabbitMQServer(workdir / "rabbitmq", pods=NODE_LINK_HOST)
+    try:
+        database.start()
+        broker.start()
+        queues.start()
+        _kafka_user_and_topic(broker)
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        _serve(core, POSTGRES_SERVICE, postgres.PORT, database.port)
+        _serve(core, KAFKA_SERVICE, kafka.CLIENT_PORT, broker.pods_port)
+        _serve(core, RABBITMQ_SERVICE, rabbitmq.AMQP_PORT, queues.pods_port)
+        yield Joined(core, database, broker, queues)
+    finally:
+        queues.close()
+        broker.stop()
+        database.stop()
 
 
 def _kafka_user_and_topic(broker: KafkaBroker) -> None:

@@ -45,13 +45,13 @@ from tests.harness.network_policies import NetworkPolicies, sync_error
 from tests.harness.played_operators import PlayedOperators
 from tests.harness.served_brokers import ServedBrokers
 from tests.node.conftest import (
-    NODE,
     TIDE_IMAGE,
     NodeCluster,
     PythonPod,
-    python_in_pod,
+    migrated_tables,
+    post_from_pod,
     pythons_in_pods,
-    real_node,
+    services_on_the_node,
 )
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
@@ -80,34 +80,34 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(tide_archive: Any) -> Iterator[Deployed]:
-    with real_node(tide_archive) as joined:
-        workdir, cluster = joined.workdir, joined.cluster
-        core = client.CoreV1Api(joined.api)
-        brokers = ServedBrokers(workdir / "brokers", core, address=NODE_LINK_HOST, data=DATA)
-        played = PlayedOperators(cluster.kubeconfig, brokers.played())
+def deployed(stack_node: NodeCluster) -> Iterator[Deployed]:
+    joined = stack_node
+    workdir, cluster = joined.workdir, joined.cluster
+    core = client.CoreV1Api(joined.api)
+    brokers = ServedBrokers(workdir / "brokers", core, address=NODE_LINK_HOST, data=DATA)
+    played = PlayedOperators(cluster.kubeconfig, brokers.played())
+    try:
+        ApiServer(cluster.kubeconfig).install(crd_documents(Versions()))
+        brokers.start()
+        played.start()
+        kubeconfig = stack_kubeconfig(cluster, workdir / "kubeconfig-stack")
+        stack = local_stack("kind", workdir, kubeconfig, home="stack", **{
+            "tide:namespacePrefix": PREFIX,
+            "tide:image": {"repository": "tide", "tag": "node", "pullPolicy": "Never"},
+            "tide:schemaRegistry": "none",
+        })  # fmt: skip
         try:
-            ApiServer(cluster.kubeconfig).install(crd_documents(Versions()))
-            brokers.start()
-            played.start()
-            kubeconfig = stack_kubeconfig(cluster, workdir / "kubeconfig-stack")
-            stack = local_stack("kind", workdir, kubeconfig, home="stack", **{
-                "tide:namespacePrefix": PREFIX,
-                "tide:image": {"repository": "tide", "tag": "node", "pullPolicy": "Never"},
-                "tide:schemaRegistry": "none",
-            })  # fmt: skip
-            try:
-                stack_outputs = kind.pulumi_up(stack)
-            except Exception as exc:
-                raise AssertionError(
-                    f"{exc}\nprovisioning retried: {played.retrying}\n{describe_pods(core, APPS)}"
-                ) from exc
-            pods = [p.to_dict() for p in core.list_pod_for_all_namespaces().items]
-            (key,) = stack_outputs[outputs.API_KEYS].values()
-            yield Deployed(joined, core, brokers, pods, {API_KEY_HEADER: key})
-        finally:
-            played.stop()
-            brokers.stop()
+            stack_outputs = kind.pulumi_up(stack)
+        except Exception as exc:
+            raise AssertionError(
+                f"{exc}\nprovisioning retried: {played.retrying}\n{describe_pods(core, APPS)}"
+            ) from exc
+        pods = [p.to_dict() for p in core.list_pod_for_all_namespaces().items]
+        (key,) = stack_outputs[outputs.API_KEYS].values()
+        yield Deployed(joined, core, brokers, pods, {API_KEY_HEADER: key})
+    finally:
+        played.stop()
+        brokers.stop()
 
 
 @pytest.fixture(scope="module")
@@ -155,19 +155,10 @@ def test_tides_services_run_on_the_real_node_and_pass_their_probes(deployed: Dep
     the real node, Ready: their readiness probes reached the brokers through the Services.
     Every pod of the stack is of Tide's image, so nothing of it runs anywhere else."""
     stack = [p for p in deployed.pods if p["metadata"]["namespace"].startswith(f"{PREFIX}-")]
-    services = [p for p in stack if "job-name" not in (p["metadata"]["labels"] or {})]
-    running = {p["metadata"]["labels"]["app.kubernetes.io/name"] for p in services}
-    assert running == {s.name for s in CATALOG.services}
-    for pod in stack:
-        name = pod["metadata"]["name"]
-        assert pod["spec"]["node_name"] == NODE, f"{name} on {pod['spec']['node_name']}"
-        (container,) = pod["status"]["container_statuses"]
-        assert container["image"].endswith(TIDE_IMAGE), container["image"]
+    services = services_on_the_node(stack, CATALOG, TIDE_IMAGE)
     lines = []
     for pod in services:
         name = pod["metadata"]["name"]
-        (container,) = pod["status"]["container_statuses"]
-        assert container["ready"], name
         assert pod["spec"]["containers"][0]["readiness_probe"] is not None, name
         (ready,) = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
         took = (ready["last_transition_time"] - pod["metadata"]["creation_timestamp"]).seconds
@@ -178,40 +169,19 @@ def test_tides_services_run_on_the_real_node_and_pass_their_probes(deployed: Dep
 def test_the_migrate_job_ran_on_the_real_node_against_postgres(deployed: Deployed) -> None:
     """`tide db migrate`, run by the Job the program renders, created Tide's tables in the
     harness's PostgreSQL through the read-write Service."""
-    jobs = [p for p in deployed.pods if p["metadata"]["namespace"] == APPS
-            and "job-name" in (p["metadata"]["labels"] or {})]  # fmt: skip
-    migrate = [
-        p for p in jobs if p["spec"]["containers"][0]["args"][:3] == ["tide", "db", "migrate"]
-    ]
-    assert migrate, [p["spec"]["containers"][0]["args"] for p in jobs]
-    assert all(p["spec"]["node_name"] == NODE for p in migrate)
-    assert all(p["status"]["phase"] == "Succeeded" for p in migrate)
-    with psycopg.connect(deployed.brokers.postgres.dsn) as conn:
-        listed = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-        tables = {row[0] for row in conn.execute(listed)}
+    apps = [p for p in deployed.pods if p["metadata"]["namespace"] == APPS]
+    tables = migrated_tables(apps, deployed.brokers.postgres.dsn)
     assert {"events", "outbox", "processed_events"} <= tables, tables
 
 
 def _post(
     deployed: Deployed, pod: str, service: str, path: str, body: dict[str, Any]
 ) -> tuple[int, float]:
-    """`body` posted as JSON, with the stack's API key, from a pod on the node to `service`'s
-    Service in the apps namespace: the answer's status, and when (epoch seconds, the node's
-    clock) it was sent."""
-    core = deployed.core
-    (port,) = [p.port for p in core.read_namespaced_service(service, APPS).spec.ports]
+    """`body` posted, with the stack's API key, from a pod on the node to `service`'s Service
+    in the apps namespace."""
+    (port,) = [p.port for p in deployed.core.read_namespaced_service(service, APPS).spec.ports]
     url = f"http://{service}.{APPS}.svc:{port}{path}"
-    headers = {"Content-Type": "application/json", **deployed.api_headers}
-    script = (
-        "import time, urllib.request\n"
-        f"request = urllib.request.Request({url!r}, data={json.dumps(body)!r}.encode(),\n"
-        f"    method='POST', headers={headers!r})\n"
-        "posted = time.time()\n"
-        "with urllib.request.urlopen(request, timeout=30) as answer:\n"
-        "    print(answer.status, posted)\n"
-    )
-    status, posted = python_in_pod(core, pod, script).split()
-    return int(status), float(posted)
+    return post_from_pod(deployed.core, pod, url, body, deployed.api_headers)
 
 
 def test_the_subscription_api_answers_through_its_service(deployed: Deployed) -> None:
