@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -312,23 +312,17 @@ def create_app(
             ) from None
         return await command(subscription_id, lambda s: s.start(body.user_id, body.plan), caller)
 
-    @app.post(
-        "/v1/subscriptions/{subscription_id}/renew",
-        response_model=Subscription,
-        responses=problems(*refusals, 409, 422, 503),
-    )
-    @timed
-    async def renew(subscription_id: SubscriptionId, caller: Caller = may_write) -> Response:
-        return await command(subscription_id, lambda s: s.renew(), caller)
-
-    @app.post(
-        "/v1/subscriptions/{subscription_id}/cancel",
-        response_model=Subscription,
-        responses=problems(*refusals, 409, 422, 503),
-    )
-    @timed
-    async def cancel(subscription_id: SubscriptionId, caller: Caller = may_write) -> Response:
-        return await command(subscription_id, lambda s: s.cancel(), caller)
+    # Commands with no body: each route named for its action, and so its operation id, as
+    # a route function of that name would be.
+    for action, decide in (("renew", Subscription.renew), ("cancel", Subscription.cancel)):
+        app.add_api_route(
+            f"/v1/subscriptions/{{subscription_id}}/{action}",
+            _bodiless(command, decide, may_write),
+            methods=["POST"],
+            name=action,
+            response_model=Subscription,
+            responses=problems(*refusals, 409, 422, 503),
+        )
 
     @app.get(
         "/v1/subscriptions/{subscription_id}",
@@ -346,6 +340,20 @@ def create_app(
     add_health_routes(app, lambda: _unready(dsn, publisher), liveness.problem)
 
     return app
+
+
+Decision = Callable[[Subscription], list[CloudEvent]]
+Command = Callable[[str, Decision, Caller], Awaitable[Response]]
+
+
+def _bodiless(command: Command, decide: Decision, may_write: Any) -> Callable[..., Any]:
+    """A route that runs `decide` on the subscription its path names, as the caller."""
+
+    @timed
+    async def run(subscription_id: SubscriptionId, caller: Caller = may_write) -> Response:
+        return await command(subscription_id, decide, caller)
+
+    return run
 
 
 def _unready(dsn: str, publisher: EventPublisher) -> str | None:
