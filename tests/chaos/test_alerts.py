@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import promql_parser
 import pytest
@@ -24,6 +25,7 @@ from infra.dashboards import overview, service_page
 from ott.catalog import CATALOG
 from tests.conftest import unique
 from tests.reports import CHAOS, report
+from tide.metrics import AUTH_REFUSALS_SERIES
 from tide.topology import Catalog, ConsumerGroup
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession, HarnessError
@@ -321,3 +323,39 @@ def _accepting(stack: LocalStack) -> bool:
         f'status="202"}}[{WINDOW}]))'
     )
     return bool(rows) and float(rows[0]["value"][1]) > 0
+
+
+def test_an_api_started_while_the_issuer_is_down_fires_the_issuer_alert_then_it_resolves(
+    stack: LocalStack,
+) -> None:
+    """A real outage of the token issuer: the API restarted while its JWKS cannot be
+    fetched holds no signing key, so every bearer token of the load is answered 503 (the
+    outage is not the client's fault) and TideApiIssuerUnreachable fires; once the issuer
+    answers again the API fetches its keys, takes the load again, and the alert resolves.
+    (An API that already holds keys keeps serving them for an hour of outage: starting
+    without them is the outage an alert must catch.)"""
+    prometheus = _prometheus(stack)
+    issuer, api = stack.issuer, stack.api_service
+    assert not _alerts(prometheus, "TideApiIssuerUnreachable")
+    port = urlsplit(issuer.jwks_url).port  # where the API will look for it again
+    assert port is not None
+    assert stack.hold(api) >= 1
+    issuer.stop()
+    try:
+        stack.release(api)  # ready: its probes need PostgreSQL and Kafka, not the issuer
+        started = time.monotonic()
+        fired = _wait_firing(prometheus, started, "TideApiIssuerUnreachable")
+        refused = prometheus.query(
+            f'sum(increase({AUTH_REFUSALS_SERIES}{{service="{api}",status="503"}}[{WINDOW}]))'
+        )
+        assert refused, "no 503 counted"
+        assert float(refused[0]["value"][1]) > 0, refused
+    finally:
+        issuer.start(port=port)
+    back = time.monotonic()
+    resolved = _wait_resolved(prometheus, back, "TideApiIssuerUnreachable")
+    wait_until(lambda: _accepting(stack), timeout=60, what="the API accepting tokens again")
+    _report(
+        f"{api} started while the issuer's JWKS was down, under the load's bearer tokens",
+        {"issuer unreachable fired": fired, "resolved after the issuer returned": resolved},
+    )
