@@ -6,9 +6,9 @@ the tracked one, and its salt would outlive the state it belongs to: delete
 `.pulumi/`, and a new passphrase meets the old salt. So the project Pulumi runs
 is generated under the state directory (`<home>/project`): the tracked
 `Pulumi.yaml` with `main` pointing back at its program (Tide's `infra/`, or a
-team's), and the tracked stack
-file's config plus what Pulumi and Tide generate (salt, credential seed). The
-tracked files are never written, and deleting the directory starts afresh.
+team's), and the tracked stack file's config plus what Pulumi and Tide generate
+(salt, credential seed). The tracked files are never written, and deleting the
+directory starts afresh.
 """
 
 from __future__ import annotations

@@ -197,6 +197,9 @@ def _bounds(field_name: str) -> dict[str, Any]:
 
 
 SubscriptionId = Annotated[str, Path(**_bounds("subscription_id"))]
+# What a command decides from a subscription's state, and the route step that runs one.
+Decision = Callable[[Subscription], list[CloudEvent]]
+Command = Callable[[str, Decision, Caller], Awaitable[Response]]
 UserId = Annotated[str, Field(**_bounds("user_id"))]
 
 
@@ -340,10 +343,6 @@ def create_app(
     add_health_routes(app, lambda: _unready(dsn, publisher), liveness.problem)
 
     return app
-
-
-Decision = Callable[[Subscription], list[CloudEvent]]
-Command = Callable[[str, Decision, Caller], Awaitable[Response]]
 
 
 def _bodiless(command: Command, decide: Decision, may_write: Any) -> Callable[..., Any]:

@@ -1,5 +1,6 @@
-"""The node tier's shared parts: Tide's image for the node, a cluster whose one node is real,
-with cluster DNS, the host checked as found afterwards, and a script run in a pod there."""
+"""The node tier's shared parts: Tide's image and a team's (the shop's) for the node, a
+cluster whose one node is real, with cluster DNS, the host checked as found afterwards, a
+stack put up there with its brokers served, and a script run in a pod there."""
 
 from __future__ import annotations
 
@@ -14,17 +15,25 @@ from typing import Any
 
 import psycopg
 import pytest
+from infra import kind
+from infra.config import Versions
+from infra.local_stack import ROOT, LocalStack
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from tests.deploy.apiserver import ApiServer
+from tests.engine.conftest import local_stack, stack_kubeconfig
 from tests.harness import cluster_dns
 from tests.harness.addresses import NODE_LINK_HOST
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import binary
+from tests.harness.crds import crd_documents
 from tests.harness.diagnostics import describe_pods
-from tests.harness.docker import ROOT, build_image, docker, service_image
+from tests.harness.docker import build_image, docker, service_image
 from tests.harness.images import pause_image
 from tests.harness.node import KUBELET_SYSCTLS, PAUSE_IMAGE, Node, sysctl
+from tests.harness.played_operators import PlayedOperators
+from tests.harness.served_brokers import ServedBrokers
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
 from tide.topology import Catalog
@@ -64,24 +73,66 @@ def _host_state() -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def service_archives(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
-    """Tide's image, and the shop's built from it as its README says, as `docker save`
-    archives the node imports."""
+def service_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tide's image, and the shop's built from it by its Dockerfile, in one `docker save`
+    archive the node imports."""
     archive = tmp_path_factory.mktemp("images") / "services.tar"
     with service_image(TIDE_IMAGE) as image:
         shop = build_image(SHOP_IMAGE, SHOP, TIDE_IMAGE=image)
         docker("save", "--output", str(archive), image, shop, timeout=300)
-    return (archive,)
+    return archive
 
 
 # The node's package: it stops, with the pods of its last stack, before the next tier.
 @pytest.fixture(scope="package")
-def stack_node(service_archives: tuple[Path, ...]) -> Iterator[NodeCluster]:
+def shared_node(service_images: Path) -> Iterator[NodeCluster]:
     """The one real node of this package, its modules' in turn: pods reaching brokers by
     Service (test_node.py), the shop's program put up and destroyed (test_shop.py), then
-    Tide's kind stack (test_stack.py)."""
-    with real_node(service_archives) as joined:
+    Tide's kind stack (test_stack.py). Each module takes away what it put there."""
+    with real_node(service_images) as joined:
         yield joined
+
+
+@dataclass(frozen=True)
+class NodeStack:
+    """A stack `pulumi up` put on the real node, and the brokers served behind it."""
+
+    stack: LocalStack
+    core: client.CoreV1Api
+    brokers: ServedBrokers
+    outputs: dict[str, Any]
+
+
+@contextmanager
+def stack_on_the_node(
+    joined: NodeCluster, prefix: str, *, home: str, source: Path = ROOT, **overrides: object
+) -> Iterator[NodeStack]:
+    """The kind stack of the project at `source` (Tide's, or a team's) put up as `make up`
+    does, operators external, under namespaces `<prefix>-*`, its brokers served from the
+    host as its operators would serve them (tests/harness/served_brokers.py); the brokers
+    stopped after. One change to the stack file: `tide:schemaRegistry: none`, since
+    Apicurio's image cannot be had here (the services then write plain JSON validated
+    against the same schemas, as the README's stack settings describe)."""
+    core = client.CoreV1Api(joined.api)
+    brokers = ServedBrokers(joined.workdir / f"{home}-brokers", core, address=NODE_LINK_HOST,
+                            data=f"{prefix}-data")  # fmt: skip
+    played = PlayedOperators(joined.cluster.kubeconfig, brokers.played())
+    kubeconfig = stack_kubeconfig(joined.cluster, joined.workdir / f"kubeconfig-{home}")
+    stack = local_stack("kind", joined.workdir, kubeconfig, home=home, source=source, **{
+        "tide:namespacePrefix": prefix, "tide:schemaRegistry": "none", **overrides})  # fmt: skip
+    try:
+        ApiServer(joined.cluster.kubeconfig).install(crd_documents(Versions()))
+        brokers.start()
+        played.start()
+        try:
+            shown = kind.pulumi_up(stack)
+        except Exception as exc:
+            apps = describe_pods(core, f"{prefix}-apps")
+            raise AssertionError(f"{exc}\nprovisioning retried: {played.retrying}\n{apps}") from exc
+        yield NodeStack(stack, core, brokers, shown)
+    finally:
+        played.stop()
+        brokers.stop()
 
 
 @dataclass(frozen=True)
@@ -95,9 +146,10 @@ class NodeCluster:
 
 
 @contextmanager
-def real_node(archives: tuple[Path, ...]) -> Iterator[NodeCluster]:
+def real_node(archive: Path) -> Iterator[NodeCluster]:
     """A control plane on the host end of the node's link, the real node joined to it with
-    Tide's, the pause and CoreDNS's images, and CoreDNS running there; the host state is
+    the pause and CoreDNS's images and those in `archive`, and CoreDNS running there; the
+    host state is
     checked once all is gone, so a test that leaves it changed fails."""
     Node.restore_all()  # what a killed run left: a second run starts clean
     before = _host_state()
@@ -112,7 +164,7 @@ def real_node(archives: tuple[Path, ...]) -> Iterator[NodeCluster]:
         try:
             with Cluster(workdir / "cluster", nodes=0, address=NODE_LINK_HOST) as cluster:
                 images = [pause_image(PAUSE_IMAGE, workdir),
-                          cluster_dns.coredns_image(workdir), *archives]  # fmt: skip
+                          cluster_dns.coredns_image(workdir), archive]  # fmt: skip
                 node.start(images, admin=cluster.kubeconfig, certs=workdir / "cluster" / "certs")
                 api = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
                 cluster_dns.deploy(api, NODE)

@@ -4,6 +4,7 @@ through CoreDNS and kube-proxy, and the host is left as found."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ KAFKA_SERVICE = f"{kafka.CLUSTER_NAME}-kafka-bootstrap"
 RABBITMQ_SERVICE = rabbitmq.CLUSTER_NAME
 KAFKA_USER, KAFKA_PASSWORD = "node-test", "node-test-password"
 TOPIC = "node-test"
+PAUSE_POD = "p"
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,12 @@ class Joined:
 
 
 @pytest.fixture(scope="module")
-def joined(stack_node: NodeCluster) -> Iterator[Joined]:
+def joined(shared_node: NodeCluster) -> Iterator[Joined]:
     """A cluster whose one node is real, with cluster DNS, and the harness's PostgreSQL,
-    Kafka and RabbitMQ behind the Services the program names."""
-    workdir = stack_node.workdir
-    core = client.CoreV1Api(stack_node.api)
+    Kafka and RabbitMQ behind the Services the program names; the namespace and the pause
+    pod taken away after, for the stacks that come onto the node next."""
+    workdir = shared_node.workdir
+    core = client.CoreV1Api(shared_node.api)
     database = PostgresServer(workdir / "postgres", pods=NODE_LINK_HOST, pods_range=NODE_PODS)
     advertised = f"{KAFKA_SERVICE}.{NAMESPACE}.svc:{kafka.CLIENT_PORT}"
     broker = KafkaBroker(workdir / "kafka", pods=(NODE_LINK_HOST, advertised))
@@ -67,6 +70,11 @@ def joined(stack_node: NodeCluster) -> Iterator[Joined]:
         _serve(core, RABBITMQ_SERVICE, rabbitmq.AMQP_PORT, queues.pods_port)
         yield Joined(core, database, broker, queues)
     finally:
+        # A failed test may have made neither.
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespaced_pod(PAUSE_POD, "default", grace_period_seconds=0)
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(NAMESPACE)
         queues.close()
         broker.stop()
         database.stop()
@@ -91,15 +99,15 @@ def test_a_pod_runs_on_the_real_node_with_an_address_from_the_pod_range(
 ) -> None:
     container = {"name": "c", "image": PAUSE_IMAGE, "imagePullPolicy": "Never"}
     spec = {"nodeName": NODE, "containers": [container]}
-    joined.core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": spec})
+    joined.core.create_namespaced_pod("default", {"metadata": {"name": PAUSE_POD}, "spec": spec})
 
     def running() -> bool:
-        status = joined.core.read_namespaced_pod("p", "default").status
+        status = joined.core.read_namespaced_pod(PAUSE_POD, "default").status
         statuses = status.container_statuses or []
         return bool(status.pod_ip) and bool(statuses) and all(s.ready for s in statuses)
 
     wait_until(running, timeout=120, interval=1, what="the pod Running on the real node")
-    pod_ip = joined.core.read_namespaced_pod("p", "default").status.pod_ip
+    pod_ip = joined.core.read_namespaced_pod(PAUSE_POD, "default").status.pod_ip
     assert pod_ip.startswith(NODE_PODS.rsplit(".", 1)[0] + ".")
 
 

@@ -6,10 +6,8 @@ image, and must pass their own readiness probes: each reaches Kafka (SCRAM), Rab
 and PostgreSQL through the Services, Secrets and names the program renders, which the
 played operators serve from the harness's brokers (tests/harness/served_brokers.py).
 
-The one change to the kind stack: `tide:schemaRegistry: none`. Apicurio's image cannot
-be had here, and with a registry the API refuses every event it cannot frame (503); so
-the services write plain JSON validated against the same schemas, as the README's
-stack settings describe. Everything else is the kind stack as `make up` deploys it.
+Besides its image (`tide:node`, imported on the node), the one change to the kind stack:
+`tide:schemaRegistry: none` (`stack_on_the_node` says why).
 """
 
 from __future__ import annotations
@@ -25,10 +23,9 @@ from typing import Any
 import aio_pika
 import psycopg
 import pytest
-from infra import kind, outputs
+from infra import outputs
 from infra.components.kafka_users import OPERATOR, kafka_credentials_secret
 from infra.components.namespaces import DATA_PORTS
-from infra.config import Versions
 from kubernetes import client
 
 from ott.catalog import CATALOG
@@ -36,13 +33,9 @@ from tests.deploy.apiserver import ApiServer
 from tests.e2e import test_cluster_chaos as cluster_chaos
 from tests.e2e.conftest import DRAIN_TIMEOUT_S
 from tests.e2e.conftest import Cluster as ChaosCluster
-from tests.engine.conftest import local_stack, stack_kubeconfig
 from tests.harness.addresses import NODE_LINK_HOST, NODE_LINK_NODE, NODE_PODS
-from tests.harness.crds import crd_documents
-from tests.harness.diagnostics import describe_pods
 from tests.harness.keda import Keda
 from tests.harness.network_policies import NetworkPolicies, sync_error
-from tests.harness.played_operators import PlayedOperators
 from tests.harness.served_brokers import ServedBrokers
 from tests.node.conftest import (
     TIDE_IMAGE,
@@ -52,6 +45,7 @@ from tests.node.conftest import (
     post_from_pod,
     pythons_in_pods,
     services_on_the_node,
+    stack_on_the_node,
 )
 from tests.reports import NODE as NODE_REPORT
 from tests.reports import report
@@ -80,34 +74,12 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(stack_node: NodeCluster) -> Iterator[Deployed]:
-    joined = stack_node
-    workdir, cluster = joined.workdir, joined.cluster
-    core = client.CoreV1Api(joined.api)
-    brokers = ServedBrokers(workdir / "brokers", core, address=NODE_LINK_HOST, data=DATA)
-    played = PlayedOperators(cluster.kubeconfig, brokers.played())
-    try:
-        ApiServer(cluster.kubeconfig).install(crd_documents(Versions()))
-        brokers.start()
-        played.start()
-        kubeconfig = stack_kubeconfig(cluster, workdir / "kubeconfig-stack")
-        stack = local_stack("kind", workdir, kubeconfig, home="stack", **{
-            "tide:namespacePrefix": PREFIX,
-            "tide:image": {"repository": "tide", "tag": "node", "pullPolicy": "Never"},
-            "tide:schemaRegistry": "none",
-        })  # fmt: skip
-        try:
-            stack_outputs = kind.pulumi_up(stack)
-        except Exception as exc:
-            raise AssertionError(
-                f"{exc}\nprovisioning retried: {played.retrying}\n{describe_pods(core, APPS)}"
-            ) from exc
-        pods = [p.to_dict() for p in core.list_pod_for_all_namespaces().items]
-        (key,) = stack_outputs[outputs.API_KEYS].values()
-        yield Deployed(joined, core, brokers, pods, {API_KEY_HEADER: key})
-    finally:
-        played.stop()
-        brokers.stop()
+def deployed(shared_node: NodeCluster) -> Iterator[Deployed]:
+    image = {"repository": "tide", "tag": "node", "pullPolicy": "Never"}
+    with stack_on_the_node(shared_node, PREFIX, home="stack", **{"tide:image": image}) as up:
+        pods = [p.to_dict() for p in up.core.list_pod_for_all_namespaces().items]
+        (key,) = up.outputs[outputs.API_KEYS].values()
+        yield Deployed(shared_node, up.core, up.brokers, pods, {API_KEY_HEADER: key})
 
 
 @pytest.fixture(scope="module")
