@@ -43,7 +43,7 @@ from tide.kafka.topics import ensure_topics
 from tide.rabbitmq.definitions import definitions
 from tide.settings import Settings
 from tide.store.migrations import migrate
-from tide.topology import Catalog
+from tide.topology import Catalog, Role
 from tide.waiting import wait_until
 from tide_dev.brokers import Brokers, BrokerSession
 from tide_dev.chaos.experiments import catalogue
@@ -334,13 +334,33 @@ class LocalStack:
         self.issuer.stop()
         return took
 
+    def api_scopes(self) -> set[str]:
+        """Every scope an operation of the platform's APIs asks for, as their OpenAPI
+        documents say (each operation's security requirement names its scope)."""
+        scopes: set[str] = set()
+        for service in self.catalog.services:
+            if service.role is not Role.API:
+                continue
+            document = httpx.get(f"{self.url(service.name)}/openapi.json", timeout=10).json()
+            for operation in _operations(document):
+                for requirement in operation.get("security", []):
+                    scopes.update(*requirement.values())
+        return scopes
+
     def write_token(self) -> Path:
-        """A token with every scope, for a person's own requests (curl -H @file)."""
+        """A token with every scope the APIs ask for, for a person's own requests
+        (curl -H @file): the reference platform's, or a team's own."""
         path = self.workdir / "api-token"
-        ((name, value),) = self.issuer.headers("you").items()
+        ((name, value),) = self.issuer.headers("you", sorted(self.api_scopes())).items()
         path.write_text(f"{name}: {value}\n")
         path.chmod(0o600)
         return path
+
+
+def _operations(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every operation of an OpenAPI document."""
+    return [op for path in document.get("paths", {}).values() for op in path.values()
+            if isinstance(op, dict)]  # fmt: skip
 
 
 def _interrupted(*_: object) -> None:
