@@ -11,13 +11,10 @@ rather than `pip install -e` into the shared venv.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -25,18 +22,17 @@ import psycopg
 import pytest
 
 from tests.conftest import unique
+from tests.integration.local_run import ROOT, make_local
 from tide.catalog_file import load_catalog
 from tide.dlq import DeadLetterQueue
 from tide.store.processed import count_processed
 from tide.waiting import wait_until
 from tide_dev import Brokers
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTION = "#### From an empty directory"
 # A file of the section: its path in backquotes opening a paragraph, then its block.
 FILE = re.compile(r"^`([\w./-]+)`, [^\n]*(?:\n[^\n]+)*\n\n```\w+\n(.*?)\n```", re.M | re.S)
 LIVE = re.compile(r"API (http://\S+) \(its credentials: curl -H @(\S+)\), Prometheus (http://\S+),")
-STOP_TIMEOUT_S = 120
 pytestmark = pytest.mark.timeout(420)
 
 
@@ -84,71 +80,43 @@ def test_the_readmes_platform_from_an_empty_directory_runs_on_make_local(
     (group,) = catalog.consumer_groups
 
     # `cd ../tide && make local CATALOG=../greetings/catalog.yaml`, the path made whole.
-    command = [sys.executable, "-m", "tide_dev.local", "--catalog", str(project / "catalog.yaml"),
-               "--interval", "1s"]  # fmt: skip
-    lines: list[str] = []
-    with subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    ) as local:
-        reader = threading.Thread(target=lambda: lines.extend(local.stdout or []), daemon=True)
-        reader.start()
-        try:
-            live: list[re.Match[str]] = []
+    with make_local("--catalog", str(project / "catalog.yaml"), "--interval", "1s",
+                    env=env) as local:  # fmt: skip
+        live = LIVE.search(local.wait_live())
+        assert live is not None, local.output[-3000:]
+        api, credentials, prometheus = live.groups()
+        name, value = Path(credentials).read_text().strip().split(": ", 1)
+        headers = {name: value}
+        for to in ("ada", "nobody"):
+            answer = httpx.post(f"{api}/greetings", json={"to": to, "text": "hello"},
+                                headers=headers, timeout=30)  # fmt: skip
+            assert answer.status_code == 202, answer.text
+        stranger = httpx.post(f"{api}/greetings", json={"to": "ada", "text": "hi"}, timeout=30)
+        assert stranger.status_code == 401, stranger.text
 
-            def is_live() -> bool:
-                live[:] = [m for line in lines if (m := LIVE.search(line))]
-                return bool(live)
+        dsn = brokers.postgres_dsn
 
-            def running() -> str | None:
-                return None if local.poll() is None else "".join(lines)[-3000:]
+        def delivered() -> int:
+            with psycopg.connect(dsn) as conn:
+                return count_processed(conn, group.name)
 
-            wait_until(is_live, timeout=240, what="make local going live", alive=running)
-            api, credentials, prometheus = live[0].groups()
-            name, value = Path(credentials).read_text().strip().split(": ", 1)
-            headers = {name: value}
-            for to in ("ada", "nobody"):
-                answer = httpx.post(f"{api}/greetings", json={"to": to, "text": "hello"},
-                                    headers=headers, timeout=30)  # fmt: skip
-                assert answer.status_code == 202, answer.text
-            stranger = httpx.post(f"{api}/greetings", json={"to": "ada", "text": "hi"}, timeout=30)
-            assert stranger.status_code == 401, stranger.text
-
-            dsn = brokers.postgres_dsn
-
-            def delivered() -> int:
-                with psycopg.connect(dsn) as conn:
-                    return count_processed(conn, group.name)
-
-            wait_until(lambda: delivered() >= 1, timeout=60, what="ada's greeting delivered")
-            dlq = DeadLetterQueue({"bootstrap.servers": brokers.kafka_bootstrap}, group)
-            wait_until(lambda: dlq.depth() == 1, timeout=60, what=f"{group.dlq_topic}")
-            (dead,) = dlq.show()
-            assert (dead.key, dead.reason) == (b"nobody", "permanent"), dead
-            rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
-            alerts = {
-                rule["name"]
-                for rule_group in rules
-                for rule in rule_group["rules"]
-                if rule.get("labels", {}).get("consumergroup") == group.name
-            }
-            assert alerts == {
-                "TideConsumerGroupLagHigh",
-                "TideDeadLettersGrowing",
-                "TideConsumerGroupNoMembers",
-            }, alerts
-            os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
-            code = local.wait(timeout=STOP_TIMEOUT_S)
-        finally:
-            if local.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(local.pid, signal.SIGKILL)
-                local.wait()
-            reader.join(timeout=30)
-    assert code == 0, "".join(lines)[-3000:]
+        wait_until(lambda: delivered() >= 1, timeout=60, what="ada's greeting delivered")
+        dlq = DeadLetterQueue({"bootstrap.servers": brokers.kafka_bootstrap}, group)
+        wait_until(lambda: dlq.depth() == 1, timeout=60, what=f"{group.dlq_topic}")
+        (dead,) = dlq.show()
+        assert (dead.key, dead.reason) == (b"nobody", "permanent"), dead
+        rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
+        alerts = {
+            rule["name"]
+            for rule_group in rules
+            for rule in rule_group["rules"]
+            if rule.get("labels", {}).get("consumergroup") == group.name
+        }
+        assert alerts == {
+            "TideConsumerGroupLagHigh",
+            "TideDeadLettersGrowing",
+            "TideConsumerGroupNoMembers",
+        }, alerts
+        code = local.interrupt()
+    assert code == 0, local.output[-3000:]
     assert delivered() == 1  # once, though the poison one shared its partition's batch

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
-
-import pytest
 
 from ott.catalog import CATALOG
 from tests.conftest import unique
+from tests.integration.local_run import make_local
 from tide.rabbitmq.definitions import definitions
 from tide.waiting import wait_until
 from tide_dev import Brokers, BrokerSession
-
-ROOT = Path(__file__).resolve().parents[2]
-STOP_TIMEOUT_S = 120
 
 
 def _children() -> dict[int, list[int]]:
@@ -67,46 +58,13 @@ def test_make_local_goes_live_and_ctrl_c_stops_everything_it_started(
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "120",
     }
-    command = [sys.executable, "-m", "tide_dev.local", "--interval", "1s", "--rate", "10"]
-    lines: list[str] = []
-    with subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    ) as local:
-        reader = threading.Thread(target=lambda: lines.extend(local.stdout or []), daemon=True)
-        reader.start()
-        try:
-            wait_until(
-                lambda: any(line.startswith("live after") for line in lines),
-                timeout=240,
-                what="make local going live",
-                alive=lambda: None if local.poll() is None else "".join(lines)[-3000:],
-            )
-            started = _descendants(local.pid)
-            # Every service, both exporters, Prometheus (and the reapers watching them).
-            assert len(started) >= len(CATALOG.services) + 2, started
-            os.killpg(local.pid, signal.SIGINT)  # Ctrl-C
-            try:
-                code = local.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(local.pid, signal.SIGUSR1)  # its threads' stacks (faulthandler)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    local.wait(timeout=10)
-                pytest.fail(
-                    f"make local still running {STOP_TIMEOUT_S} s after Ctrl-C:\n"
-                    + "".join(lines)[-8000:]
-                )
-        finally:
-            if local.poll() is None:
-                os.killpg(local.pid, signal.SIGKILL)
-                local.wait()
-            reader.join(timeout=30)
-    output = "".join(lines)
+    with make_local("--interval", "1s", "--rate", "10", env=env) as local:
+        local.wait_live()
+        started = _descendants(local.process.pid)
+        # Every service, both exporters, Prometheus (and the reapers watching them).
+        assert len(started) >= len(CATALOG.services) + 2, started
+        code = local.interrupt()
+    output = local.output
     assert code == 0, output[-3000:]
     assert "stopped: every process make local started has exited" in output, output[-3000:]
     # The view's last frame, printed as it stops: the groups, the API, the alerts.
