@@ -336,12 +336,25 @@ class LocalStack:
 
     def api_scopes(self) -> set[str]:
         """Every scope an operation of the platform's APIs asks for, as their OpenAPI
-        documents say (each operation's security requirement names its scope)."""
+        documents say (each operation's security requirement names its scope); an API that
+        publishes no document (FastAPI's `openapi_url=None`) adds none. RuntimeError naming
+        the API whose document cannot be read."""
         scopes: set[str] = set()
         for service in self.catalog.services:
             if service.role is not Role.API:
                 continue
-            document = httpx.get(f"{self.url(service.name)}/openapi.json", timeout=10).json()
+            url = f"{self.url(service.name)}/openapi.json"
+            try:
+                answer = httpx.get(url, timeout=10)
+                if answer.status_code == 404:
+                    continue
+                answer.raise_for_status()
+                document = answer.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise RuntimeError(
+                    f"{service.name}'s OpenAPI document ({url}) cannot be read for the scopes"
+                    f" of the credentials make local hands out: {exc}"
+                ) from None
             for operation in _operations(document):
                 for requirement in operation.get("security", []):
                     scopes.update(*requirement.values())

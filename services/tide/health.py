@@ -18,8 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from pydantic import BaseModel, Field
 
 from tide import metrics
+from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PLATFORM_ERRORS
 
+# An event the publisher's codec refuses (schema-invalid, of no catalog type): the client's
+# mistake, answered 422 naming the field, whatever API raised it.
+REFUSED_EVENTS = (InvalidEventError, UnknownEventTypeError)
 # Returns None when ready (or alive), else why not (shown to the kubelet and to people).
 ReadinessCheck = Callable[[], str | None]
 LivenessCheck = Callable[[], str | None]
@@ -79,7 +83,7 @@ def timed(route: Callable[_P, Awaitable[Response]]) -> Callable[_P, Awaitable[Re
         except PLATFORM_ERRORS:
             status = 503  # what the shared handler answers (add_health_routes)
             raise
-        except RequestValidationError:
+        except (RequestValidationError, *REFUSED_EVENTS):
             status = 422
             raise
         finally:
@@ -136,6 +140,12 @@ def add_health_routes(
         return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, invalid)
+
+    async def refused_event(_request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "invalid event", "detail": str(exc)}, status_code=422)
+
+    for refusal in REFUSED_EVENTS:
+        app.add_exception_handler(refusal, refused_event)
 
 
 def health_app(ready: ReadinessCheck, alive: LivenessCheck | None = None) -> FastAPI:

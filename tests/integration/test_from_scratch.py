@@ -33,7 +33,7 @@ SECTION = "#### From an empty directory"
 # A file of the section: its path in backquotes opening a paragraph, then its block.
 FILE = re.compile(r"^`([\w./-]+)`, [^\n]*(?:\n[^\n]+)*\n\n```\w+\n(.*?)\n```", re.M | re.S)
 LIVE = re.compile(r"API (http://\S+) \(its credentials: curl -H @(\S+)\), Prometheus (http://\S+),")
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(600)
 
 
 def _section() -> str:
@@ -93,6 +93,12 @@ def test_the_readmes_platform_from_an_empty_directory_runs_on_make_local(
             assert answer.status_code == 202, answer.text
         stranger = httpx.post(f"{api}/greetings", json={"to": "ada", "text": "hi"}, timeout=30)
         assert stranger.status_code == 401, stranger.text
+        # Past the model, the schema: the publisher's codec refuses it, named, never a 500.
+        blank = httpx.post(f"{api}/greetings", json={"to": "", "text": "hello"}, headers=headers,
+                           timeout=30)  # fmt: skip
+        assert blank.status_code == 422, blank.text
+        assert blank.json()["error"] == "invalid event", blank.text
+        assert "'to'" in blank.json()["detail"], blank.text
 
         dsn = brokers.postgres_dsn
 
