@@ -22,7 +22,6 @@ from pydantic import BaseModel, Field
 
 from tide.auth import OPEN, Caller, Guard
 from tide.bodies import BodyRefusedError, read_json
-from tide.codecs.json_schema import InvalidEventError, UnknownEventTypeError
 from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
@@ -232,10 +231,10 @@ def create_app(
             **({"correlationid": incoming.correlation_id} if incoming.correlation_id else {}),
             **caller.context(),
         )
+        # The codec's refusals (schema-invalid data) are answered 422 by the shared handler
+        # (tide.health.add_health_routes), as for any team's API.
         try:
             delivery = await publisher.publish_async(event)
-        except (InvalidEventError, UnknownEventTypeError) as exc:
-            return _problem(422, "invalid event", str(exc))
         except PlatformUnavailableError as exc:  # Kafka, or the schema registry
             return _unavailable(exc)
         accepted = Accepted(

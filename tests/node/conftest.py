@@ -149,8 +149,7 @@ class NodeCluster:
 def real_node(archive: Path) -> Iterator[NodeCluster]:
     """A control plane on the host end of the node's link, the real node joined to it with
     the pause and CoreDNS's images and those in `archive`, and CoreDNS running there; the
-    host state is
-    checked once all is gone, so a test that leaves it changed fails."""
+    host state is checked once all is gone, so a test that leaves it changed fails."""
     Node.restore_all()  # what a killed run left: a second run starts clean
     before = _host_state()
     with tempfile.TemporaryDirectory(prefix="tide-node-") as directory:
