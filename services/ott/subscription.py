@@ -264,9 +264,13 @@ def create_app(
     refusals = guard.problems()
     may_write, may_read = guard.requires(WRITE), guard.requires(READ)
 
-    async def command(subscription_id: str, decide: Any, caller: Caller) -> Response:
+    async def command(
+        subscription_id: str, decide: Any, caller: Caller, *, others: int = 404
+    ) -> Response:
         async with app.state.pool.connection() as conn:
             state = await repository.load(conn, subscription_id)
+            if state.status != "none" and not caller.acts_for(state.user_id):
+                return _someone_elses(subscription_id, others)
             try:
                 # Each event records who asked for it (the authcontext extension).
                 events = [dataclasses.replace(e, **caller.context()) for e in decide(state)]
@@ -313,7 +317,11 @@ def create_app(
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in errors]
             ) from None
-        return await command(subscription_id, lambda s: s.start(body.user_id, body.plan), caller)
+        if not caller.acts_for(body.user_id):
+            return _for_itself_only(caller)
+        return await command(
+            subscription_id, lambda s: s.start(body.user_id, body.plan), caller, others=409
+        )
 
     # Commands with no body: each route named for its action, and so its operation id, as
     # a route function of that name would be.
@@ -324,20 +332,19 @@ def create_app(
             methods=["POST"],
             name=action,
             response_model=Subscription,
-            responses=problems(*refusals, 409, 422, 503),
+            responses=problems(*refusals, 404, 409, 422, 503),
         )
 
     @app.get(
         "/v1/subscriptions/{subscription_id}",
         response_model=Subscription,
         responses=problems(*refusals, 404, 422, 503),
-        dependencies=[may_read],
     )
-    async def read(subscription_id: SubscriptionId) -> Response:
+    async def read(subscription_id: SubscriptionId, caller: Caller = may_read) -> Response:
         async with app.state.pool.connection() as conn:
             state = await repository.load(conn, subscription_id)
-        if state.status == "none":
-            return JSONResponse({"error": "not found", "detail": subscription_id}, status_code=404)
+        if state.status == "none" or not caller.acts_for(state.user_id):
+            return _not_found(subscription_id)
         return JSONResponse(vars(state))
 
     add_health_routes(app, lambda: _unready(dsn, publisher), liveness.problem)
@@ -353,6 +360,24 @@ def _bodiless(command: Command, decide: Decision, may_write: Any) -> Callable[..
         return await command(subscription_id, decide, caller)
 
     return run
+
+
+def _not_found(subscription_id: str) -> Response:
+    return JSONResponse({"error": "not found", "detail": subscription_id}, status_code=404)
+
+
+def _for_itself_only(caller: Caller) -> Response:
+    detail = f"user {caller.id!r} may start a subscription for itself only"
+    return JSONResponse({"error": "forbidden", "detail": detail}, status_code=403)
+
+
+def _someone_elses(subscription_id: str, status: int) -> Response:
+    """The answer to a command on another user's subscription: to a renew or cancel (404)
+    it does not exist; a start (409) learns only that the id is taken."""
+    if status == 404:
+        return _not_found(subscription_id)
+    detail = f"subscription {subscription_id!r} already exists"
+    return JSONResponse({"error": "rejected", "detail": detail}, status_code=409)
 
 
 def _unready(dsn: str, publisher: EventPublisher) -> str | None:

@@ -112,6 +112,13 @@ class Caller:
         """The authcontext attributes of every event this caller causes."""
         return {"authtype": self.type, **({"authid": self.id} if self.id else {})}
 
+    def acts_for(self, user: str) -> bool:
+        """Whether this caller may act on `user`'s resources. A user's own token (a JWT
+        whose subject is not its client) acts for that user alone; a service (a client
+        acting for itself, or an API key) acts for any user its scopes allow, as does
+        anyone on an API with no authentication."""
+        return self.type is not AuthType.USER or self.id == user
+
 
 ANONYMOUS = Caller(AuthType.UNAUTHENTICATED, None, frozenset())
 

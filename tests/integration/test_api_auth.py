@@ -177,3 +177,62 @@ def test_subscription_commands_need_their_scope_and_record_who_ran_them(
         ("subscription.started", "user", "u7"),
         ("payment.captured", "user", "u7"),
     ]
+
+
+def test_a_user_acts_on_their_own_subscriptions_and_a_service_on_anyones(
+    broker_session: BrokerSession, brokers: Brokers, catalog: Catalog, issuer: LocalIssuer
+) -> None:
+    """A user's token starts a subscription for that user only; another user's
+    subscription, to it, does not exist. A service's token acts for every user."""
+    roles = broker_session.own_postgres("the service runs as its role").service_roles(catalog)
+    app = subscription.create_app(
+        roles["subscription"]["TIDE_POSTGRES_DSN"],
+        _publisher(brokers, catalog),
+        relay=False,
+        guard=jwt_guard(issuer),
+    )
+    ada, bob = issuer.headers("ada", client=False), issuer.headers("bob", client=False)
+    billing = issuer.headers("billing")  # a client acting for itself
+    mine, theirs = unique("sub-ada"), unique("sub-bob")
+    with TestClient(app) as api:
+        as_bob = api.post(
+            f"/v1/subscriptions/{theirs}/start",
+            json={"user_id": "bob", "plan": "basic"},
+            headers=ada,
+        )
+        assert as_bob.status_code == 403, as_bob.text
+        assert as_bob.json() == {
+            "error": "forbidden",
+            "detail": "user 'ada' may start a subscription for itself only",
+        }
+        for sub, user, headers in ((mine, "ada", ada), (theirs, "bob", bob)):
+            started = api.post(
+                f"/v1/subscriptions/{sub}/start",
+                json={"user_id": user, "plan": "basic"},
+                headers=headers,
+            )
+            assert started.status_code == 200, started.text
+
+        # To ada, bob's subscription is not there: not to read, renew or cancel.
+        assert api.get(f"/v1/subscriptions/{theirs}", headers=ada).status_code == 404
+        for action in ("renew", "cancel"):
+            refused = api.post(f"/v1/subscriptions/{theirs}/{action}", headers=ada)
+            assert refused.status_code == 404, refused.text
+        # Nor may she take its id: she learns it is taken, not whose it is.
+        taken = api.post(
+            f"/v1/subscriptions/{theirs}/start",
+            json={"user_id": "ada", "plan": "basic"},
+            headers=ada,
+        )
+        assert taken.status_code == 409, taken.text
+        assert taken.json() == {
+            "error": "rejected",
+            "detail": f"subscription {theirs!r} already exists",
+        }
+        assert api.get(f"/v1/subscriptions/{theirs}", headers=bob).json()["payments"] == 1
+
+        assert api.post(f"/v1/subscriptions/{mine}/renew", headers=ada).status_code == 200
+        # The billing service renews and reads anyone's.
+        renewed = api.post(f"/v1/subscriptions/{theirs}/renew", headers=billing)
+        assert renewed.status_code == 200, renewed.text
+        assert api.get(f"/v1/subscriptions/{theirs}", headers=billing).json()["payments"] == 2

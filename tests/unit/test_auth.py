@@ -19,6 +19,7 @@ from tide import auth
 from tide.auth import (
     API_KEY_HEADER,
     AuthMode,
+    AuthType,
     Caller,
     Guard,
     api_keys_json,
@@ -76,6 +77,18 @@ def test_a_token_from_the_issuer_with_the_scope_names_its_caller(
     # Some issuers send scopes as a list (`scp`).
     listed = issuer.token("u-43", [], scp=[SCOPE])
     assert client.post("/v1/events", headers=_bearer(listed)).status_code == 200
+
+
+def test_a_user_acts_for_itself_and_a_service_for_anyone() -> None:
+    user = Caller(AuthType.USER, "u-42", frozenset({SCOPE}))
+    assert user.acts_for("u-42")
+    assert not user.acts_for("u-43")
+    for service in (
+        Caller(AuthType.SERVICE_ACCOUNT, "billing", frozenset()),
+        Caller(AuthType.API_KEY, "backend", frozenset()),
+        auth.ANONYMOUS,  # an API that authenticates no one
+    ):
+        assert service.acts_for("u-43")
 
 
 def test_no_credentials_is_a_401_problem_with_a_bearer_challenge(client: TestClient) -> None:
