@@ -41,7 +41,11 @@ def migrate(
     (idempotent; safe to run from several pods), as the schema's owner."""
     import psycopg  # noqa: PLC0415
 
-    from tide.store.grants import database_services, grant_when_roles_exist  # noqa: PLC0415
+    from tide.store.grants import (  # noqa: PLC0415
+        database_services,
+        grant_when_roles_exist,
+        role_name,
+    )
     from tide.store.migrations import migrate as apply  # noqa: PLC0415
 
     settings = load_settings(*command_needs(("db", "migrate")).required_settings)
@@ -55,8 +59,13 @@ def migrate(
         if grant:
             with err.status(f"waiting for the roles of {len(database_services(catalog))} services"):
                 granted = grant_when_roles_exist(dsn, catalog, timeout=wait)
+            granted_now = set(map(role_name, database_services(catalog)))
             for role, tables in granted.items():
-                out.print(f"role {role}: " + (", ".join(sorted(tables)) or "no tables"))
+                out.print(
+                    f"role {role}: " + (", ".join(sorted(tables)) or "no tables")
+                    if role in granted_now
+                    else f"role {role}: none (its service left the catalog)"
+                )
     except psycopg.OperationalError as exc:
         postgres_unreachable(dsn, exc)
     except (TimeoutError, LookupError, ValueError) as exc:

@@ -220,3 +220,41 @@ def test_migrate_grant_names_a_listed_table_no_migration_made(roles: Roles, tmp_
     result = _tide_db(roles.owner, "migrate", "--grant", "--wait", "1", catalog=catalog)
     assert result.returncode != 0
     assert "no table 'ledger_lines' in the database" in result.stderr, result.stderr
+
+
+def test_a_service_that_leaves_the_catalog_loses_its_privileges(
+    roles: Roles, tmp_path: Path
+) -> None:
+    """`tide db migrate --grant` with a catalog without badges takes everything from its role
+    and leaves the others theirs; with badges back, the role has its tables again."""
+    without = CATALOG.model_copy(
+        update={
+            "services": tuple(s for s in CATALOG.services if s.name != "badges"),
+            "consumer_groups": tuple(g for g in CATALOG.consumer_groups if g.service != "badges"),
+        }
+    )
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(catalog_text(without))
+    badges, analytics = roles.dsns["badges"], roles.dsns["analytics"]
+    reads = _statement(SELECT, "badges", "user_id")
+    marks = _statement(SELECT, "processed_events", "consumer")
+    assert not _refused(badges, reads)
+
+    left = _tide_db(roles.owner, "migrate", "--grant", "--wait", "30", catalog=catalog)
+    try:
+        assert left.returncode == 0, left.stderr
+        assert "role badges: none (its service left the catalog)" in left.stdout, left.stdout
+        assert _refused(badges, reads)
+        assert _refused(badges, marks)
+        assert not _refused(analytics, _statement(SELECT, "viewing_sessions", "user_id"))
+        assert not _refused(analytics, marks)
+        with psycopg.connect(roles.owner) as conn:
+            owned = conn.execute(
+                "SELECT count(*) FROM processed_event_owners WHERE role = 'badges'"
+            ).fetchone()
+        assert owned == (0,), "the departed role still owns consumers' marks"
+    finally:
+        back = _tide_db(roles.owner, "migrate", "--grant", "--wait", "30")
+    assert back.returncode == 0, back.stderr
+    assert not _refused(badges, reads)
+    assert not _refused(badges, marks)

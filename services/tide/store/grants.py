@@ -8,6 +8,10 @@ its projections' checkpoints (`tide.store.event_store`, `.outbox`, `.projections
 top come the tables the catalog says its handlers own, which it may read and write. Nothing
 else: no other service's tables, and no DDL; the schema belongs to the owner, who runs the
 migrations. The statements below are what the code runs, privilege by privilege.
+
+A service that leaves the catalog loses all of it at the next grant: each platform (known
+by its catalog's `schemas` package) records the roles it grants (migration 7), so several
+platforms may share one database without taking each other's roles away.
 """
 
 from __future__ import annotations
@@ -54,7 +58,13 @@ OWNED_SEQUENCES = """
 """
 GRANT_LOCK = 7_305_003  # beside tide.store.migrations' and the event store's advisory locks
 PLATFORM_TABLES = frozenset(
-    {*PROCESSED_MARKS, *EVENT_STORE, "tide_schema_migrations", "tide_catalog_migrations"}
+    {
+        *PROCESSED_MARKS,
+        *EVENT_STORE,
+        "tide_schema_migrations",
+        "tide_catalog_migrations",
+        "tide_granted_roles",
+    }
 )
 # Roles a service's may not be: the schema owner's and the registry's (infra), PostgreSQL's
 # own, and CloudNativePG's reserved ones. (`pg_` names are PostgreSQL's too, but a service
@@ -114,8 +124,9 @@ def missing_roles(conn: psycopg.Connection[Any], roles: Iterable[str]) -> list[s
 def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str, tuple[str, ...]]]:
     """Give each database service's role (which must exist) exactly its privileges, taking
     away any others, in one transaction (run as the schema's owner, after the migrations).
-    Returns what each role was granted. LookupError naming a listed table that no migration
-    made."""
+    A role this platform granted before whose service has left the catalog loses all of
+    them. Returns what each role was granted, nothing for such a role. LookupError naming
+    a listed table that no migration made."""
     planned = {role_name(s): privileges(catalog, s) for s in database_services(catalog)}
     wanted = {table for tables in planned.values() for table in tables}
     existing = {
@@ -145,13 +156,11 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
                 sql.Identifier(conn.info.dbname)
             )
         )
+        departed = _forget_departed(conn, catalog.schemas, planned)
         for name, tables in planned.items():
             role = sql.Identifier(name)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
-            conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(role))
-            conn.execute(
-                sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(role)
-            )
+            _revoke_tables(conn, role)
             for table, allowed in tables.items():
                 conn.execute(
                     sql.SQL("GRANT {} ON TABLE {} TO {}").format(
@@ -182,7 +191,52 @@ def grant(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[str, dict[str
         # Only now that each role owns its marks (and may read who owns what) does the row
         # policy of migration 6 bind: from then on a role sees its own marks alone.
         conn.execute("ALTER TABLE processed_events ENABLE ROW LEVEL SECURITY")
-    return planned
+    return planned | {role: {} for role in departed}
+
+
+def _revoke_tables(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:
+    conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(role))
+    conn.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(role))
+
+
+def _forget_departed(
+    conn: psycopg.Connection[Any], platform: str, planned: Mapping[str, object]
+) -> list[str]:
+    """Take every privilege from the roles `platform` granted before and grants no more
+    (their services left its catalog), and record the ones it grants now. A role another
+    platform in this database still grants keeps what that one gives it. Returns the roles
+    that lost their privileges."""
+    recorded = [
+        row[0]
+        for row in conn.execute(
+            "SELECT role FROM tide_granted_roles WHERE platform = %s ORDER BY role", (platform,)
+        )
+    ]
+    gone = [role for role in recorded if role not in planned]
+    departed = [
+        row[0]
+        for row in conn.execute(
+            "SELECT rolname FROM pg_roles r WHERE rolname = ANY(%s) AND NOT EXISTS ("
+            " SELECT FROM tide_granted_roles g WHERE g.role = r.rolname AND g.platform <> %s)"
+            " ORDER BY rolname",
+            (gone, platform),
+        )
+    ]
+    for name in departed:
+        role = sql.Identifier(name)
+        _revoke_tables(conn, role)
+        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(role))
+        conn.execute("DELETE FROM processed_event_owners WHERE role = %s", (name,))
+    conn.execute(
+        "DELETE FROM tide_granted_roles WHERE platform = %s AND role = ANY(%s)", (platform, gone)
+    )
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO tide_granted_roles (platform, role) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            [(platform, role) for role in planned],
+        )
+    return departed
 
 
 def grant_when_roles_exist(

@@ -101,6 +101,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             ));
         """,
     ),
+    (
+        7,
+        """
+        -- The roles each platform's grant gave privileges to, the platform named by its
+        -- catalog's schemas package: a service that leaves the catalog loses them at the
+        -- next grant (tide.store.grants), while other platforms' roles in the same
+        -- database are left alone.
+        CREATE TABLE tide_granted_roles (
+            platform text NOT NULL,
+            role     name NOT NULL,
+            PRIMARY KEY (platform, role)
+        );
+        """,
+    ),
 )
 
 
