@@ -149,6 +149,26 @@ PACKAGE = r"[a-zA-Z_]\w*(\.[a-zA-Z_]\w*)*"
 METRICS_PORT = 9464
 
 
+# What a service's role may do on one of its tables, as SQL names the privileges.
+TablePrivilege = Literal["select", "insert", "update", "delete"]
+READ_WRITE: tuple[TablePrivilege, ...] = ("select", "insert", "update", "delete")
+
+
+class Table(_Entry):
+    """One of a service's tables, with only the privileges its handlers use."""
+
+    name: TableName
+    privileges: tuple[TablePrivilege, ...] = Field(
+        min_length=1,
+        description="what its role may do: select, insert, update, delete (an upsert is"
+        " insert and update, and select when it reads the row or returns a column)",
+    )
+
+
+def _table_access(table: str | Table) -> tuple[str, tuple[TablePrivilege, ...]]:
+    return (table.name, table.privileges) if isinstance(table, Table) else (table, READ_WRITE)
+
+
 class Service(_Entry):
     """One deployable process; its `command` is the image's argument list."""
 
@@ -178,11 +198,16 @@ class Service(_Entry):
         default=False,
         description="role api: it keeps state in PostgreSQL (consumers and workers always do)",
     )
-    tables: tuple[TableName, ...] = Field(
+    tables: tuple[TableName | Table, ...] = Field(
         default=(),
-        description="the PostgreSQL tables its handlers read and write; its database role may"
-        " touch only these and the platform's own tables its role needs",
+        description="the PostgreSQL tables its handlers use: a name alone for read and write"
+        " (select, insert, update, delete), or {name, privileges} for only those; its"
+        " database role may touch only these and the platform's own tables its role needs",
     )
+
+    def table_privileges(self) -> dict[str, tuple[TablePrivilege, ...]]:
+        """Each of its tables -> what its role may do on it."""
+        return dict(map(_table_access, self.tables))
 
     @model_validator(mode="after")
     def _app(self) -> Self:
@@ -585,7 +610,7 @@ def _service_problems(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: role api must not run consumer groups or queue workers")
     owners: dict[str, list[str]] = {}
     for service in catalog.services:
-        for table in service.tables:
+        for table, _privileges in map(_table_access, service.tables):
             owners.setdefault(table, []).append(service.name)
     problems += [
         f"table {table!r}: listed by {' and '.join(map(repr, names))}; one service owns a table"

@@ -45,15 +45,31 @@ def test_the_shops_own_table_is_made_once_and_only_billing_may_write_it(
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         granted = grant(conn, shop)
     assert set(granted["billing"]) >= {"invoice_ledger"}
+    assert granted["billing"]["invoice_ledger"] == ("INSERT",)
     order = secrets.token_hex(6)
     with psycopg.connect(dsns["billing"]) as conn:
         # The serial column draws from the table's sequence: granted with the table.
-        (number,) = conn.execute(
+        conn.execute(
             "INSERT INTO invoice_ledger (order_id, customer_id, amount_cents, currency)"
-            " VALUES (%s, 'c-1', 1250, 'EUR') RETURNING invoice_number",
+            " VALUES (%s, 'c-1', 1250, 'EUR')",
             (order,),
+        )
+    with psycopg.connect(server.dsn) as conn:
+        (number,) = conn.execute(
+            "SELECT invoice_number FROM invoice_ledger WHERE order_id = %s", (order,)
         ).fetchone() or (0,)
     assert number > 0
+    # Append-only to billing, as the shop's catalog says: not read, changed or removed.
+    for statement in (
+        "SELECT * FROM invoice_ledger",
+        "UPDATE invoice_ledger SET amount_cents = 0",
+        "DELETE FROM invoice_ledger",
+    ):
+        with (
+            psycopg.connect(dsns["billing"]) as conn,
+            pytest.raises(errors.InsufficientPrivilege, match="invoice_ledger"),
+        ):
+            conn.execute(statement)
     for other in sorted(set(dsns) - {"billing"}):
         with (
             psycopg.connect(dsns[other]) as conn,

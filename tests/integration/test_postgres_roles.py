@@ -131,7 +131,7 @@ def test_each_role_uses_its_own_tables_as_its_code_does_and_nothing_else(roles: 
 
 
 def test_no_role_touches_another_services_tables(roles: Roles) -> None:
-    owner_of = {table: s.name for s in CATALOG.services for table in s.tables}
+    owner_of = {table: s.name for s in CATALOG.services for table in s.table_privileges()}
     assert owner_of, "the reference catalog gives its services tables"
     reached = [
         f"{service}: {privilege} on {table}, {owner_of[table]}'s"
@@ -236,7 +236,7 @@ def test_a_service_that_leaves_the_catalog_loses_its_privileges(
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(catalog_text(without))
     badges, analytics = roles.dsns["badges"], roles.dsns["analytics"]
-    reads = _statement(SELECT, "badges", "user_id")
+    reads = _statement(SELECT, "completions", "user_id")
     marks = _statement(SELECT, "processed_events", "consumer")
     assert not _refused(badges, reads)
 

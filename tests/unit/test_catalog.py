@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ott.catalog import CATALOG
 from tide.errors import PLATFORM_ERRORS
 from tide.events.schemas import schema
-from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, privileges
+from tide.store.grants import DELETE, INSERT, READ_WRITE, SELECT, UPDATE, privileges
 from tide.topology import Autoscaling, Catalog, ConsumerGroup, RetryPolicy, Topic
 
 
@@ -192,6 +192,16 @@ def test_table_names_are_what_a_migration_writes_unquoted(name: str) -> None:
         Catalog.model_validate(_with(services=services))
 
 
+def test_a_table_privilege_sql_has_no_name_for_is_refused() -> None:
+    services = _services_with_tables(
+        analytics=({"name": "viewing_sessions", "privileges": ["select", "truncate"]},)  # type: ignore[arg-type]
+    )
+    with pytest.raises(
+        ValidationError, match=r"privileges\.1\n  Input should be 'select', 'insert'"
+    ):
+        Catalog.model_validate(_with(services=services))
+
+
 def test_a_service_given_a_platform_table_gets_no_role_grants() -> None:
     catalog = Catalog.model_validate(
         _with(services=_services_with_tables(analytics=("viewing_sessions", "events")))
@@ -203,7 +213,11 @@ def test_a_service_given_a_platform_table_gets_no_role_grants() -> None:
 def test_each_role_is_granted_its_tables_and_the_platforms_it_uses() -> None:
     # The row policy on the marks reads whose consumer a row is.
     marks = {"processed_events": (SELECT, INSERT, DELETE), "processed_event_owners": (SELECT,)}
-    assert privileges(CATALOG, "personalization") == marks | {"viewer_profiles": READ_WRITE}
+    # Upserts only: the catalog gives it no DELETE on its profiles.
+    upserts = (SELECT, INSERT, UPDATE)
+    assert privileges(CATALOG, "personalization") == marks | {"viewer_profiles": upserts}
+    assert privileges(CATALOG, "badges") == marks | {"completions": upserts, "badges": (INSERT,)}
+    assert privileges(CATALOG, "analytics")["viewing_sessions"] == READ_WRITE  # named alone
     assert privileges(CATALOG, "notification-dispatch") == marks
     store = privileges(CATALOG, "subscription")
     assert store["events"] == (SELECT, INSERT), "an event store never rewrites its events"

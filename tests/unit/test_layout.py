@@ -50,7 +50,7 @@ def test_the_runtime_names_no_topic_service_or_event_of_the_reference_platform()
         | {queue.name for queue in CATALOG.queues}
         | {exchange.name for exchange in CATALOG.exchanges}
         | {event.type for event in CATALOG.events}
-        | {table for service in CATALOG.services for table in service.tables}
+        | {table for service in CATALOG.services for table in service.table_privileges()}
     )
     # A whole name only: "subscriptions:write" is a scope, "badges" inside a word is not.
     pattern = re.compile(

@@ -5,7 +5,8 @@ process is (`tide.needs`): every consumer group and queue worker records its exa
 marks (`tide.store.processed`), and a row policy (migration 6) shows it only its own
 groups' and queues' marks; an API that keeps state has the event store, its outbox and
 its projections' checkpoints (`tide.store.event_store`, `.outbox`, `.projections`). On
-top come the tables the catalog says its handlers own, which it may read and write. Nothing
+top come the tables the catalog says its handlers own, with the privileges it lists for
+each (read and write for a table named alone). Nothing
 else: no other service's tables, and no DDL; the schema belongs to the owner, who runs the
 migrations. The statements below are what the code runs, privilege by privilege.
 
@@ -98,7 +99,8 @@ def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
     if Dependency.POSTGRES not in process_needs(catalog, service).dependencies:
         return {}
     role_name(service)
-    taken = sorted(PLATFORM_TABLES & set(entry.tables))
+    tables = entry.table_privileges()
+    taken = sorted(PLATFORM_TABLES & set(tables))
     if taken:
         raise ValueError(f"service {service!r}: tables {taken} are the platform's own")
     granted: dict[str, tuple[str, ...]] = {}
@@ -107,7 +109,7 @@ def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
             granted |= EVENT_STORE
     else:
         granted |= PROCESSED_MARKS
-    granted |= dict.fromkeys(entry.tables, READ_WRITE)
+    granted |= {table: tuple(p.upper() for p in allowed) for table, allowed in tables.items()}
     return granted
 
 
