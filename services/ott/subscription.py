@@ -31,7 +31,7 @@ from tide.errors import pg_conninfo
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
 from tide.handlers import AppContext
-from tide.health import add_health_routes, problems, timed
+from tide.health import add_health_routes, problems
 from tide.kafka.producer import EventPublisher
 from tide.liveness import Heartbeat, Liveness, supervised
 from tide.store.event_store import ConcurrencyError, EventStore, RecordedEvent, Snapshot
@@ -297,7 +297,6 @@ def create_app(
         response_model=Subscription,
         responses=problems(400, *refusals, 408, 409, 413, 415, 422, 503),
     )
-    @timed
     async def start(
         subscription_id: SubscriptionId,
         request: Request,
@@ -355,7 +354,6 @@ def create_app(
 def _bodiless(command: Command, decide: Decision, may_write: Any) -> Callable[..., Any]:
     """A route that runs `decide` on the subscription its path names, as the caller."""
 
-    @timed
     async def run(subscription_id: SubscriptionId, caller: Caller = may_write) -> Response:
         return await command(subscription_id, decide, caller)
 

@@ -26,7 +26,7 @@ from tide.errors import PlatformUnavailableError
 from tide.events.envelope import CloudEvent
 from tide.events.schemas import schema
 from tide.handlers import AppContext
-from tide.health import add_health_routes, problems, timed, unavailable
+from tide.health import add_health_routes, problems, unavailable
 from tide.idempotency import CLIENT_ID, IdempotencyKeyError, Replays, header_scope
 from tide.idempotency import HEADER as IDEMPOTENCY_HEADER
 from tide.kafka.producer import EventPublisher, NotSentError, PublishError
@@ -181,7 +181,6 @@ def create_app(
         response_model=Accepted,
         responses=problems(400, *guard.problems(), 408, 413, 415, 422, 503),
     )
-    @timed
     async def accept(  # noqa: PLR0911 - one answer per refusal
         request: Request, caller: Caller = may_send
     ) -> Response:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -65,33 +64,43 @@ def unavailable(error: str, detail: str) -> JSONResponse:
     )
 
 
-_P = ParamSpec("_P")
+# Not answers to an API's clients: the probes and the scrape.
+UNTIMED = frozenset({"/healthz", "/readyz", METRICS_PATH})
 
 
-def timed(route: Callable[_P, Awaitable[Response]]) -> Callable[_P, Awaitable[Response]]:
-    """Observe how long an API route took to answer, by status code
-    (tide_api_request_duration_seconds). A decorator, not a middleware: Starlette's
+def time_answers(app: FastAPI) -> None:
+    """Observe how long each answer of the API took, by status code
+    (tide_api_request_duration_seconds): every route's, whatever it returns, and every
+    refusal before one runs (401 and 403, a body FastAPI refuses with 422, a 503 the shared
+    handler gives a broker that is down). `tide run` does this for every API it serves."""
+    app.add_middleware(_Timed)
+
+
+class _Timed:
+    """Pure ASGI: the status is read off the response as it starts. Starlette's
     BaseHTTPMiddleware cost about a third of the player API's throughput (bench/)."""
 
-    @functools.wraps(route)
-    async def answer(*args: _P.args, **kwargs: _P.kwargs) -> Response:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in UNTIMED:
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        status = 500
+        status = 500  # unless an answer starts: what Starlette answers an exception with
+
+        async def observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await route(*args, **kwargs)
-            status = response.status_code
-        except PLATFORM_ERRORS:
-            status = 503  # what the shared handler answers (add_health_routes)
-            raise
-        except (RequestValidationError, *REFUSED_EVENTS):
-            status = 422
-            raise
+            await self.app(scope, receive, observed)
         finally:
             seconds = time.perf_counter() - started
             metrics.API_REQUEST_SECONDS.labels(str(status)).observe(seconds)
-        return response
-
-    return answer
 
 
 def add_health_routes(

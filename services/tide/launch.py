@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from tide import heap, metrics
 from tide.codecs.json_schema import EventCodec
 from tide.handlers import AppContext, NotRunnableError, load_app, load_handler
-from tide.health import HealthServer, PortInUseError, bind, metrics_apart
+from tide.health import HealthServer, PortInUseError, bind, metrics_apart, time_answers
 from tide.kafka.consumer import ConsumerRunner
 from tide.kafka.processing import RecordProcessor
 from tide.kafka.producer import EventPublisher
@@ -125,6 +125,7 @@ def _run_api(name: str, settings: Settings, catalog: Catalog) -> None:
         timeout_s=settings.publish_timeout_s,
     )
     app = factory(AppContext(service, catalog, publisher, settings))
+    time_answers(app)  # whatever the team's routes return or raise
     if settings.metrics_port:
         metrics_apart(app, settings.metrics_port)
     # uvicorn drains in-flight requests on SIGTERM, then the lifespan flushes the producer.

@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import unique
 from tide.auth import API_KEY_HEADER, api_keys_json, new_api_key
@@ -101,6 +102,8 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
             f"{api}/orders", json={**paid, "total_cents": -1}, headers=credentials, timeout=30
         )
         assert refused.status_code == 422, refused.text
+        # Tide times each of the team's answers, though its route returns a model.
+        assert _answers(api) == {"202": 2, "401": 1, "422": 1}
 
         codec = EventCodec(catalog)
         invoices = _events(consumer, codec, str(catalog.event("invoice.issued").topic))
@@ -130,6 +133,22 @@ def test_a_teams_own_platform_runs_from_its_catalog_file(
         platform.send_signal(signal.SIGTERM)
         code = platform.wait(timeout=120)
     assert code == 0, log.read_text()[-3000:]
+
+
+def _answers(url: str) -> dict[str, int]:
+    """The API's answers so far by status (tide_api_request_duration_seconds), from its own
+    /metrics: locally it serves them on its HTTP port."""
+    scraped = httpx.get(f"{url}/metrics", timeout=10).text
+    (family,) = (
+        f
+        for f in text_string_to_metric_families(scraped)
+        if f.name == "tide_api_request_duration_seconds"
+    )
+    return {
+        s.labels["status"]: int(s.value)
+        for s in family.samples
+        if s.name.endswith("_count") and s.value
+    }
 
 
 def _ready(url: str) -> bool:

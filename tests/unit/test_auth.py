@@ -29,6 +29,7 @@ from tide.auth import (
     parse_api_keys,
 )
 from tide.cli import app
+from tide.health import time_answers
 from tide.settings import Settings
 from tide.waiting import wait_until
 from tide_dev.issuer import LocalIssuer
@@ -41,6 +42,7 @@ TYPED = {"typ": "at+jwt"}  # RFC 9068's access token type, which the APIs requir
 def _app(guard: Guard) -> FastAPI:
     app = FastAPI()
     guard.install(app)
+    time_answers(app)  # as `tide run` serves every API
 
     may_send = guard.requires(SCOPE)
 
