@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -72,8 +72,10 @@ def time_answers(app: FastAPI) -> None:
     """Observe how long each answer of the API took, by status code
     (tide_api_request_duration_seconds): every route's, whatever it returns, and every
     refusal before one runs (401 and 403, a body FastAPI refuses with 422, a 503 the shared
-    handler gives a broker that is down). `tide run` does this for every API it serves."""
-    app.add_middleware(_Timed)
+    handler gives a broker that is down). `tide run` does this for every API it serves;
+    an app that did it already is left as it is, so no answer is counted twice."""
+    if not any(m.cls is cast(Any, _Timed) for m in app.user_middleware):
+        app.add_middleware(_Timed)
 
 
 class _Timed:
