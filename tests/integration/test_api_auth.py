@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -195,22 +196,19 @@ def test_a_user_acts_on_their_own_subscriptions_and_a_service_on_anyones(
     billing = issuer.headers("billing")  # a client acting for itself
     mine, theirs = unique("sub-ada"), unique("sub-bob")
     with TestClient(app) as api:
-        as_bob = api.post(
-            f"/v1/subscriptions/{theirs}/start",
-            json={"user_id": "bob", "plan": "basic"},
-            headers=ada,
-        )
+
+        def start(sub: str, user: str, headers: dict[str, str]) -> httpx.Response:
+            body = {"user_id": user, "plan": "basic"}
+            return api.post(f"/v1/subscriptions/{sub}/start", json=body, headers=headers)
+
+        as_bob = start(theirs, "bob", ada)
         assert as_bob.status_code == 403, as_bob.text
         assert as_bob.json() == {
             "error": "forbidden",
             "detail": "user 'ada' may start a subscription for itself only",
         }
         for sub, user, headers in ((mine, "ada", ada), (theirs, "bob", bob)):
-            started = api.post(
-                f"/v1/subscriptions/{sub}/start",
-                json={"user_id": user, "plan": "basic"},
-                headers=headers,
-            )
+            started = start(sub, user, headers)
             assert started.status_code == 200, started.text
 
         # To ada, bob's subscription is not there: not to read, renew or cancel.
@@ -219,11 +217,7 @@ def test_a_user_acts_on_their_own_subscriptions_and_a_service_on_anyones(
             refused = api.post(f"/v1/subscriptions/{theirs}/{action}", headers=ada)
             assert refused.status_code == 404, refused.text
         # Nor may she take its id: she learns it is taken, not whose it is.
-        taken = api.post(
-            f"/v1/subscriptions/{theirs}/start",
-            json={"user_id": "ada", "plan": "basic"},
-            headers=ada,
-        )
+        taken = start(theirs, "ada", ada)
         assert taken.status_code == 409, taken.text
         assert taken.json() == {
             "error": "rejected",
