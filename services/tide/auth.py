@@ -298,16 +298,18 @@ class JwtVerifier:
 
     async def caller(self, token: str) -> Caller:
         digest = hashlib.sha256(token.encode()).digest()
-        known = self._verified.get(digest)
+        known = self._verified.pop(digest, None)
         if known is not None:
             # Raises as for any token when the key is gone or the issuer long unreachable.
             key = await self._keys.key(known.kid)
             if key is known.key and time.time() < known.until:
+                # Put back as the newest: a full cache drops the token least recently used,
+                # not a busy client's that merely came first.
+                self._verified[digest] = known
                 return known.caller
-            self._verified.pop(digest, None)
         verified = await self._verify(token)
         if len(self._verified) >= VERIFIED_TOKENS:
-            self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified.pop(next(iter(self._verified)))  # the least recently used
         self._verified[digest] = verified
         return verified.caller
 

@@ -279,6 +279,27 @@ def test_a_token_checked_once_is_not_checked_again_until_it_expires(
     )
 
 
+def test_a_full_cache_forgets_the_token_least_recently_used(
+    client: TestClient, issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    decode = auth.jwt.decode
+
+    def counted(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counted)
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS", 2)
+    busy, once, newcomer = (issuer.token(name, [SCOPE]) for name in ("busy", "once", "new"))
+    for token in (busy, once, busy, newcomer, busy):
+        assert client.post("/v1/events", headers=_bearer(token)).status_code == 200
+    # The busy client's token, used just before the newcomer came, was kept; `once` was not.
+    assert decoded == [busy, once, newcomer]
+    assert client.post("/v1/events", headers=_bearer(once)).status_code == 200
+    assert decoded[-1] == once
+
+
 def test_a_remembered_token_is_refused_once_the_issuer_withdraws_its_key() -> None:
     with LocalIssuer() as issuer:
         guard = guard_from(
