@@ -254,17 +254,23 @@ def test_an_issuer_that_types_its_tokens_jwt_is_trusted_when_the_stack_says_so(
     assert "typ None is not an access token's (at+jwt or jwt)" in missing.json()["detail"]
 
 
-def test_a_token_checked_once_is_not_checked_again_until_it_expires(
-    client: TestClient, issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    decoded: list[str] = []
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token whose signature and claims the API checks, in order."""
+    checked: list[str] = []
     decode = auth.jwt.decode
 
     def counted(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        decoded.append(token)
+        checked.append(token)
         return decode(token, *args, **kwargs)
 
     monkeypatch.setattr(auth.jwt, "decode", counted)
+    return checked
+
+
+def test_a_token_checked_once_is_not_checked_again_until_it_expires(
+    client: TestClient, issuer: LocalIssuer, decoded: list[str]
+) -> None:
     token = issuer.token("p", [SCOPE])
     for _ in range(3):
         assert client.post("/v1/events", headers=_bearer(token)).status_code == 200
@@ -280,16 +286,8 @@ def test_a_token_checked_once_is_not_checked_again_until_it_expires(
 
 
 def test_a_full_cache_forgets_the_token_least_recently_used(
-    client: TestClient, issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, issuer: LocalIssuer, decoded: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decoded: list[str] = []
-    decode = auth.jwt.decode
-
-    def counted(token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        decoded.append(token)
-        return decode(token, *args, **kwargs)
-
-    monkeypatch.setattr(auth.jwt, "decode", counted)
     monkeypatch.setattr(auth, "VERIFIED_TOKENS", 2)
     busy, once, newcomer = (issuer.token(name, [SCOPE]) for name in ("busy", "once", "new"))
     for token in (busy, once, busy, newcomer, busy):
