@@ -25,11 +25,20 @@ from psycopg import sql
 
 from tide.errors import pg_conninfo
 from tide.needs import Dependency, ProcessKind, kind_of, process_needs
-from tide.topology import Catalog
+from tide.topology import READ_WRITE as TABLE_READ_WRITE
+from tide.topology import Catalog, TablePrivilege
 from tide.waiting import wait_until
 
 SELECT, INSERT, UPDATE, DELETE = "SELECT", "INSERT", "UPDATE", "DELETE"
-READ_WRITE = (SELECT, INSERT, UPDATE, DELETE)
+
+
+def sql_privileges(allowed: tuple[TablePrivilege, ...]) -> tuple[str, ...]:
+    """The catalog's privilege names as GRANT spells them."""
+    return tuple(p.upper() for p in allowed)
+
+
+# A table named alone in the catalog: one list for both, in the catalog's spelling.
+READ_WRITE = sql_privileges(TABLE_READ_WRITE)
 
 # INSERT ... ON CONFLICT DO NOTHING RETURNING event_id (SELECT for RETURNING); retention
 # deletes old marks. The row policy on processed_events reads whose consumer a row is.
@@ -109,7 +118,7 @@ def privileges(catalog: Catalog, service: str) -> dict[str, tuple[str, ...]]:
             granted |= EVENT_STORE
     else:
         granted |= PROCESSED_MARKS
-    granted |= {table: tuple(p.upper() for p in allowed) for table, allowed in tables.items()}
+    granted |= {table: sql_privileges(allowed) for table, allowed in tables.items()}
     return granted
 
 
